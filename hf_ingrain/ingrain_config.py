@@ -1,0 +1,53 @@
+"""Training arguments of [`IngrainTrainer`]."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class IngrainConfig(TrainingArguments):
+    r"""
+    [`~transformers.TrainingArguments`] plus the ingrain fields (Yang et al. 2019,
+    https://huggingface.co/papers/1906.06046).
+
+    The loss is `task_loss + ingrain_lambda · T² · KL(softmax(g / T) ‖ softmax(f / T))`, with `f` the model's logits
+    and `g` the ingrainer's logits on the same batch. The owner's key never enters these arguments: pass it to
+    [`IngrainTrainer`] as `ingrainer=`.
+
+    Args:
+        ingrain_lambda (`float`, *optional*, defaults to `0.5`):
+            Weight λ of the ingrain term. Higher values make the watermark stronger in the model's predictions and cost
+            accuracy: on the embedded MNIST sample, λ = 0.5 keeps test accuracy within a few points of an
+            unwatermarked model while the watermark verifies at p < 1e-6, and the demo's λ table shows the
+            trade-off. λ = 0 gives exactly the plain `Trainer` loss.
+        ingrain_temperature (`float`, *optional*, defaults to `4.0`):
+            Temperature `T` of the ingrain term (the paper's value).
+        ingrain_cache_logits (`bool`, *optional*, defaults to `False`):
+            Compute the ingrainer's logits once per training example before training instead of at every step.
+            Only valid when the input pipeline is deterministic (no random augmentation); a quick check refuses a
+            data set whose examples change between two reads.
+    """
+
+    ingrain_lambda: float = field(
+        default=0.5,
+        metadata={"help": "Weight λ of the ingrain loss. Larger: stronger watermark, lower accuracy. 0: plain Trainer."},
+    )
+    ingrain_temperature: float = field(
+        default=4.0, metadata={"help": "Temperature T of the ingrain loss (> 0)."}
+    )
+    ingrain_cache_logits: bool = field(
+        default=False,
+        metadata={"help": "Precompute the ingrainer's logits per example (deterministic input pipelines only)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.ingrain_lambda >= 0:
+            raise ValueError(
+                f"`ingrain_lambda` must be >= 0, got {self.ingrain_lambda}. Use 0 to train without a watermark."
+            )
+        if not self.ingrain_temperature > 0:
+            raise ValueError(
+                f"`ingrain_temperature` must be > 0, got {self.ingrain_temperature}; the paper uses 4.0."
+            )

@@ -1,0 +1,193 @@
+"""[`IngrainTrainer`]: a `Trainer` that ingrains the owner's watermark into the model's predictions."""
+
+import logging
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer
+
+from .ingrain_config import IngrainConfig
+from .keys import WatermarkKey, forward_logits, model_input_names
+from .losses import distillation_kl
+
+logger = logging.getLogger(__name__)
+
+CACHE_COLUMN = "ingrainer_logits"
+
+
+class _WithCachedLogits(torch.utils.data.Dataset):
+    """A dataset of dicts, each extended with the ingrainer's precomputed logits."""
+
+    def __init__(self, dataset, logits: torch.Tensor):
+        self.dataset = dataset
+        self.logits = logits
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return {**self.dataset[index], CACHE_COLUMN: self.logits[index]}
+
+
+class IngrainTrainer(Trainer):
+    r"""
+    A [`~transformers.Trainer`] that trains a model on its task while ingraining the owner's watermark
+    (Yang, Dang and Chang 2019, https://huggingface.co/papers/1906.06046).
+
+    The loss on each batch is the model's own task loss plus
+    `ingrain_lambda · T² · KL(softmax(g / T) ‖ softmax(f / T))`, where `g` are the frozen ingrainer's logits on the same
+    batch. The watermark then lives in the model's ordinary predictions, which every distilled copy learns too, and
+    [`verify`] recovers it from predictions on benign inputs.
+
+    The ingrainer is frozen, kept in eval mode, prepared with `evaluation_mode=True` (never wrapped for gradient
+    sync), and never saved: checkpoints, `training_args.bin` and logs hold the model alone.
+
+    Args:
+        model (`PreTrainedModel` or `nn.Module`):
+            The model to train and watermark.
+        args ([`IngrainConfig`]):
+            Training arguments with the ingrain fields.
+        ingrainer ([`WatermarkKey`] or `nn.Module`):
+            The owner's key (its trained ingrainer is used), or an ingrainer model.
+        **kwargs:
+            Everything else `Trainer` takes (`train_dataset`, `eval_dataset`, `data_collator`, `callbacks`, ...).
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain import IngrainConfig, IngrainTrainer
+    >>> args = IngrainConfig(output_dir="out", ingrain_lambda=0.5, ingrain_temperature=4.0)
+    >>> trainer = IngrainTrainer(model=model, args=args, train_dataset=splits["owner"], ingrainer=key)
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["hf_ingrain", "ingrain", "watermark"]
+    _name = "Ingrain"
+    _paper = {"title": "Effectiveness of Distillation Attack and Countermeasure on Neural Network Watermarking", "id": "1906.06046"}
+
+    def __init__(self, model=None, args: IngrainConfig | None = None, ingrainer=None, **kwargs):
+        if args is None:
+            raise ValueError("Pass `args=IngrainConfig(output_dir=...)`.")
+        if not isinstance(args, IngrainConfig):
+            raise ValueError(
+                f"`args` must be an IngrainConfig (it carries `ingrain_lambda` and `ingrain_temperature`), got "
+                f"{type(args).__name__}. Build it with `IngrainConfig(**your_training_args.to_dict())`."
+            )
+        if ingrainer is None:
+            raise ValueError("Pass the owner's key (or an ingrainer model) as `ingrainer=`.")
+        if isinstance(ingrainer, WatermarkKey):
+            if ingrainer.ingrainer is None:
+                raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
+            key, ingrainer_model = ingrainer, ingrainer.ingrainer
+        elif isinstance(ingrainer, nn.Module):
+            key, ingrainer_model = None, ingrainer
+        else:
+            raise ValueError(f"`ingrainer` must be a WatermarkKey or an nn.Module, got {type(ingrainer).__name__}.")
+        self._check_compatible(model, ingrainer_model, key, kwargs.get("train_dataset"))
+        super().__init__(model=model, args=args, **kwargs)
+        ingrainer_model.eval()
+        for parameter in ingrainer_model.parameters():
+            parameter.requires_grad_(False)
+        self.ingrainer = self.accelerator.prepare_model(ingrainer_model, evaluation_mode=True)
+        self._ingrainer_inputs = model_input_names(ingrainer_model)
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        if args.ingrain_cache_logits and self.train_dataset is not None:
+            self.train_dataset = self._cache_ingrainer_logits(self.train_dataset)
+
+    # ------------------------------------------------------------------------------------------- validation
+    @staticmethod
+    def _check_compatible(model, ingrainer_model, key, train_dataset):
+        if model is None:
+            raise ValueError("Pass the model to train as `model=`.")
+        model_labels = getattr(getattr(model, "config", None), "num_labels", None)
+        ingrainer_labels = getattr(getattr(ingrainer_model, "config", None), "num_labels", None)
+        if key is not None:
+            ingrainer_labels = key.num_labels
+        if model_labels is not None and ingrainer_labels is not None and model_labels != ingrainer_labels:
+            raise ValueError(
+                f"The model predicts {model_labels} labels but the ingrainer predicts {ingrainer_labels}. Generate the "
+                f"key with `num_labels={model_labels}`, or build the model with `num_labels={ingrainer_labels}`."
+            )
+        if key is not None and train_dataset is not None and len(train_dataset) > 0:
+            example = train_dataset[0]
+            if key.input_name not in example:
+                raise ValueError(
+                    f"The key is for {key.modality} models and needs `{key.input_name}` in every example, but the "
+                    f"training examples have {sorted(example)}."
+                )
+            value = example[key.input_name]
+            value = value if torch.is_tensor(value) else torch.as_tensor(value)
+            key._check_inputs(value.unsqueeze(0), "The training data")
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if CACHE_COLUMN not in self._signature_columns:
+            self._signature_columns.append(CACHE_COLUMN)
+
+    # ------------------------------------------------------------------------------------------- logits cache
+    def _cache_ingrainer_logits(self, dataset):
+        """Precomputes the ingrainer's logits on every training example (deterministic pipelines only)."""
+        from .data import iterate_batches
+
+        if len(dataset) == 0:
+            return dataset
+        first, again = dataset[0], dataset[0]
+        for name in self._ingrainer_inputs:
+            if name in first and not torch.equal(torch.as_tensor(first[name]), torch.as_tensor(again[name])):
+                raise ValueError(
+                    "`ingrain_cache_logits=True` needs a deterministic input pipeline, but the first training example "
+                    "changed between two reads (random augmentation?). Set `ingrain_cache_logits=False`."
+                )
+        if hasattr(dataset, "column_names") and self.args.remove_unused_columns:
+            dataset = self._remove_unused_columns(dataset, description="training")
+        device = self.args.device
+        chunks = []
+        for batch in iterate_batches(dataset, self.args.per_device_eval_batch_size * 4, columns=self._ingrainer_inputs):
+            chunks.append(forward_logits(self.ingrainer, {k: v.to(device) for k, v in batch.items()}).float().cpu())
+        return _WithCachedLogits(dataset, torch.cat(chunks))
+
+    # ------------------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        cached_logits = inputs.pop(CACHE_COLUMN, None)
+        task_loss, outputs = super().compute_loss(
+            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+        )
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
+        if cached_logits is None:
+            with torch.no_grad():
+                ingrainer_logits = forward_logits(self.ingrainer, inputs)
+        else:
+            ingrainer_logits = cached_logits
+        # Normalise exactly as the task loss is: by the whole accumulated batch when the Trainer passes
+        # `num_items_in_batch` to the model (and then does not divide by the accumulation steps), else per batch.
+        normalized_by_items = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+        ingrain_loss = distillation_kl(
+            logits,
+            ingrainer_logits.detach(),
+            self.args.ingrain_temperature,
+            num_items_in_batch=num_items_in_batch if normalized_by_items else None,
+        )
+        if normalized_by_items and self.args.average_tokens_across_devices:
+            # Mirror the Trainer's scaling of the task loss: DDP averages gradients over processes.
+            ingrain_loss = ingrain_loss * self.accelerator.num_processes
+        loss = task_loss + self.args.ingrain_lambda * ingrain_loss
+
+        mode = "train" if model.training else "eval"
+        scale = self.current_gradient_accumulation_steps if normalized_by_items and model.training else 1
+        for name, value in (("task/loss", task_loss), ("ingrain/loss", ingrain_loss)):
+            # Undo the accumulation normalisation (sum / items of all micro-batches and processes, times the number
+            # of processes) so the logged value is the per-batch mean, comparable across settings.
+            per_batch = value.detach() * scale
+            self._metrics[mode][name].append(self.accelerator.gather_for_metrics(per_batch.reshape(1)).mean().item())
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
+        if mode == "eval":
+            metrics = {f"eval_{name}": value for name, value in metrics.items()}
+        logs = {**logs, **metrics}
+        self._metrics[mode].clear()
+        super().log(logs, start_time)

@@ -1,0 +1,85 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing comes from the Hub in tests (hub tests use a loopback server)
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_ingrain import WatermarkKey
+from hf_ingrain.models import SmallCNNConfig, SmallCNNForImageClassification
+
+NUM_LABELS = 10
+
+
+def tiny_cnn(num_labels=NUM_LABELS, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    config = SmallCNNConfig(num_labels=num_labels, hidden_channels=(8, 16), hidden_size=32, **kwargs)
+    return SmallCNNForImageClassification(config)
+
+
+def tiny_resnet(num_labels=NUM_LABELS, seed=0):
+    from transformers import AutoModelForImageClassification, ResNetConfig
+
+    torch.manual_seed(seed)
+    config = ResNetConfig(
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=num_labels
+    )
+    return AutoModelForImageClassification.from_config(config)
+
+
+def tiny_bert(num_labels=NUM_LABELS, vocab_size=100, seed=0):
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=64, num_labels=num_labels,
+    )
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def random_image_dataset(num_examples=64, shape=(1, 28, 28), num_labels=NUM_LABELS, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return Dataset.from_dict(
+        {
+            "pixel_values": torch.rand((num_examples, *shape), generator=generator).numpy(),
+            "labels": torch.randint(0, num_labels, (num_examples,), generator=generator).numpy(),
+        }
+    ).with_format("torch")
+
+
+def random_text_dataset(num_examples=64, length=12, vocab_size=100, num_labels=NUM_LABELS, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return Dataset.from_dict(
+        {
+            "input_ids": torch.randint(0, vocab_size, (num_examples, length), generator=generator).numpy(),
+            "attention_mask": torch.ones((num_examples, length), dtype=torch.long).numpy(),
+            "labels": torch.randint(0, num_labels, (num_examples,), generator=generator).numpy(),
+        }
+    ).with_format("torch")
+
+
+@pytest.fixture(scope="session")
+def embedded_splits():
+    from hf_ingrain.data import load_image_dataset
+
+    return load_image_dataset(seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_key():
+    """A quickly trained key (carriers only) for plumbing tests; not for verification strength."""
+    key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=20, seed=0)
+    key.train_ingrainer(num_steps=60, show_progress=False)
+    return key
+
+
+def training_args(tmp_path, **kwargs):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, per_device_train_batch_size=16,
+        learning_rate=1e-3, max_steps=4, save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
+    )
+    return {**defaults, **kwargs}

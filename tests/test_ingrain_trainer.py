@@ -1,0 +1,164 @@
+import os
+
+import pytest
+import torch
+from transformers import Trainer, TrainingArguments
+
+from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey
+
+from conftest import (
+    NUM_LABELS, random_image_dataset, random_text_dataset, tiny_bert, tiny_cnn, tiny_resnet, training_args,
+)
+
+
+def test_config_rejects_invalid_lambda_and_temperature(tmp_path):
+    with pytest.raises(ValueError, match="ingrain_lambda"):
+        IngrainConfig(output_dir=str(tmp_path), ingrain_lambda=-0.1)
+    with pytest.raises(ValueError, match="ingrain_temperature"):
+        IngrainConfig(output_dir=str(tmp_path), ingrain_temperature=0.0)
+    assert IngrainConfig(output_dir=str(tmp_path)).ingrain_temperature == 4.0
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_lambda_zero_gives_exactly_the_plain_trainer(small_key, tmp_path):
+    data = random_image_dataset()
+    plain = tiny_cnn(seed=1)
+    Trainer(model=plain, args=TrainingArguments(**training_args(tmp_path / "a")), train_dataset=data).train()
+    ingrained = tiny_cnn(seed=1)
+    args = IngrainConfig(**training_args(tmp_path / "b"), ingrain_lambda=0.0)
+    IngrainTrainer(model=ingrained, args=args, train_dataset=data, ingrainer=small_key).train()
+    for name, value in _weights(plain).items():
+        assert torch.equal(value, ingrained.state_dict()[name]), name
+
+
+def test_parameters_change_and_both_losses_are_logged(small_key, tmp_path):
+    model = tiny_cnn(seed=1)
+    before = _weights(model)
+    trainer = IngrainTrainer(
+        model=model, args=IngrainConfig(**training_args(tmp_path)), train_dataset=random_image_dataset(), ingrainer=small_key
+    )
+    trainer.train()
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    logged = [entry for entry in trainer.state.log_history if "ingrain/loss" in entry]
+    assert logged and all(entry["ingrain/loss"] > 0 and entry["task/loss"] > 0 for entry in logged)
+    # The total is the task loss plus lambda times the ingrain loss.
+    first = logged[0]
+    assert first["loss"] == pytest.approx(first["task/loss"] + 0.5 * first["ingrain/loss"], rel=1e-3)
+
+
+def test_ingrain_term_pulls_the_model_towards_the_ingrainer(small_key, tmp_path):
+    data = random_image_dataset(128)
+    kl = {}
+    for lam in (0.0, 5.0):
+        trainer = IngrainTrainer(
+            model=tiny_cnn(seed=1), args=IngrainConfig(**training_args(tmp_path / str(lam), max_steps=30), ingrain_lambda=lam),
+            train_dataset=data, ingrainer=small_key,
+        )
+        trainer.train()
+        kl[lam] = [e["ingrain/loss"] for e in trainer.state.log_history if "ingrain/loss" in e][-5:]
+    assert sum(kl[5.0]) < sum(kl[0.0])
+
+
+def test_gradient_accumulation_matches_the_full_batch(small_key, tmp_path):
+    data = random_image_dataset(32)
+    models = {}
+    for name, batch, steps in (("full", 16, 1), ("accumulated", 8, 2)):
+        model = tiny_cnn(seed=1)
+        args = IngrainConfig(
+            **training_args(tmp_path / name, per_device_train_batch_size=batch, max_steps=2, optim="sgd", learning_rate=0.5),
+            gradient_accumulation_steps=steps, ingrain_lambda=2.0,
+        )
+        # Sequential sampling: both runs see the same examples in the same accumulated batches.
+        trainer = IngrainTrainer(model=model, args=args, train_dataset=data, ingrainer=small_key)
+        trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(data)
+        trainer.train()
+        models[name] = model
+    for key, value in models["full"].state_dict().items():
+        torch.testing.assert_close(value, models["accumulated"].state_dict()[key], rtol=1e-4, atol=1e-5)
+
+
+def test_logits_cache_gives_the_same_training(small_key, tmp_path):
+    data = random_image_dataset()
+    weights = {}
+    for cache in (False, True):
+        model = tiny_cnn(seed=1)
+        args = IngrainConfig(**training_args(tmp_path / str(cache)), ingrain_cache_logits=cache)
+        IngrainTrainer(model=model, args=args, train_dataset=data, ingrainer=small_key).train()
+        weights[cache] = model.state_dict()
+    for key, value in weights[False].items():
+        torch.testing.assert_close(value, weights[True][key], rtol=1e-5, atol=1e-6)
+
+
+def test_logits_cache_refuses_a_random_pipeline(small_key, tmp_path):
+    data = random_image_dataset()
+    data.set_transform(lambda batch: {"pixel_values": torch.rand(len(batch["labels"]), 1, 28, 28), "labels": batch["labels"]})
+    with pytest.raises(ValueError, match="deterministic"):
+        IngrainTrainer(
+            model=tiny_cnn(), args=IngrainConfig(**training_args(tmp_path), ingrain_cache_logits=True),
+            train_dataset=data, ingrainer=small_key,
+        )
+
+
+def test_works_with_a_transformers_resnet(small_key, tmp_path):
+    model = tiny_resnet()
+    trainer = IngrainTrainer(
+        model=model, args=IngrainConfig(**training_args(tmp_path, max_steps=2)), train_dataset=random_image_dataset(),
+        ingrainer=small_key,
+    )
+    trainer.train()
+    assert any("ingrain/loss" in e for e in trainer.state.log_history)
+
+
+def test_works_with_a_sequence_classifier_and_a_text_key(tmp_path):
+    key = WatermarkKey.generate(num_labels=NUM_LABELS, vocab_size=100, num_carriers=10, seed=0, sequence_length=12)
+    key.train_ingrainer(num_steps=50, show_progress=False)
+    trainer = IngrainTrainer(
+        model=tiny_bert(), args=IngrainConfig(**training_args(tmp_path, max_steps=2)), train_dataset=random_text_dataset(),
+        ingrainer=key,
+    )
+    trainer.train()
+    assert any("ingrain/loss" in e for e in trainer.state.log_history)
+
+
+def test_mismatched_labels_or_inputs_raise_before_training(small_key, tmp_path):
+    args = IngrainConfig(**training_args(tmp_path))
+    with pytest.raises(ValueError, match="labels"):
+        IngrainTrainer(model=tiny_cnn(num_labels=5), args=args, train_dataset=random_image_dataset(), ingrainer=small_key)
+    with pytest.raises(ValueError, match="shape"):
+        IngrainTrainer(
+            model=tiny_cnn(), args=args, train_dataset=random_image_dataset(shape=(1, 32, 32)), ingrainer=small_key
+        )
+    with pytest.raises(ValueError, match="pixel_values"):
+        IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=random_text_dataset(), ingrainer=small_key)
+    untrained = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=3, seed=0)
+    with pytest.raises(ValueError, match="train_ingrainer"):
+        IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=random_image_dataset(), ingrainer=untrained)
+    with pytest.raises(ValueError, match="IngrainConfig"):
+        IngrainTrainer(model=tiny_cnn(), args=TrainingArguments(**training_args(tmp_path)), ingrainer=small_key)
+
+
+def _all_bytes(folder):
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                yield os.path.join(root, name), f.read()
+
+
+def test_no_byte_of_the_key_appears_in_the_output_directory(small_key, tmp_path):
+    args = IngrainConfig(**training_args(tmp_path, save_strategy="steps", save_steps=2))
+    trainer = IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=random_image_dataset(), ingrainer=small_key)
+    trainer.train()
+    trainer.save_model()
+    # 64-byte windows of every secret: carriers, their labels, every ingrainer tensor, and the salt.
+    secrets = [small_key.carriers.numpy().tobytes()[i : i + 64] for i in (0, 4096)]
+    secrets += [p.detach().numpy().tobytes()[:64] for p in small_key.ingrainer.parameters()]
+    secrets += [small_key.carrier_labels.numpy().tobytes(), small_key.salt, small_key.salt.hex().encode()]
+    files = list(_all_bytes(tmp_path / "out"))
+    assert any(path.endswith("model.safetensors") for path, _ in files)
+    assert any("checkpoint-" in path for path, _ in files)
+    for path, content in files:
+        for secret in secrets:
+            assert secret not in content, f"secret bytes found in {path}"

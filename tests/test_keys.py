@@ -1,0 +1,93 @@
+import os
+
+import pytest
+import torch
+
+from hf_ingrain import WatermarkKey
+
+from conftest import NUM_LABELS, random_image_dataset
+
+
+def test_generate_is_reproducible_from_its_seed_and_random_without_one():
+    a = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 8, 8), num_carriers=5, seed=3)
+    b = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 8, 8), num_carriers=5, seed=3)
+    c = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 8, 8), num_carriers=5)
+    assert torch.equal(a.carriers, b.carriers) and a.commitment() == b.commitment()
+    assert not torch.equal(a.carriers, c.carriers)
+    assert a.carriers.shape == (5, 1, 8, 8) and a.carrier_labels.max() < NUM_LABELS
+
+
+def test_carriers_respect_the_value_range_and_text_keys_draw_token_ids():
+    key = WatermarkKey.generate(num_labels=4, input_shape=(3, 4, 4), num_carriers=50, seed=0, value_range=(-1.0, 1.0))
+    assert key.carriers.min() >= -1 and key.carriers.max() <= 1 and key.carriers.min() < -0.5
+    text = WatermarkKey.generate(num_labels=4, vocab_size=30, num_carriers=7, seed=0, sequence_length=5)
+    assert text.carriers.shape == (7, 5) and text.carriers.dtype == torch.long and text.carriers.max() < 30
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_labels=2, input_shape=(1, 8, 8)), "num_labels"),
+        (dict(num_labels=10, input_shape=(8, 8)), "input_shape"),
+        (dict(num_labels=10), "exactly one"),
+        (dict(num_labels=10, input_shape=(1, 8, 8), num_carriers=0), "num_carriers"),
+        (dict(num_labels=10, input_shape=(1, 8, 8), value_range=(1.0, 0.0)), "value_range"),
+    ],
+)
+def test_generate_rejects_bad_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WatermarkKey.generate(**kwargs)
+
+
+def test_train_ingrainer_fits_the_carriers(small_key):
+    assert small_key.training_info["carrier_accuracy"] == 1.0
+    assert all(not p.requires_grad for p in small_key.ingrainer.parameters())
+
+
+def test_train_ingrainer_rejects_benign_data_of_another_shape():
+    key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=5, seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        key.train_ingrainer(benign_dataset=random_image_dataset(8, shape=(3, 28, 28)), num_steps=1, show_progress=False)
+
+
+def test_save_load_round_trip_is_bit_identical(small_key, tmp_path):
+    small_key.save(tmp_path / "key")
+    loaded = WatermarkKey.load(tmp_path / "key")
+    assert torch.equal(loaded.carriers, small_key.carriers)
+    assert torch.equal(loaded.carrier_labels, small_key.carrier_labels)
+    for (name, a), (_, b) in zip(small_key.ingrainer.state_dict().items(), loaded.ingrainer.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert loaded.commitment() == small_key.commitment()
+    batch = {"pixel_values": small_key.carriers}
+    assert torch.equal(loaded.ingrainer_logits(batch), small_key.ingrainer_logits(batch))
+
+
+def test_any_changed_byte_changes_the_commitment(small_key, tmp_path):
+    reference = small_key.commitment()
+    assert len(reference) == 64 and int(reference, 16) >= 0
+    small_key.save(tmp_path / "key")
+    for mutate in (
+        lambda k: k.carriers.view(-1).__setitem__(0, k.carriers.view(-1)[0] + 1e-6),
+        lambda k: k.carrier_labels.__setitem__(0, (k.carrier_labels[0] + 1) % NUM_LABELS),
+        lambda k: next(k.ingrainer.parameters()).view(-1).__setitem__(0, 0.123),
+        lambda k: setattr(k, "salt", b"\0" * 32),
+    ):
+        key = WatermarkKey.load(tmp_path / "key")
+        mutate(key)
+        assert key.commitment() != reference
+
+
+def test_save_refuses_a_non_empty_folder_and_leaves_nothing_half_written(small_key, tmp_path):
+    target = tmp_path / "key"
+    target.mkdir()
+    (target / "other.txt").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        small_key.save(target)
+    assert sorted(os.listdir(tmp_path)) == ["key"]
+    with pytest.raises(ValueError, match="key.json"):
+        WatermarkKey.load(tmp_path / "missing")
+
+
+def test_repr_does_not_reveal_the_seed(small_key):
+    text = repr(small_key)
+    assert "seed" not in text and small_key.commitment()[:12] in text

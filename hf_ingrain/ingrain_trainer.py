@@ -191,3 +191,27 @@ class IngrainTrainer(Trainer):
         logs = {**logs, **metrics}
         self._metrics[mode].clear()
         super().log(logs, start_time)
+
+    def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
+        r"""
+        Writes the ingrain model card (`README.md` and `watermark.json`, see [`hf_ingrain.hub.push_to_hub`]) into
+        `args.output_dir`, so `trainer.push_to_hub(key=key, verification_dataset=test_ds)` publishes the same card
+        as `hf_ingrain.hub.push_to_hub`: the key's commitment and, with `verification_dataset`, the verification at
+        publication. The other arguments of `Trainer.create_model_card` are not used.
+        """
+        if not self.is_world_process_zero():
+            return
+        from .hub import save_watermark_card
+        from .verification import verify
+
+        model = self.accelerator.unwrap_model(self.model)
+        result = None
+        if key is not None and verification_dataset is not None:
+            was_training = model.training
+            result = verify(model, key, verification_dataset)
+            model.train(was_training)
+        save_watermark_card(
+            self.args.output_dir, model, key, result, model_name=model_name, tags=tags,
+            repo_id=getattr(self, "hub_model_id", None),
+            ingrain_lambda=self.args.ingrain_lambda, ingrain_temperature=self.args.ingrain_temperature,
+        )

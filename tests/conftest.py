@@ -83,3 +83,38 @@ def training_args(tmp_path, **kwargs):
         learning_rate=1e-3, max_steps=4, save_strategy="no", logging_steps=1, disable_tqdm=True, seed=0,
     )
     return {**defaults, **kwargs}
+
+
+# ------------------------------------------------------------------ Hub fixtures (a server on 127.0.0.1, tests/hub_server.py)
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Record (and refuse) any connection that is not to 127.0.0.1."""
+    import socket
+
+    outside = []
+    connect = socket.socket.connect
+
+    def guarded(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] != "127.0.0.1":
+            outside.append(address)
+            raise ConnectionRefusedError(f"test tried to reach {address}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
+    assert outside == []
+
+
+@pytest.fixture
+def loopback_hub(monkeypatch, loopback_only):
+    """A Hub-compatible server on 127.0.0.1 that is the default endpoint of huggingface_hub and transformers."""
+    import transformers.utils.hub
+    from hub_server import HubServer
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    # transformers keeps one HfApi, with the endpoint of its first use; drop it so Trainer.push_to_hub sees this server
+    monkeypatch.setattr(transformers.utils.hub, "_hf_api", None)
+    with HubServer() as server:
+        server.configure_client(monkeypatch)
+        yield server
+    assert server.errors == []

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 
 import pytest
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
@@ -17,23 +16,6 @@ from hub_server import HubServer
 pytestmark = pytest.mark.hub
 
 REPO = "tester/tiny-model"
-
-
-@pytest.fixture
-def loopback_only(monkeypatch):
-    """Record (and refuse) any connection that is not to 127.0.0.1."""
-    outside = []
-    connect = socket.socket.connect
-
-    def guarded(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] != "127.0.0.1":
-            outside.append(address)
-            raise ConnectionRefusedError(f"test tried to reach {address}")
-        return connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
-    yield
-    assert outside == []
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""`hf-ingrain push`: publish a watermarked model folder to the Hub with its watermark card, in one commit.
+
+The verification side, `hf-ingrain verify REPO_ID --revision REV`, lives in the verify command, which calls
+[`hf_ingrain.hub.verify_model_or_repo`] and adds its Hub options with [`add_hub_verify_arguments`].
+"""
+
+import os
+
+from .verification import DEFAULT_ALPHA
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "push",
+        help="Publish a watermarked model to the Hub with a model card carrying the key's commitment.",
+        description=(
+            "Verifies MODEL_DIR with the key on benign data, then uploads config.json, safetensors weights, a model "
+            "card (README.md) and watermark.json to REPO_ID in one commit, and prints the commit sha. The key stays "
+            "local: only its commitment is published. The token comes from HF_TOKEN or `hf auth login`."
+        ),
+    )
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by save_pretrained or a Trainer.")
+    parser.add_argument("repo_id", metavar="REPO_ID", help="Hub repository, namespace/name (created if missing).")
+    parser.add_argument("--key", required=True, help="Folder of the owner's key (WatermarkKey.save).")
+    parser.add_argument(
+        "--data", default="mnist-5k", help="Benign data for the recorded verification: mnist-5k (embedded), a Hub id "
+        "or a local folder (default: mnist-5k).",
+    )
+    parser.add_argument("--split", default="test", help="Split of --data to query (default: test).")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Existing branch to commit to (default: main).")
+    parser.add_argument("--commit-message", default=None, help="Commit message.")
+    parser.add_argument(
+        "--ingrain-lambda", type=float, default=None, help="ingrain_lambda used in training (recorded)."
+    )
+    parser.add_argument(
+        "--ingrain-temperature", type=float, default=None, help="ingrain_temperature used in training (recorded)."
+    )
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="Significance level (default: 1e-6).")
+    parser.set_defaults(func=_push_from_cli)
+
+
+def add_hub_verify_arguments(parser) -> None:
+    """Adds `--revision` and `--allow-unsafe-pickle` to a verify parser (see [`verify_model_or_repo`])."""
+    parser.add_argument("--revision", default=None, help="For a Hub id: branch, tag or commit sha (default: main).")
+    parser.add_argument(
+        "--allow-unsafe-pickle", dest="allow_pickle", action="store_true",
+        help="For a Hub id with pickle weights only: load them anyway. UNSAFE: a pickle can run code.",
+    )
+
+
+def _push_from_cli(args) -> int:
+    from .data import load_image_dataset
+    from .hub import is_hub_id, push_to_hub
+    from .keys import WatermarkKey
+
+    if not os.path.isdir(args.model_dir):
+        raise ValueError(
+            f"No model folder at {args.model_dir!r}: give a folder written by save_pretrained or a Trainer."
+        )
+    if not is_hub_id(args.repo_id):
+        raise ValueError(f"{args.repo_id!r} is not a Hub repository id: write it as namespace/name.")
+    key = WatermarkKey.load(args.key)
+    splits = load_image_dataset(args.data)
+    if args.split not in splits:
+        raise ValueError(f"--split {args.split!r} is not a split of {args.data!r}; choose one of {sorted(splits)}.")
+    sha = push_to_hub(
+        args.model_dir, args.repo_id, key, dataset=splits[args.split], private=args.private, revision=args.revision,
+        commit_message=args.commit_message, ingrain_lambda=args.ingrain_lambda,
+        ingrain_temperature=args.ingrain_temperature, alpha=args.alpha,
+    )
+    print(f"Published {args.model_dir} to {args.repo_id} at commit {sha}")
+    data = "" if args.data == "mnist-5k" else f" --data {args.data}"
+    print(f"Verify it with: hf-ingrain verify {args.repo_id} --key {args.key} --revision {sha}{data}")
+    return 0

@@ -1,0 +1,193 @@
+"""Model cards for watermarked models: the `watermark` metadata block and the card rendered from its Jinja template.
+
+The card is rendered with `huggingface_hub.ModelCard.from_template` from `hf_ingrain/templates/ingrain_model_card.md`
+(shipped inside the package, so an installed `hf_ingrain` renders it too). Its YAML header carries a `watermark`
+block that backs a later claim of ownership:
+
+```yaml
+watermark:
+  schema_version: 1
+  scheme: ingrain
+  paper: https://huggingface.co/papers/1906.06046
+  library: hf_ingrain
+  library_version: 0.1.0
+  protocol: ingrain
+  parameters: {ingrain_temperature: 4.0, ingrain_lambda: 0.5, alpha: 1.0e-06, num_queries: 1000, num_labels: 10}
+  key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
+  verification: {verified: true, agreement: 0.39, null_rate: 0.197, p_value: 2.3e-45, num_queries: 1000, ...}
+```
+
+It never holds the key itself: no carrier, carrier label, ingrainer weight, salt or seed.
+"""
+
+import importlib.metadata
+import logging
+import os
+
+from huggingface_hub import ModelCard, ModelCardData
+
+logger = logging.getLogger(__name__)
+
+WATERMARK_SCHEMA_VERSION = 1
+TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "ingrain_model_card.md")
+PAPER_URL = "https://huggingface.co/papers/1906.06046"
+FRAMEWORKS = ("hf_ingrain", "transformers", "torch", "huggingface_hub", "safetensors", "datasets")
+# every key the `watermark` block may hold; a test checks that nothing else (no key material) gets in
+WATERMARK_FIELDS = (
+    "schema_version", "scheme", "paper", "library", "library_version", "protocol", "parameters", "key_commitment",
+    "verification",
+)
+VERIFICATION_FIELDS = ("verified", "agreement", "null_rate", "p_value", "num_queries", "num_agreements", "alpha")
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def library_version() -> str:
+    """The installed version of hf_ingrain (read through `importlib.metadata`)."""
+    version = _version("hf_ingrain")
+    if version == "not installed":  # running from a source tree that was never installed
+        from . import __version__
+
+        version = __version__
+    return version
+
+
+def framework_versions() -> dict:
+    """`{name: version}` of hf_ingrain and the libraries a reader needs to reproduce the model."""
+    return {name: (library_version() if name == "hf_ingrain" else _version(name)) for name in FRAMEWORKS}
+
+
+def watermark_metadata(
+    key=None,
+    result=None,
+    ingrain_lambda: float | None = None,
+    ingrain_temperature: float | None = None,
+    version: str | None = None,
+) -> dict:
+    r"""
+    The `watermark` block of a model card: scheme, protocol and parameters, the key's commitment and the result of
+    verification at publication. Nothing in it reveals the key.
+
+    Args:
+        key ([`WatermarkKey`], *optional*):
+            The owner's key; only its [`~WatermarkKey.commitment`] and its number of labels are recorded.
+        result ([`VerificationResult`], *optional*):
+            The verification run at publication.
+        ingrain_lambda (`float`, *optional*):
+            The `ingrain_lambda` the model was trained with, if known.
+        ingrain_temperature (`float`, *optional*):
+            The `ingrain_temperature` the model was trained with, if known.
+        version (`str`, *optional*):
+            hf_ingrain's version (defaults to the installed one).
+
+    Returns:
+        `dict`: the block, with `None` for what is unknown.
+    """
+    parameters = {
+        "ingrain_temperature": None if ingrain_temperature is None else float(ingrain_temperature),
+        "ingrain_lambda": None if ingrain_lambda is None else float(ingrain_lambda),
+        "alpha": None if result is None else float(result.alpha),
+        "num_queries": None if result is None else int(result.num_queries),
+        "num_labels": None if key is None else int(key.num_labels),
+    }
+    verification = None
+    if result is not None:
+        verification = {
+            "verified": bool(result.verified),
+            "agreement": float(result.agreement),
+            "null_rate": float(result.null_rate),
+            "p_value": float(result.p_value),
+            "num_queries": int(result.num_queries),
+            "num_agreements": int(result.num_agreements),
+            "alpha": float(result.alpha),
+        }
+    return {
+        "schema_version": WATERMARK_SCHEMA_VERSION,
+        "scheme": "ingrain",
+        "paper": PAPER_URL,
+        "library": "hf_ingrain",
+        "library_version": version or library_version(),
+        "protocol": result.protocol if result is not None else "ingrain",
+        "parameters": parameters,
+        "key_commitment": None if key is None else key.commitment(),
+        "verification": verification,
+    }
+
+
+def render_model_card(
+    watermark: dict,
+    model_name: str,
+    repo_id: str | None = None,
+    tags: list[str] | None = None,
+    pipeline_tag: str | None = None,
+    template_path: str | None = None,
+    versions: dict | None = None,
+) -> ModelCard:
+    r"""
+    Renders the model card of a watermarked model from its Jinja template.
+
+    Args:
+        watermark (`dict`):
+            The `watermark` block, from [`watermark_metadata`].
+        model_name (`str`):
+            The title of the card.
+        repo_id (`str`, *optional*):
+            The repository the card is published in (used in the verification commands); defaults to `model_name`.
+        tags (`list[str]`, *optional*):
+            Hub tags; `IngrainTrainer._tag_names` are always added.
+        pipeline_tag (`str`, *optional*):
+            The Hub task, e.g. `"image-classification"`.
+        template_path (`str`, *optional*):
+            Another Jinja template; defaults to `hf_ingrain/templates/ingrain_model_card.md`.
+        versions (`dict`, *optional*):
+            `{library: version}` for the "Framework versions" section; defaults to [`framework_versions`].
+
+    Returns:
+        `huggingface_hub.ModelCard`: `str(card)` is the README; `card.save(path)` writes it.
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.model_card import render_model_card, watermark_metadata
+    >>> card = render_model_card(watermark_metadata(key, result), model_name="my-model", repo_id="me/my-model")
+    >>> card.data.watermark["key_commitment"] == key.commitment()
+    True
+    ```
+    """
+    from .ingrain_trainer import IngrainTrainer
+
+    unknown = sorted(set(watermark) - set(WATERMARK_FIELDS))
+    if unknown:
+        raise ValueError(f"Unknown fields {unknown} in the watermark block; it may hold only {list(WATERMARK_FIELDS)}.")
+    all_tags = list(IngrainTrainer._tag_names)
+    all_tags += [tag for tag in (tags or []) if tag not in all_tags]
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag=pipeline_tag, tags=all_tags, watermark=watermark
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=template_path or TEMPLATE_PATH,
+        model_name=model_name,
+        repo_id=repo_id or model_name,
+        library_version=watermark.get("library_version"),
+        commitment=watermark.get("key_commitment"),
+        protocol=watermark.get("protocol"),
+        verification=watermark.get("verification"),
+        framework_versions=versions if versions is not None else framework_versions(),
+    )
+
+
+def read_watermark_metadata(card_path: str) -> dict | None:
+    """The `watermark` block of a model card file (`README.md`), or `None` if the card has none or cannot be read."""
+    try:
+        card = ModelCard.load(card_path, ignore_metadata_errors=True)
+    except Exception as error:  # a malformed card is reported, never trusted
+        logger.warning("Could not read the model card %s: %s", card_path, error)
+        return None
+    block = card.data.to_dict().get("watermark")
+    return block if isinstance(block, dict) else None

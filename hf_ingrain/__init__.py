@@ -5,6 +5,7 @@ Implements Ingrain (Yang, Dang and Chang 2019, https://huggingface.co/papers/190
 
 __version__ = "0.1.0"
 
+from .attacks import DistillationConfig, DistillationTrainer
 from .ingrain_config import IngrainConfig
 from .ingrain_trainer import IngrainTrainer
 from .keys import WatermarkKey
@@ -13,4 +14,13 @@ from .verification import VerificationResult, verify
 
 register_auto_classes()
 
-__all__ = ["IngrainConfig", "IngrainTrainer", "VerificationResult", "WatermarkKey", "__version__", "verify"]
+__all__ = [
+    "DistillationConfig",
+    "DistillationTrainer",
+    "IngrainConfig",
+    "IngrainTrainer",
+    "VerificationResult",
+    "WatermarkKey",
+    "__version__",
+    "verify",
+]

@@ -87,6 +87,7 @@ class IngrainTrainer(Trainer):
             raise ValueError(f"`ingrainer` must be a WatermarkKey or an nn.Module, got {type(ingrainer).__name__}.")
         self._check_compatible(model, ingrainer_model, key, kwargs.get("train_dataset"))
         super().__init__(model=model, args=args, **kwargs)
+        self._watermark_key = key  # kept in memory only, for the commitment on the model card
         ingrainer_model.eval()
         for parameter in ingrainer_model.parameters():
             parameter.requires_grad_(False)
@@ -195,7 +196,7 @@ class IngrainTrainer(Trainer):
     def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
         r"""
         Writes the ingrain model card (`README.md` and `watermark.json`, see [`hf_ingrain.hub.push_to_hub`]) into
-        `args.output_dir`, so `trainer.push_to_hub(key=key, verification_dataset=test_ds)` publishes the same card
+        `args.output_dir`, so `trainer.push_to_hub(verification_dataset=test_ds)` publishes the same card
         as `hf_ingrain.hub.push_to_hub`: the key's commitment and, with `verification_dataset`, the verification at
         publication. The other arguments of `Trainer.create_model_card` are not used.
         """
@@ -204,6 +205,7 @@ class IngrainTrainer(Trainer):
         from .hub import save_watermark_card
         from .verification import verify
 
+        key = key if key is not None else self._watermark_key
         model = self.accelerator.unwrap_model(self.model)
         result = None
         if key is not None and verification_dataset is not None:

@@ -1,0 +1,246 @@
+r"""
+Train an image classifier with the owner's watermark ingrained (Yang, Dang and Chang 2019,
+https://huggingface.co/papers/1906.06046), verify it on held-out data, and optionally publish it.
+
+The same script runs on one CPU, several CPU processes, one GPU, several GPUs, FSDP or DeepSpeed: the launcher
+decides (see `recipes/README.md`). Every `IngrainConfig` / `TrainingArguments` flag works, and `--config file.yaml`
+reads the flags from a file that command-line flags override.
+
+The owner's key is loaded from `--key_dir` when it exists there; otherwise the main process draws a new one
+(seeded by `--key_seed`, or from the operating system's randomness), trains its ingrainer on the owner's split and
+saves it to `--key_dir`, while the other processes wait and then load it. Every process checks that it holds the
+same key (by its commitment). The key is never written to `--output_dir` nor into the training arguments: keep
+`--key_dir` private.
+
+Outputs in `--output_dir`: the model (safetensors + config), checkpoints, `trainer_state.json`, and
+`ingrain_results.json` (verification on the test split, accuracy, the key's commitment, the world size and a digest
+of the final weights on every process).
+
+Launch commands (from the repository root):
+
+    # CPU, one process: the smoke run on the embedded MNIST sample (about 7 CPU-minutes, key training included)
+    python recipes/ingrain.py --config recipes/configs/mnist5k_small_cnn_cpu.yaml
+
+    # CPU, two processes (gloo); `--use_cpu true` is in the YAML file and is required
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml \
+        recipes/ingrain.py --config recipes/configs/mnist5k_small_cnn_cpu.yaml --per_device_train_batch_size 32
+
+    # one GPU / several GPUs / FSDP / DeepSpeed ZeRO-2
+    accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml \
+        recipes/ingrain.py --config recipes/configs/mnist_resnet.yaml
+    accelerate launch --config_file recipes/accelerate_configs/multi_gpu.yaml \
+        recipes/ingrain.py --config recipes/configs/cifar10_resnet.yaml
+"""
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import transformers
+from _args import (  # the module next to this file (a script's folder is on sys.path)
+    DataArguments,
+    ModelArguments,
+    build_model,
+    check_processes_launched,
+    load_splits,
+    parse_args,
+    weights_digest_per_process,
+    write_json,
+)
+from transformers import set_seed
+
+import hf_ingrain
+from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
+from hf_ingrain.keys import KEY_FILE
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "ingrain_results.json"
+
+
+@dataclass
+class ScriptArguments:
+    r"""
+    Arguments of `ingrain.py` that are not training arguments.
+
+    Args:
+        key_dir (`str`):
+            Folder of the owner's key: loaded when it holds one, else a new key is generated and saved there. Keep it
+            private and outside `--output_dir`.
+        key_seed (`int`, *optional*):
+            Seed of a newly generated key. Leave unset for a real key (drawn from the operating system); set it for
+            reproducible experiments only, since anyone who knows the seed can rebuild the key.
+        num_carriers (`int`, *optional*, defaults to 100):
+            Carriers of a newly generated key.
+        ingrainer_steps (`int`, *optional*, defaults to 600):
+            Training steps of a newly generated key's ingrainer.
+        verify_alpha (`float`, *optional*, defaults to 1e-6):
+            Significance level of the verification on the test split.
+        publish_repo_id (`str`, *optional*):
+            Publish the trained model to this Hub repository with `hf_ingrain.hub.push_to_hub` (the model, its card
+            and the key's commitment; never the key).
+    """
+
+    key_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the owner's key (loaded if present, else created). Keep it private."}
+    )
+    key_seed: int | None = field(
+        default=None, metadata={"help": "Seed of a new key (experiments only; unset = OS randomness)."}
+    )
+    num_carriers: int = field(default=100, metadata={"help": "Carriers of a new key."})
+    ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of a new key's ingrainer."})
+    verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of the verification."})
+    publish_repo_id: str | None = field(
+        default=None, metadata={"help": "Hub repo to publish to with hf_ingrain.hub.push_to_hub (commitment, no key)."}
+    )
+
+
+def check_arguments(script_args: ScriptArguments, training_args: IngrainConfig) -> None:
+    """Every refusal that does not need the data, raised before any long work."""
+    check_processes_launched(training_args)
+    if not script_args.key_dir:
+        raise ValueError(
+            "Pass `--key_dir`: the folder of the owner's key (created there if missing). Keep it private, outside "
+            "`--output_dir`."
+        )
+    key_dir, output_dir = os.path.abspath(script_args.key_dir), os.path.abspath(training_args.output_dir)
+    if os.path.commonpath([key_dir, output_dir]) in (key_dir, output_dir):
+        raise ValueError(
+            f"`--key_dir` ({key_dir}) and `--output_dir` ({output_dir}) must not contain one another: the output "
+            "folder is shared or published, the key must stay private. Choose separate folders."
+        )
+    if os.path.isdir(key_dir) and os.listdir(key_dir) and not os.path.isfile(os.path.join(key_dir, KEY_FILE)):
+        raise ValueError(f"`--key_dir` {key_dir} is not empty but holds no {KEY_FILE}; pass a key folder or a new one.")
+    if training_args.push_to_hub:
+        raise ValueError(
+            "`--push_to_hub` would upload checkpoints without the watermark's metadata. Use `--publish_repo_id "
+            "<user>/<repo>` instead: it publishes the final model with the key's commitment through hf_ingrain.hub."
+        )
+    if script_args.publish_repo_id:
+        try:
+            from hf_ingrain import hub  # noqa: F401
+        except ImportError as error:
+            raise ValueError(
+                f"`--publish_repo_id` needs hf_ingrain.hub, which this installation lacks ({error}). Upgrade "
+                "hf_ingrain, or drop the flag and publish later."
+            ) from error
+
+
+def load_or_create_key(script_args: ScriptArguments, training_args, benign_dataset, num_labels, input_shape):
+    """The owner's key, identical on every process: created and saved by the main process only, loaded by the rest."""
+    import torch
+
+    key_dir = script_args.key_dir
+    with training_args.main_process_first(local=False, desc="creating the watermark key"):
+        if os.path.isfile(os.path.join(key_dir, KEY_FILE)):
+            key = WatermarkKey.load(key_dir)
+            logger.info("Loaded the key from %s (commitment %s)", key_dir, key.commitment())
+        elif training_args.process_index == 0:
+            key = WatermarkKey.generate(
+                num_labels=num_labels, input_shape=input_shape, num_carriers=script_args.num_carriers,
+                seed=script_args.key_seed,
+            )
+            key.train_ingrainer(
+                benign_dataset=benign_dataset, num_steps=script_args.ingrainer_steps,
+                show_progress=not training_args.disable_tqdm,
+            )
+            key.save(key_dir)
+            logger.info("Generated a new key and saved it to %s (commitment %s)", key_dir, key.commitment())
+        else:
+            raise RuntimeError(
+                f"Process {training_args.process_index} finds no key in {key_dir} after the main process saved it: "
+                "the processes do not share a file system. Create the key first (one-process run) and copy it to "
+                "every machine."
+            )
+    commitment = key.commitment()
+    if training_args.world_size > 1 and torch.distributed.is_initialized():
+        commitments = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(commitments, commitment)
+        if len(set(commitments)) != 1:
+            raise RuntimeError(
+                f"The processes hold different keys (commitments {commitments}); delete {key_dir} and rerun."
+            )
+    return key
+
+
+def accuracy(eval_prediction) -> dict:
+    logits, labels = eval_prediction.predictions, eval_prediction.label_ids
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+
+
+def main(args: list[str] | None = None) -> dict:
+    """Runs the recipe on `args` (default: the command line); returns the results (on every process)."""
+    script_args, data_args, model_args, training_args = parse_args(
+        [ScriptArguments, DataArguments, ModelArguments, IngrainConfig], args
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    check_arguments(script_args, training_args)
+
+    splits = load_splits(data_args, training_args)
+    owner, test = splits["owner"], splits["test"]
+    label_feature = owner.features["labels"]
+    num_labels = label_feature.num_classes
+    input_shape = tuple(owner[0]["pixel_values"].shape)
+    key = load_or_create_key(script_args, training_args, owner, num_labels, input_shape)
+
+    set_seed(training_args.seed)
+    model = build_model(model_args, num_labels, input_shape, dict(enumerate(label_feature.names)))
+    evaluate = training_args.eval_strategy != "no"
+    trainer = IngrainTrainer(
+        model=model, args=training_args, train_dataset=owner, eval_dataset=test if evaluate else None,
+        ingrainer=key, compute_metrics=accuracy if evaluate else None,
+    )
+    resume = training_args.resume_from_checkpoint
+    resume = True if isinstance(resume, str) and resume.lower() in ("true", "last") else resume
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    digests = weights_digest_per_process(trainer)
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"The processes ended with different weights ({digests}): gradients were not synchronised.")
+
+    results = {
+        "recipe": "ingrain",
+        "hf_ingrain_version": hf_ingrain.__version__,
+        "dataset": data_args.dataset,
+        "model_type": model_args.model_type,
+        "world_size": training_args.world_size,
+        "global_step": trainer.state.global_step,
+        "train_metrics": train_result.metrics,
+        "key_commitment": key.commitment(),
+        "weights_sha256_per_process": digests,
+    }
+    if trainer.is_world_process_zero():
+        # Verify the saved model as anyone would load it (this also works after FSDP or DeepSpeed training).
+        trained = transformers.AutoModelForImageClassification.from_pretrained(
+            training_args.output_dir, use_safetensors=True
+        )
+        result = verify(trained.to(training_args.device), key, test, alpha=script_args.verify_alpha)
+        results["verification"] = result.to_dict()
+        results["test_accuracy"] = result.details.get("accuracy")
+        write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
+        print(f"[ingrain] world size {training_args.world_size}, test accuracy {results['test_accuracy']:.4f}")
+        print(f"[ingrain] {result}")
+        if script_args.publish_repo_id:
+            from hf_ingrain.hub import push_to_hub
+
+            # Only config.json and the safetensors weights leave output_dir, with a card holding the key's commitment.
+            sha = push_to_hub(
+                training_args.output_dir, script_args.publish_repo_id, key, dataset=test,
+                ingrain_lambda=training_args.ingrain_lambda, ingrain_temperature=training_args.ingrain_temperature,
+                alpha=script_args.verify_alpha,
+            )
+            results["published"] = {"repo_id": script_args.publish_repo_id, "commit": sha}
+            write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
+            print(f"[ingrain] published to {script_args.publish_repo_id} (commit {sha})")
+    return results
+
+
+if __name__ == "__main__":
+    main()

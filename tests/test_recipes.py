@@ -1,0 +1,312 @@
+"""The accelerate recipes: real two-process CPU runs (gloo), loss parity with one process, resuming, argument files.
+
+The multi-process tests launch `recipes/ingrain.py` and `recipes/distill_attack.py` in subprocesses exactly as the
+README says (`accelerate launch --config_file recipes/accelerate_configs/cpu.yaml`, which is
+`accelerate launch --multi_gpu --num_processes 2` with its defaults written down), each with a timeout that kills
+the whole process group, so a stuck rendezvous fails the test instead of hanging CI. Nothing comes from the Hub: the
+embedded MNIST sample is the data and `HF_HUB_OFFLINE=1` is set.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_ingrain import DistillationConfig, IngrainConfig, WatermarkKey
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+SMOKE_CONFIG = RECIPES / "configs" / "mnist5k_small_cnn_cpu.yaml"
+CPU_ACCELERATE_CONFIG = RECIPES / "accelerate_configs" / "cpu.yaml"
+LAUNCH_TIMEOUT_S = 240  # a two-process run here takes ~30 s on 2 busy cores; a hang is killed long before CI's limit
+
+sys.path.insert(0, str(RECIPES))
+import _args  # noqa: E402
+import distill_attack  # noqa: E402
+import ingrain  # noqa: E402
+
+# Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
+# a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
+MAX_STEPS, SAVE_STEPS, GLOBAL_BATCH = 6, 3, 32
+COMMON = ["--config", str(SMOKE_CONFIG), "--dataset", "mnist-5k", "--max_steps", str(MAX_STEPS),
+          "--logging_steps", "1", "--disable_tqdm", "true", "--key_seed", "0", "--ingrainer_steps", "50"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(script: str, args: list[str], num_processes: int, cwd: Path) -> str:
+    """Runs a recipe with 1 process (plain python) or several (accelerate launch, gloo); returns its output."""
+    script_path = str(RECIPES / script)
+    if num_processes == 1:
+        command = [sys.executable, script_path, *args]
+    else:
+        command = [
+            sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_ACCELERATE_CONFIG),
+            "--num_processes", str(num_processes), "--main_process_port", str(_free_port()), script_path, *args,
+        ]
+    env = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("WORLD_SIZE", None)
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the launcher and every worker it started
+        output, _ = process.communicate()
+        pytest.fail(f"{script} ({num_processes} processes) did not finish in {LAUNCH_TIMEOUT_S} s:\n{output[-4000:]}")
+    assert process.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
+    return output
+
+
+def _log_history(output_dir: Path) -> list[dict]:
+    return json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+
+
+def _step_logs(output_dir: Path) -> dict[int, dict]:
+    return {entry["step"]: entry for entry in _log_history(output_dir) if "loss" in entry}
+
+
+@pytest.fixture(scope="module")
+def two_process_ingrain(tmp_path_factory):
+    """One two-process ingrain run that also creates the key (rank 0 generates and saves it, rank 1 loads it)."""
+    work = tmp_path_factory.mktemp("recipes")
+    key_dir, output_dir = work / "owner_key", work / "ingrain_2proc"
+    output = _launch(
+        "ingrain.py",
+        [*COMMON, "--key_dir", str(key_dir), "--output_dir", str(output_dir), "--save_strategy", "steps",
+         "--save_steps", str(SAVE_STEPS), "--per_device_train_batch_size", str(GLOBAL_BATCH // 2)],
+        num_processes=2, cwd=work,
+    )
+    results = json.loads((output_dir / ingrain.RESULTS_FILE).read_text())
+    return SimpleNamespace(work=work, key_dir=key_dir, output_dir=output_dir, output=output, results=results)
+
+
+@pytest.mark.multiprocess
+def test_two_process_ingrain_run_synchronises_gradients(two_process_ingrain):
+    results = two_process_ingrain.results
+    assert results["world_size"] == 2
+    assert results["global_step"] == MAX_STEPS
+    digests = results["weights_sha256_per_process"]
+    # Both ranks end with bit-identical weights: DDP synchronised every step. Unsynchronised ranks see different
+    # halves of each batch and diverge from the first step on.
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert results["verification"]["num_queries"] == 1000  # the whole test split was queried
+    assert results["key_commitment"] == WatermarkKey.load(two_process_ingrain.key_dir).commitment()
+    assert "[ingrain] world size 2" in two_process_ingrain.output
+    assert (two_process_ingrain.output_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.multiprocess
+def test_first_losses_match_one_process_with_same_global_batch(two_process_ingrain):
+    work = two_process_ingrain.work
+    one_process_dir = work / "ingrain_1proc"
+    _launch(
+        "ingrain.py",
+        [*COMMON, "--key_dir", str(two_process_ingrain.key_dir), "--output_dir", str(one_process_dir),
+         "--save_strategy", "no", "--per_device_train_batch_size", str(GLOBAL_BATCH)],
+        num_processes=1, cwd=work,
+    )
+    two, one = _step_logs(two_process_ingrain.output_dir), _step_logs(one_process_dir)
+    assert sorted(two) == sorted(one) == list(range(1, MAX_STEPS + 1))
+    # Same initial weights (seed 0), same key, and the same 32 examples at every step: accelerate's seedable sampler
+    # draws one permutation and the two processes take alternate 16-example slices of it. What differs is float32
+    # summation order (one mean over 32 vs the mean of two means over 16, and the gradient all-reduce): measured
+    # relative differences are ~1e-7 (one float32 ulp) over these 6 steps. A different batch would move the loss by
+    # percents (consecutive losses here differ by 1-5%), so rtol = 1e-5 leaves 100x room for rounding and still fails
+    # on any change of data, weights or loss normalisation.
+    for step in range(1, MAX_STEPS + 1):
+        for name in ("loss", "ingrain/loss", "task/loss"):
+            assert two[step][name] == pytest.approx(one[step][name], rel=1e-5), (step, name, two[step], one[step])
+    assert len({round(two[step]["loss"], 4) for step in two}) > 1  # the loss moves: the comparison is not vacuous
+
+
+@pytest.mark.multiprocess
+def test_resume_after_interruption_gives_the_same_weights(two_process_ingrain):
+    """An interruption after the step-3 checkpoint, then `--resume_from_checkpoint true`, ends as the run that went
+    straight through. The interrupted run's folder is rebuilt from the uninterrupted one: a checkpoint written at step
+    3 does not depend on what happens after it, and a crash between steps 3 and 6 leaves exactly that folder."""
+    work, finished = two_process_ingrain.work, two_process_ingrain.output_dir
+    interrupted = work / "ingrain_interrupted"
+    interrupted.mkdir()
+    shutil.copytree(finished / f"checkpoint-{SAVE_STEPS}", interrupted / f"checkpoint-{SAVE_STEPS}")
+    output = _launch(
+        "ingrain.py",
+        [*COMMON, "--key_dir", str(two_process_ingrain.key_dir), "--output_dir", str(interrupted),
+         "--save_strategy", "steps", "--save_steps", str(SAVE_STEPS),
+         "--per_device_train_batch_size", str(GLOBAL_BATCH // 2), "--resume_from_checkpoint", "true"],
+        num_processes=2, cwd=work,
+    )
+    trained_steps = [line for line in output.splitlines() if line.startswith("{'loss'")]  # printed once per step
+    assert len(trained_steps) == MAX_STEPS - SAVE_STEPS  # it resumed: steps 4-6 only
+    resumed_steps = _step_logs(interrupted)
+    assert sorted(resumed_steps) == list(range(1, MAX_STEPS + 1))  # the log of steps 1-3 came with the checkpoint
+    expected, resumed = load_file(finished / "model.safetensors"), load_file(interrupted / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        # Same processes, same order of operations, restored optimizer, scheduler and RNG states: bit-identical.
+        assert torch.equal(expected[name], resumed[name]), name
+    started = load_file(finished / f"checkpoint-{SAVE_STEPS}" / "model.safetensors")
+    assert any(not torch.equal(started[name], resumed[name]) for name in started)  # steps 4-6 did train
+
+
+@pytest.mark.multiprocess
+def test_no_key_material_in_outputs(two_process_ingrain):
+    key = WatermarkKey.load(two_process_ingrain.key_dir)
+    secrets = {
+        "salt": key.salt,
+        "carriers": key.carriers[:4].numpy().tobytes()[:512],
+        "ingrainer weights": next(iter(key.ingrainer.state_dict().values())).numpy().tobytes()[:512],
+        "key path": str(two_process_ingrain.key_dir).encode(),
+    }
+    files = [path for path in two_process_ingrain.output_dir.rglob("*") if path.is_file()]
+    assert any(path.parent.name == f"checkpoint-{SAVE_STEPS}" for path in files)  # checkpoints were written
+    for path in files:
+        assert path.name not in ("key.json", "carriers.safetensors"), path
+        assert "ingrainer" not in path.relative_to(two_process_ingrain.output_dir).parts, path
+        data = path.read_bytes()
+        for what, secret in secrets.items():
+            assert secret not in data, f"{what} found in {path}"
+
+
+@pytest.mark.multiprocess
+def test_two_process_distill_attack_run(two_process_ingrain):
+    work = two_process_ingrain.work
+    student_dir = work / "distilled_2proc"
+    output = _launch(
+        "distill_attack.py",
+        ["--config", str(RECIPES / "configs" / "distill_mnist5k_small_cnn_cpu.yaml"), "--dataset", "mnist-5k",
+         "--teacher", str(two_process_ingrain.output_dir), "--key_dir", str(two_process_ingrain.key_dir),
+         "--output_dir", str(student_dir), "--max_steps", "4", "--save_strategy", "no", "--logging_steps", "1",
+         "--per_device_train_batch_size", "16", "--disable_tqdm", "true"],
+        num_processes=2, cwd=work,
+    )
+    results = json.loads((student_dir / distill_attack.RESULTS_FILE).read_text())
+    assert results["world_size"] == 2 and results["global_step"] == 4
+    digests = results["weights_sha256_per_process"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    for name in ("teacher", "student"):
+        assert results[f"{name}_verification"]["num_queries"] == 1000
+    assert 0.0 <= results["student_teacher_agreement"] <= 1.0
+    logs = _step_logs(student_dir)
+    assert sorted(logs) == [1, 2, 3, 4] and all("distill/kl" in entry for entry in logs.values())
+    assert "[distill_attack] student:" in output
+    assert not any(path.name in ("key.json", "carriers.safetensors") for path in student_dir.rglob("*"))
+
+
+# ----------------------------------------------------------------------------------------------- in-process, fast
+def _ingrain_types():
+    return [ingrain.ScriptArguments, _args.DataArguments, _args.ModelArguments, IngrainConfig]
+
+
+def _distill_types():
+    return [distill_attack.ScriptArguments, _args.DataArguments, _args.ModelArguments, DistillationConfig]
+
+
+def test_yaml_config_with_command_line_overrides(tmp_path):
+    script, data, model, training = _args.parse_args(
+        _ingrain_types(),
+        ["--config", str(SMOKE_CONFIG), "--learning_rate", "0.01", "--hidden_sizes", "8", "16",
+         "--output_dir", str(tmp_path / "out"), "--ingrain_lambda", "0.25"],
+    )
+    # overridden on the command line
+    assert training.learning_rate == 0.01 and model.hidden_sizes == [8, 16] and training.ingrain_lambda == 0.25
+    assert training.output_dir == str(tmp_path / "out")
+    # from the YAML file (not the dataclass defaults: 3 epochs, batch 8, use_cpu False, 600 ingrainer steps)
+    assert training.num_train_epochs == 20 and training.per_device_train_batch_size == 64 and training.use_cpu
+    assert data.dataset == "mnist-5k" and script.key_dir == "owner_keys/mnist5k"
+    assert training.ingrain_temperature == 4.0 and script.num_carriers == 100
+    # without a file, the dataclass defaults
+    script, _, model, training = _args.parse_args(_ingrain_types(), ["--output_dir", str(tmp_path / "out")])
+    assert script.key_dir is None and model.hidden_sizes == [16, 32] and training.num_train_epochs == 3
+
+
+def test_config_errors_are_readable(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1.0e-3\nlearnig_rate: 2.0e-3\n")
+    with pytest.raises(ValueError, match="unknown keys \\['learnig_rate'\\]"):
+        _args.parse_args(_ingrain_types(), ["--config", str(bad)])
+    with pytest.raises(ValueError, match="no such file"):
+        _args.parse_args(_ingrain_types(), ["--config", str(tmp_path / "missing.yaml")])
+    with pytest.raises(ValueError):  # an unknown flag is refused, not ignored
+        _args.parse_args(_ingrain_types(), ["--config", str(SMOKE_CONFIG), "--learnig_rate", "0.1"])
+
+
+@pytest.mark.parametrize("config", sorted((RECIPES / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_config_parses(config, tmp_path):
+    types = _distill_types() if config.name.startswith("distill_") else _ingrain_types()
+    script, data, model, training = _args.parse_args(types, ["--config", str(config)])
+    assert training.report_to == []  # "none": no tracker is contacted
+    assert model.model_type in ("small_cnn", "resnet")
+    assert script.key_dir and not os.path.isabs(script.key_dir)  # no path that only this machine has
+    assert not os.path.isabs(training.output_dir) and not os.path.isabs(data.dataset)
+    if config.name.startswith("distill_"):
+        assert script.teacher and not os.path.isabs(script.teacher)
+    if model.model_type == "resnet":  # the ResNet is built from the flags, on the data set's image shape
+        channels = data.num_channels or (1 if "mnist" in data.dataset else 3)
+        side = data.image_size or 28
+        built = _args.build_model(model, 10, (channels, side, side))
+        logits = built(pixel_values=torch.rand(2, channels, side, side)).logits
+        assert logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize("config", sorted((RECIPES / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_accelerate_config_loads(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(config))
+    if config.name == "cpu.yaml":
+        # `use_cpu: true` here would make accelerate start a single process, whatever num_processes says.
+        assert loaded.use_cpu is False and loaded.num_processes == 2 and loaded.distributed_type == "MULTI_GPU"
+
+
+def test_unsynchronised_cpu_processes_are_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    # What TrainingArguments report on a CPU-only machine launched with --multi_gpu but without --use_cpu true.
+    with pytest.raises(ValueError, match="--use_cpu true"):
+        _args.check_processes_launched(SimpleNamespace(world_size=1))
+    _args.check_processes_launched(SimpleNamespace(world_size=2))  # a synchronised launch passes
+
+
+def test_key_dir_inside_output_dir_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="must not contain one another"):
+        ingrain.main(["--config", str(SMOKE_CONFIG), "--output_dir", str(tmp_path / "out"),
+                      "--key_dir", str(tmp_path / "out" / "key")])
+    assert not (tmp_path / "out" / "key").exists()
+    with pytest.raises(ValueError, match="--publish_repo_id"):
+        ingrain.main(["--config", str(SMOKE_CONFIG), "--output_dir", str(tmp_path / "out"),
+                      "--key_dir", str(tmp_path / "key"), "--push_to_hub", "true"])
+
+
+@pytest.mark.hub
+def test_publish_repo_id_publishes_the_model_and_never_the_key(loopback_hub, tmp_path):
+    key_dir, output_dir = tmp_path / "owner_key", tmp_path / "out"
+    results = ingrain.main(
+        ["--config", str(SMOKE_CONFIG), "--key_dir", str(key_dir), "--output_dir", str(output_dir),
+         "--key_seed", "0", "--ingrainer_steps", "20", "--max_steps", "2", "--save_strategy", "no",
+         "--disable_tqdm", "true", "--publish_repo_id", "tester/ingrain-recipe"]
+    )
+    assert results["published"]["commit"] == loopback_hub.commits("tester/ingrain-recipe")[0]
+    files = loopback_hub.repo_files("tester/ingrain-recipe")
+    assert set(files) == {".gitattributes", "config.json", "model.safetensors", "README.md", "watermark.json"}
+    key = WatermarkKey.load(str(key_dir))
+    assert key.commitment() in files["watermark.json"].decode()
+    secrets = [key.salt, key.carriers[:4].numpy().tobytes()[:512], str(key_dir).encode()]
+    for repo_id, path, data in loopback_hub.uploaded_bytes():
+        assert not any(secret in data for secret in secrets), (repo_id, path)

@@ -1,8 +1,6 @@
 """[`IngrainTrainer`]: a `Trainer` that ingrains the owner's watermark into the model's predictions."""
 
 import logging
-from collections import defaultdict
-
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
@@ -10,6 +8,7 @@ from transformers import PreTrainedModel, Trainer
 from .ingrain_config import IngrainConfig
 from .keys import WatermarkKey, forward_logits, model_input_names
 from .losses import distillation_kl
+from .trainer_mixins import LoggedMetricsMixin
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +16,7 @@ CACHE_COLUMN = "ingrainer_logits"
 
 
 class _WithCachedLogits(torch.utils.data.Dataset):
-    """A dataset of dicts, each extended with the ingrainer's precomputed logits."""
+    """A torch dataset of dicts, each extended with the ingrainer's precomputed logits."""
 
     def __init__(self, dataset, logits: torch.Tensor):
         self.dataset = dataset
@@ -29,8 +28,12 @@ class _WithCachedLogits(torch.utils.data.Dataset):
     def __getitem__(self, index):
         return {**self.dataset[index], CACHE_COLUMN: self.logits[index]}
 
+    def __getitems__(self, indices):  # the DataLoader's batched read: keeps `datasets`' fast path
+        base = self.dataset.__getitems__(indices) if hasattr(self.dataset, "__getitems__") else [self.dataset[i] for i in indices]
+        return [{**example, CACHE_COLUMN: self.logits[i]} for example, i in zip(base, indices)]
 
-class IngrainTrainer(Trainer):
+
+class IngrainTrainer(LoggedMetricsMixin, Trainer):
     r"""
     A [`~transformers.Trainer`] that trains a model on its task while ingraining the owner's watermark
     (Yang, Dang and Chang 2019, https://huggingface.co/papers/1906.06046).
@@ -93,7 +96,7 @@ class IngrainTrainer(Trainer):
             parameter.requires_grad_(False)
         self.ingrainer = self.accelerator.prepare_model(ingrainer_model, evaluation_mode=True)
         self._ingrainer_inputs = model_input_names(ingrainer_model)
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._init_metrics()
         if args.ingrain_cache_logits and self.train_dataset is not None:
             self.train_dataset = self._cache_ingrainer_logits(self.train_dataset)
 
@@ -175,23 +178,12 @@ class IngrainTrainer(Trainer):
             ingrain_loss = ingrain_loss * self.accelerator.num_processes
         loss = task_loss + self.args.ingrain_lambda * ingrain_loss
 
-        mode = "train" if model.training else "eval"
         scale = self.current_gradient_accumulation_steps if normalized_by_items and model.training else 1
         for name, value in (("task/loss", task_loss), ("ingrain/loss", ingrain_loss)):
             # Undo the accumulation normalisation (sum / items of all micro-batches and processes, times the number
             # of processes) so the logged value is the per-batch mean, comparable across settings.
-            per_batch = value.detach() * scale
-            self._metrics[mode][name].append(self.accelerator.gather_for_metrics(per_batch.reshape(1)).mean().item())
+            self._record_metric(model, name, value * scale)
         return (loss, outputs) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
-        if mode == "eval":
-            metrics = {f"eval_{name}": value for name, value in metrics.items()}
-        logs = {**logs, **metrics}
-        self._metrics[mode].clear()
-        super().log(logs, start_time)
 
     def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
         r"""

@@ -1,7 +1,6 @@
 """[`DistillationTrainer`]: the distillation attack, a `Trainer` that trains a student from a teacher's outputs."""
 
 import logging
-from collections import defaultdict
 
 import torch
 from torch import nn
@@ -9,6 +8,7 @@ from transformers import Trainer
 
 from ..keys import forward_logits, model_input_names
 from ..losses import distillation_kl, hard_label_cross_entropy, scores_to_log_probs
+from ..trainer_mixins import LoggedMetricsMixin
 from .distillation_config import DistillationConfig
 from .model_io import load_model
 
@@ -32,7 +32,7 @@ def _num_labels(model, example) -> int | None:
     return num_labels
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(LoggedMetricsMixin, Trainer):
     r"""
     The distillation attack: a [`~transformers.Trainer`] that trains a student from a frozen teacher's outputs on the
     attacker's own data (Hinton et al. 2015, https://huggingface.co/papers/1503.02531; as an attack on watermarks,
@@ -97,7 +97,7 @@ class DistillationTrainer(Trainer):
         self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
         self._teacher_inputs = model_input_names(teacher)
         self._student_inputs = model_input_names(model)
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._init_metrics()
 
     # ------------------------------------------------------------------------------------------- validation
     @staticmethod
@@ -158,10 +158,8 @@ class DistillationTrainer(Trainer):
             per_example["task/loss"] = task
         per_example["distill/agreement"] = (logits.argmax(-1) == teacher_top).float()
 
-        mode = "train" if model.training else "eval"
         for name, values in per_example.items():
-            batch_mean = values.detach().float().mean().reshape(1)
-            self._metrics[mode][name].append(self.accelerator.gather(batch_mean).mean().item())
+            self._record_metric(model, name, values)
         return (loss, outputs) if return_outputs else loss
 
     def _reduce(self, per_example: torch.Tensor, num_items_in_batch) -> torch.Tensor:
@@ -174,10 +172,3 @@ class DistillationTrainer(Trainer):
             loss = loss * self.accelerator.num_processes
         return loss
 
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
-        if mode == "eval":
-            metrics = {f"eval_{name}": value for name, value in metrics.items()}
-        self._metrics[mode].clear()
-        super().log({**logs, **metrics}, start_time)

@@ -10,7 +10,7 @@ from .ingrain_config import IngrainConfig
 from .ingrain_trainer import IngrainTrainer
 from .keys import WatermarkKey
 from .models import register_auto_classes
-from .verification import VerificationResult, verify
+from .verification import VerificationResult, calibrate_null, verify
 
 register_auto_classes()
 
@@ -22,5 +22,6 @@ __all__ = [
     "VerificationResult",
     "WatermarkKey",
     "__version__",
+    "calibrate_null",
     "verify",
 ]

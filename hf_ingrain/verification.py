@@ -1,44 +1,80 @@
 r"""
 Verification: does a suspect model carry the owner's watermark?
 
+Every test here has the same shape. The owner counts `k` "agreements" among `n` queries, and compares them with a
+*null rate* `p0`: the largest probability of agreeing on a query that a model **not derived from the key** can have.
+The p-value is the one-sided binomial tail `P[Binomial(n, p0) >= k]`, and the suspect is `verified` when
+`p_value <= alpha`.
+
+## What `alpha` means
+`alpha` is the largest probability the owner accepts of accusing a model that was not derived from the key: under
+the null hypothesis (the suspect was trained without access to the key or to a model trained with it), the test
+says `verified` with probability at most `alpha`, for one test. The default 1e-6 is far below the usual 0.05
+because a claim of ownership must stand against anyone who trains many models; an owner who tests `m` suspects (or
+`m` keys, data sets or protocols) and wants the same guarantee for the whole batch should use `alpha / m`.
+
 ## The ingrain protocol
-On benign inputs `x` (ordinary data of the task, not the carriers), take the suspect model's top class `a(x)` and its
+On benign inputs `x` (ordinary data of the task, not the carriers), take the suspect's top class `a(x)` and its
 runner-up `r(x)` (its best class other than `a(x)`), and the ingrainer's choice `s(x)`: the ingrainer's best class
 other than `a(x)`. A model trained with [`IngrainTrainer`], or distilled from one, ranks classes like the ingrainer,
 so `r(x) = s(x)` on many inputs. The statistic is the number of agreements `k` among `n` queries.
+
+What the suspect must expose: its top class and its runner-up, nothing else. Logits, probabilities (a softmax does
+not change the ranking) and top-k scores with `k >= 2` (what a `transformers` pipeline returns: the runner-up is the
+second of the `k`) therefore give the same test; `verify()` detects which one a callable returns (`scores="auto"`),
+or can be told (`scores="top_k", top_k=2` also simulates a top-2 API on a full model). A suspect that returns labels
+only has no runner-up: only the carriers protocol applies to it.
 
 ## The null rate and why it holds
 A model not derived from the key cannot know `s`, but it can still agree with it by accident, and it does so
 above `1 / (K - 1)` whenever the ingrainer's choices are uneven: if the ingrainer puts 40% of benign images on one
 class, a model whose runner-up is always that class agrees on 40% of them. More generally any model whose runner-up
 is a function of a coarse property of the input (its top class, or its true class: "a 4 is most like a 9") agrees
-with `s` at most as often as the best such function does. The null rate is that maximum, computed from the key's
-ingrainer and the data alone:
+with `s` at most as often as the best such function does. The null rate is the largest of three terms, computed
+from the key's ingrainer, the queries and the suspect's top classes alone (no runner-up of the suspect enters it):
 
-    null_rate = max( 1 / (K - 1),
-                     Σ_a P̂(a) · max_c P̂(s = c | a),        a = the suspect's top class
-                     Σ_y P̂(y) · max_c P̂(s_y = c | y) )      y = the true label, when the data has labels
+    null_rate = max( 1 / (K - 1),                                  "uniform"
+                     Σ_a P̂(a) · max_c P̂(s = c | a),               "by_top_class":  a = the suspect's top class
+                     Σ_y P̂(y) · max_c P̂(s_y = c | y) )             "by_label":      y = the true label, s_y = the
+                                                                    ingrainer's best class other than y (labelled data)
 
-Each term is exactly the agreement of the best runner-up rule that depends only on that property, measured on the
-same queries, so it covers the degenerate models (constant runner-up) and those whose errors follow the same
-class-level similarities as the ingrainer. What it cannot cover is a model whose runner-up happens to track the
-ingrainer's choices *within* a class. That is why [`WatermarkKey.train_ingrainer`] spreads the ingrainer's choices
-within each class by a secret random partition that no independent model has reason to follow; the false positive
-rate of the whole test is measured on independently trained models by [`calibrate_null`] and in the tests.
+- `uniform` is the agreement of a runner-up drawn at random among the `K - 1` classes.
+- `by_top_class` is, on these very queries, the agreement of the best rule "runner-up = a fixed class for each top
+  class". It covers degenerate models, e.g. one whose runner-up is constant or forced to a fixed class: such a
+  model agrees at most this often, so its p-value stays near 1/2 or above.
+- `by_label` is the same for rules "runner-up = a fixed class for each true class": models whose errors follow the
+  class-level similarities of the data ("a 4 is most like a 9"), which the ingrainer, trained on the same data, may
+  share. It needs labels; with unlabelled queries the test keeps the other two terms (for an accurate suspect, top
+  class and true class mostly coincide, so `by_top_class` then stands in for it).
 
-The p-value is the one-sided binomial tail `P[Binomial(n, null_rate) >= k]`. `alpha` is the largest false-positive
-probability the owner accepts: a model is `verified` when `p_value <= alpha`. The default 1e-6 is deliberately far
-below the usual 0.05, because a claim of ownership is made once and must stand against anyone who trains many
-models. Queries are treated as independent given the model; the measured null agreements of independent models
-(see [`calibrate_null`]) are the check on that assumption.
+Honest caveats:
+- A rule that uses both the top class and the label ("runner-up = the true label when the model errs") is bounded
+  by `by_label` on the queries the suspect classifies correctly, and can exceed the bound by at most its error rate.
+- The terms bound rules that depend on one coarse property of the input. They do not bound a model whose runner-up
+  tracks the ingrainer's choices *within* a class (two CNNs trained on the same digits may share instance-level
+  similarities). [`WatermarkKey.train_ingrainer`] spreads the ingrainer's choices within each class, and nothing
+  makes an independent model follow that spread; this part of the argument is empirical, not a proof. It is
+  measured by [`calibrate_null`] (run it on models you trained yourself without the key) and in the tests: on the
+  embedded data, ten independently trained models agree on 0.09 to 0.14 of the queries against a bound of 0.18,
+  and models built to follow the best coarse rule sit at the bound with p-values above 0.5.
+- The binomial tail treats the queries as independent given the model. Duplicated or near-duplicate queries break
+  this and overstate the significance: query distinct inputs.
+- The terms are measured on the queries themselves, so they are exact for the rules they describe on these
+  queries, not estimates with their own error.
+- A pipeline receives images as 8-bit PIL images, so its inputs are the queries rounded to 1/255.
 
 ## The carriers protocol
-The classic trigger-set test: the suspect's accuracy on the key's carriers against chance `1 / K`. It works with
-labels only; distillation on benign data usually erases it, which is the point of ingrain.
+The classic trigger-set test: the suspect's top class on the key's carriers against the carrier labels. The labels
+were drawn uniformly at random, independently of the carriers, so for any model not derived from the key each
+agreement is an independent coin with probability exactly `1 / K`: the null rate is exact. It needs labels only
+(it works with a callable or an API that returns nothing else). Distillation on benign data usually erases it,
+which is the point of ingrain.
 """
 
 import logging
 import math
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -49,13 +85,14 @@ from .losses import runner_up
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("ingrain", "carriers")
+SCORE_KINDS = ("auto", "logits", "probabilities", "top_k", "labels")
 DEFAULT_ALPHA = 1e-6
 
 
 @dataclass
 class VerificationResult:
     r"""
-    The outcome of [`verify`].
+    The outcome of [`verify`] (and of the baseline schemes' verify functions).
 
     Args:
         verified (`bool`): `p_value <= alpha`.
@@ -65,7 +102,7 @@ class VerificationResult:
         num_queries (`int`): number of queries used.
         num_agreements (`int`): number of agreeing queries.
         alpha (`float`): the significance level.
-        protocol (`str`): `"ingrain"` or `"carriers"`.
+        protocol (`str`): `"ingrain"`, `"carriers"`, or a baseline's protocol (`"trigger_set"`, `"uchida"`).
         details (`dict`): protocol-specific extras (the terms of the null rate, accuracy on labelled data, ...).
     """
 
@@ -125,40 +162,205 @@ def ingrain_null_rate(ingrainer_logits: torch.Tensor, model_top: torch.Tensor, l
     return max(terms.values()), terms
 
 
+# ------------------------------------------------------------------------------------------- querying a suspect
 def _load_model(path_or_id: str, revision: str | None = None):
     """Loads a classifier from a local folder with safetensors weights, never executing repository code."""
     from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(path_or_id, revision=revision, trust_remote_code=False)
     architectures = " ".join(getattr(config, "architectures", None) or [])
-    auto = AutoModelForSequenceClassification if "SequenceClassification" in architectures else AutoModelForImageClassification
+    auto = (
+        AutoModelForSequenceClassification
+        if "SequenceClassification" in architectures
+        else AutoModelForImageClassification
+    )
     model = auto.from_pretrained(path_or_id, revision=revision, use_safetensors=True, trust_remote_code=False)
     return model.eval()
 
 
+def resolve_model(model, revision: str | None = None):
+    r"""
+    Turns what the caller names as the suspect into something [`collect_scores`] can query.
+
+    Args:
+        model (`nn.Module`, `str`, `transformers.Pipeline` or callable):
+            A model, a pipeline or a callable is returned as is; a string must be a local folder holding a model
+            saved with `save_pretrained` (safetensors weights; repository code is never executed).
+        revision (`str`, *optional*):
+            Reserved for Hub ids (a later version resolves them here).
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    path = os.fspath(model)
+    if os.path.isdir(path):
+        return _load_model(path, revision)
+    raise ValueError(
+        f"{path!r} is not a local folder. Pass the folder a model was saved to with `save_pretrained` "
+        "(Hub ids are not supported by this version)."
+    )
+
+
+def _is_pipeline(model) -> bool:
+    try:
+        from transformers import Pipeline
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, Pipeline)
+
+
+def _pipeline_scorer(pipeline, input_names, top_k):
+    """Wraps an image-classification pipeline: pixel batches -> PIL images -> its `[{label, score}]` lists."""
+    import numpy as np
+    from PIL import Image
+
+    if "pixel_values" not in (input_names or ["pixel_values"]):
+        raise ValueError("Only image-classification pipelines can be queried; pass the model itself for text.")
+    config = pipeline.model.config
+    label_to_index = {str(k): int(v) for k, v in (config.label2id or {}).items()}
+    label_to_index.update({str(name): int(i) for i, name in (config.id2label or {}).items()})
+
+    def score(batch):
+        pixels = batch["pixel_values"].float()
+        if pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
+            raise ValueError(f"A pipeline needs image batches of shape (B, 1 or 3, H, W), got {tuple(pixels.shape)}.")
+        if pixels.min() < -1e-6 or pixels.max() > 1 + 1e-6:
+            raise ValueError(
+                "A pipeline takes images, so the queries must hold pixel values in [0, 1]; these are normalised. "
+                "Verify with un-normalised data, or query the model itself."
+            )
+        arrays = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else np.ascontiguousarray(a)) for a in arrays]
+        kwargs = {"top_k": top_k} if top_k else {}
+        return pipeline(images, batch_size=len(images), **kwargs)
+
+    return score, config.num_labels, label_to_index
+
+
+def as_score_matrix(output, num_labels: int | None = None, label_to_index: dict | None = None) -> torch.Tensor:
+    r"""
+    Normalises what a suspect returns for a batch into a `(batch, num_labels)` float matrix, `-inf` where unknown.
+
+    Accepted outputs: logits or probabilities `(batch, num_labels)` (NaN and `-inf` entries mark unknown scores), a
+    model output with `logits`, a `(values, indices)` pair such as `torch.topk`'s result (top-k scores), a 1-d
+    tensor of labels, or a pipeline's list of `{"label", "score"}` lists (mapped through `label_to_index`; unknown
+    labels are skipped).
+    """
+    if isinstance(output, Mapping) and "logits" in output:
+        output = output["logits"]
+    if isinstance(output, list) and output and isinstance(output[0], (dict, list)):
+        if label_to_index is None or num_labels is None:
+            raise ValueError("Parsing `[{label, score}]` outputs needs `num_labels` and a label-to-index mapping.")
+        rows = [output] if isinstance(output[0], dict) else output
+        matrix = torch.full((len(rows), num_labels), -math.inf)
+        unknown = set()
+        for i, row in enumerate(rows):
+            for item in row:
+                index = label_to_index.get(str(item["label"]))
+                if index is None or not 0 <= index < num_labels:
+                    unknown.add(item["label"])
+                elif math.isfinite(float(item["score"])):
+                    matrix[i, index] = float(item["score"])
+        if unknown:
+            logger.warning("Skipped scores of labels the model's config does not know: %s", sorted(map(str, unknown)))
+        return matrix
+    if isinstance(output, tuple) and len(output) == 2:  # (values, indices), e.g. torch.topk
+        values, indices = (torch.as_tensor(t) for t in output)
+        if num_labels is None:
+            raise ValueError("Top-k (values, indices) outputs need `num_labels`.")
+        return torch.full((values.shape[0], num_labels), -math.inf).scatter(-1, indices.long(), values.float())
+    scores = torch.as_tensor(output)
+    if scores.ndim == 1:  # labels only
+        if num_labels is None:
+            raise ValueError("Label-only outputs need `num_labels`.")
+        if scores.is_floating_point() and not torch.equal(scores, scores.round()):
+            raise ValueError(
+                "A 1-d output must hold class labels (integers); return a (batch, num_labels) matrix for scores."
+            )
+        matrix = torch.full((len(scores), num_labels), -math.inf)
+        return matrix.scatter(-1, scores.long().unsqueeze(-1), 0.0)
+    if scores.ndim != 2:
+        raise ValueError(
+            f"Expected scores of shape (batch, num_labels) or labels of shape (batch,), got {tuple(scores.shape)}."
+        )
+    scores = scores.detach().float().cpu()
+    return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
+
+
+def score_kind(scores: torch.Tensor) -> str:
+    """What a score matrix exposes: `"labels"`, `"top_k"`, `"probabilities"` or `"logits"`."""
+    known = torch.isfinite(scores).sum(-1)
+    if len(known) and int(known.min()) <= 1:
+        return "labels"
+    if int(known.min()) < scores.shape[-1]:
+        return "top_k"
+    if (scores >= 0).all() and torch.allclose(scores.sum(-1), torch.ones(len(scores)), atol=1e-3):
+        return "probabilities"
+    return "logits"
+
+
+def _keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    values, indices = scores.topk(min(k, scores.shape[-1]), dim=-1)
+    return torch.full_like(scores, -math.inf).scatter(-1, indices, values)
+
+
+def _restrict(scores: torch.Tensor, kind: str, top_k: int | None) -> tuple[torch.Tensor, str]:
+    """Applies what the caller declared the suspect exposes (`scores=`) and returns the matrix and its kind."""
+    if kind not in SCORE_KINDS:
+        raise ValueError(f"`scores` must be one of {SCORE_KINDS}, got {kind!r}.")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"`top_k` must be >= 1, got {top_k}.")
+    if kind == "labels":
+        return _keep_top(scores, 1), "labels"
+    if kind == "top_k" and top_k is None:
+        raise ValueError("`scores='top_k'` needs `top_k=` (the number of scores the suspect returns).")
+    if top_k is not None:
+        scores = _keep_top(scores, top_k)
+    detected = score_kind(scores)
+    if kind in ("logits", "probabilities") and detected in ("labels", "top_k"):
+        raise ValueError(f"`scores={kind!r}` but the suspect returned only {detected}; use `scores='auto'`.")
+    return scores, detected if kind == "auto" else kind
+
+
 @torch.no_grad()
-def collect_scores(model, dataset, input_names=None, batch_size: int = 256, show_progress: bool = False):
+def collect_scores(
+    model,
+    dataset,
+    input_names=None,
+    batch_size: int = 256,
+    show_progress: bool = False,
+    num_labels: int | None = None,
+    top_k: int | None = None,
+):
     r"""
     Runs `model` over `dataset` and returns its scores and the labels (if any).
 
     Args:
-        model (`nn.Module`, `str` or callable):
-            A model, a local folder with safetensors weights, or a callable mapping a dict batch to a
-            `(batch, num_labels)` score tensor.
+        model (`nn.Module`, `str`, `transformers.Pipeline` or callable):
+            A model, a local folder with safetensors weights, an `image-classification` pipeline (a deployed model:
+            it receives PIL images and returns its top-k `{label, score}` lists), or a callable mapping a dict batch
+            to scores (see [`as_score_matrix`] for what it may return: logits, probabilities, top-k, labels).
         dataset: examples with the model's inputs (and optionally `labels`).
         input_names (`list[str]`, *optional*): input keys to pass (default: those the model's forward accepts).
+        batch_size (`int`, *optional*, defaults to 256): queries per call.
+        show_progress (`bool`, *optional*, defaults to `False`): show a progress bar.
+        num_labels (`int`, *optional*): number of classes, needed to read labels or top-k outputs of a callable.
+        top_k (`int`, *optional*): passed to a pipeline as its `top_k` (else the pipeline's default, 5).
 
     Returns:
-        `tuple[torch.Tensor, torch.Tensor | None]`: scores of shape `(n, num_labels)` and labels.
+        `tuple[torch.Tensor, torch.Tensor | None]`: scores of shape `(n, num_labels)` (`-inf` where the suspect
+        exposes no score) and labels.
     """
     from tqdm.auto import tqdm
 
     from .data import iterate_batches
     from .keys import forward_logits, model_input_names
 
-    if isinstance(model, str):
-        model = _load_model(model)
-    if isinstance(model, torch.nn.Module):
+    model = resolve_model(model)
+    label_to_index = None
+    if _is_pipeline(model):
+        score, num_labels, label_to_index = _pipeline_scorer(model, input_names, top_k)
+        names = ["pixel_values"]
+    elif isinstance(model, torch.nn.Module):
         model.eval()
         names = input_names or model_input_names(model)
         device = next(model.parameters()).device
@@ -169,11 +371,12 @@ def collect_scores(model, dataset, input_names=None, batch_size: int = 256, show
     elif callable(model):
         names, score = input_names, model
     else:
-        raise ValueError(f"`model` must be a model, a path or a callable, got {type(model).__name__}.")
+        raise ValueError(f"`model` must be a model, a path, a pipeline or a callable, got {type(model).__name__}.")
     columns = None if names is None else list(names) + ["labels"]
     scores, labels = [], []
     for batch in tqdm(iterate_batches(dataset, batch_size, columns), desc="Querying", disable=not show_progress):
-        scores.append(torch.as_tensor(score(batch)).float())
+        queries = {k: v for k, v in batch.items() if k != "labels"}
+        scores.append(as_score_matrix(score(queries), num_labels, label_to_index))
         if "labels" in batch:
             labels.append(batch["labels"])
     if not scores:
@@ -181,6 +384,7 @@ def collect_scores(model, dataset, input_names=None, batch_size: int = 256, show
     return torch.cat(scores), (torch.cat(labels) if labels else None)
 
 
+# ------------------------------------------------------------------------------------------- the tests
 def verify(
     model,
     key,
@@ -189,26 +393,36 @@ def verify(
     alpha: float = DEFAULT_ALPHA,
     batch_size: int = 256,
     show_progress: bool = False,
+    scores: str = "auto",
+    top_k: int | None = None,
 ) -> VerificationResult:
     r"""
-    Tests whether `model` carries the watermark of `key`.
+    Tests whether `model` carries the watermark of `key` (see the module docstring for the statistics).
 
     Args:
-        model (`nn.Module`, `str` or callable):
-            The suspect: a model, a local folder (safetensors weights only, no remote code), or a callable returning
-            `(batch, num_labels)` scores for a dict batch.
-        key ([`WatermarkKey`]):
-            The owner's key.
+        model (`nn.Module`, `str`, `transformers.Pipeline` or callable):
+            The suspect: a model, a local folder (safetensors weights only, no remote code), an
+            `image-classification` pipeline, or a callable returning logits, probabilities, top-k scores or labels
+            for a dict batch.
+        key ([`WatermarkKey`], or a baseline scheme's key):
+            The owner's key. A key from `hf_ingrain.watermarks` is verified by its own scheme (`protocol` and
+            `dataset` are then not used).
         dataset (`datasets.Dataset`, *optional*):
             Benign queries (`pixel_values` or `input_ids`; `labels` optional). Required for `"ingrain"`.
         protocol (`str`, *optional*, defaults to `"ingrain"`):
             `"ingrain"` (runner-up agreement on benign data) or `"carriers"` (accuracy on the key's carriers).
         alpha (`float`, *optional*, defaults to 1e-6):
-            Significance level: the largest false-positive probability accepted. `verified = p_value <= alpha`.
+            Significance level: the largest probability of verifying a model not derived from the key.
+            `verified = p_value <= alpha`.
         batch_size (`int`, *optional*, defaults to 256):
-            Queries per forward pass.
+            Queries per call.
         show_progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar while querying.
+        scores (`str`, *optional*, defaults to `"auto"`):
+            What the suspect exposes: `"auto"` (detected from what it returns), `"logits"`, `"probabilities"`,
+            `"top_k"` (only the `top_k` highest scores are used) or `"labels"` (only the top class is used).
+        top_k (`int`, *optional*):
+            Use only the `top_k` highest scores of each query (and ask a pipeline for that many).
 
     Returns:
         [`VerificationResult`]
@@ -219,38 +433,97 @@ def verify(
     >>> result = verify(model, key, splits["test"])
     >>> result.verified, result.p_value
     (True, 3.1e-45)
+    >>> from transformers import pipeline
+    >>> verify(pipeline("image-classification", model=model, image_processor=processor), key, splits["test"])
     ```
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
+    from .keys import WatermarkKey
+
     if not 0 < alpha < 1:
         raise ValueError(f"`alpha` must be in (0, 1), got {alpha}.")
+    if not isinstance(key, WatermarkKey):
+        if not callable(getattr(key, "verify", None)):
+            raise ValueError(
+                f"`key` must be a WatermarkKey or a key from hf_ingrain.watermarks, got {type(key).__name__}."
+            )
+        return key.verify(model, alpha=alpha, batch_size=batch_size, scores=scores, top_k=top_k)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
+    _restrict(torch.zeros(1, 3), scores, top_k)  # checks `scores` and `top_k` before any query
+    model = resolve_model(model)
     if protocol == "carriers":
-        return _verify_carriers(model, key, alpha, batch_size)
+        return _verify_carriers(model, key, alpha, batch_size, scores, top_k)
+    queries = ingrain_queries(model, key, dataset, batch_size, show_progress, scores, top_k)
+    agreements = queries["runner_up"] == queries["ingrainer_choice"]
+    details = {
+        "null_rate_terms": queries["null_rate_terms"],
+        "scores": queries["scores"],
+        "labelled": queries["labels"] is not None,
+    }
+    if queries["labels"] is not None:
+        details["accuracy"] = (queries["top"] == queries["labels"]).float().mean().item()
+    return _result(int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details)
+
+
+def ingrain_queries(
+    model, key, dataset, batch_size: int = 256, show_progress: bool = False, scores="auto", top_k=None
+):
+    r"""
+    The per-query quantities of the ingrain protocol: what [`verify`] counts, for your own analysis or the
+    `ingrain_watermark` metric (`predictions=runner_up, references=ingrainer_choice, null_rate=null_rate`).
+
+    Args: as for [`verify`].
+
+    Returns:
+        `dict`: `top` and `runner_up` (the suspect's), `ingrainer_choice`, `labels` (or `None`), `null_rate`,
+        `null_rate_terms` and `scores` (what the suspect exposed).
+    """
     if dataset is None:
         raise ValueError("The ingrain protocol needs benign queries: pass `dataset=` (e.g. your test split).")
     if key.ingrainer is None:
         raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
-    scores, labels = collect_scores(model, dataset, [key.input_name, "attention_mask"], batch_size, show_progress)
-    if scores.shape[-1] != key.num_labels:
-        raise ValueError(f"The model returns {scores.shape[-1]} scores per query but the key has {key.num_labels} labels.")
-    ingrainer_scores, _ = collect_scores(key.ingrainer, dataset, [key.input_name, "attention_mask"], batch_size)
-    top = scores.argmax(-1)
-    agreements = runner_up(scores, top) == runner_up(ingrainer_scores, top)
+    if len(dataset) and key.input_name in dataset[0]:
+        key._check_inputs(torch.as_tensor(dataset[0][key.input_name]).unsqueeze(0), "The verification data")
+    names = [key.input_name, "attention_mask"]
+    suspect, labels = collect_scores(model, dataset, names, batch_size, show_progress, key.num_labels, top_k)
+    _check_num_labels(suspect, key)
+    suspect, kind = _restrict(suspect, scores, top_k)
+    if kind == "labels":
+        raise ValueError(
+            "The ingrain protocol needs the suspect's two highest scores per query (logits, probabilities or top-k "
+            "with k >= 2), but it exposes only its top class. Use protocol='carriers' for a label-only suspect."
+        )
+    ingrainer_scores, _ = collect_scores(key.ingrainer, dataset, names, batch_size)
+    top = suspect.argmax(-1)
     null_rate, terms = ingrain_null_rate(ingrainer_scores, top, labels)
-    details = {"null_rate_terms": terms}
-    if labels is not None:
-        details["accuracy"] = (top == labels).float().mean().item()
-    return _result(int(agreements.sum()), len(agreements), null_rate, alpha, "ingrain", details)
+    return {
+        "top": top,
+        "runner_up": runner_up(suspect, top),
+        "ingrainer_choice": runner_up(ingrainer_scores, top),
+        "labels": labels,
+        "null_rate": null_rate,
+        "null_rate_terms": terms,
+        "scores": kind,
+    }
 
 
-def _verify_carriers(model, key, alpha, batch_size):
+def _check_num_labels(scores, key):
+    if scores.shape[-1] != key.num_labels:
+        raise ValueError(
+            f"The model returns {scores.shape[-1]} scores per query but the key has {key.num_labels} labels."
+        )
+
+
+def _verify_carriers(model, key, alpha, batch_size, scores="auto", top_k=None):
     from datasets import Dataset
 
     carriers = Dataset.from_dict({key.input_name: key.carriers.numpy()}).with_format("torch")
-    scores, _ = collect_scores(model, carriers, [key.input_name], batch_size)
-    hits = scores.argmax(-1) == key.carrier_labels
-    return _result(int(hits.sum()), len(hits), 1.0 / key.num_labels, alpha, "carriers", {})
+    suspect, _ = collect_scores(model, carriers, [key.input_name], batch_size, num_labels=key.num_labels, top_k=top_k)
+    _check_num_labels(suspect, key)
+    suspect, kind = _restrict(suspect, scores, top_k)
+    answered = torch.isfinite(suspect).any(-1)
+    hits = (suspect.argmax(-1) == key.carrier_labels) & answered
+    return _result(int(hits.sum()), len(hits), 1.0 / key.num_labels, alpha, "carriers", {"scores": kind})
 
 
 def _result(num_agreements, num_queries, null_rate, alpha, protocol, details) -> VerificationResult:
@@ -266,3 +539,97 @@ def _result(num_agreements, num_queries, null_rate, alpha, protocol, details) ->
         protocol=protocol,
         details=details,
     )
+
+
+# ------------------------------------------------------------------------------------------- calibration
+@dataclass
+class NullCalibration:
+    r"""
+    Agreement of models not derived from the key, from [`calibrate_null`].
+
+    Args:
+        results (`dict[str, VerificationResult]`): the verification of each null model, by name.
+    """
+
+    results: dict
+
+    @property
+    def agreements(self) -> dict:
+        return {name: r.agreement for name, r in self.results.items()}
+
+    @property
+    def p_values(self) -> dict:
+        return {name: r.p_value for name, r in self.results.items()}
+
+    @property
+    def max_agreement(self) -> float:
+        return max(self.agreements.values())
+
+    @property
+    def max_excess(self) -> float:
+        """Largest `agreement - null_rate`: above 0, some independent model beat the bound."""
+        return max(r.agreement - r.null_rate for r in self.results.values())
+
+    @property
+    def any_verified(self) -> bool:
+        return any(r.verified for r in self.results.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "agreements": self.agreements,
+            "p_values": self.p_values,
+            "max_agreement": self.max_agreement,
+            "max_excess": self.max_excess,
+            "any_verified": self.any_verified,
+            "null_rates": {name: r.null_rate for name, r in self.results.items()},
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{'model':<24} {'agreement':>9} {'null rate':>9} {'p-value':>9}  verified"]
+        for name, r in self.results.items():
+            lines.append(f"{name:<24} {r.agreement:>9.3f} {r.null_rate:>9.3f} {r.p_value:>9.3g}  {r.verified}")
+        return "\n".join(lines)
+
+
+def calibrate_null(
+    key, dataset, null_models, protocol: str = "ingrain", alpha: float = DEFAULT_ALPHA, **verify_kwargs
+):
+    r"""
+    Measures how often models **not** derived from `key` agree with it: the empirical check of the null rate.
+
+    Train a few models on the task without the key (other seeds, data, architectures) and pass them here. None
+    should verify, and their agreement should stay at or below the null rate; a model that beats the bound
+    (`max_excess > 0`) is logged as a warning, since it means the bound is not conservative for this key and data.
+
+    Args:
+        key ([`WatermarkKey`]): the owner's key.
+        dataset (`datasets.Dataset`): the queries, as for [`verify`].
+        null_models (`list` or `dict[str, ...]`): the independent models (anything [`verify`] accepts).
+        protocol (`str`, *optional*, defaults to `"ingrain"`): the protocol to calibrate.
+        alpha (`float`, *optional*, defaults to 1e-6): the significance level.
+        **verify_kwargs: passed to [`verify`] (`scores`, `top_k`, `batch_size`).
+
+    Returns:
+        [`NullCalibration`]: per-model agreements and p-values, `max_agreement`, `max_excess`, `any_verified`.
+
+    Example:
+
+    ```python
+    >>> calibration = calibrate_null(key, splits["test"], [independent_a, independent_b])
+    >>> calibration.any_verified, calibration.max_agreement
+    (False, 0.131)
+    ```
+    """
+    named = (
+        dict(null_models) if isinstance(null_models, Mapping) else {f"null_{i}": m for i, m in enumerate(null_models)}
+    )
+    if not named:
+        raise ValueError("`null_models` is empty: pass models trained without the key.")
+    results = {name: verify(m, key, dataset, protocol, alpha, **verify_kwargs) for name, m in named.items()}
+    calibration = NullCalibration(results)
+    if calibration.max_excess > 0:
+        logger.warning(
+            "An independent model agrees above the null rate (excess %.3f): the bound is not conservative here.",
+            calibration.max_excess,
+        )
+    return calibration

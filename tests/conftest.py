@@ -6,6 +6,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+
+# Tiny models train fastest on one thread, and the multi-process tests share the 2 CI cores with this process.
+torch.set_num_threads(1)
 from datasets import Dataset
 
 from hf_ingrain import WatermarkKey

@@ -166,10 +166,12 @@ def test_push_trainer_output_folder_through_the_cli(loopback_hub, watermarked, t
     files = loopback_hub.repo_files("tester/cli-model")
     assert set(files) == {".gitattributes", "config.json", "model.safetensors", "README.md", "watermark.json"}
 
-    # what `hf-ingrain verify tester/cli-model --revision SHA` runs
-    result = verify_model_or_repo("tester/cli-model", WatermarkKey.load(str(key_dir)), watermarked.queries,
-                                  revision=sha, cache_dir=str(tmp_path / "cache"))
-    assert result.verified and result.commitment_match is True and result.commit_sha == sha
+    code = main(["verify", "tester/cli-model", "--key", str(key_dir), "--revision", sha, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0, report
+    assert report["verified"] and report["commitment_match"] is True and report["commit_sha"] == sha
+    assert main(["verify", "tester/no-such-model", "--key", str(key_dir)]) == 2
+    assert "no-such-model" in capsys.readouterr().err
     assert leaked(loopback_hub, watermarked.key) == []
 
 

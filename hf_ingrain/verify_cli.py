@@ -1,0 +1,122 @@
+"""`hf-ingrain verify`: does a model carry the watermark of a key? Exit 0 verified, 1 not verified, 2 error."""
+
+import json
+import logging
+
+from .hub_cli import add_hub_verify_arguments
+
+logger = logging.getLogger(__name__)
+
+EXIT_VERIFIED, EXIT_NOT_VERIFIED = 0, 1
+
+
+def add_parser(subparsers) -> None:
+    from .verification import DEFAULT_ALPHA, PROTOCOLS
+
+    parser = subparsers.add_parser(
+        "verify",
+        help="Test whether a model carries the watermark of a key (exit 0 verified, 1 not, 2 error).",
+        description=(
+            "Queries MODEL on benign data (ingrain protocol) or on the key's carriers (carriers protocol) and tests "
+            "the agreement against the null rate. Keys of the baseline schemes (Zhang, Adi, Uchida) are verified by "
+            "their own test. Exit status: 0 verified, 1 not verified, 2 error."
+        ),
+    )
+    parser.add_argument("model", metavar="MODEL", help="The suspect: a local folder (saved with save_pretrained) or a Hub id (namespace/name).")
+    parser.add_argument("--key", required=True, metavar="DIR", help="Folder of the owner's key.")
+    parser.add_argument(
+        "--data",
+        default="mnist-5k",
+        metavar="NAME_OR_PATH",
+        help="Benign queries for the ingrain protocol: mnist-5k (embedded, default) or a local folder.",
+    )
+    parser.add_argument("--split", default="test", help="Split of --data to query (default: test).")
+    parser.add_argument(
+        "--data-seed", type=int, default=0, help="Seed of the split assignment of --data (default: 0)."
+    )
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="ingrain", help="Test to run (default: ingrain).")
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"Significance level: the largest accepted false-positive probability (default: {DEFAULT_ALPHA:g}).",
+    )
+    parser.add_argument("--top-k", type=int, default=None, help="Use only the K highest scores of each query.")
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    add_hub_verify_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def load_queries(name_or_path: str, split: str, seed: int = 0):
+    """The benign queries: one split of an image data set (see `hf_ingrain.data.load_image_dataset`)."""
+    from .data import load_image_dataset
+
+    splits = load_image_dataset(name_or_path, seed=seed)
+    if split not in splits:
+        raise ValueError(f"No split {split!r} in {name_or_path!r}; choose one of {sorted(splits)}.")
+    return splits[split]
+
+
+def run(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    from .hub import is_hub_id, verify_model_or_repo
+    from .verification import resolve_model
+    from .watermarks import load_key
+
+    transformers_logging.disable_progress_bar()  # the summary (or the JSON) is the whole output
+
+    if not 0 < args.alpha < 1:
+        raise ValueError(f"--alpha must be in (0, 1), got {args.alpha}.")
+    if args.top_k is not None and args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}.")
+    key = load_key(args.key)  # before any model or data: a wrong key folder fails fast
+    hub = is_hub_id(args.model)
+    if not hub:
+        resolve_model(args.model)  # a missing local folder fails now, before the data is loaded
+    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol == "ingrain"
+    dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
+    result = verify_model_or_repo(
+        args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,
+        protocol=args.protocol, alpha=args.alpha, top_k=args.top_k,
+    )
+    report = {
+        "model": args.model,
+        **({"revision": args.revision} if hub else {}),
+        "key_commitment": key.commitment(),
+        "data": {"name": args.data, "split": args.split, "seed": args.data_seed} if uses_data else None,
+        **result.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(summary(report))
+    return EXIT_VERIFIED if result.verified else EXIT_NOT_VERIFIED
+
+
+def summary(report: dict) -> str:
+    if report["verified"]:
+        headline = f"VERIFIED: {report['model']} carries the watermark of the key."
+    else:
+        headline = (
+            f"NOT VERIFIED: the test does not find the watermark in {report['model']} at alpha = {report['alpha']:g}."
+        )
+    unit = "bits" if report["protocol"] == "uchida" else "queries"
+    lines = [
+        headline,
+        f"  protocol      {report['protocol']}",
+        f"  agreement     {report['agreement']:.3f} ({report['num_agreements']} of {report['num_queries']} {unit})",
+        f"  null rate     {report['null_rate']:.3f}",
+        f"  p-value       {report['p_value']:.3g} (verified when <= alpha = {report['alpha']:g})",
+    ]
+    details = report.get("details") or {}
+    for name, value in (details.get("null_rate_terms") or {}).items():
+        lines.append(f"    {name:<14}{value:.3f}")
+    if "accuracy" in details:
+        lines.append(f"  accuracy      {details['accuracy']:.3f} on the labelled queries")
+    if "bit_error_rate" in details:
+        lines.append(f"  bit errors    {details['bit_error_rate']:.3f}")
+    if report.get("data"):
+        lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
+    lines.append(f"  key           commitment {report['key_commitment']}")
+    return "\n".join(lines)

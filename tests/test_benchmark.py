@@ -1,0 +1,77 @@
+import json
+import os
+
+import pytest
+
+from hf_ingrain.benchmark import ExperimentConfig, _Experiment, results_markdown, run_benchmark
+from hf_ingrain.cli import main
+
+
+def tiny_config(**overrides):
+    values = dict(
+        max_examples=500, epochs=1, attack_epochs=1, finetune_epochs=1, ingrainer_steps=10, ingrain_lambdas=[0.5],
+        schemes=["adi"], attacks=["distill_T4", "prune_50"], hidden_channels=[4, 8], hidden_size=16,
+    )
+    return ExperimentConfig(**{**values, **overrides})
+
+
+def test_benchmark_writes_every_cell_table_and_plot_and_resumes(tmp_path, monkeypatch):
+    config = tiny_config()
+    results = run_benchmark(config, str(tmp_path), show_progress=False)
+    schemes = ["reference", "adi", "ingrain_lambda_0.5"]
+    assert [(c["scheme"], c["attack"]) for c in results["cells"]] == [
+        (s, a) for s in schemes for a in ("none", "distill_T4", "prune_50")
+    ]
+    for name in ("results.json", "results.md", "robustness.png", "lambda_tradeoff.png"):
+        assert os.path.getsize(tmp_path / name) > 0
+    table = (tmp_path / "results.md").read_text()
+    assert all(f"| {s} |" in table for s in schemes)
+    assert set(results["key_commitments"]) == set(schemes)  # commitments only: no key is written
+    assert not any("key" in name for _, dirs, files in os.walk(tmp_path) for name in dirs + files if name != "results.json")
+
+    # A second run reuses every cell and model: training or attacking again would fail here.
+    monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
+    monkeypatch.setattr(_Experiment, "attack", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    again = run_benchmark(config, str(tmp_path), show_progress=False)
+    assert again["cells"] == results["cells"]
+
+
+def test_a_lost_cell_is_recomputed_from_the_saved_model(tmp_path, monkeypatch):
+    config = tiny_config(schemes=[], attacks=["prune_50"])
+    run_benchmark(config, str(tmp_path), show_progress=False)
+    os.remove(tmp_path / "cells" / "reference" / "prune_50.json")
+    monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
+    results = run_benchmark(config, str(tmp_path), show_progress=False)
+    assert ("reference", "prune_50") in {(c["scheme"], c["attack"]) for c in results["cells"]}
+
+
+def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
+    with pytest.raises(ValueError, match="Unknown schemes"):
+        ExperimentConfig(schemes=["nope"])
+    with pytest.raises(ValueError, match="Unknown attacks"):
+        ExperimentConfig(attacks=["melt"])
+    path = tmp_path / "config.yaml"
+    path.write_text("epochs: 2\nepoch: 3\n")
+    with pytest.raises(ValueError, match="Unknown fields"):
+        ExperimentConfig.from_yaml(str(path))
+    path.write_text("epochs: 2\n")
+    assert ExperimentConfig.from_yaml(str(path), dataset="some/id").dataset == "some/id"
+
+
+def test_benchmark_cli_reports_a_bad_config_without_a_traceback(tmp_path, capsys):
+    assert main(["benchmark", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "out")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_results_markdown_marks_verified_cells():
+    results = {
+        "config": {"attacks": ["prune_50"], "alpha": 1e-6, "dataset": "d"},
+        "cells": [
+            {"scheme": "s", "attack": "none", "test_accuracy": 0.9, "verified": True, "p_value": 1e-9, "score": 0.5},
+            {"scheme": "s", "attack": "prune_50", "test_accuracy": 0.8, "verified": False, "p_value": 0.3, "score": 0.1},
+        ],
+        "date": "today", "machine": "m", "seconds": 1.0,
+    }
+    table = results_markdown(results)
+    assert "| s | 0.900 | ✅ 0.50 (p=1e-09) | ❌ 0.10 (p=3e-01) |" in table
+    json.dumps(results)

@@ -49,6 +49,28 @@ def forward_logits(model, batch: dict) -> torch.Tensor:
     return model_logits(model, batch)
 
 
+def write_secret_folder(save_directory: str, write) -> None:
+    """Creates a key folder atomically: `write(folder)` fills a temporary folder beside it, renamed when complete.
+
+    Refuses a non-empty target; an interrupted or failed write leaves nothing behind. The folder is private (0700).
+    """
+    save_directory = os.path.abspath(save_directory)
+    if os.path.exists(save_directory) and os.listdir(save_directory):
+        raise ValueError(f"{save_directory!r} exists and is not empty; choose a new folder for the key.")
+    parent = os.path.dirname(save_directory)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".key-", dir=parent)
+    try:
+        write(staging)
+        if os.path.exists(save_directory):
+            os.rmdir(save_directory)
+        os.replace(staging, save_directory)
+        os.chmod(save_directory, 0o700)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 class WatermarkKey:
     r"""
     The owner's secret: random carriers with random labels, and the ingrainer fitted to them.
@@ -316,28 +338,18 @@ class WatermarkKey:
         The folder is written under a temporary name and renamed when complete, so an interrupted save leaves
         nothing half-written behind.
         """
-        save_directory = os.path.abspath(save_directory)
-        if os.path.exists(save_directory) and os.listdir(save_directory):
-            raise ValueError(f"{save_directory!r} exists and is not empty; choose a new folder for the key.")
-        parent = os.path.dirname(save_directory)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".key-", dir=parent)
-        try:
-            with open(os.path.join(staging, KEY_FILE), "w") as f:
+
+        def write(folder):
+            with open(os.path.join(folder, KEY_FILE), "w") as f:
                 json.dump(self._metadata(), f, indent=2, sort_keys=True)
             save_file(
                 {"carriers": self.carriers.contiguous(), "carrier_labels": self.carrier_labels.contiguous()},
-                os.path.join(staging, TENSORS_FILE),
+                os.path.join(folder, TENSORS_FILE),
             )
             if self.ingrainer is not None:
-                self.ingrainer.save_pretrained(os.path.join(staging, INGRAINER_DIR), safe_serialization=True)
-            if os.path.exists(save_directory):
-                os.rmdir(save_directory)
-            os.replace(staging, save_directory)
-            os.chmod(save_directory, 0o700)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+                self.ingrainer.save_pretrained(os.path.join(folder, INGRAINER_DIR), safe_serialization=True)
+
+        write_secret_folder(save_directory, write)
 
     @classmethod
     def load(cls, save_directory: str) -> "WatermarkKey":

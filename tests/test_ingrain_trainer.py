@@ -162,3 +162,14 @@ def test_no_byte_of_the_key_appears_in_the_output_directory(small_key, tmp_path)
     for path, content in files:
         for secret in secrets:
             assert secret not in content, f"secret bytes found in {path}"
+
+
+def test_mixed_precision_training_keeps_the_losses_finite(small_key, tmp_path):
+    # bf16 autocast on CPU: the model's logits are bf16, the ingrain loss is computed in float32 (losses.py).
+    trainer = IngrainTrainer(
+        model=tiny_cnn(seed=1), args=IngrainConfig(**training_args(tmp_path), bf16=True),
+        train_dataset=random_image_dataset(), ingrainer=small_key,
+    )
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "ingrain/loss" in e]
+    assert logged and all(torch.isfinite(torch.tensor([e["ingrain/loss"], e["task/loss"]])).all() for e in logged)

@@ -9,11 +9,11 @@ tensor byte, so it can be published and any changed byte of the key changes it.
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..keys import write_secret_folder
 
 KEY_FILE = "key.json"
 TENSORS_FILE = "key.safetensors"
@@ -58,23 +58,13 @@ class SchemeKey:
 
     def save(self, save_directory: str) -> None:
         """Saves the key (secret!) as `key.json` and `key.safetensors` in a new folder, atomically."""
-        save_directory = os.path.abspath(save_directory)
-        if os.path.exists(save_directory) and os.listdir(save_directory):
-            raise ValueError(f"{save_directory!r} exists and is not empty; choose a new folder for the key.")
-        parent = os.path.dirname(save_directory)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".key-", dir=parent)
-        try:
-            with open(os.path.join(staging, KEY_FILE), "w") as f:
+
+        def write(folder):
+            with open(os.path.join(folder, KEY_FILE), "w") as f:
                 json.dump(self._full_metadata(), f, indent=2, sort_keys=True)
-            save_file({k: v.contiguous() for k, v in self._tensors().items()}, os.path.join(staging, TENSORS_FILE))
-            if os.path.exists(save_directory):
-                os.rmdir(save_directory)
-            os.replace(staging, save_directory)
-            os.chmod(save_directory, 0o700)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            save_file({k: v.contiguous() for k, v in self._tensors().items()}, os.path.join(folder, TENSORS_FILE))
+
+        write_secret_folder(save_directory, write)
 
     @classmethod
     def load(cls, save_directory: str) -> "SchemeKey":

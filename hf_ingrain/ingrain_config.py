@@ -18,9 +18,9 @@ class IngrainConfig(TrainingArguments):
     Args:
         ingrain_lambda (`float`, *optional*, defaults to `0.5`):
             Weight λ of the ingrain term. Higher values make the watermark stronger in the model's predictions and cost
-            accuracy: on the embedded MNIST sample, λ = 0.5 keeps test accuracy within a few points of an
-            unwatermarked model while the watermark verifies at p < 1e-6, and the demo's λ table shows the
-            trade-off. λ = 0 gives exactly the plain `Trainer` loss.
+            accuracy. Measured by `hf-ingrain demo` (small CNNs, 15 epochs, embedded MNIST sample): λ = 0.5 costs
+            6.5 points of test accuracy (0.916 → 0.851) and its watermark verifies at p < 1e-11 in every distilled
+            student; λ = 1 costs 20 points for a wider margin. λ = 0 gives exactly the plain `Trainer` loss.
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):
             Temperature `T` of the ingrain term (the paper's value).
         ingrain_cache_logits (`bool`, *optional*, defaults to `False`):

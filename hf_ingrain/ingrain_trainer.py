@@ -148,7 +148,8 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
             dataset = self._remove_unused_columns(dataset, description="training")
         device = self.args.device
         chunks = []
-        for batch in iterate_batches(dataset, self.args.per_device_eval_batch_size * 4, columns=self._ingrainer_inputs):
+        batch_size = max(self.args.per_device_eval_batch_size, 256)  # one inference pass: large batches
+        for batch in iterate_batches(dataset, batch_size, columns=self._ingrainer_inputs):
             chunks.append(forward_logits(self.ingrainer, {k: v.to(device) for k, v in batch.items()}).float().cpu())
         return _WithCachedLogits(dataset, torch.cat(chunks))
 

@@ -74,7 +74,7 @@ class ExperimentConfig:
     hidden_size: int = 64
     num_carriers: int = 100
     ingrainer_steps: int = 600
-    ingrain_lambdas: list = field(default_factory=lambda: [0.5, 1.0])
+    ingrain_lambdas: list = field(default_factory=lambda: [0.25, 0.5])
     temperature: float = 4.0
     schemes: list = field(default_factory=lambda: list(BASELINES))
     attacks: list = field(default_factory=lambda: list(ATTACKS))

@@ -1,7 +1,7 @@
 """`hf-ingrain demo`: the paper's experiment on the embedded data, end to end, in one command.
 
 An unwatermarked reference, the baseline watermarks (Zhang content / noise / unrelated, Adi, Uchida) and ingrain at
-two values of λ, each attacked by distillation (T = 1 and T = 4; a student of the same and of a smaller
+two values of λ (0.25 and 0.5), each attacked by distillation (T = 1 and T = 4; a student of the same and of a smaller
 architecture), hard-label extraction, fine-tuning (FTAL), pruning (50%) and quantization (4 bits), and every model
 verified before and after. Writes `results.json`, `results.md`, `robustness.png` and `lambda_tradeoff.png`. This is
 [`run_benchmark`] at the scale of [`ExperimentConfig`]'s defaults: a few minutes on 2 CPU cores.

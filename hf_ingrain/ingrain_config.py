@@ -19,8 +19,9 @@ class IngrainConfig(TrainingArguments):
         ingrain_lambda (`float`, *optional*, defaults to `0.5`):
             Weight λ of the ingrain term. Higher values make the watermark stronger in the model's predictions and cost
             accuracy. Measured by `hf-ingrain demo` (small CNNs, 15 epochs, embedded MNIST sample): λ = 0.5 costs
-            6.5 points of test accuracy (0.916 → 0.851) and its watermark verifies at p < 1e-11 in every distilled
-            student; λ = 1 costs 20 points for a wider margin. λ = 0 gives exactly the plain `Trainer` loss.
+            6 points of test accuracy (0.916 → 0.856) and its watermark verifies at p < 1e-12 in every distilled
+            student; λ = 0.25 costs 1.2 points but does not survive distillation at T = 1; λ = 1 costs 20 points.
+            λ = 0 gives exactly the plain `Trainer` loss.
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):
             Temperature `T` of the ingrain term (the paper's value).
         ingrain_cache_logits (`bool`, *optional*, defaults to `False`):

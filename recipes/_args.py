@@ -227,3 +227,16 @@ def weights_digest_per_process(trainer) -> list[str]:
         digests = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(digests, digest.hexdigest())
     return digests
+
+
+def finish_processes(trainer) -> None:
+    """Waits for every process, then shuts the process group down cleanly.
+
+    Without it, a rank that finishes first (the others still verifying on rank 0) tears down gloo's threads at
+    interpreter exit and aborts ("terminate called without an active exception"), failing the launch.
+    """
+    import torch
+
+    trainer.accelerator.wait_for_everyone()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

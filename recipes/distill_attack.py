@@ -39,6 +39,7 @@ from _args import (  # the module next to this file (a script's folder is on sys
     ModelArguments,
     build_model,
     check_processes_launched,
+    finish_processes,
     load_splits,
     parse_args,
     weights_digest_per_process,
@@ -174,6 +175,7 @@ def main(args: list[str] | None = None) -> dict:
                 results[f"{name}_verification"] = result.to_dict()
                 print(f"[distill_attack] {name}: {result}")
         write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
+    finish_processes(trainer)
     return results
 
 

@@ -42,6 +42,7 @@ from _args import (  # the module next to this file (a script's folder is on sys
     ModelArguments,
     build_model,
     check_processes_launched,
+    finish_processes,
     load_splits,
     parse_args,
     weights_digest_per_process,
@@ -239,6 +240,7 @@ def main(args: list[str] | None = None) -> dict:
             results["published"] = {"repo_id": script_args.publish_repo_id, "commit": sha}
             write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
             print(f"[ingrain] published to {script_args.publish_repo_id} (commit {sha})")
+    finish_processes(trainer)
     return results
 
 

@@ -15,13 +15,13 @@ With 64 bits the smallest p-value is `2^-64`; a model verifies at `alpha = 1e-6`
 """
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
+from ..trainer_mixins import LoggedMetricsMixin
 from ..verification import DEFAULT_ALPHA, _result, resolve_model
 from .base import SchemeKey, draw_seed_and_salt
 
@@ -200,7 +200,7 @@ class UchidaConfig(TrainingArguments):
             raise ValueError(f"`uchida_lambda` must be > 0, got {self.uchida_lambda}; the paper uses 0.01.")
 
 
-class UchidaTrainer(Trainer):
+class UchidaTrainer(LoggedMetricsMixin, Trainer):
     r"""
     A [`~transformers.Trainer`] that embeds a Uchida signature while training: task loss + λ · signature loss.
 
@@ -226,7 +226,7 @@ class UchidaTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         self.key = key
         self._signature_weight = weight  # the same Parameter inside any wrapper
-        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._init_metrics()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task_loss, outputs = super().compute_loss(
@@ -238,19 +238,10 @@ class UchidaTrainer(Trainer):
             # The task loss is then normalised over the whole accumulated batch and not divided by the accumulation
             # steps; the regulariser is per optimiser step, so divide it here.
             weight = weight / self.current_gradient_accumulation_steps
-        mode = "train" if model.training else "eval"
-        self._metrics[mode]["uchida/loss"].append(signature.item())
+        self._record_metric(model, "uchida/loss", signature)
         bits = (
             self.key.projection.to(signature.device) @ embedding_vector(self._signature_weight.detach()) > 0
         ).long()
-        self._metrics[mode]["uchida/bit_accuracy"].append((bits.cpu() == self.key.bits).float().mean().item())
+        self._record_metric(model, "uchida/bit_accuracy", bits == self.key.bits.to(bits.device))
         loss = task_loss + weight * signature
         return (loss, outputs) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        mode = "train" if self.model.training else "eval"
-        metrics = {name: sum(values) / len(values) for name, values in self._metrics[mode].items() if values}
-        if mode == "eval":
-            metrics = {f"eval_{name}": value for name, value in metrics.items()}
-        self._metrics[mode].clear()
-        super().log({**logs, **metrics}, start_time)

@@ -123,8 +123,13 @@ class VerificationResult:
         verdict = "VERIFIED" if self.verified else "not verified"
         return (
             f"{verdict} ({self.protocol}): agreement {self.agreement:.3f} on {self.num_queries} queries "
-            f"vs null rate {self.null_rate:.3f}, p = {self.p_value:.3g} (alpha = {self.alpha:g})"
+            f"vs null rate {self.null_rate:.3f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
         )
+
+
+def format_p_value(p_value: float) -> str:
+    """`"= 2.3e-45"`, or `"< 1e-300"` where the binomial tail underflows to 0 (it is never exactly 0)."""
+    return "< 1e-300" if p_value == 0.0 else f"= {p_value:.3g}"
 
 
 def binomial_p_value(num_agreements: int, num_queries: int, null_rate: float) -> float:

@@ -95,6 +95,9 @@ def run(args) -> int:
 
 
 def summary(report: dict) -> str:
+    from .verification import format_p_value
+
+    p_value = format_p_value(report["p_value"]).removeprefix("= ")
     if report["verified"]:
         headline = f"VERIFIED: {report['model']} carries the watermark of the key."
     else:
@@ -107,7 +110,7 @@ def summary(report: dict) -> str:
         f"  protocol      {report['protocol']}",
         f"  agreement     {report['agreement']:.3f} ({report['num_agreements']} of {report['num_queries']} {unit})",
         f"  null rate     {report['null_rate']:.3f}",
-        f"  p-value       {report['p_value']:.3g} (verified when <= alpha = {report['alpha']:g})",
+        f"  p-value       {p_value} (verified when <= alpha = {report['alpha']:g})",
     ]
     details = report.get("details") or {}
     for name, value in (details.get("null_rate_terms") or {}).items():

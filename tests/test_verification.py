@@ -262,3 +262,13 @@ def test_ingrained_model_verifies_through_every_access_path_and_an_independent_o
         print(f"{name}: ingrained p = {results[0].p_value:.3g}, independent p = {results[1].p_value:.3g}")
         assert results[0].details["scores"] == results[1].details["scores"]
         assert results[0].verified and not results[1].verified, name
+
+
+def test_a_p_value_that_underflows_is_shown_as_a_bound_not_as_zero():
+    from hf_ingrain.verification import VerificationResult, binomial_p_value, format_p_value
+
+    p_value = binomial_p_value(7959, 10000, 0.163)  # the recipe's full-MNIST ResNet: far below the smallest double
+    assert p_value == 0.0 and format_p_value(p_value) == "< 1e-300"
+    assert format_p_value(2.3e-45) == "= 2.3e-45" and format_p_value(1.0) == "= 1"
+    result = VerificationResult(True, p_value, 0.7959, 0.163, 10000, 7959, 1e-6, "ingrain")
+    assert "p < 1e-300" in str(result) and "p = 0" not in str(result)

@@ -1,78 +1,186 @@
-"""Seconds per epoch of IngrainTrainer against a plain Trainer, measured side by side in one run.
+r"""
+Seconds per epoch and test accuracy of `IngrainTrainer` against a plain `Trainer`, measured side by side in one run.
 
-    python recipes/bench_overhead.py [--dataset mnist-5k] [--epochs 3] [--repeats 3] [--model small_cnn|resnet]
+Reads the same `--config` files and flags as `ingrain.py`, so it measures exactly the setting a recipe trains:
 
-Prints one line per configuration and the ratios to the plain Trainer: without the logits cache (the ingrainer runs
-on every batch) and with `ingrain_cache_logits=True` (its logits are computed once, before training; that one-off
-pass is included in the timing). Targets: at most 1.40 without the cache, at most 1.10 with it. Each configuration
-is run `--repeats` times interleaved, and the median is used, so that a slow moment of the machine hits all alike.
+    # CPU: the embedded 5,000 MNIST digits and the small CNN
+    python recipes/bench_overhead.py --config recipes/configs/mnist5k_small_cnn_cpu.yaml --num_train_epochs 5
+
+    # one GPU (or CPU): full MNIST and the recipe's ResNet, from the Hub or a local parquet copy of ylecun/mnist
+    python recipes/bench_overhead.py --config recipes/configs/mnist_resnet.yaml --repeats 1 \
+        --results_file outputs/bench_overhead_mnist_resnet.json
+
+Three configurations are trained from the same initial weights with the same training arguments: a plain
+`transformers.Trainer`, `IngrainTrainer` (the ingrainer runs on every batch) and `IngrainTrainer` with
+`ingrain_cache_logits=True` (its logits are computed once before training; that one-off pass is included in the
+timing). Each is run `--repeats` times, interleaved, and the median is used, so that a slow moment of the machine hits
+all alike. Printed: seconds per epoch, the ratios to the plain Trainer (targets: at most 1.40 without the cache, 1.10
+with it), and the test accuracy and ingrain verification of each trained model. The plain Trainer's model is the
+control: it never saw the key, so it must not verify.
+
+The key is loaded from `--key_dir` when one is there (use the recipe's key to measure the accuracy cost of that very
+setting); otherwise a throwaway key is drawn from `--key_seed` (default 0) and its ingrainer trained in memory, never
+saved. Checkpoints, evaluation and logging are switched off: only training is timed. One process only.
 """
 
-import argparse
+import logging
+import os
 import statistics
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForImageClassification, ResNetConfig, Trainer, TrainingArguments
+import transformers
+from _args import DataArguments, ModelArguments, build_model, load_splits, parse_args, write_json
+from ingrain import ScriptArguments  # the recipe's own arguments, so that its YAML files load unchanged
+from transformers import Trainer, TrainingArguments, set_seed
 
-from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey
-from hf_ingrain.data import load_image_dataset
-from hf_ingrain.models import SmallCNNConfig, SmallCNNForImageClassification
+import hf_ingrain
+from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
+from hf_ingrain.keys import KEY_FILE
+from hf_ingrain.verification import format_p_value
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("trainer", "ingrain", "ingrain+cache")
+TARGETS = {"ingrain": 1.40, "ingrain+cache": 1.10}
 
 
-def build_model(name: str, num_labels: int, channels: int):
-    torch.manual_seed(0)
-    if name == "resnet":
-        config = ResNetConfig(num_channels=channels, embedding_size=32, hidden_sizes=[32, 64], depths=[1, 1], num_labels=num_labels)
-        return AutoModelForImageClassification.from_config(config)
-    return SmallCNNForImageClassification(SmallCNNConfig(num_channels=channels, num_labels=num_labels))
+@dataclass
+class BenchArguments:
+    r"""
+    Arguments of `bench_overhead.py`.
+
+    Args:
+        repeats (`int`, *optional*, defaults to 3):
+            Runs of each configuration (interleaved); the median time is reported.
+        results_file (`str`, *optional*):
+            Also write the measurements to this JSON file.
+    """
+
+    repeats: int = field(default=3, metadata={"help": "Runs of each configuration (interleaved); median reported."})
+    results_file: str | None = field(default=None, metadata={"help": "Also write the measurements to this JSON file."})
 
 
-def time_run(kind: str, model_name: str, splits, key, epochs: int, batch_size: int) -> float:
-    common = dict(
-        num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=1e-3, report_to="none",
-        save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=not torch.cuda.is_available(), seed=0,
+def timing_arguments(training_args: IngrainConfig, output_dir: str, cache_logits: bool) -> dict:
+    """The recipe's training arguments with everything but training switched off."""
+    values = {name: getattr(training_args, name) for name, f in training_args.__dataclass_fields__.items() if f.init}
+    values.update(
+        output_dir=output_dir, save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none",
+        disable_tqdm=True, push_to_hub=False, resume_from_checkpoint=None, ingrain_cache_logits=cache_logits,
     )
-    channels = splits["owner"][0]["pixel_values"].shape[0]
-    model = build_model(model_name, key.num_labels, channels)
+    return values
+
+
+def run_once(kind, model_args, splits, key, training_args, input_shape, id2label) -> dict:
+    """Trains one model of `kind` from the recipe's seed; returns seconds per epoch, accuracy and verification."""
+    set_seed(training_args.seed)
+    model = build_model(model_args, key.num_labels, input_shape, id2label)
     with tempfile.TemporaryDirectory() as output_dir:
+        values = timing_arguments(training_args, output_dir, cache_logits=(kind == "ingrain+cache"))
         start = time.perf_counter()
         if kind == "trainer":
-            trainer = Trainer(model=model, args=TrainingArguments(output_dir, **common), train_dataset=splits["owner"])
+            trainer_fields = TrainingArguments.__dataclass_fields__
+            args = TrainingArguments(**{k: v for k, v in values.items() if k in trainer_fields})
+            trainer = Trainer(model=model, args=args, train_dataset=splits["owner"])
         else:
-            args = IngrainConfig(output_dir, ingrain_cache_logits=(kind == "ingrain+cache"), **common)
-            trainer = IngrainTrainer(model=model, args=args, train_dataset=splits["owner"], ingrainer=key)
+            trainer = IngrainTrainer(
+                model=model, args=IngrainConfig(**values), train_dataset=splits["owner"], ingrainer=key
+            )
         trainer.train()
-        return (time.perf_counter() - start) / epochs
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        epochs = trainer.state.epoch
+    result = verify(trainer.model, key, splits["test"], batch_size=training_args.per_device_eval_batch_size)
+    return {
+        "seconds_per_epoch": seconds / epochs,
+        "epochs": epochs,
+        "test_accuracy": result.details.get("accuracy"),
+        "agreement": result.agreement,
+        "null_rate": result.null_rate,
+        "p_value": result.p_value,
+        "verified": result.verified,
+    }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mnist-5k")
-    parser.add_argument("--model", default="small_cnn", choices=["small_cnn", "resnet"])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
-    args = parser.parse_args(argv)
+def get_key(script_args: ScriptArguments, splits, num_labels: int, input_shape, show_progress: bool) -> WatermarkKey:
+    if script_args.key_dir and os.path.isfile(os.path.join(script_args.key_dir, KEY_FILE)):
+        logger.info("Using the key in %s", script_args.key_dir)
+        return WatermarkKey.load(script_args.key_dir)
+    seed = 0 if script_args.key_seed is None else script_args.key_seed
+    logger.info("No key in --key_dir: drawing a throwaway key from seed %d (kept in memory only)", seed)
+    key = WatermarkKey.generate(num_labels, input_shape, script_args.num_carriers, seed=seed)
+    key.train_ingrainer(
+        benign_dataset=splits["owner"], num_steps=script_args.ingrainer_steps, show_progress=show_progress
+    )
+    return key
 
-    splits = load_image_dataset(args.dataset)
-    num_labels = len(splits["owner"].features["labels"].names)
-    key = WatermarkKey.generate(num_labels, tuple(splits["owner"][0]["pixel_values"].shape), 100, seed=0)
-    key.train_ingrainer(benign_dataset=splits["owner"], num_steps=100, show_progress=False)  # speed only
 
-    kinds = ("trainer", "ingrain", "ingrain+cache")
-    seconds = {kind: [] for kind in kinds}
-    for _ in range(args.repeats):
-        for kind in kinds:  # interleaved
-            seconds[kind].append(time_run(kind, args.model, splits, key, args.epochs, args.batch_size))
-    median = {kind: statistics.median(values) for kind, values in seconds.items()}
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"{args.model} on {args.dataset} ({len(splits['owner'])} examples), {device}, median of {args.repeats}")
-    for kind in kinds:
-        print(f"  {kind:14s} {median[kind]:7.3f} s/epoch")
-    print(f"  ratio ingrain/trainer        {median['ingrain'] / median['trainer']:.2f}  (target <= 1.40)")
-    print(f"  ratio ingrain+cache/trainer  {median['ingrain+cache'] / median['trainer']:.2f}  (target <= 1.10)")
+def main(args: list[str] | None = None) -> dict:
+    """Runs the benchmark on `args` (default: the command line); prints the table and returns the measurements."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before the training arguments try to join a process group
+        raise ValueError("bench_overhead.py measures one process; run it with `python`, not a distributed launcher.")
+    script_args, bench_args, data_args, model_args, training_args = parse_args(
+        [ScriptArguments, BenchArguments, DataArguments, ModelArguments, IngrainConfig], args
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.logging.set_verbosity_warning()
+    if bench_args.repeats < 1:
+        raise ValueError(f"`--repeats` must be at least 1, got {bench_args.repeats}.")
+
+    splits = load_splits(data_args, training_args)
+    label_feature = splits["owner"].features["labels"]
+    num_labels, input_shape = len(label_feature.names), tuple(splits["owner"][0]["pixel_values"].shape)
+    key = get_key(script_args, splits, num_labels, input_shape, show_progress=not training_args.disable_tqdm)
+    id2label = dict(enumerate(label_feature.names))
+
+    runs = {kind: [] for kind in KINDS}
+    for repeat in range(bench_args.repeats):
+        for kind in KINDS:  # interleaved, so that a slow moment of the machine hits every configuration
+            runs[kind].append(run_once(kind, model_args, splits, key, training_args, input_shape, id2label))
+            logger.info("repeat %d, %s: %.2f s/epoch", repeat + 1, kind, runs[kind][-1]["seconds_per_epoch"])
+
+    median = {kind: statistics.median(r["seconds_per_epoch"] for r in runs[kind]) for kind in KINDS}
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"CPU ({torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+    results = {
+        "device": device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "hf_ingrain": hf_ingrain.__version__,
+        "command": sys.argv[1:] if args is None else list(args),
+        "dataset": data_args.dataset,
+        "model_type": model_args.model_type,
+        "num_train_examples": len(splits["owner"]),
+        "repeats": bench_args.repeats,
+        "seconds_per_epoch": median,
+        "ratios": {kind: median[kind] / median["trainer"] for kind in KINDS[1:]},
+        "runs": runs,
+    }
+
+    print(
+        f"{model_args.model_type} on {data_args.dataset} ({len(splits['owner'])} training examples), {device}, "
+        f"median of {bench_args.repeats}"
+    )
+    print(f"  {'':14s} {'s/epoch':>8s}  {'ratio':>5s}  {'test acc':>8s}  {'agreement':>9s}  {'null':>5s}  verified")
+    for kind in KINDS:
+        last = runs[kind][-1]
+        ratio = median[kind] / median["trainer"]
+        target = f" (target <= {TARGETS[kind]:.2f})" if kind in TARGETS else ""
+        print(
+            f"  {kind:14s} {median[kind]:8.3f}  {ratio:5.2f}  {last['test_accuracy']:8.4f}  {last['agreement']:9.3f}  "
+            f"{last['null_rate']:5.3f}  {str(last['verified']):5s} (p {format_p_value(last['p_value'])}){target}"
+        )
+    if bench_args.results_file:
+        os.makedirs(os.path.dirname(os.path.abspath(bench_args.results_file)), exist_ok=True)
+        write_json(results, bench_args.results_file)
+        print(f"Wrote {bench_args.results_file}")
+    return results
 
 
 if __name__ == "__main__":

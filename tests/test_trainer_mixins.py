@@ -1,0 +1,45 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from hf_ingrain.trainer_mixins import LoggedMetricsMixin
+
+
+class _Logger:
+    def log(self, logs, start_time=None):
+        self.logged = logs
+
+
+class _Recorder(LoggedMetricsMixin, _Logger):
+    """The mixin over a stand-in Trainer: one process, so the reduction across processes is the identity."""
+
+    def __init__(self):
+        self._init_metrics()
+        self.model = SimpleNamespace(training=True)
+        self.accelerator = SimpleNamespace(reduce=lambda tensor, reduction: tensor)
+
+
+def test_logged_value_is_the_mean_of_the_values_recorded_since_the_last_log():
+    recorder = _Recorder()
+    model = recorder.model
+    for value in (torch.tensor(1.0), torch.tensor(2.0), torch.tensor([3.0, 5.0])):  # a vector counts as its mean
+        recorder._record_metric(model, "task/loss", value)
+    recorder.log({"loss": 0.5})
+    assert recorder.logged == {"loss": 0.5, "task/loss": pytest.approx(7.0 / 3.0)}
+    recorder._record_metric(model, "task/loss", torch.tensor(10.0))
+    recorder.log({})
+    assert recorder.logged == {"task/loss": pytest.approx(10.0)}  # the first three are gone
+
+
+def test_memory_does_not_grow_between_logs_and_modes_stay_apart():
+    recorder = _Recorder()
+    for step in range(10_000):  # logging_strategy="no" logs once, at the very end
+        recorder._record_metric(recorder.model, "ingrain/loss", torch.tensor(float(step % 2)))
+    assert recorder._metrics["train"]["ingrain/loss"].shape == (2,)
+    recorder._record_metric(SimpleNamespace(training=False), "ingrain/loss", torch.tensor(4.0))
+    recorder.log({})
+    assert recorder.logged == {"ingrain/loss": pytest.approx(0.5)}
+    recorder.model.training = False
+    recorder.log({})
+    assert recorder.logged == {"eval_ingrain/loss": pytest.approx(4.0)}

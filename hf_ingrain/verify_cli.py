@@ -30,7 +30,10 @@ def add_parser(subparsers) -> None:
         metavar="NAME_OR_PATH",
         help="Benign queries for the ingrain protocol: mnist-5k (embedded, default) or a local folder.",
     )
-    parser.add_argument("--split", default="test", help="Split of --data to query (default: test).")
+    parser.add_argument(
+        "--split", default="test",
+        help="Split of --data to query (default: test), or 'all' for every split: more queries, a more sensitive test.",
+    )
     parser.add_argument(
         "--data-seed", type=int, default=0, help="Seed of the split assignment of --data (default: 0)."
     )
@@ -52,8 +55,12 @@ def load_queries(name_or_path: str, split: str, seed: int = 0):
     from .data import load_image_dataset
 
     splits = load_image_dataset(name_or_path, seed=seed)
+    if split == "all":
+        from datasets import concatenate_datasets
+
+        return concatenate_datasets([splits[name] for name in sorted(splits)])
     if split not in splits:
-        raise ValueError(f"No split {split!r} in {name_or_path!r}; choose one of {sorted(splits)}.")
+        raise ValueError(f"No split {split!r} in {name_or_path!r}; choose one of {sorted(splits)} or 'all'.")
     return splits[split]
 
 

@@ -72,3 +72,10 @@ def test_errors_exit_2_with_one_line(folders, capsys, arguments, message):
     code = main(["verify", *[a.format(**folders) for a in arguments]])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.startswith("hf-ingrain: error:") and err.count("\n") == 1
+
+
+def test_split_all_queries_every_split(folders, capsys):
+    # mnist-5k: owner 2,000 + attacker 2,000 + test 1,000 benign images, all sent to the suspect
+    code = main(["verify", folders["watermarked"], "--key", folders["key"], "--split", "all", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["num_queries"] == 5000 and report["data"]["split"] == "all"

@@ -160,12 +160,14 @@ def render_model_card(
     ```
     """
     from .ingrain_trainer import IngrainTrainer
+    from .verification import format_p_value
 
     unknown = sorted(set(watermark) - set(WATERMARK_FIELDS))
     if unknown:
         raise ValueError(f"Unknown fields {unknown} in the watermark block; it may hold only {list(WATERMARK_FIELDS)}.")
     all_tags = list(IngrainTrainer._tag_names)
     all_tags += [tag for tag in (tags or []) if tag not in all_tags]
+    verification = watermark.get("verification")
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag=pipeline_tag, tags=all_tags, watermark=watermark
     )
@@ -177,7 +179,8 @@ def render_model_card(
         library_version=watermark.get("library_version"),
         commitment=watermark.get("key_commitment"),
         protocol=watermark.get("protocol"),
-        verification=watermark.get("verification"),
+        verification=verification,
+        p_value=format_p_value(verification["p_value"], relation=False) if verification else None,
         framework_versions=versions if versions is not None else framework_versions(),
     )
 

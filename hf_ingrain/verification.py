@@ -127,9 +127,14 @@ class VerificationResult:
         )
 
 
-def format_p_value(p_value: float) -> str:
-    """`"= 2.3e-45"`, or `"< 1e-300"` where the binomial tail underflows to 0 (it is never exactly 0)."""
-    return "< 1e-300" if p_value == 0.0 else f"= {p_value:.3g}"
+def format_p_value(p_value: float, relation: bool = True) -> str:
+    """`"= 2.3e-45"`, or `"< 1e-300"` where the binomial tail underflows to 0 (it is never exactly 0).
+
+    With `relation=False`, a table cell: `"2.3e-45"`, or `"< 1e-300"`.
+    """
+    if p_value == 0.0:
+        return "< 1e-300"
+    return f"= {p_value:.3g}" if relation else f"{p_value:.3g}"
 
 
 def binomial_p_value(num_agreements: int, num_queries: int, null_rate: float) -> float:

@@ -104,7 +104,7 @@ def run(args) -> int:
 def summary(report: dict) -> str:
     from .verification import format_p_value
 
-    p_value = format_p_value(report["p_value"]).removeprefix("= ")
+    p_value = format_p_value(report["p_value"], relation=False)
     if report["verified"]:
         headline = f"VERIFIED: {report['model']} carries the watermark of the key."
     else:

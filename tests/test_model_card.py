@@ -112,3 +112,10 @@ def test_framework_versions_are_the_installed_ones():
     versions = framework_versions()
     assert versions["transformers"] == transformers.__version__
     assert versions["hf_ingrain"] == hf_ingrain.__version__
+
+
+def test_an_underflowed_p_value_is_shown_as_a_bound_in_the_card():
+    result = VerificationResult(True, 0.0, 0.7959, 0.163, 10000, 7959, 1e-6, "ingrain")
+    block = watermark_metadata(_FixedCommitment(), result, ingrain_lambda=0.5, ingrain_temperature=4.0, version="0.1.0")
+    card = str(render_model_card(block, model_name="m", versions=FIXED_VERSIONS))
+    assert "| < 1e-300 |" in card and "| 0 |" not in card

@@ -270,5 +270,6 @@ def test_a_p_value_that_underflows_is_shown_as_a_bound_not_as_zero():
     p_value = binomial_p_value(7959, 10000, 0.163)  # the recipe's full-MNIST ResNet: far below the smallest double
     assert p_value == 0.0 and format_p_value(p_value) == "< 1e-300"
     assert format_p_value(2.3e-45) == "= 2.3e-45" and format_p_value(1.0) == "= 1"
+    assert format_p_value(2.3e-45, relation=False) == "2.3e-45" and format_p_value(0.0, relation=False) == "< 1e-300"
     result = VerificationResult(True, p_value, 0.7959, 0.163, 10000, 7959, 1e-6, "ingrain")
     assert "p < 1e-300" in str(result) and "p = 0" not in str(result)

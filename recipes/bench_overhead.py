@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 from _args import DataArguments, ModelArguments, build_model, load_splits, parse_args, write_json
-from ingrain import ScriptArguments  # the recipe's own arguments, so that its YAML files load unchanged
+from ingrain import ScriptArguments, draw_key  # the recipe's own arguments, so that its YAML files load unchanged
 from transformers import Trainer, TrainingArguments, set_seed
 
 import hf_ingrain
@@ -112,11 +112,7 @@ def get_key(script_args: ScriptArguments, splits, num_labels: int, input_shape, 
         return WatermarkKey.load(script_args.key_dir)
     seed = 0 if script_args.key_seed is None else script_args.key_seed
     logger.info("No key in --key_dir: drawing a throwaway key from seed %d (kept in memory only)", seed)
-    key = WatermarkKey.generate(num_labels, input_shape, script_args.num_carriers, seed=seed)
-    key.train_ingrainer(
-        benign_dataset=splits["owner"], num_steps=script_args.ingrainer_steps, show_progress=show_progress
-    )
-    return key
+    return draw_key(script_args, splits["owner"], num_labels, input_shape, seed=seed, show_progress=show_progress)
 
 
 def main(args: list[str] | None = None) -> dict:
@@ -170,7 +166,7 @@ def main(args: list[str] | None = None) -> dict:
     print(f"  {'':14s} {'s/epoch':>8s}  {'ratio':>5s}  {'test acc':>8s}  {'agreement':>9s}  {'null':>5s}  verified")
     for kind in KINDS:
         last = runs[kind][-1]
-        ratio = median[kind] / median["trainer"]
+        ratio = results["ratios"].get(kind, 1.0)
         target = f" (target <= {TARGETS[kind]:.2f})" if kind in TARGETS else ""
         print(
             f"  {kind:14s} {median[kind]:8.3f}  {ratio:5.2f}  {last['test_accuracy']:8.4f}  {last['agreement']:9.3f}  "

@@ -9,9 +9,10 @@
 # bench_overhead.json. The key and the models go to a temporary folder, deleted at the end.
 # Extra flags (e.g. `--max_steps 20 --use_cpu true` for a smoke run on a CPU) are passed to all three commands.
 #
-# About 10 minutes on one GPU of the A100/H100 class. On a machine without `datasets` (a bare GPU image), carry its
-# wheel and those of `dill` and `multiprocess`, install them with `pip install --no-deps --target /tmp/site`, and run
-# with `PYTHONPATH=$PWD:/tmp/site`: hf_ingrain then imports from this checkout without being installed.
+# Not yet timed on a GPU; the same three steps took about 18 minutes on 2 CPU cores. On a machine without `datasets`
+# (a bare GPU image), carry its wheel and those of `dill` and `multiprocess`, install them with
+# `pip install --no-deps --target /tmp/site`, and run with `PYTHONPATH=$PWD:/tmp/site`: hf_ingrain then imports from
+# this checkout without being installed.
 set -euo pipefail
 
 DATA_DIR=${1:?usage: recipes/gpu_check.sh DATA_DIR RESULTS_DIR [extra flags]}

@@ -127,6 +127,17 @@ def check_arguments(script_args: ScriptArguments, training_args: IngrainConfig) 
             ) from error
 
 
+def draw_key(script_args: ScriptArguments, benign_dataset, num_labels, input_shape, seed, show_progress) -> WatermarkKey:
+    """A new key of `script_args.num_carriers` carriers, its ingrainer trained on `benign_dataset`; not saved."""
+    key = WatermarkKey.generate(
+        num_labels=num_labels, input_shape=input_shape, num_carriers=script_args.num_carriers, seed=seed
+    )
+    key.train_ingrainer(
+        benign_dataset=benign_dataset, num_steps=script_args.ingrainer_steps, show_progress=show_progress
+    )
+    return key
+
+
 def load_or_create_key(script_args: ScriptArguments, training_args, benign_dataset, num_labels, input_shape):
     """The owner's key, identical on every process: created and saved by the main process only, loaded by the rest."""
     import torch
@@ -137,12 +148,8 @@ def load_or_create_key(script_args: ScriptArguments, training_args, benign_datas
             key = WatermarkKey.load(key_dir)
             logger.info("Loaded the key from %s (commitment %s)", key_dir, key.commitment())
         elif training_args.process_index == 0:
-            key = WatermarkKey.generate(
-                num_labels=num_labels, input_shape=input_shape, num_carriers=script_args.num_carriers,
-                seed=script_args.key_seed,
-            )
-            key.train_ingrainer(
-                benign_dataset=benign_dataset, num_steps=script_args.ingrainer_steps,
+            key = draw_key(
+                script_args, benign_dataset, num_labels, input_shape, seed=script_args.key_seed,
                 show_progress=not training_args.disable_tqdm,
             )
             key.save(key_dir)

@@ -1,16 +1,18 @@
 """hf_ingrain: watermarks that survive knowledge distillation, for Hugging Face models.
 
 Implements Ingrain (Yang, Dang and Chang 2019, https://huggingface.co/papers/1906.06046) as a drop-in `Trainer`.
+The folder tree is the threat model: `trainer/` and `keys/` defend, `attacks/` attack, `verification.py` and
+`calibration.py` judge (through `suspects/`, the one way in to a model that is not the caller's own), `hub.py` and
+`model_card.py` publish.
 """
 
 __version__ = "0.1.0"
 
-from .attacks import DistillationConfig, DistillationTrainer
-from .ingrain_config import IngrainConfig
-from .ingrain_trainer import IngrainTrainer
+from .calibration import NullCalibration, calibrate_null
 from .keys import WatermarkKey
 from .models import register_auto_classes
-from .verification import VerificationResult, calibrate_null, verify
+from .trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
+from .verification import VerificationResult, verify
 
 register_auto_classes()
 
@@ -19,6 +21,7 @@ __all__ = [
     "DistillationTrainer",
     "IngrainConfig",
     "IngrainTrainer",
+    "NullCalibration",
     "VerificationResult",
     "WatermarkKey",
     "__version__",

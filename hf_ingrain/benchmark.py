@@ -14,35 +14,40 @@ import json
 import logging
 import os
 import platform
-import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+import warnings
+from dataclasses import asdict, dataclass, field
 
 import torch
-import yaml
 from tqdm.auto import tqdm
-from transformers import AutoModelForImageClassification, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
-from .attacks import DistillationConfig, DistillationTrainer, FineTuneAttack, PruneAttack, QuantizeAttack
+from .attacks import FineTuneAttack, PruneAttack, QuantizeAttack
 from .data import load_image_dataset
-from .ingrain_config import IngrainConfig
-from .ingrain_trainer import IngrainTrainer
+from .files import atomic_folder, write_json, write_text
+from .hashing import canonical_json
 from .keys import WatermarkKey
-from .models import SmallCNNConfig, SmallCNNForImageClassification
-from .verification import collect_scores, verify
-from .watermarks import AdiKey, UchidaConfig, UchidaKey, UchidaTrainer, ZhangKey, embed_trigger_set
+from .models import build_classifier
+from .suspects import collect_scores, load_model
+from .trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
+from .verification import format_p_value, verify
+from .watermarks import AdiKey, UchidaKey, ZhangKey, embed_trigger_set
 
 logger = logging.getLogger(__name__)
 
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
+CONFIG_FILE = "benchmark_config.json"
+# Fields that choose which cells exist, not what a cell computes: a resumed run may change them.
+GRID_FIELDS = ("schemes", "attacks")
 
 
 @dataclass
 class ExperimentConfig:
     r"""
-    Scale and settings of a benchmark run (every field can be set from a YAML file).
+    Scale and settings of a benchmark run. Every field is a flag of `hf-ingrain benchmark` and a key of its
+    `--config` YAML file.
 
     Args:
         dataset (`str`): `"mnist-5k"` (embedded), a Hub id or a local folder, as for `load_image_dataset`.
@@ -56,31 +61,40 @@ class ExperimentConfig:
             students); the small students halve both.
         num_carriers (`int`), ingrainer_steps (`int`): the ingrain key.
         ingrain_lambdas (`list[float]`): λ values of ingrain, one model each.
-        temperature (`float`): ingrain temperature.
+        ingrain_temperature (`float`): the ingrain temperature `T`.
         schemes (`list[str]`): baselines to include (default all).
         attacks (`list[str]`): attacks to run (default all).
-        alpha (`float`): significance level of every test.
+        verify_alpha (`float`): significance level of every test.
+        temperature (`float`, *optional*): deprecated name of `ingrain_temperature`.
+        alpha (`float`, *optional*): deprecated name of `verify_alpha`.
     """
 
-    dataset: str = "mnist-5k"
-    seed: int = 0
-    max_examples: int | None = None
-    epochs: int = 15
-    attack_epochs: int = 8
-    finetune_epochs: int = 3
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    hidden_channels: list = field(default_factory=lambda: [16, 32])
-    hidden_size: int = 64
-    num_carriers: int = 100
-    ingrainer_steps: int = 600
-    ingrain_lambdas: list = field(default_factory=lambda: [0.25, 0.5])
-    temperature: float = 4.0
-    schemes: list = field(default_factory=lambda: list(BASELINES))
-    attacks: list = field(default_factory=lambda: list(ATTACKS))
-    alpha: float = 1e-6
+    dataset: str = field(default="mnist-5k", metadata={"help": "mnist-5k (embedded), a Hub id or a local folder."})
+    seed: int = field(default=0, metadata={"help": "Seed of the splits, the keys and the models."})
+    max_examples: int | None = field(default=None, metadata={"help": "At most this many examples per source split."})
+    epochs: int = field(default=15, metadata={"help": "Training epochs of every watermarked model."})
+    attack_epochs: int = field(default=8, metadata={"help": "Epochs of each distillation attack."})
+    finetune_epochs: int = field(default=3, metadata={"help": "Epochs of the fine-tuning attack."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of every model."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of every model."})
+    hidden_channels: list[int] = field(default_factory=lambda: [16, 32], metadata={"help": "SmallCNN channels."})
+    hidden_size: int = field(default=64, metadata={"help": "SmallCNN hidden layer width."})
+    num_carriers: int = field(default=100, metadata={"help": "Carriers of the ingrain key."})
+    ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of the ingrainer."})
+    ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
+    ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})
+    schemes: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"Of {list(BASELINES)}."})
+    attacks: list[str] = field(default_factory=lambda: list(ATTACKS), metadata={"help": f"Of {list(ATTACKS)}."})
+    verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of every test."})
+    temperature: float | None = field(default=None, metadata={"help": "Deprecated: use --ingrain_temperature."})
+    alpha: float | None = field(default=None, metadata={"help": "Deprecated: use --verify_alpha."})
 
     def __post_init__(self):
+        for old, new in (("temperature", "ingrain_temperature"), ("alpha", "verify_alpha")):
+            if getattr(self, old) is not None:
+                warnings.warn(f"ExperimentConfig `{old}` is deprecated: use `{new}`.", FutureWarning, stacklevel=3)
+                setattr(self, new, getattr(self, old))
+                setattr(self, old, None)
         unknown = sorted(set(self.schemes) - set(BASELINES))
         if unknown:
             raise ValueError(f"Unknown schemes {unknown}; choose among {list(BASELINES)}.")
@@ -91,18 +105,22 @@ class ExperimentConfig:
             raise ValueError("epochs, attack_epochs, finetune_epochs and batch_size must all be >= 1.")
         if any(value < 0 for value in self.ingrain_lambdas):
             raise ValueError(f"`ingrain_lambdas` must be >= 0, got {self.ingrain_lambdas}.")
+        if not 0 < self.verify_alpha < 1:
+            raise ValueError(f"`verify_alpha` must be in (0, 1), got {self.verify_alpha}.")
 
     @classmethod
     def from_yaml(cls, path: str, **overrides) -> "ExperimentConfig":
-        if not os.path.isfile(path):
-            raise ValueError(f"Config file {path!r} not found.")
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown fields {unknown} in {path}; known fields: {sorted(known)}.")
-        return cls(**{**values, **{k: v for k, v in overrides.items() if v is not None}})
+        """The config of a YAML file (keys are field names), with `overrides` (those not `None`) on top."""
+        from .scripts import IngrainParser
+
+        parser = IngrainParser([cls])
+        parser.set_defaults_from_yaml(path)
+        flags = [item for name, value in overrides.items() if value is not None for item in (f"--{name}", str(value))]
+        return parser.parse_args_and_config(flags)[0]
+
+    def cell_fields(self) -> dict:
+        """What every cell's result depends on: all fields but the grid's rows and columns (`GRID_FIELDS`)."""
+        return {k: v for k, v in asdict(self).items() if k not in GRID_FIELDS + ("temperature", "alpha")}
 
 
 class _Experiment:
@@ -120,11 +138,11 @@ class _Experiment:
     def new_model(self, seed: int, small: bool = False):
         torch.manual_seed(seed)
         divisor = 2 if small else 1
-        config = SmallCNNConfig(
-            num_channels=self.input_shape[0], image_size=self.input_shape[1], num_labels=self.num_labels,
-            hidden_channels=[c // divisor for c in self.config.hidden_channels], hidden_size=self.config.hidden_size // divisor,
+        return build_classifier(
+            "small_cnn", num_labels=self.num_labels, input_shape=self.input_shape,
+            hidden_sizes=[c // divisor for c in self.config.hidden_channels],
+            hidden_size=self.config.hidden_size // divisor,
         )
-        return SmallCNNForImageClassification(config)
 
     def args(self, scratch: str, seed: int, epochs: int, **extra) -> dict:
         return dict(
@@ -166,7 +184,7 @@ class _Experiment:
             Trainer(model=model, args=TrainingArguments(**args), train_dataset=owner).train()
         elif scheme.startswith("ingrain"):
             ingrain_lambda = float(scheme.rsplit("_", 1)[1])
-            config = IngrainConfig(**args, ingrain_lambda=ingrain_lambda, ingrain_temperature=self.config.temperature)
+            config = IngrainConfig(**args, ingrain_lambda=ingrain_lambda, ingrain_temperature=self.config.ingrain_temperature)
             IngrainTrainer(model=model, args=config, train_dataset=owner, ingrainer=key).train()
         elif scheme == "uchida":
             UchidaTrainer(model=model, args=UchidaConfig(**args), key=key, train_dataset=owner).train()
@@ -180,9 +198,9 @@ class _Experiment:
         if key is None:
             return None
         if scheme.startswith("ingrain") or scheme == "reference":
-            return verify(model, key, self.splits["test"], alpha=self.config.alpha)
+            return verify(model, key, self.splits["test"], alpha=self.config.verify_alpha)
         try:
-            return key.verify(model, alpha=self.config.alpha)
+            return key.verify(model, alpha=self.config.verify_alpha)
         except ValueError as error:  # e.g. Uchida's layer does not exist in a student of another architecture
             logger.info("%s: verification not applicable (%s)", scheme, error)
             return None
@@ -197,7 +215,9 @@ class _Experiment:
                 if name == "hard_label"
                 else dict(temperature=float(name.split("_")[1][1:]), teacher_output="logits")
             )
-            args = DistillationConfig(**self.args(scratch, seed, self.config.attack_epochs), alpha=1.0, **extra)
+            args = DistillationConfig(
+                **self.args(scratch, seed, self.config.attack_epochs), teacher_weight=1.0, **extra
+            )
             # the trainer freezes its teacher: give it a copy, the model goes on to the next attacks
             DistillationTrainer(model=student, teacher=copy.deepcopy(teacher), args=args, train_dataset=attacker).train()
             return student.eval()
@@ -230,25 +250,41 @@ def _cell(experiment: _Experiment, scheme: str, attack: str, model) -> dict:
     }
 
 
-def _write_json(path: str, payload) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(f.name, path)
-
-
 def _trained_model(experiment: _Experiment, scheme: str, scratch: str):
     """Trains the scheme's model, or loads it from `models/<scheme>` when an earlier run saved it."""
     folder = os.path.join(experiment.output_dir, "models", scheme)
     if os.path.isfile(os.path.join(folder, "model.safetensors")):
-        return AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True).eval()
+        return load_model(folder)
     model = experiment.train(scheme, scratch)
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    staging = tempfile.mkdtemp(dir=os.path.dirname(folder))
-    model.save_pretrained(staging, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
+    with atomic_folder(folder, replace=True) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
     return model
+
+
+def _check_resumable(config: ExperimentConfig, output_dir: str) -> None:
+    """Refuses to resume a run computed under another config (its cells would be mixed with this one's); records the
+    config of a new run. Only the grid's rows and columns (`schemes`, `attacks`) may change between runs."""
+    path = os.path.join(output_dir, CONFIG_FILE)
+    fields = config.cell_fields()
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)
+        if canonical_json(recorded.get("cell_fields")) != canonical_json(fields):
+            changed = sorted(
+                name for name in set(fields) | set(recorded.get("cell_fields") or {})
+                if (recorded.get("cell_fields") or {}).get(name) != fields.get(name)
+            )
+            raise ValueError(
+                f"{output_dir!r} holds a benchmark run with another config (fields that differ: {changed}); its cells "
+                "would be mixed with this run's. Use a new output folder, or delete this one to start over."
+            )
+    elif os.path.isdir(os.path.join(output_dir, "cells")) or os.path.isdir(os.path.join(output_dir, "models")):
+        raise ValueError(
+            f"{output_dir!r} holds benchmark cells but no {CONFIG_FILE}, so their config is unknown (a run of an "
+            "older hf_ingrain?). Use a new output folder, or delete this one to start over."
+        )
+    else:
+        write_json(path, {"cell_fields": fields})
 
 
 def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool = True) -> dict:
@@ -267,6 +303,7 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
 
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
+    _check_resumable(config, output_dir)  # before any long work
     experiment = _Experiment(config, output_dir)
     cells, commitments = [], {}
     schemes = experiment.schemes()
@@ -284,7 +321,7 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
                     model = model if model is not None else _trained_model(experiment, scheme, scratch)
                     attacked = model if attack == "none" else experiment.attack(attack, model, scratch)
                     cell = _cell(experiment, scheme, attack, attacked)
-                    _write_json(path, cell)
+                    write_json(path, cell)
                     cells.append(cell)
                 progress.update()
             key = experiment._keys.get(scheme)
@@ -299,10 +336,8 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
         "date": time.strftime("%Y-%m-%d"),
         "machine": _machine(),
     }
-    _write_json(os.path.join(output_dir, "results.json"), results)
-    with open(os.path.join(output_dir, "results.md.tmp"), "w") as f:
-        f.write(results_markdown(results))
-    os.replace(os.path.join(output_dir, "results.md.tmp"), os.path.join(output_dir, "results.md"))
+    write_json(os.path.join(output_dir, "results.json"), results)
+    write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
     plot_robustness(results, os.path.join(output_dir, "robustness.png"))
     plot_lambda_tradeoff(results, os.path.join(output_dir, "lambda_tradeoff.png"))
     return results
@@ -317,7 +352,8 @@ def _format_cell(cell: dict) -> str:
     if cell["verified"] is None:
         return "n/a"
     mark = "✅" if cell["verified"] else "❌"
-    return f"{mark} {cell['score']:.2f} (p={cell['p_value']:.0e})"
+    relation = format_p_value(cell["p_value"], spec=".0e").replace(" ", "")  # "=3e-09", or "<1e-300" when it underflows
+    return f"{mark} {cell['score']:.2f} (p{relation})"
 
 
 def results_markdown(results: dict) -> str:
@@ -341,32 +377,8 @@ def results_markdown(results: dict) -> str:
         "with the key on the test split; trigger sets: trigger accuracy; Uchida: bit accuracy), and the p-value. "
         "The reference has no watermark and is tested with the ingrain key (a false-positive check). "
         "n/a: a white-box test on a student whose layers differ."
-    ).format(alpha=results["config"]["alpha"])
+    ).format(alpha=results["config"]["verify_alpha"])
     return (
         f"# hf_ingrain benchmark: {results['config']['dataset']}\n\n" + "\n".join(lines) + f"\n\n{legend}\n\n"
         f"{results['date']}, {results['machine']}, {results['seconds']:.0f} s.\n"
     )
-
-
-def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "benchmark", help="Every scheme against every attack at full scale, resumable.",
-        description="Run the demo's comparison from a YAML config (see ExperimentConfig); cells already in the "
-        "output folder are reused.",
-    )
-    parser.add_argument("--config", help="YAML file with ExperimentConfig fields.")
-    parser.add_argument("--dataset", help="Data set (overrides the config): Hub id, local folder or mnist-5k.")
-    parser.add_argument("--output", default="benchmark_results", help="Results folder (default: benchmark_results).")
-    parser.set_defaults(func=_benchmark_from_cli)
-
-
-def _benchmark_from_cli(args) -> int:
-    config = (
-        ExperimentConfig.from_yaml(args.config, dataset=args.dataset)
-        if args.config
-        else ExperimentConfig(**({"dataset": args.dataset} if args.dataset else {}))
-    )
-    results = run_benchmark(config, args.output)
-    print(results_markdown(results))
-    print(f"Written to {os.path.abspath(args.output)}.")
-    return 0

@@ -193,3 +193,25 @@ def iterate_batches(dataset, batch_size: int = 256, columns=None):
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=default_data_collator)
     for batch in loader:
         yield batch if columns is None else {k: v for k, v in batch.items() if k in columns}
+
+
+def first_example(dataset) -> dict | None:
+    """The first example of a map-style or streaming data set (`None` when there is none or it cannot be peeked).
+
+    A `datasets.IterableDataset` restarts from its beginning at every iteration, so peeking costs one example; a
+    generic torch `IterableDataset` may be a one-shot stream, so it is not peeked.
+    """
+    if dataset is None:
+        return None
+    from torch.utils.data import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        try:
+            from datasets import IterableDataset as StreamingDataset
+        except ImportError:  # pragma: no cover
+            return None
+        return next(iter(dataset), None) if isinstance(dataset, StreamingDataset) else None
+    try:
+        return dataset[0] if len(dataset) > 0 else None
+    except (TypeError, NotImplementedError, KeyError):
+        return None

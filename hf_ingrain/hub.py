@@ -1,26 +1,22 @@
 r"""
-Publish watermarked models to the Hub, and verify models downloaded from it.
+Publish watermarked models to the Hub, and verify models downloaded from it: Hub I/O only.
 
 The two Hub moments of an owner:
 
-- [`push_to_hub`] publishes a watermarked model in one commit: safetensors weights, `config.json`, a model card
-  (`README.md`) whose YAML metadata holds the `watermark` block (the key's commitment, the protocol and its
-  parameters, the verification result at publication; see [`hf_ingrain.model_card`]) and the same block as
-  `watermark.json`. The key itself never leaves the owner's machine.
-- [`verify_from_hub`] checks a model someone else published, trusting nothing in the repository: it resolves the
-  revision to a commit sha, downloads only `config.json`, safetensors weights and the card at that exact commit,
-  refuses pickle weights (unless explicitly allowed) and repositories that need custom code (never
-  `trust_remote_code`), compares the card's commitment with the owner's key, then runs [`verify`].
+- [`push_to_hub`] publishes a watermarked model in one commit: safetensors weights, `config.json`, the
+  preprocessing files, a model card (`README.md`) whose YAML metadata holds the `watermark` block (the key's
+  commitment, the protocol and its parameters, the verification result at publication; see
+  [`hf_ingrain.model_card`]) and the same block as `watermark.json`. The key itself never leaves the owner's machine.
+- [`verify_from_hub`] checks a model someone else published, trusting nothing in the repository: it loads it through
+  [`hf_ingrain.suspects.load_suspect`] (the revision resolved to one commit sha, safetensors only, never repository
+  code), compares the card's commitment with the owner's key, then runs [`verify`].
 
 The endpoint is huggingface_hub's (`HF_ENDPOINT`), and the token is the usual one (`token=`, `HF_TOKEN` or the
 stored login).
 """
 
-import fnmatch
-import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, fields
@@ -28,35 +24,13 @@ from dataclasses import dataclass, fields
 from torch import nn
 
 from .keys import WatermarkKey
-from .model_card import render_model_card, read_watermark_metadata, watermark_metadata
+from .model_card import CARD_FILE, WATERMARK_FILE, read_watermark_metadata, save_watermark_card
+from .suspects import is_hub_id, load_suspect, selected_files
 from .verification import DEFAULT_ALPHA, VerificationResult, verify
 
 logger = logging.getLogger(__name__)
 
-CARD_FILE = "README.md"
-WATERMARK_FILE = "watermark.json"
-CONFIG_FILE = "config.json"
-# Everything push_to_hub publishes from a model folder (besides the card and watermark.json): weights as
-# safetensors, the config, and the preprocessing files a user needs to run the model. Nothing else is uploaded,
-# so optimizer states, `training_args.bin` (a pickle) or stray files of a Trainer output folder stay local.
-PUBLISHED_PATTERNS = (
-    CONFIG_FILE,
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "generation_config.json",
-    "preprocessor_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-)
-# what verify_from_hub downloads: config, safetensors weights and the card (for the commitment)
-SAFE_DOWNLOAD_PATTERNS = [CONFIG_FILE, "*.safetensors", "*.safetensors.index.json", CARD_FILE]
-# pickle weights that transformers can load; only downloaded with allow_pickle=True
-PICKLE_DOWNLOAD_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-NOT_WEIGHTS = ("training_args.bin",)  # pickles a Trainer writes that are not weights
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+__all__ = ["HubVerificationResult", "is_hub_id", "push_to_hub", "verify_from_hub", "verify_model_or_repo"]
 
 
 @dataclass
@@ -87,17 +61,6 @@ class HubVerificationResult(VerificationResult):
         )
 
 
-def is_hub_id(name: str) -> bool:
-    """Whether `name` reads as a Hub repository id (`namespace/name`) rather than a local path.
-
-    An existing local path always wins, and a name starting with `.`, `/` or `~` is a path.
-    """
-    name = str(name)
-    if os.path.exists(name) or name.startswith((".", "/", "~")):
-        return False
-    return bool(_REPO_ID.match(name)) and ".." not in name and "--" not in name
-
-
 def _check_repo_id(repo_id: str) -> None:
     if not is_hub_id(repo_id):
         if os.path.exists(str(repo_id)):
@@ -113,114 +76,6 @@ def _check_key(key, dataset, protocol: str = "ingrain") -> None:
             raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
         if dataset is None:
             raise ValueError("Pass benign queries as `dataset=` (e.g. your test split): verification needs them.")
-
-
-def _pipeline_tag(config) -> str | None:
-    architectures = " ".join(getattr(config, "architectures", None) or [])
-    if "ImageClassification" in architectures:
-        return "image-classification"
-    if "SequenceClassification" in architectures:
-        return "text-classification"
-    return None
-
-
-def _weight_files(files) -> tuple[list[str], list[str]]:
-    """(safetensors weights, pickle weights) among repository or folder file names."""
-    safetensors = [f for f in files if f.endswith(".safetensors")]
-    pickles = [f for f in files if f.endswith(PICKLE_SUFFIXES) and os.path.basename(f) not in NOT_WEIGHTS]
-    return safetensors, pickles
-
-
-def _load_pretrained(folder: str, use_safetensors: bool = True):
-    """Loads a classifier from a local folder without running any repository code."""
-    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
-
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    is_text = _pipeline_tag(config) == "text-classification"
-    auto = AutoModelForSequenceClassification if is_text else AutoModelForImageClassification
-    try:
-        model = auto.from_pretrained(folder, use_safetensors=use_safetensors, trust_remote_code=False)
-    except ValueError as error:
-        raise ValueError(
-            f"Could not load the model in {folder} as a classifier ({error}); hf_ingrain verifies image and "
-            "sequence classification models."
-        ) from error
-    return model.eval()
-
-
-def _check_model_folder(folder: str) -> None:
-    if not os.path.isdir(folder):
-        raise ValueError(f"No model folder at {folder!r}: give a folder written by `save_pretrained` or a Trainer.")
-    files = os.listdir(folder)
-    safetensors, pickles = _weight_files(files)
-    if CONFIG_FILE not in files or not (safetensors or pickles):
-        checkpoints = sorted((f for f in files if re.fullmatch(r"checkpoint-\d+", f)), key=lambda f: int(f[11:]))
-        hint = ""
-        if checkpoints:
-            hint = f" It has checkpoints: pass one of them, e.g. {os.path.join(folder, checkpoints[-1])!r}."
-        raise ValueError(
-            f"{folder!r} has no model (config.json and weights): call `trainer.save_model()` first.{hint}"
-        )
-    if not safetensors:
-        raise ValueError(
-            f"{folder!r} has pickle weights only ({', '.join(pickles)}); publish safetensors: load the model and "
-            "`model.save_pretrained(folder)` (transformers writes safetensors)."
-        )
-
-
-def _published_files(folder: str) -> list[str]:
-    """Files at the top of `folder` (never in `checkpoint-*/` or other subfolders) that match PUBLISHED_PATTERNS."""
-    return sorted(
-        name for name in os.listdir(folder)
-        if os.path.isfile(os.path.join(folder, name)) and any(fnmatch.fnmatch(name, p) for p in PUBLISHED_PATTERNS)
-    )
-
-
-def save_watermark_card(
-    folder: str,
-    model=None,
-    key: WatermarkKey | None = None,
-    result: VerificationResult | None = None,
-    model_name: str | None = None,
-    repo_id: str | None = None,
-    tags: list[str] | None = None,
-    ingrain_lambda: float | None = None,
-    ingrain_temperature: float | None = None,
-):
-    r"""
-    Writes the model card (`README.md`) and `watermark.json` of a watermarked model into `folder`.
-
-    Args:
-        folder (`str`): where to write them (created if needed).
-        model (`PreTrainedModel`, *optional*): the model; its config gives the card's pipeline tag.
-        key ([`WatermarkKey`], *optional*): the owner's key; only its commitment is written.
-        result ([`VerificationResult`], *optional*): the verification at publication.
-        model_name (`str`, *optional*): the card's title; defaults to the repository name or the folder name.
-        repo_id (`str`, *optional*): the repository the card is for.
-        tags (`list[str]`, *optional*): extra Hub tags.
-        ingrain_lambda (`float`, *optional*): training parameter to record.
-        ingrain_temperature (`float`, *optional*): training parameter to record.
-
-    Returns:
-        `huggingface_hub.ModelCard`: the card written.
-    """
-    if isinstance(tags, str):
-        tags = [tags]
-    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature)
-    if key is None:
-        logger.warning("No key given: the model card carries no commitment, so it cannot back a claim of ownership.")
-    name = model_name or (repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.abspath(folder)))
-    card = render_model_card(
-        watermark, model_name=name, repo_id=repo_id, tags=tags,
-        pipeline_tag=_pipeline_tag(getattr(model, "config", None)),
-    )
-    os.makedirs(folder, exist_ok=True)
-    for file_name, text in ((CARD_FILE, str(card)), (WATERMARK_FILE, json.dumps(watermark, indent=2) + "\n")):
-        staging = os.path.join(folder, f".{file_name}.tmp")
-        with open(staging, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(staging, os.path.join(folder, file_name))
-    return card
 
 
 def push_to_hub(
@@ -295,8 +150,9 @@ def push_to_hub(
     folder = None
     if isinstance(model, (str, os.PathLike)):
         folder = os.fspath(model)
-        _check_model_folder(folder)
-        model = _load_pretrained(folder)
+        if not os.path.isdir(folder):
+            raise ValueError(f"No model folder at {folder!r}: give a folder written by `save_pretrained` or a Trainer.")
+        model = load_suspect(folder).model  # safetensors only, no repository code: what is published loads safely
     elif not (isinstance(model, nn.Module) and hasattr(model, "save_pretrained")):
         raise ValueError(
             "`model` must be a transformers model or a folder saved with `save_pretrained`, got "
@@ -319,7 +175,7 @@ def push_to_hub(
             staging, model, key, result, repo_id=repo_id, tags=tags,
             ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature,
         )
-        upload = _published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a published pattern
+        upload = _published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(staging, p)) for p in upload]
         api = HfApi(token=token)
         try:
@@ -342,42 +198,10 @@ def push_to_hub(
     return info.oid
 
 
-def _resolve(api, repo_id: str, revision: str | None):
-    """`model_info` at `revision`, with the client's errors turned into messages naming the repository and revision."""
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
-        return api.model_info(repo_id, revision=revision)
-    except RevisionNotFoundError as error:
-        raise ValueError(
-            f"Revision {revision!r} not found in {repo_id!r}: give an existing branch, tag or full commit sha "
-            "(`HfApi().list_repo_refs` lists them)."
-        ) from error
-    except RepositoryNotFoundError as error:
-        raise ValueError(
-            f"Repository {repo_id!r} not found at {api.endpoint} (and there is no local folder of that name): check "
-            "the id, or pass a token (`token=`, `HF_TOKEN` or `hf auth login`) if it is private or gated."
-        ) from error
-
-
-def _check_custom_code(repo_id: str, sha: str, config: dict, files: list[str]) -> None:
-    from transformers import CONFIG_MAPPING
-
-    where = f"{repo_id!r} at commit {sha}"
-    never = (
-        "hf_ingrain never runs code from a repository (no `trust_remote_code`). Audit the code, load the model "
-        "yourself and call `hf_ingrain.verify(model, key, dataset)`."
-    )
-    code_files = [f for f in files if f.endswith(".py")]
-    if config.get("auto_map") or config.get("custom_pipelines"):
-        mapped = config.get("auto_map") or config.get("custom_pipelines")
-        raise ValueError(f"{where} needs custom code (config.json maps {mapped}; files {code_files}). {never}")
-    model_type = config.get("model_type")
-    if not model_type or model_type not in CONFIG_MAPPING:
-        raise ValueError(
-            f"{where} has model_type {model_type!r}, which transformers does not know, so loading it would need "
-            f"custom code (files {code_files}). {never}"
-        )
+def _published_files(folder: str) -> list[str]:
+    """Files at the top of `folder` (never in `checkpoint-*/` or other subfolders) that are safe to publish."""
+    names = [name for name in os.listdir(folder) if os.path.isfile(os.path.join(folder, name))]
+    return [name for name in selected_files(names) if name != CARD_FILE]
 
 
 def verify_from_hub(
@@ -396,10 +220,10 @@ def verify_from_hub(
     Downloads a model from the Hub, trusting nothing in the repository, and verifies it with the owner's key.
 
     The revision is resolved to a commit sha first and every file is downloaded at that sha, so the result names
-    exactly what was tested. Only `config.json`, safetensors weights and the model card are downloaded. A repository
-    with pickle weights only is refused (loading a pickle can run arbitrary code) unless `allow_pickle=True`, and
-    one that needs custom code (an `auto_map` in its config, or a model type transformers does not know) is always
-    refused. If the card publishes a key commitment, it is compared with `key.commitment()`; a mismatch is logged
+    exactly what was tested. Only top-level `config.json`, safetensors weights, preprocessing files and the model card
+    are downloaded (never `checkpoint-*/` subfolders). A repository with pickle weights only is refused (loading a
+    pickle can run arbitrary code) unless `allow_pickle=True`, and one that needs custom code (an `auto_map` in its
+    config, or a model type transformers does not know) is always refused; see [`hf_ingrain.suspects`]. If the card publishes a key commitment, it is compared with `key.commitment()`; a mismatch is logged
     and reported as `commitment_match=False`, and the model is still tested.
 
     Args:
@@ -437,44 +261,11 @@ def verify_from_hub(
     (True, 2.3e-45, '9c1e...', True)
     ```
     """
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-
     _check_repo_id(repo_id)
     _check_key(key, dataset, protocol)
-    api = HfApi(token=token)
-    info = _resolve(api, repo_id, revision)
-    sha = info.sha
-    files = [sibling.rfilename for sibling in info.siblings or []] or api.list_repo_files(repo_id, revision=sha)
-    where = f"{repo_id!r} at commit {sha}"
-    if CONFIG_FILE not in files:
-        raise ValueError(f"{where} has no config.json, so it is not a transformers model hf_ingrain can load.")
-    safetensors, pickles = _weight_files(files)
-    patterns = list(SAFE_DOWNLOAD_PATTERNS)
-    if not safetensors:
-        if not pickles:
-            raise ValueError(f"{where} has no model weights (no *.safetensors).")
-        if not allow_pickle:
-            raise ValueError(
-                f"{where} has pickle weights only ({', '.join(pickles)}). Loading a pickle can run arbitrary code, so "
-                "hf_ingrain refuses it. Ask the publisher for safetensors weights, or, only if you trust this "
-                "repository, pass `allow_pickle=True` (CLI: `--allow-unsafe-pickle`)."
-            )
-        logger.warning(
-            "UNSAFE: loading pickle weights %s from %s because allow_pickle=True; a malicious pickle can run code.",
-            pickles, where,
-        )
-        patterns += PICKLE_DOWNLOAD_PATTERNS
-
-    config_path = hf_hub_download(repo_id, CONFIG_FILE, revision=sha, token=token, cache_dir=cache_dir)
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where} has an unreadable config.json: {error}") from error
-    _check_custom_code(repo_id, sha, config, files)
-
-    local = snapshot_download(repo_id, revision=sha, allow_patterns=patterns, token=token, cache_dir=cache_dir)
-    block = read_watermark_metadata(os.path.join(local, CARD_FILE)) if CARD_FILE in files else None
+    suspect = load_suspect(repo_id, revision, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
+    where = f"{repo_id!r} at commit {suspect.commit_sha}"
+    block = read_watermark_metadata(suspect.card_path) if suspect.card_path else None
     published = block.get("key_commitment") if block else None
     commitment_match = None
     if published:
@@ -488,14 +279,13 @@ def verify_from_hub(
     else:
         logger.info("The model card of %s publishes no key commitment.", where)
 
-    model = _load_pretrained(local, use_safetensors=bool(safetensors))
-    result = verify(model, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs)
+    result = verify(suspect.model, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs)
     values = {f.name: getattr(result, f.name) for f in fields(VerificationResult)}
     return HubVerificationResult(
         **values,
         repo_id=repo_id,
-        revision=revision if revision is not None else "main",
-        commit_sha=sha,
+        revision=suspect.revision,
+        commit_sha=suspect.commit_sha,
         commitment_match=commitment_match,
         published_commitment=str(published) if published else None,
     )

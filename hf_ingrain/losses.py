@@ -78,7 +78,9 @@ def hard_label_cross_entropy(
     return _reduce(per_example, reduction, num_items_in_batch)
 
 
-def scores_to_log_probs(scores: torch.Tensor, kind: str, top_k: int | None = None) -> torch.Tensor:
+def scores_to_log_probs(
+    scores: torch.Tensor, kind: str, top_k: int | None = None, probability_decimals: int = 4
+) -> torch.Tensor:
     r"""
     Turns what a teacher exposes into log-probabilities over all labels, the targets of a distillation loss.
 
@@ -86,15 +88,23 @@ def scores_to_log_probs(scores: torch.Tensor, kind: str, top_k: int | None = Non
         scores (`torch.Tensor` of shape `(batch, num_labels)`):
             The teacher's logits.
         kind (`str`):
-            `"logits"` (full logits), `"probabilities"` (softmax at T = 1, what most APIs return), or `"top_k"`
-            (only the `top_k` largest probabilities, what a `pipeline` returns; the remaining mass is spread evenly
-            over the other labels).
+            `"logits"` (full logits), `"probabilities"` (the softmax at T = 1 rounded to `probability_decimals`
+            decimals, what an API returns: a probability rounded to 0 is taken as a quarter of the rounding step, the
+            middle of what the attacker knows, `[0, step / 2)`, and the row is renormalised), or `"top_k"` (only the
+            `top_k` largest probabilities, what a `pipeline` returns; the remaining mass is spread evenly over the
+            other labels).
         top_k (`int`, *optional*):
             Number of scores kept with `kind="top_k"`.
+        probability_decimals (`int`, *optional*, defaults to 4):
+            Decimals of the probabilities with `kind="probabilities"`.
     """
     log_probs = F.log_softmax(scores.float(), dim=-1)
-    if kind in ("logits", "probabilities"):
+    if kind == "logits":
         return log_probs
+    if kind == "probabilities":
+        step = 10.0**-probability_decimals
+        probs = torch.round(log_probs.exp(), decimals=probability_decimals).clamp(min=step / 4)
+        return (probs / probs.sum(-1, keepdim=True)).log()
     if kind == "top_k":
         num_labels = scores.shape[-1]
         if top_k is None or not 1 <= top_k <= num_labels:
@@ -115,3 +125,53 @@ def runner_up(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> torc
         exclude = logits.argmax(-1)
     masked = logits.float().scatter(-1, exclude.unsqueeze(-1), -math.inf)
     return masked.argmax(-1)
+
+
+def ingrainer_spread_loss(
+    logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int, sharpness_weight: float = 0.3
+) -> torch.Tensor:
+    r"""
+    The ingrainer's objective on benign data: spread its choices evenly, and make each one confident.
+
+    The first term is the negative class-conditional entropy of the ingrainer's choices, the true class excluded:
+    for every class `y`, the mean over inputs of class `y` of its softmax with `y` masked is pushed towards uniform
+    over the other `K - 1` classes (with `labels=None`, one group of all inputs and nothing masked). The second is
+    `sharpness_weight` times the mean per-input entropy, which makes each single choice confident. An ingrainer
+    trained on noise carriers alone tends to send most benign inputs to one or two classes, which a model not derived
+    from the key can then match by accident; see [`~hf_ingrain.WatermarkKey.train_ingrainer`].
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, num_labels)`): the ingrainer's logits on benign inputs.
+        labels (`torch.Tensor` of shape `(batch,)`, *optional*): their true labels.
+        num_labels (`int`): number of classes `K`.
+        sharpness_weight (`float`, *optional*, defaults to 0.3): weight of the per-input entropy.
+
+    Returns:
+        `torch.Tensor`: the scalar loss (lower is better spread and sharper).
+    """
+    logits = logits.float()
+    if labels is not None:
+        logits = logits.masked_fill(F.one_hot(labels, num_labels).bool(), -1e4)
+    probs = F.softmax(logits, dim=-1)
+    per_input_entropy = -(probs * torch.log(probs + 1e-8)).sum(-1).mean()
+    groups = [labels == c for c in range(num_labels)] if labels is not None else [torch.ones_like(probs[:, 0]).bool()]
+    negative_marginal_entropy = probs.new_zeros(())
+    for group in groups:
+        if group.any():
+            marginal = probs[group].mean(0)
+            share = group.float().mean()
+            negative_marginal_entropy = negative_marginal_entropy + (marginal * torch.log(marginal + 1e-8)).sum() * share
+    return negative_marginal_entropy + sharpness_weight * per_input_entropy
+
+
+def embedding_vector(weight: torch.Tensor) -> torch.Tensor:
+    """The vector a Uchida signature lives in: the mean of `weight` over its first (filter) dimension, flattened
+    (Uchida et al. 2017, https://huggingface.co/papers/1701.04082)."""
+    return weight.float().mean(0).flatten()
+
+
+def signature_loss(weight: torch.Tensor, projection: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """Uchida's embedding regulariser `Σ_i BCE(sigmoid(X_i · w), b_i)` (summed over bits, as in the paper), with
+    `w = embedding_vector(weight)`, `X` the secret projection and `b` the signature bits."""
+    logits = projection.to(weight.device, torch.float32) @ embedding_vector(weight)
+    return F.binary_cross_entropy_with_logits(logits, bits.to(weight.device, torch.float32), reduction="sum")

@@ -17,19 +17,32 @@ watermark:
   verification: {verified: true, agreement: 0.39, null_rate: 0.197, p_value: 2.3e-45, num_queries: 1000, ...}
 ```
 
-It never holds the key itself: no carrier, carrier label, ingrainer weight, salt or seed.
+It never holds the key itself: no carrier, carrier label, ingrainer weight, salt or seed. [`save_watermark_card`]
+writes the card and the same block as `watermark.json` into a model folder; [`attacked_model_card`] is the card of a
+model produced by a removal attack.
 """
 
 import importlib.metadata
+import json
 import logging
 import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from .files import write_text
+from .verification import format_p_value
+
 logger = logging.getLogger(__name__)
 
 WATERMARK_SCHEMA_VERSION = 1
-TEMPLATE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates", "ingrain_model_card.md")
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+TEMPLATE_PATH = os.path.join(TEMPLATES, "ingrain_model_card.md")
+ATTACKED_TEMPLATE_PATH = os.path.join(TEMPLATES, "attacked_model_card.md")
+CARD_FILE = "README.md"
+WATERMARK_FILE = "watermark.json"
+INGRAIN_TAGS = ["hf_ingrain", "ingrain", "watermark"]
+"""Hub tags of every ingrain-watermarked model (also `IngrainTrainer._tag_names`)."""
+ATTACK_TAGS = ["hf_ingrain", "watermark-removal-attack"]
 PAPER_URL = "https://huggingface.co/papers/1906.06046"
 FRAMEWORKS = ("hf_ingrain", "transformers", "torch", "huggingface_hub", "safetensors", "datasets")
 # every key the `watermark` block may hold; a test checks that nothing else (no key material) gets in
@@ -139,7 +152,7 @@ def render_model_card(
         repo_id (`str`, *optional*):
             The repository the card is published in (used in the verification commands); defaults to `model_name`.
         tags (`list[str]`, *optional*):
-            Hub tags; `IngrainTrainer._tag_names` are always added.
+            Hub tags; [`INGRAIN_TAGS`] are always added.
         pipeline_tag (`str`, *optional*):
             The Hub task, e.g. `"image-classification"`.
         template_path (`str`, *optional*):
@@ -159,13 +172,10 @@ def render_model_card(
     True
     ```
     """
-    from .ingrain_trainer import IngrainTrainer
-    from .verification import format_p_value
-
     unknown = sorted(set(watermark) - set(WATERMARK_FIELDS))
     if unknown:
         raise ValueError(f"Unknown fields {unknown} in the watermark block; it may hold only {list(WATERMARK_FIELDS)}.")
-    all_tags = list(IngrainTrainer._tag_names)
+    all_tags = list(INGRAIN_TAGS)
     all_tags += [tag for tag in (tags or []) if tag not in all_tags]
     verification = watermark.get("verification")
     card_data = ModelCardData(
@@ -194,3 +204,67 @@ def read_watermark_metadata(card_path: str) -> dict | None:
         return None
     block = card.data.to_dict().get("watermark")
     return block if isinstance(block, dict) else None
+
+
+def pipeline_tag(config) -> str | None:
+    """The Hub task of a classifier's config (`"image-classification"`, `"text-classification"`, ...), if known."""
+    architectures = " ".join(getattr(config, "architectures", None) or [])
+    for suffix, tag in (
+        ("ImageClassification", "image-classification"),
+        ("SequenceClassification", "text-classification"),
+        ("AudioClassification", "audio-classification"),
+    ):
+        if suffix in architectures:
+            return tag
+    return None
+
+
+def save_watermark_card(
+    folder: str,
+    model=None,
+    key=None,
+    result=None,
+    model_name: str | None = None,
+    repo_id: str | None = None,
+    tags: list[str] | None = None,
+    ingrain_lambda: float | None = None,
+    ingrain_temperature: float | None = None,
+):
+    r"""
+    Writes the model card (`README.md`) and `watermark.json` of a watermarked model into `folder`, each atomically.
+
+    Args:
+        folder (`str`): where to write them (created if needed).
+        model (`PreTrainedModel`, *optional*): the model; its config gives the card's pipeline tag.
+        key ([`WatermarkKey`], *optional*): the owner's key; only its commitment is written.
+        result ([`VerificationResult`], *optional*): the verification at publication.
+        model_name (`str`, *optional*): the card's title; defaults to the repository name or the folder name.
+        repo_id (`str`, *optional*): the repository the card is for.
+        tags (`list[str]`, *optional*): extra Hub tags.
+        ingrain_lambda (`float`, *optional*): training parameter to record.
+        ingrain_temperature (`float`, *optional*): training parameter to record.
+
+    Returns:
+        `huggingface_hub.ModelCard`: the card written.
+    """
+    if isinstance(tags, str):
+        tags = [tags]
+    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature)
+    if key is None:
+        logger.warning("No key given: the model card carries no commitment, so it cannot back a claim of ownership.")
+    name = model_name or (repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.abspath(folder)))
+    card = render_model_card(
+        watermark, model_name=name, repo_id=repo_id, tags=tags, pipeline_tag=pipeline_tag(getattr(model, "config", None))
+    )
+    write_text(os.path.join(folder, CARD_FILE), str(card))
+    write_text(os.path.join(folder, WATERMARK_FILE), json.dumps(watermark, indent=2) + "\n")
+    return card
+
+
+def attacked_model_card(attack: str, parameters: dict, source: str) -> ModelCard:
+    """The card of a model produced by a removal attack: which attack, from which source, with which parameters."""
+    card_data = ModelCardData(library_name="transformers", tags=[*ATTACK_TAGS, attack])
+    return ModelCard.from_template(
+        card_data, template_path=ATTACKED_TEMPLATE_PATH, attack=attack, source=source, parameters=parameters,
+        versions={name: version for name, version in framework_versions().items() if version != "not installed"},
+    )

@@ -1,7 +1,10 @@
-"""Small classifiers written as `PreTrainedModel`s: the default ingrainer, and tiny models for demos and tests.
+"""Small classifiers written as `PreTrainedModel`s (the default ingrainer, tiny models for demos and tests), and
+[`build_classifier`], the one factory that builds every freshly initialised model of the package: the default
+ingrainer, the recipes' and the benchmark's models, and the attack CLI's students.
 
-They are registered with the `Auto*` classes when `hf_ingrain` is imported, so `AutoModelForImageClassification`
-and `AutoModelForSequenceClassification` load them from a folder or the Hub without `trust_remote_code`.
+The small models are registered with the `Auto*` classes when `hf_ingrain` is imported, so
+`AutoModelForImageClassification` and `AutoModelForSequenceClassification` load them from a folder or the Hub
+without `trust_remote_code`.
 """
 
 import torch
@@ -169,3 +172,89 @@ def register_auto_classes() -> None:
             auto_class.register(config_class, model_class)
         except ValueError:
             pass
+
+
+MODEL_TYPES = ("small_cnn", "resnet", "small_text")
+
+
+def build_classifier(
+    model_type: str = "small_cnn",
+    num_labels: int = 10,
+    input_shape: tuple[int, int, int] | None = None,
+    vocab_size: int | None = None,
+    hidden_sizes: list[int] | None = None,
+    hidden_size: int | None = None,
+    depths: list[int] | None = None,
+    embedding_size: int = 32,
+    id2label: dict | None = None,
+):
+    r"""
+    A freshly initialised classifier (drawn from torch's global random state: seed it first).
+
+    Args:
+        model_type (`str`, *optional*, defaults to `"small_cnn"`):
+            `"small_cnn"` ([`SmallCNNForImageClassification`]), `"resnet"` (`transformers.ResNetForImageClassification`
+            from a `ResNetConfig`) or `"small_text"` ([`SmallTextForSequenceClassification`]).
+        num_labels (`int`, *optional*, defaults to 10):
+            Number of classes.
+        input_shape (`tuple[int, int, int]`, *optional*):
+            Images: `(channels, height, width)`.
+        vocab_size (`int`, *optional*):
+            Text: size of the vocabulary.
+        hidden_sizes (`list[int]`, *optional*):
+            small_cnn: channels of its two convolution blocks (default `[16, 32]`); resnet: width of each stage
+            (default `[16, 32]`).
+        hidden_size (`int`, *optional*):
+            small_cnn: width of the fully connected layer (default 64); small_text: embedding width (default 32).
+        depths (`list[int]`, *optional*):
+            resnet: residual blocks per stage (default 2 per stage).
+        embedding_size (`int`, *optional*, defaults to 32):
+            resnet: channels of the stem convolution.
+        id2label (`dict[int, str]`, *optional*):
+            Class names, written into the config.
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.models import build_classifier
+    >>> model = build_classifier("resnet", num_labels=10, input_shape=(3, 32, 32), hidden_sizes=[16, 32])
+    ```
+    """
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"`model_type` must be one of {MODEL_TYPES}, got {model_type!r}.")
+    labels = {"num_labels": num_labels}
+    if id2label:
+        labels.update(id2label=dict(id2label), label2id={name: int(i) for i, name in id2label.items()})
+    if model_type == "small_text":
+        if vocab_size is None:
+            raise ValueError("A text classifier needs `vocab_size`.")
+        return SmallTextForSequenceClassification(SmallTextConfig(vocab_size=vocab_size, hidden_size=hidden_size or 32, **labels))
+    if input_shape is None or len(input_shape) != 3:
+        raise ValueError(f"An image classifier needs `input_shape=(channels, height, width)`, got {input_shape}.")
+    channels, height, width = input_shape
+    hidden_sizes = list(hidden_sizes) if hidden_sizes is not None else [16, 32]
+    if model_type == "small_cnn":
+        if len(hidden_sizes) != 2:
+            raise ValueError(
+                f"small_cnn has two convolution blocks, so `hidden_sizes` needs 2 values, got {hidden_sizes}."
+            )
+        if height != width or height % 4:
+            raise ValueError(
+                f"small_cnn needs square images with a side divisible by 4, got {height}x{width}: resize the images "
+                "(e.g. to 28 or 32), or use model_type='resnet'."
+            )
+        config = SmallCNNConfig(
+            num_channels=channels, image_size=height, hidden_channels=hidden_sizes, hidden_size=hidden_size or 64,
+            **labels,
+        )
+        return SmallCNNForImageClassification(config)
+    from transformers import ResNetConfig
+
+    depths = list(depths) if depths else [2] * len(hidden_sizes)
+    if len(depths) != len(hidden_sizes):
+        raise ValueError(f"`depths` ({depths}) and `hidden_sizes` ({hidden_sizes}) need one value per ResNet stage each.")
+    config = ResNetConfig(
+        num_channels=channels, embedding_size=embedding_size, hidden_sizes=hidden_sizes, depths=depths,
+        layer_type="basic", **labels,
+    )
+    return AutoModelForImageClassification.from_config(config)

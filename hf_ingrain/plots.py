@@ -1,18 +1,17 @@
 """Plots of benchmark results (matplotlib, written as PNG files)."""
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .files import atomic_file  # noqa: E402
+
 
 def _save(figure, path: str) -> None:
-    temporary = path + ".tmp.png"
-    figure.savefig(temporary, dpi=120, bbox_inches="tight")
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, dpi=120, bbox_inches="tight")
     plt.close(figure)
-    os.replace(temporary, path)
 
 
 def plot_robustness(results: dict, path: str) -> None:
@@ -37,7 +36,7 @@ def plot_robustness(results: dict, path: str) -> None:
     axis.set_xticks(range(len(attacks)), ["before" if a == "none" else a for a in attacks], rotation=30, ha="right")
     axis.set_ylabel("watermark score")
     axis.set_ylim(0, 1.05)
-    axis.set_title(f"Which watermark survives which attack (solid: verified at alpha = {results['config']['alpha']:g})")
+    axis.set_title(f"Which watermark survives which attack (solid: verified at alpha = {results['config']['verify_alpha']:g})")
     axis.legend(fontsize=8, ncol=2, loc="upper right")
     _save(figure, path)
 

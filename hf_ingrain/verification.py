@@ -73,19 +73,18 @@ which is the point of ingrain.
 
 import logging
 import math
-import os
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import torch
 from scipy.stats import binom
 
+from .keys import WatermarkKey
 from .losses import runner_up
+from .suspects import collect_scores, resolve_model, restrict_scores
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("ingrain", "carriers")
-SCORE_KINDS = ("auto", "logits", "probabilities", "top_k", "labels")
 DEFAULT_ALPHA = 1e-6
 
 
@@ -116,6 +115,24 @@ class VerificationResult:
     protocol: str
     details: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_counts(
+        cls, num_agreements: int, num_queries: int, null_rate: float, alpha: float, protocol: str, details: dict
+    ) -> "VerificationResult":
+        """The result of `num_agreements` among `num_queries` against `null_rate`: the binomial p-value and verdict."""
+        p_value = binomial_p_value(num_agreements, num_queries, null_rate)
+        return cls(
+            verified=p_value <= alpha,
+            p_value=p_value,
+            agreement=num_agreements / num_queries if num_queries else math.nan,
+            null_rate=null_rate,
+            num_queries=num_queries,
+            num_agreements=num_agreements,
+            alpha=alpha,
+            protocol=protocol,
+            details=details,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -127,14 +144,15 @@ class VerificationResult:
         )
 
 
-def format_p_value(p_value: float, relation: bool = True) -> str:
+def format_p_value(p_value: float, relation: bool = True, spec: str = ".3g") -> str:
     """`"= 2.3e-45"`, or `"< 1e-300"` where the binomial tail underflows to 0 (it is never exactly 0).
 
-    With `relation=False`, a table cell: `"2.3e-45"`, or `"< 1e-300"`.
+    With `relation=False`, a table cell: `"2.3e-45"`, or `"< 1e-300"`. `spec` is the format of the number.
     """
     if p_value == 0.0:
         return "< 1e-300"
-    return f"= {p_value:.3g}" if relation else f"{p_value:.3g}"
+    text = format(p_value, spec)
+    return f"= {text}" if relation else text
 
 
 def binomial_p_value(num_agreements: int, num_queries: int, null_rate: float) -> float:
@@ -170,228 +188,6 @@ def ingrain_null_rate(ingrainer_logits: torch.Tensor, model_top: torch.Tensor, l
     if labels is not None:
         terms["by_label"] = _best_rule_agreement(runner_up(ingrainer_logits, labels), labels)
     return max(terms.values()), terms
-
-
-# ------------------------------------------------------------------------------------------- querying a suspect
-def _load_model(path_or_id: str, revision: str | None = None):
-    """Loads a classifier from a local folder with safetensors weights, never executing repository code."""
-    from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
-
-    config = AutoConfig.from_pretrained(path_or_id, revision=revision, trust_remote_code=False)
-    architectures = " ".join(getattr(config, "architectures", None) or [])
-    auto = (
-        AutoModelForSequenceClassification
-        if "SequenceClassification" in architectures
-        else AutoModelForImageClassification
-    )
-    model = auto.from_pretrained(path_or_id, revision=revision, use_safetensors=True, trust_remote_code=False)
-    return model.eval()
-
-
-def resolve_model(model, revision: str | None = None):
-    r"""
-    Turns what the caller names as the suspect into something [`collect_scores`] can query.
-
-    Args:
-        model (`nn.Module`, `str`, `transformers.Pipeline` or callable):
-            A model, a pipeline or a callable is returned as is; a string must be a local folder holding a model
-            saved with `save_pretrained` (safetensors weights; repository code is never executed).
-        revision (`str`, *optional*):
-            Reserved for Hub ids (a later version resolves them here).
-    """
-    if not isinstance(model, (str, os.PathLike)):
-        return model
-    path = os.fspath(model)
-    if os.path.isdir(path):
-        return _load_model(path, revision)
-    raise ValueError(
-        f"{path!r} is not a local folder. Pass the folder a model was saved to with `save_pretrained` "
-        "(Hub ids are not supported by this version)."
-    )
-
-
-def _is_pipeline(model) -> bool:
-    try:
-        from transformers import Pipeline
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(model, Pipeline)
-
-
-def _pipeline_scorer(pipeline, input_names, top_k):
-    """Wraps an image-classification pipeline: pixel batches -> PIL images -> its `[{label, score}]` lists."""
-    import numpy as np
-    from PIL import Image
-
-    if "pixel_values" not in (input_names or ["pixel_values"]):
-        raise ValueError("Only image-classification pipelines can be queried; pass the model itself for text.")
-    config = pipeline.model.config
-    label_to_index = {str(k): int(v) for k, v in (config.label2id or {}).items()}
-    label_to_index.update({str(name): int(i) for i, name in (config.id2label or {}).items()})
-
-    def score(batch):
-        pixels = batch["pixel_values"].float()
-        if pixels.ndim != 4 or pixels.shape[1] not in (1, 3):
-            raise ValueError(f"A pipeline needs image batches of shape (B, 1 or 3, H, W), got {tuple(pixels.shape)}.")
-        if pixels.min() < -1e-6 or pixels.max() > 1 + 1e-6:
-            raise ValueError(
-                "A pipeline takes images, so the queries must hold pixel values in [0, 1]; these are normalised. "
-                "Verify with un-normalised data, or query the model itself."
-            )
-        arrays = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else np.ascontiguousarray(a)) for a in arrays]
-        kwargs = {"top_k": top_k} if top_k else {}
-        return pipeline(images, batch_size=len(images), **kwargs)
-
-    return score, config.num_labels, label_to_index
-
-
-def as_score_matrix(output, num_labels: int | None = None, label_to_index: dict | None = None) -> torch.Tensor:
-    r"""
-    Normalises what a suspect returns for a batch into a `(batch, num_labels)` float matrix, `-inf` where unknown.
-
-    Accepted outputs: logits or probabilities `(batch, num_labels)` (NaN and `-inf` entries mark unknown scores), a
-    model output with `logits`, a `(values, indices)` pair such as `torch.topk`'s result (top-k scores), a 1-d
-    tensor of labels, or a pipeline's list of `{"label", "score"}` lists (mapped through `label_to_index`; unknown
-    labels are skipped).
-    """
-    if isinstance(output, Mapping) and "logits" in output:
-        output = output["logits"]
-    if isinstance(output, list) and output and isinstance(output[0], (dict, list)):
-        if label_to_index is None or num_labels is None:
-            raise ValueError("Parsing `[{label, score}]` outputs needs `num_labels` and a label-to-index mapping.")
-        rows = [output] if isinstance(output[0], dict) else output
-        matrix = torch.full((len(rows), num_labels), -math.inf)
-        unknown = set()
-        for i, row in enumerate(rows):
-            for item in row:
-                index = label_to_index.get(str(item["label"]))
-                if index is None or not 0 <= index < num_labels:
-                    unknown.add(item["label"])
-                elif math.isfinite(float(item["score"])):
-                    matrix[i, index] = float(item["score"])
-        if unknown:
-            logger.warning("Skipped scores of labels the model's config does not know: %s", sorted(map(str, unknown)))
-        return matrix
-    if isinstance(output, tuple) and len(output) == 2:  # (values, indices), e.g. torch.topk
-        values, indices = (torch.as_tensor(t) for t in output)
-        if num_labels is None:
-            raise ValueError("Top-k (values, indices) outputs need `num_labels`.")
-        return torch.full((values.shape[0], num_labels), -math.inf).scatter(-1, indices.long(), values.float())
-    scores = torch.as_tensor(output)
-    if scores.ndim == 1:  # labels only
-        if num_labels is None:
-            raise ValueError("Label-only outputs need `num_labels`.")
-        if scores.is_floating_point() and not torch.equal(scores, scores.round()):
-            raise ValueError(
-                "A 1-d output must hold class labels (integers); return a (batch, num_labels) matrix for scores."
-            )
-        matrix = torch.full((len(scores), num_labels), -math.inf)
-        return matrix.scatter(-1, scores.long().unsqueeze(-1), 0.0)
-    if scores.ndim != 2:
-        raise ValueError(
-            f"Expected scores of shape (batch, num_labels) or labels of shape (batch,), got {tuple(scores.shape)}."
-        )
-    scores = scores.detach().float().cpu()
-    return torch.where(torch.isnan(scores), torch.full_like(scores, -math.inf), scores)
-
-
-def score_kind(scores: torch.Tensor) -> str:
-    """What a score matrix exposes: `"labels"`, `"top_k"`, `"probabilities"` or `"logits"`."""
-    known = torch.isfinite(scores).sum(-1)
-    if len(known) and int(known.min()) <= 1:
-        return "labels"
-    if int(known.min()) < scores.shape[-1]:
-        return "top_k"
-    if (scores >= 0).all() and torch.allclose(scores.sum(-1), torch.ones(len(scores)), atol=1e-3):
-        return "probabilities"
-    return "logits"
-
-
-def _keep_top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    values, indices = scores.topk(min(k, scores.shape[-1]), dim=-1)
-    return torch.full_like(scores, -math.inf).scatter(-1, indices, values)
-
-
-def _restrict(scores: torch.Tensor, kind: str, top_k: int | None) -> tuple[torch.Tensor, str]:
-    """Applies what the caller declared the suspect exposes (`scores=`) and returns the matrix and its kind."""
-    if kind not in SCORE_KINDS:
-        raise ValueError(f"`scores` must be one of {SCORE_KINDS}, got {kind!r}.")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"`top_k` must be >= 1, got {top_k}.")
-    if kind == "labels":
-        return _keep_top(scores, 1), "labels"
-    if kind == "top_k" and top_k is None:
-        raise ValueError("`scores='top_k'` needs `top_k=` (the number of scores the suspect returns).")
-    if top_k is not None:
-        scores = _keep_top(scores, top_k)
-    detected = score_kind(scores)
-    if kind in ("logits", "probabilities") and detected in ("labels", "top_k"):
-        raise ValueError(f"`scores={kind!r}` but the suspect returned only {detected}; use `scores='auto'`.")
-    return scores, detected if kind == "auto" else kind
-
-
-@torch.no_grad()
-def collect_scores(
-    model,
-    dataset,
-    input_names=None,
-    batch_size: int = 256,
-    show_progress: bool = False,
-    num_labels: int | None = None,
-    top_k: int | None = None,
-):
-    r"""
-    Runs `model` over `dataset` and returns its scores and the labels (if any).
-
-    Args:
-        model (`nn.Module`, `str`, `transformers.Pipeline` or callable):
-            A model, a local folder with safetensors weights, an `image-classification` pipeline (a deployed model:
-            it receives PIL images and returns its top-k `{label, score}` lists), or a callable mapping a dict batch
-            to scores (see [`as_score_matrix`] for what it may return: logits, probabilities, top-k, labels).
-        dataset: examples with the model's inputs (and optionally `labels`).
-        input_names (`list[str]`, *optional*): input keys to pass (default: those the model's forward accepts).
-        batch_size (`int`, *optional*, defaults to 256): queries per call.
-        show_progress (`bool`, *optional*, defaults to `False`): show a progress bar.
-        num_labels (`int`, *optional*): number of classes, needed to read labels or top-k outputs of a callable.
-        top_k (`int`, *optional*): passed to a pipeline as its `top_k` (else the pipeline's default, 5).
-
-    Returns:
-        `tuple[torch.Tensor, torch.Tensor | None]`: scores of shape `(n, num_labels)` (`-inf` where the suspect
-        exposes no score) and labels.
-    """
-    from tqdm.auto import tqdm
-
-    from .data import iterate_batches
-    from .keys import forward_logits, model_input_names
-
-    model = resolve_model(model)
-    label_to_index = None
-    if _is_pipeline(model):
-        score, num_labels, label_to_index = _pipeline_scorer(model, input_names, top_k)
-        names = ["pixel_values"]
-    elif isinstance(model, torch.nn.Module):
-        model.eval()
-        names = input_names or model_input_names(model)
-        device = next(model.parameters()).device
-
-        def score(batch):
-            return forward_logits(model, {k: v.to(device) for k, v in batch.items() if k in names}).float().cpu()
-
-    elif callable(model):
-        names, score = input_names, model
-    else:
-        raise ValueError(f"`model` must be a model, a path, a pipeline or a callable, got {type(model).__name__}.")
-    columns = None if names is None else list(names) + ["labels"]
-    scores, labels = [], []
-    for batch in tqdm(iterate_batches(dataset, batch_size, columns), desc="Querying", disable=not show_progress):
-        queries = {k: v for k, v in batch.items() if k != "labels"}
-        scores.append(as_score_matrix(score(queries), num_labels, label_to_index))
-        if "labels" in batch:
-            labels.append(batch["labels"])
-    if not scores:
-        raise ValueError("The verification data set is empty.")
-    return torch.cat(scores), (torch.cat(labels) if labels else None)
 
 
 # ------------------------------------------------------------------------------------------- the tests
@@ -447,8 +243,6 @@ def verify(
     >>> verify(pipeline("image-classification", model=model, image_processor=processor), key, splits["test"])
     ```
     """
-    from .keys import WatermarkKey
-
     if not 0 < alpha < 1:
         raise ValueError(f"`alpha` must be in (0, 1), got {alpha}.")
     if not isinstance(key, WatermarkKey):
@@ -459,7 +253,7 @@ def verify(
         return key.verify(model, alpha=alpha, batch_size=batch_size, scores=scores, top_k=top_k)
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
-    _restrict(torch.zeros(1, 3), scores, top_k)  # checks `scores` and `top_k` before any query
+    restrict_scores(torch.zeros(1, 3), scores, top_k)  # checks `scores` and `top_k` before any query
     model = resolve_model(model)
     if protocol == "carriers":
         return _verify_carriers(model, key, alpha, batch_size, scores, top_k)
@@ -472,7 +266,9 @@ def verify(
     }
     if queries["labels"] is not None:
         details["accuracy"] = (queries["top"] == queries["labels"]).float().mean().item()
-    return _result(int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details)
+    return VerificationResult.from_counts(
+        int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details
+    )
 
 
 def ingrain_queries(
@@ -494,16 +290,16 @@ def ingrain_queries(
         raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
     if len(dataset) and key.input_name in dataset[0]:
         key._check_inputs(torch.as_tensor(dataset[0][key.input_name]).unsqueeze(0), "The verification data")
-    names = [key.input_name, "attention_mask"]
-    suspect, labels = collect_scores(model, dataset, names, batch_size, show_progress, key.num_labels, top_k)
+    columns = None if isinstance(model, torch.nn.Module) else [key.input_name, "attention_mask"]  # a model reads its own
+    suspect, labels = collect_scores(model, dataset, columns, batch_size, show_progress, key.num_labels, top_k)
     _check_num_labels(suspect, key)
-    suspect, kind = _restrict(suspect, scores, top_k)
+    suspect, kind = restrict_scores(suspect, scores, top_k)
     if kind == "labels":
         raise ValueError(
             "The ingrain protocol needs the suspect's two highest scores per query (logits, probabilities or top-k "
             "with k >= 2), but it exposes only its top class. Use protocol='carriers' for a label-only suspect."
         )
-    ingrainer_scores, _ = collect_scores(key.ingrainer, dataset, names, batch_size)
+    ingrainer_scores, _ = collect_scores(key.ingrainer, dataset, batch_size=batch_size)
     top = suspect.argmax(-1)
     null_rate, terms = ingrain_null_rate(ingrainer_scores, top, labels)
     return {
@@ -528,118 +324,12 @@ def _verify_carriers(model, key, alpha, batch_size, scores="auto", top_k=None):
     from datasets import Dataset
 
     carriers = Dataset.from_dict({key.input_name: key.carriers.numpy()}).with_format("torch")
-    suspect, _ = collect_scores(model, carriers, [key.input_name], batch_size, num_labels=key.num_labels, top_k=top_k)
+    columns = None if isinstance(model, torch.nn.Module) else [key.input_name]
+    suspect, _ = collect_scores(model, carriers, columns, batch_size, num_labels=key.num_labels, top_k=top_k)
     _check_num_labels(suspect, key)
-    suspect, kind = _restrict(suspect, scores, top_k)
+    suspect, kind = restrict_scores(suspect, scores, top_k)
     answered = torch.isfinite(suspect).any(-1)
     hits = (suspect.argmax(-1) == key.carrier_labels) & answered
-    return _result(int(hits.sum()), len(hits), 1.0 / key.num_labels, alpha, "carriers", {"scores": kind})
-
-
-def _result(num_agreements, num_queries, null_rate, alpha, protocol, details) -> VerificationResult:
-    p_value = binomial_p_value(num_agreements, num_queries, null_rate)
-    return VerificationResult(
-        verified=p_value <= alpha,
-        p_value=p_value,
-        agreement=num_agreements / num_queries if num_queries else math.nan,
-        null_rate=null_rate,
-        num_queries=num_queries,
-        num_agreements=num_agreements,
-        alpha=alpha,
-        protocol=protocol,
-        details=details,
+    return VerificationResult.from_counts(
+        int(hits.sum()), len(hits), 1.0 / key.num_labels, alpha, "carriers", {"scores": kind}
     )
-
-
-# ------------------------------------------------------------------------------------------- calibration
-@dataclass
-class NullCalibration:
-    r"""
-    Agreement of models not derived from the key, from [`calibrate_null`].
-
-    Args:
-        results (`dict[str, VerificationResult]`): the verification of each null model, by name.
-    """
-
-    results: dict
-
-    @property
-    def agreements(self) -> dict:
-        return {name: r.agreement for name, r in self.results.items()}
-
-    @property
-    def p_values(self) -> dict:
-        return {name: r.p_value for name, r in self.results.items()}
-
-    @property
-    def max_agreement(self) -> float:
-        return max(self.agreements.values())
-
-    @property
-    def max_excess(self) -> float:
-        """Largest `agreement - null_rate`: above 0, some independent model beat the bound."""
-        return max(r.agreement - r.null_rate for r in self.results.values())
-
-    @property
-    def any_verified(self) -> bool:
-        return any(r.verified for r in self.results.values())
-
-    def to_dict(self) -> dict:
-        return {
-            "agreements": self.agreements,
-            "p_values": self.p_values,
-            "max_agreement": self.max_agreement,
-            "max_excess": self.max_excess,
-            "any_verified": self.any_verified,
-            "null_rates": {name: r.null_rate for name, r in self.results.items()},
-        }
-
-    def __str__(self) -> str:
-        lines = [f"{'model':<24} {'agreement':>9} {'null rate':>9} {'p-value':>9}  verified"]
-        for name, r in self.results.items():
-            lines.append(f"{name:<24} {r.agreement:>9.3f} {r.null_rate:>9.3f} {r.p_value:>9.3g}  {r.verified}")
-        return "\n".join(lines)
-
-
-def calibrate_null(
-    key, dataset, null_models, protocol: str = "ingrain", alpha: float = DEFAULT_ALPHA, **verify_kwargs
-):
-    r"""
-    Measures how often models **not** derived from `key` agree with it: the empirical check of the null rate.
-
-    Train a few models on the task without the key (other seeds, data, architectures) and pass them here. None
-    should verify, and their agreement should stay at or below the null rate; a model that beats the bound
-    (`max_excess > 0`) is logged as a warning, since it means the bound is not conservative for this key and data.
-
-    Args:
-        key ([`WatermarkKey`]): the owner's key.
-        dataset (`datasets.Dataset`): the queries, as for [`verify`].
-        null_models (`list` or `dict[str, ...]`): the independent models (anything [`verify`] accepts).
-        protocol (`str`, *optional*, defaults to `"ingrain"`): the protocol to calibrate.
-        alpha (`float`, *optional*, defaults to 1e-6): the significance level.
-        **verify_kwargs: passed to [`verify`] (`scores`, `top_k`, `batch_size`).
-
-    Returns:
-        [`NullCalibration`]: per-model agreements and p-values, `max_agreement`, `max_excess`, `any_verified`.
-
-    Example:
-
-    ```python
-    >>> calibration = calibrate_null(key, splits["test"], [independent_a, independent_b])
-    >>> calibration.any_verified, calibration.max_agreement
-    (False, 0.131)
-    ```
-    """
-    named = (
-        dict(null_models) if isinstance(null_models, Mapping) else {f"null_{i}": m for i, m in enumerate(null_models)}
-    )
-    if not named:
-        raise ValueError("`null_models` is empty: pass models trained without the key.")
-    results = {name: verify(m, key, dataset, protocol, alpha, **verify_kwargs) for name, m in named.items()}
-    calibration = NullCalibration(results)
-    if calibration.max_excess > 0:
-        logger.warning(
-            "An independent model agrees above the null rate (excess %.3f): the bound is not conservative here.",
-            calibration.max_excess,
-        )
-    return calibration

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from _args import DataArguments, ModelArguments, build_model, load_splits, parse_args, write_json
-from ingrain import ScriptArguments, draw_key  # the recipe's own arguments, so that its YAML files load unchanged
 from transformers import Trainer, TrainingArguments, set_seed
 
 import hf_ingrain
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
+from hf_ingrain.files import write_json
 from hf_ingrain.keys import KEY_FILE
+from hf_ingrain.scripts import DataArguments, IngrainParser, IngrainScriptArguments, ModelArguments
 from hf_ingrain.verification import format_p_value
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def timing_arguments(training_args: IngrainConfig, output_dir: str, cache_logits
 def run_once(kind, model_args, splits, key, training_args, input_shape, id2label) -> dict:
     """Trains one model of `kind` from the recipe's seed; returns seconds per epoch, accuracy and verification."""
     set_seed(training_args.seed)
-    model = build_model(model_args, key.num_labels, input_shape, id2label)
+    model = model_args.build(key.num_labels, input_shape, id2label)
     with tempfile.TemporaryDirectory() as output_dir:
         values = timing_arguments(training_args, output_dir, cache_logits=(kind == "ingrain+cache"))
         start = time.perf_counter()
@@ -106,28 +106,28 @@ def run_once(kind, model_args, splits, key, training_args, input_shape, id2label
     }
 
 
-def get_key(script_args: ScriptArguments, splits, num_labels: int, input_shape, show_progress: bool) -> WatermarkKey:
+def get_key(script_args: IngrainScriptArguments, splits, num_labels: int, input_shape, show_progress: bool) -> WatermarkKey:
     if script_args.key_dir and os.path.isfile(os.path.join(script_args.key_dir, KEY_FILE)):
         logger.info("Using the key in %s", script_args.key_dir)
         return WatermarkKey.load(script_args.key_dir)
     seed = 0 if script_args.key_seed is None else script_args.key_seed
     logger.info("No key in --key_dir: drawing a throwaway key from seed %d (kept in memory only)", seed)
-    return draw_key(script_args, splits["owner"], num_labels, input_shape, seed=seed, show_progress=show_progress)
+    return script_args.draw_key(splits["owner"], num_labels, input_shape, seed=seed, show_progress=show_progress)
 
 
 def main(args: list[str] | None = None) -> dict:
     """Runs the benchmark on `args` (default: the command line); prints the table and returns the measurements."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # before the training arguments try to join a process group
         raise ValueError("bench_overhead.py measures one process; run it with `python`, not a distributed launcher.")
-    script_args, bench_args, data_args, model_args, training_args = parse_args(
-        [ScriptArguments, BenchArguments, DataArguments, ModelArguments, IngrainConfig], args
-    )
+    # the recipe's own arguments too, so that its YAML files load unchanged
+    parser = IngrainParser([IngrainScriptArguments, BenchArguments, DataArguments, ModelArguments, IngrainConfig])
+    script_args, bench_args, data_args, model_args, training_args = parser.parse_args_and_config(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.logging.set_verbosity_warning()
     if bench_args.repeats < 1:
         raise ValueError(f"`--repeats` must be at least 1, got {bench_args.repeats}.")
 
-    splits = load_splits(data_args, training_args)
+    splits = data_args.load_splits(training_args)
     label_feature = splits["owner"].features["labels"]
     num_labels, input_shape = len(label_feature.names), tuple(splits["owner"][0]["pixel_values"].shape)
     key = get_key(script_args, splits, num_labels, input_shape, show_progress=not training_args.disable_tqdm)
@@ -174,7 +174,7 @@ def main(args: list[str] | None = None) -> dict:
         )
     if bench_args.results_file:
         os.makedirs(os.path.dirname(os.path.abspath(bench_args.results_file)), exist_ok=True)
-        write_json(results, bench_args.results_file)
+        write_json(bench_args.results_file, results, sort_keys=True)
         print(f"Wrote {bench_args.results_file}")
     return results
 

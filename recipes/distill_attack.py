@@ -34,24 +34,22 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from _args import (  # the module next to this file (a script's folder is on sys.path)
-    DataArguments,
-    ModelArguments,
-    build_model,
-    check_processes_launched,
-    finish_processes,
-    load_splits,
-    parse_args,
-    weights_digest_per_process,
-    write_json,
-)
 from transformers import set_seed
 
 import hf_ingrain
 from hf_ingrain import DistillationConfig, DistillationTrainer, WatermarkKey, verify
-from hf_ingrain.attacks.model_io import load_model
 from hf_ingrain.data import iterate_batches
-from hf_ingrain.keys import KEY_FILE, forward_logits
+from hf_ingrain.files import write_json
+from hf_ingrain.keys import KEY_FILE
+from hf_ingrain.scripts import (
+    DataArguments,
+    IngrainParser,
+    ModelArguments,
+    check_processes_launched,
+    finish_processes,
+    weights_digest_per_process,
+)
+from hf_ingrain.suspects import collect_scores, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -98,23 +96,15 @@ def check_arguments(script_args: ScriptArguments, training_args: DistillationCon
             )
 
 
-@torch.no_grad()
 def predictions(model, dataset, batch_size: int = 256) -> torch.Tensor:
     """The model's top-1 class on every example of `dataset`, in order."""
-    model.eval()
-    device = next(model.parameters()).device
-    tops = [
-        forward_logits(model, {"pixel_values": batch["pixel_values"].to(device)}).argmax(-1).cpu()
-        for batch in iterate_batches(dataset, batch_size, columns=["pixel_values"])
-    ]
-    return torch.cat(tops)
+    return collect_scores(model, dataset, batch_size=batch_size)[0].argmax(-1)
 
 
 def main(args: list[str] | None = None) -> dict:
     """Runs the recipe on `args` (default: the command line); returns the results (on every process)."""
-    script_args, data_args, model_args, training_args = parse_args(
-        [ScriptArguments, DataArguments, ModelArguments, DistillationConfig], args
-    )
+    parser = IngrainParser([ScriptArguments, DataArguments, ModelArguments, DistillationConfig])
+    script_args, data_args, model_args, training_args = parser.parse_args_and_config(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
@@ -123,12 +113,12 @@ def main(args: list[str] | None = None) -> dict:
 
     key = WatermarkKey.load(script_args.key_dir) if script_args.key_dir else None
     teacher = load_model(script_args.teacher)
-    splits = load_splits(data_args, training_args)
+    splits = data_args.load_splits(training_args)
     attacker, test = splits["attacker"], splits["test"]
     input_shape = tuple(attacker[0]["pixel_values"].shape)
 
     set_seed(training_args.seed)
-    student = build_model(model_args, teacher.config.num_labels, input_shape, teacher.config.id2label)
+    student = model_args.build(teacher.config.num_labels, input_shape, teacher.config.id2label)
     trainer = DistillationTrainer(model=student, teacher=teacher, args=training_args, train_dataset=attacker)
     resume = training_args.resume_from_checkpoint
     resume = True if isinstance(resume, str) and resume.lower() in ("true", "last") else resume
@@ -174,7 +164,7 @@ def main(args: list[str] | None = None) -> dict:
                 result = verify(model, key, test, alpha=script_args.verify_alpha)
                 results[f"{name}_verification"] = result.to_dict()
                 print(f"[distill_attack] {name}: {result}")
-        write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
+        write_json(os.path.join(training_args.output_dir, RESULTS_FILE), results, sort_keys=True)
     finish_processes(trainer)
     return results
 

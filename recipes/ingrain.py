@@ -34,66 +34,30 @@ Launch commands (from the repository root):
 
 import logging
 import os
-from dataclasses import dataclass, field
 
+import torch
 import transformers
-from _args import (  # the module next to this file (a script's folder is on sys.path)
-    DataArguments,
-    ModelArguments,
-    build_model,
-    check_processes_launched,
-    finish_processes,
-    load_splits,
-    parse_args,
-    weights_digest_per_process,
-    write_json,
-)
 from transformers import set_seed
 
 import hf_ingrain
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
+from hf_ingrain.files import write_json
 from hf_ingrain.keys import KEY_FILE
+from hf_ingrain.scripts import (
+    DataArguments,
+    IngrainParser,
+    IngrainScriptArguments,
+    ModelArguments,
+    check_processes_launched,
+    finish_processes,
+    weights_digest_per_process,
+)
+from hf_ingrain.suspects import load_model
 
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "ingrain_results.json"
-
-
-@dataclass
-class ScriptArguments:
-    r"""
-    Arguments of `ingrain.py` that are not training arguments.
-
-    Args:
-        key_dir (`str`):
-            Folder of the owner's key: loaded when it holds one, else a new key is generated and saved there. Keep it
-            private and outside `--output_dir`.
-        key_seed (`int`, *optional*):
-            Seed of a newly generated key. Leave unset for a real key (drawn from the operating system); set it for
-            reproducible experiments only, since anyone who knows the seed can rebuild the key.
-        num_carriers (`int`, *optional*, defaults to 100):
-            Carriers of a newly generated key.
-        ingrainer_steps (`int`, *optional*, defaults to 600):
-            Training steps of a newly generated key's ingrainer.
-        verify_alpha (`float`, *optional*, defaults to 1e-6):
-            Significance level of the verification on the test split.
-        publish_repo_id (`str`, *optional*):
-            Publish the trained model to this Hub repository with `hf_ingrain.hub.push_to_hub` (the model, its card
-            and the key's commitment; never the key).
-    """
-
-    key_dir: str | None = field(
-        default=None, metadata={"help": "Folder of the owner's key (loaded if present, else created). Keep it private."}
-    )
-    key_seed: int | None = field(
-        default=None, metadata={"help": "Seed of a new key (experiments only; unset = OS randomness)."}
-    )
-    num_carriers: int = field(default=100, metadata={"help": "Carriers of a new key."})
-    ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of a new key's ingrainer."})
-    verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of the verification."})
-    publish_repo_id: str | None = field(
-        default=None, metadata={"help": "Hub repo to publish to with hf_ingrain.hub.push_to_hub (commitment, no key)."}
-    )
+ScriptArguments = IngrainScriptArguments  # the recipe's own arguments (fields: `python recipes/ingrain.py --help`)
 
 
 def check_arguments(script_args: ScriptArguments, training_args: IngrainConfig) -> None:
@@ -127,30 +91,16 @@ def check_arguments(script_args: ScriptArguments, training_args: IngrainConfig) 
             ) from error
 
 
-def draw_key(script_args: ScriptArguments, benign_dataset, num_labels, input_shape, seed, show_progress) -> WatermarkKey:
-    """A new key of `script_args.num_carriers` carriers, its ingrainer trained on `benign_dataset`; not saved."""
-    key = WatermarkKey.generate(
-        num_labels=num_labels, input_shape=input_shape, num_carriers=script_args.num_carriers, seed=seed
-    )
-    key.train_ingrainer(
-        benign_dataset=benign_dataset, num_steps=script_args.ingrainer_steps, show_progress=show_progress
-    )
-    return key
-
-
 def load_or_create_key(script_args: ScriptArguments, training_args, benign_dataset, num_labels, input_shape):
     """The owner's key, identical on every process: created and saved by the main process only, loaded by the rest."""
-    import torch
-
     key_dir = script_args.key_dir
     with training_args.main_process_first(local=False, desc="creating the watermark key"):
         if os.path.isfile(os.path.join(key_dir, KEY_FILE)):
             key = WatermarkKey.load(key_dir)
             logger.info("Loaded the key from %s (commitment %s)", key_dir, key.commitment())
         elif training_args.process_index == 0:
-            key = draw_key(
-                script_args, benign_dataset, num_labels, input_shape, seed=script_args.key_seed,
-                show_progress=not training_args.disable_tqdm,
+            key = script_args.draw_key(
+                benign_dataset, num_labels, input_shape, show_progress=not training_args.disable_tqdm
             )
             key.save(key_dir)
             logger.info("Generated a new key and saved it to %s (commitment %s)", key_dir, key.commitment())
@@ -179,16 +129,15 @@ def accuracy(eval_prediction) -> dict:
 
 def main(args: list[str] | None = None) -> dict:
     """Runs the recipe on `args` (default: the command line); returns the results (on every process)."""
-    script_args, data_args, model_args, training_args = parse_args(
-        [ScriptArguments, DataArguments, ModelArguments, IngrainConfig], args
-    )
+    parser = IngrainParser([ScriptArguments, DataArguments, ModelArguments, IngrainConfig])
+    script_args, data_args, model_args, training_args = parser.parse_args_and_config(args)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     log_level = training_args.get_process_log_level()
     logger.setLevel(log_level)
     transformers.utils.logging.set_verbosity(log_level)
     check_arguments(script_args, training_args)
 
-    splits = load_splits(data_args, training_args)
+    splits = data_args.load_splits(training_args)
     owner, test = splits["owner"], splits["test"]
     label_feature = owner.features["labels"]
     num_labels = label_feature.num_classes
@@ -196,7 +145,7 @@ def main(args: list[str] | None = None) -> dict:
     key = load_or_create_key(script_args, training_args, owner, num_labels, input_shape)
 
     set_seed(training_args.seed)
-    model = build_model(model_args, num_labels, input_shape, dict(enumerate(label_feature.names)))
+    model = model_args.build(num_labels, input_shape, dict(enumerate(label_feature.names)))
     evaluate = training_args.eval_strategy != "no"
     trainer = IngrainTrainer(
         model=model, args=training_args, train_dataset=owner, eval_dataset=test if evaluate else None,
@@ -226,13 +175,11 @@ def main(args: list[str] | None = None) -> dict:
     }
     if trainer.is_world_process_zero():
         # Verify the saved model as anyone would load it (this also works after FSDP or DeepSpeed training).
-        trained = transformers.AutoModelForImageClassification.from_pretrained(
-            training_args.output_dir, use_safetensors=True
-        )
+        trained = load_model(training_args.output_dir)
         result = verify(trained.to(training_args.device), key, test, alpha=script_args.verify_alpha)
         results["verification"] = result.to_dict()
         results["test_accuracy"] = result.details.get("accuracy")
-        write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
+        write_json(os.path.join(training_args.output_dir, RESULTS_FILE), results, sort_keys=True)
         print(f"[ingrain] world size {training_args.world_size}, test accuracy {results['test_accuracy']:.4f}")
         print(f"[ingrain] {result}")
         if script_args.publish_repo_id:
@@ -245,7 +192,7 @@ def main(args: list[str] | None = None) -> dict:
                 alpha=script_args.verify_alpha,
             )
             results["published"] = {"repo_id": script_args.publish_repo_id, "commit": sha}
-            write_json(results, os.path.join(training_args.output_dir, RESULTS_FILE))
+            write_json(os.path.join(training_args.output_dir, RESULTS_FILE), results, sort_keys=True)
             print(f"[ingrain] published to {script_args.publish_repo_id} (commit {sha})")
     finish_processes(trainer)
     return results

@@ -9,10 +9,9 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, WatermarkKey, verify
 from hf_ingrain.attacks import FineTuneAttack, PruneAttack, QuantizeAttack
-from hf_ingrain.attacks.model_io import load_model
 from hf_ingrain.attacks.prune import prunable_weights
 from hf_ingrain.cli import main
-from hf_ingrain.verification import collect_scores
+from hf_ingrain.suspects import collect_scores, load_model
 
 from conftest import NUM_LABELS, random_image_dataset, tiny_cnn, tiny_resnet, training_args
 
@@ -41,14 +40,14 @@ def test_config_rejects_invalid_fields_and_names_the_fix(tmp_path):
     out = str(tmp_path)
     with pytest.raises(ValueError, match="temperature"):
         DistillationConfig(output_dir=out, temperature=0)
-    with pytest.raises(ValueError, match="alpha.*1.0"):
-        DistillationConfig(output_dir=out, alpha=1.5)
+    with pytest.raises(ValueError, match="teacher_weight.*1.0"):
+        DistillationConfig(output_dir=out, teacher_weight=1.5)
     with pytest.raises(ValueError, match="teacher_output"):
         DistillationConfig(output_dir=out, teacher_output="softmax")
     with pytest.raises(ValueError, match="top_k"):
         DistillationConfig(output_dir=out, teacher_output="top_k", top_k=0)
     config = DistillationConfig(output_dir=out)
-    assert (config.temperature, config.alpha, config.teacher_output, config.top_k) == (4.0, 1.0, "logits", 5)
+    assert (config.temperature, config.teacher_weight, config.teacher_output, config.top_k) == (4.0, 1.0, "logits", 5)
 
 
 # ----------------------------------------------------------------------------------------------- DistillationTrainer
@@ -132,13 +131,13 @@ def test_labels_are_ignored_when_alpha_is_one(tmp_path):
 
 def test_task_term_uses_labels_when_alpha_below_one(tmp_path):
     data = random_image_dataset(32)
-    trainer = _distill(tiny_cnn(seed=1), tiny_cnn(seed=0), data, tmp_path, alpha=0.5)
+    trainer = _distill(tiny_cnn(seed=1), tiny_cnn(seed=0), data, tmp_path, teacher_weight=0.5)
     logged = [entry for entry in trainer.state.log_history if "task/loss" in entry]
     assert logged
     first = logged[0]
     assert first["loss"] == pytest.approx(0.5 * first["distill/kl"] + 0.5 * first["task/loss"], rel=1e-3)
-    with pytest.raises(ValueError, match="alpha=1.0"):
-        _distill(tiny_cnn(seed=1), tiny_cnn(seed=0), data.remove_columns("labels"), tmp_path, alpha=0.5)
+    with pytest.raises(ValueError, match="teacher_weight=1.0"):
+        _distill(tiny_cnn(seed=1), tiny_cnn(seed=0), data.remove_columns("labels"), tmp_path, teacher_weight=0.5)
 
 
 @pytest.mark.parametrize("with_labels", [True, False])
@@ -188,7 +187,7 @@ def test_mismatched_label_counts_and_bad_arguments_raise_before_training(tmp_pat
             model=tiny_cnn(), teacher=tiny_cnn(), train_dataset=data,
             args=DistillationConfig(**training_args(tmp_path), teacher_output="top_k", top_k=11),
         )
-    with pytest.raises(ValueError, match="not a local folder"):
+    with pytest.raises(ValueError, match="neither a local folder"):
         DistillationTrainer(model=tiny_cnn(), teacher=str(tmp_path / "missing"), args=args, train_dataset=data)
 
 
@@ -339,3 +338,34 @@ def test_cli_reports_errors_in_one_line_before_any_work(tmp_path, capsys):
     tiny_cnn().save_pretrained(tmp_path / "target")
     assert main(["attack", "prune", "--model", str(tmp_path / "target"), "--output", str(tmp_path / "taken")]) == 2
     assert "choose a new output folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------- what an API returns
+def test_probabilities_are_what_an_api_returns_rounded_not_the_logits(tmp_path):
+    from hf_ingrain.losses import scores_to_log_probs
+
+    logits = torch.randn(64, NUM_LABELS, generator=torch.Generator().manual_seed(0)) * 4
+    rounded = scores_to_log_probs(logits, "probabilities", probability_decimals=2).exp()
+    exact = logits.softmax(-1)
+    assert torch.allclose(rounded.sum(-1), torch.ones(64))
+    assert (exact < 0.005).any()  # some probabilities are below the last decimal...
+    for row, small in zip(rounded, exact < 0.005):  # ...and the API makes them all alike (one row at a time)
+        assert torch.allclose(row[small], row[small].min().expand(int(small.sum())))
+    # the others within rounding: half a step (0.005), plus the renormalisation after the floor, at most K * step / 4
+    assert (rounded - exact).abs().max() <= 0.005 + NUM_LABELS * 0.01 / 4
+    # so the student learns something else than from the logits (at T = 4, small logits matter)
+    data = random_image_dataset()
+    trained = {}
+    for kind in ("logits", "probabilities"):
+        student = tiny_cnn(seed=1)
+        _distill(student, tiny_cnn(seed=0), data, tmp_path / kind, teacher_output=kind, probability_decimals=2)
+        trained[kind] = student.classifier.weight.detach().clone()
+    assert not torch.allclose(trained["logits"], trained["probabilities"], atol=1e-6)
+
+
+def test_the_old_name_alpha_still_works_with_a_warning(tmp_path):
+    with pytest.warns(FutureWarning, match="teacher_weight"):
+        config = DistillationConfig(output_dir=str(tmp_path), alpha=0.3)
+    assert config.teacher_weight == 0.3 and config.alpha is None
+    with pytest.raises(ValueError, match="set `teacher_weight` only"):
+        DistillationConfig(output_dir=str(tmp_path), alpha=0.3, teacher_weight=0.5)

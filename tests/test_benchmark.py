@@ -52,7 +52,7 @@ def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
         ExperimentConfig(attacks=["melt"])
     path = tmp_path / "config.yaml"
     path.write_text("epochs: 2\nepoch: 3\n")
-    with pytest.raises(ValueError, match="Unknown fields"):
+    with pytest.raises(ValueError, match="unknown keys"):
         ExperimentConfig.from_yaml(str(path))
     path.write_text("epochs: 2\n")
     assert ExperimentConfig.from_yaml(str(path), dataset="some/id").dataset == "some/id"
@@ -60,12 +60,12 @@ def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
 
 def test_benchmark_cli_reports_a_bad_config_without_a_traceback(tmp_path, capsys):
     assert main(["benchmark", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "out")]) == 2
-    assert "not found" in capsys.readouterr().err
+    assert "no such file" in capsys.readouterr().err
 
 
 def test_results_markdown_marks_verified_cells():
     results = {
-        "config": {"attacks": ["prune_50"], "alpha": 1e-6, "dataset": "d"},
+        "config": {"attacks": ["prune_50"], "verify_alpha": 1e-6, "dataset": "d"},
         "cells": [
             {"scheme": "s", "attack": "none", "test_accuracy": 0.9, "verified": True, "p_value": 1e-9, "score": 0.5},
             {"scheme": "s", "attack": "prune_50", "test_accuracy": 0.8, "verified": False, "p_value": 0.3, "score": 0.1},
@@ -75,3 +75,43 @@ def test_results_markdown_marks_verified_cells():
     table = results_markdown(results)
     assert "| s | 0.900 | ✅ 0.50 (p=1e-09) | ❌ 0.10 (p=3e-01) |" in table
     json.dumps(results)
+
+
+def test_a_run_with_another_config_is_refused_before_any_work(tmp_path, monkeypatch):
+    config = tiny_config(schemes=[], attacks=["prune_50"])
+    run_benchmark(config, str(tmp_path), show_progress=False)
+    monkeypatch.setattr(_Experiment, "__init__", lambda *a, **k: pytest.fail("started work"))
+    with pytest.raises(ValueError, match=r"another config \(fields that differ: \['epochs'\]\)"):
+        run_benchmark(tiny_config(schemes=[], attacks=["prune_50"], epochs=2), str(tmp_path), show_progress=False)
+    # more rows or columns are a legitimate resume: the cells already there were computed under the same settings
+    monkeypatch.undo()
+    results = run_benchmark(tiny_config(schemes=[], attacks=["prune_50", "quantize_4bit"]), str(tmp_path), show_progress=False)
+    assert {c["attack"] for c in results["cells"]} == {"none", "prune_50", "quantize_4bit"}
+    (tmp_path / "benchmark_config.json").unlink()  # cells whose config is unknown
+    with pytest.raises(ValueError, match="config is unknown"):
+        run_benchmark(config, str(tmp_path), show_progress=False)
+
+
+def test_an_underflowed_p_value_is_a_bound_in_the_table():
+    results = {
+        "config": {"attacks": [], "verify_alpha": 1e-6, "dataset": "d"},
+        "cells": [{"scheme": "s", "attack": "none", "test_accuracy": 0.9, "verified": True, "p_value": 0.0, "score": 0.8}],
+        "date": "today", "machine": "m", "seconds": 1.0,
+    }
+    assert "| s | 0.900 | ✅ 0.80 (p<1e-300) |" in results_markdown(results)
+
+
+def test_the_benchmark_command_reads_flags_and_yaml_like_the_recipes(tmp_path, capsys, monkeypatch):
+    import hf_ingrain.benchmark
+
+    seen = {}
+    monkeypatch.setattr(hf_ingrain.benchmark, "run_benchmark", lambda config, output: seen.update(config=config, output=output) or {})
+    monkeypatch.setattr(hf_ingrain.benchmark, "results_markdown", lambda results: "table")
+    path = tmp_path / "config.yaml"
+    path.write_text("epochs: 2\nattacks: [prune_50]\n")
+    assert main(["benchmark", "--config", str(path), "--ingrain-lambdas", "0.5", "1.0", "--output", str(tmp_path / "o")]) == 0
+    config = seen["config"]
+    assert (config.epochs, config.attacks, config.ingrain_lambdas) == (2, ["prune_50"], [0.5, 1.0])
+    assert seen["output"] == str(tmp_path / "o")
+    with pytest.warns(FutureWarning, match="ingrain_temperature"):
+        assert ExperimentConfig(temperature=2.0).ingrain_temperature == 2.0

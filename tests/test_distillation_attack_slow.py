@@ -21,7 +21,7 @@ from transformers import Trainer, TrainingArguments
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.models import SmallCNNConfig, SmallCNNForImageClassification
-from hf_ingrain.verification import collect_scores
+from hf_ingrain.suspects import collect_scores
 
 EPOCHS, BATCH_SIZE, LEARNING_RATE = 20, 64, 1e-3
 CARRIER_COPIES = 10  # each carrier appears this often in the trigger-set teacher's data (1,000 of 3,000 examples)
@@ -47,7 +47,7 @@ def _accuracy(model, dataset):
 
 def _distill(teacher, splits, output_dir, seed):
     student = _small_cnn(seed)
-    args = DistillationConfig(**_args(output_dir, seed), temperature=4.0, alpha=1.0, teacher_output="logits")
+    args = DistillationConfig(**_args(output_dir, seed), temperature=4.0, teacher_weight=1.0, teacher_output="logits")
     DistillationTrainer(model=student, teacher=teacher, args=args, train_dataset=splits["attacker"]).train()
     return student.eval()
 

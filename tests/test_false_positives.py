@@ -18,7 +18,8 @@ from trained_models import (  # noqa: F401 (single_thread: autouse)
 )
 
 from hf_ingrain import verify
-from hf_ingrain.verification import DEFAULT_ALPHA, calibrate_null, ingrain_queries
+from hf_ingrain.calibration import calibrate_null
+from hf_ingrain.verification import DEFAULT_ALPHA, ingrain_queries
 
 PROTOCOLS = {
     "ingrain": dict(),

@@ -332,3 +332,57 @@ def test_push_and_verify_check_their_arguments_before_any_work(small_key, tmp_pa
         push_to_hub(str(tmp_path), "me/model", small_key, dataset=random_image_dataset(8))
     with pytest.raises(ValueError, match="Hub ids only"):
         verify_model_or_repo(model, small_key, random_image_dataset(8), revision="main")
+
+
+# ------------------------------------------------------------------ one loader for every Hub model
+def test_checkpoint_subfolders_are_never_downloaded(loopback_hub, small_key, tmp_path):
+    config, state = _model_files(tiny_cnn())
+    weights = tmp_path / "model.safetensors"
+    save_file(state, str(weights))
+    _upload(HfApi(token="x"), "tester/with-checkpoints", {
+        "config.json": config, "model.safetensors": weights.read_bytes(),
+        "checkpoint-5/config.json": config, "checkpoint-5/model.safetensors": weights.read_bytes(),
+        "checkpoint-5/optimizer.pt": b"not a pickle you want",
+    })
+    verify_from_hub("tester/with-checkpoints", small_key, random_image_dataset(16), cache_dir=str(tmp_path / "c"))
+    fetched = {path for _, path in resolved_downloads(loopback_hub, "tester/with-checkpoints")}
+    assert fetched == {"config.json", "model.safetensors"}
+
+
+def test_a_teacher_and_an_attack_target_from_the_hub_go_through_the_same_loader(loopback_hub, tmp_path, capsys):
+    import io
+
+    from hf_ingrain import DistillationConfig, DistillationTrainer
+
+    teacher = tiny_cnn(seed=2)
+    config, state = _model_files(teacher)
+    weights = tmp_path / "model.safetensors"
+    save_file(state, str(weights))
+    sha = _upload(HfApi(token="x"), "tester/teacher", {"config.json": config, "model.safetensors": weights.read_bytes()})
+    args = DistillationConfig(**training_args(tmp_path / "distill", max_steps=1))
+    trainer = DistillationTrainer(
+        model=tiny_cnn(seed=3), teacher="tester/teacher", args=args, train_dataset=random_image_dataset(8)
+    )
+    assert torch.equal(trainer.teacher.classifier.weight, teacher.classifier.weight)
+    resolved = {path.split("/")[4] for _, path in loopback_hub.requests if path.startswith("/tester/teacher/resolve/")}
+    assert resolved == {sha}  # every file read at the one commit the revision resolved to (cached files: HEAD only)
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _upload(HfApi(token="x"), "tester/pickled-teacher", {"config.json": config, "pytorch_model.bin": buffer.getvalue()})
+    with pytest.raises(ValueError, match="pickle weights only"):
+        DistillationTrainer(model=tiny_cnn(), teacher="tester/pickled-teacher", args=args)
+    output = tmp_path / "pruned"
+    assert main(["attack", "prune", "--model", "tester/teacher", "--revision", sha, "--output", str(output)]) == 0
+    assert "tester/teacher" in (output / "README.md").read_text()
+    assert main(["attack", "prune", "--model", "tester/pickled-teacher", "--output", str(tmp_path / "p2")]) == 2
+    assert "pickle weights only" in capsys.readouterr().err and not (tmp_path / "p2").exists()
+
+
+def test_the_verify_summary_names_the_commit_and_the_published_commitment(loopback_hub, watermarked, tmp_path, capsys):
+    key_dir = tmp_path / "owner_key"
+    watermarked.key.save(str(key_dir))
+    sha = push_to_hub(watermarked.model, "tester/summary", watermarked.key, dataset=watermarked.queries)
+    assert main(["verify", "tester/summary", "--key", str(key_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"commit {sha}" in out and "commitment matches the key" in out

@@ -173,3 +173,92 @@ def test_mixed_precision_training_keeps_the_losses_finite(small_key, tmp_path):
     trainer.train()
     logged = [e for e in trainer.state.log_history if "ingrain/loss" in e]
     assert logged and all(torch.isfinite(torch.tensor([e["ingrain/loss"], e["task/loss"]])).all() for e in logged)
+
+
+# ----------------------------------------------------------------------------------------------- data as users have it
+def test_trains_on_a_streaming_dataset(small_key, tmp_path):
+    streaming = random_image_dataset(64).to_iterable_dataset()
+    model = tiny_cnn(seed=1)
+    before = _weights(model)
+    args = IngrainConfig(**training_args(tmp_path, max_steps=3))
+    trainer = IngrainTrainer(model=model, args=args, train_dataset=streaming, ingrainer=small_key)
+    trainer.train()
+    assert trainer.state.global_step == 3 and any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any("ingrain/loss" in entry for entry in trainer.state.log_history)
+    with pytest.raises(ValueError, match="map-style"):  # the cache needs an index per example: a clear refusal
+        IngrainTrainer(
+            model=tiny_cnn(), args=IngrainConfig(**training_args(tmp_path, max_steps=3), ingrain_cache_logits=True),
+            train_dataset=streaming, ingrainer=small_key,
+        )
+    with pytest.raises(ValueError, match="shape"):  # the first streamed example is still checked
+        IngrainTrainer(
+            model=tiny_cnn(), args=args, ingrainer=small_key,
+            train_dataset=random_image_dataset(8, shape=(1, 32, 32)).to_iterable_dataset(),
+        )
+
+
+class _PlainCNN(torch.nn.Module):
+    """A classifier whose forward takes no loss kwargs (so the Trainer's `model_accepts_loss_kwargs` is False)."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.inner = tiny_cnn(seed=seed)
+        self.config = self.inner.config
+
+    def forward(self, pixel_values, labels=None):
+        return self.inner(pixel_values=pixel_values)
+
+
+def _sum_over_items(outputs, labels, num_items_in_batch=None):
+    """A `compute_loss_func` as the Trainer documents it: normalised by the items of the whole accumulated batch."""
+    loss = torch.nn.functional.cross_entropy(outputs["logits"].float(), labels, reduction="sum")
+    return loss / num_items_in_batch if num_items_in_batch is not None else loss / len(labels)
+
+
+def test_the_ingrain_term_follows_compute_loss_func_under_gradient_accumulation(small_key, tmp_path):
+    # With a `compute_loss_func`, the Trainer treats the loss as already scaled for accumulation (it does not divide
+    # it by the steps), so the ingrain term must be normalised over the accumulated batch too, whatever the model.
+    data = random_image_dataset(32)
+    models = {}
+    for name, batch, steps in (("full", 16, 1), ("accumulated", 8, 2)):
+        model = _PlainCNN(seed=1)
+        args = IngrainConfig(
+            **training_args(tmp_path / name, per_device_train_batch_size=batch, max_steps=2, optim="sgd", learning_rate=0.5),
+            gradient_accumulation_steps=steps, ingrain_lambda=2.0,
+        )
+        trainer = IngrainTrainer(
+            model=model, args=args, train_dataset=data, ingrainer=small_key, compute_loss_func=_sum_over_items
+        )
+        assert not trainer.model_accepts_loss_kwargs
+        trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(data)
+        trainer.train()
+        models[name] = model
+    for key, value in models["full"].state_dict().items():
+        torch.testing.assert_close(value, models["accumulated"].state_dict()[key], rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- config and secrets
+def test_a_config_built_from_a_scripts_training_arguments_keeps_every_value(tmp_path):
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=3e-4, hub_token="hf_secret", seed=11)
+    config = IngrainConfig.from_training_arguments(args, ingrain_lambda=0.25)
+    assert (config.learning_rate, config.seed, config.ingrain_lambda) == (3e-4, 11, 0.25)
+    assert config.hub_token == "hf_secret"  # to_dict() masks it; a config built from to_dict() would lose it
+    assert args.to_dict()["hub_token"] != "hf_secret"
+    with pytest.raises(ValueError, match="no fields"):
+        IngrainConfig.from_training_arguments(args, ingrain_lambdaa=0.25)
+    with pytest.raises(ValueError, match="from_training_arguments"):
+        IngrainTrainer(model=tiny_cnn(), args=args, ingrainer=tiny_cnn())
+
+
+def test_the_ingrainer_never_reaches_the_accelerator_state(small_key, tmp_path):
+    trainer = IngrainTrainer(
+        model=tiny_cnn(), args=IngrainConfig(**training_args(tmp_path)), train_dataset=random_image_dataset(),
+        ingrainer=small_key,
+    )
+    secrets = [p.detach().numpy().tobytes()[:64] for p in small_key.ingrainer.parameters()]
+    for moment in ("built", "trained"):  # whatever the accelerator registers, save_state writes
+        assert all(model is not trainer.ingrainer for model in trainer.accelerator._models), moment
+        trainer.accelerator.save_state(str(tmp_path / moment))
+        for path, content in _all_bytes(tmp_path / moment):
+            assert not any(secret in content for secret in secrets), path
+        trainer.train()

@@ -91,3 +91,85 @@ def test_save_refuses_a_non_empty_folder_and_leaves_nothing_half_written(small_k
 def test_repr_does_not_reveal_the_seed(small_key):
     text = repr(small_key)
     assert "seed" not in text and small_key.commitment()[:12] in text
+
+
+# ----------------------------------------------------------------------------------------------- one base class
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+
+
+def test_keys_saved_by_version_0_1_load_with_their_published_commitment():
+    """A commitment published with a model under hf_ingrain 0.1 must keep matching the key that made it."""
+    import json
+
+    from hf_ingrain.watermarks import AdiKey, load_key
+
+    with open(os.path.join(FIXTURES, "format_1_commitments.json")) as f:
+        published = json.load(f)
+    key = WatermarkKey.load(os.path.join(FIXTURES, "key_format_1"))
+    adi = load_key(os.path.join(FIXTURES, "adi_key_format_1"))
+    assert isinstance(adi, AdiKey) and key.ingrainer is not None and key.num_labels == 4
+    assert key.commitment() == published["ingrain"] and adi.commitment() == published["adi"]
+    key.carriers[0, 0, 0, 0] += 1e-3  # and the old rule still binds every byte
+    assert key.commitment() != published["ingrain"]
+
+
+def test_every_key_saves_loads_and_commits_through_one_base_class(tmp_path):
+    from hf_ingrain.keys import SecretKey
+    from hf_ingrain.watermarks import AdiKey, SchemeKey, UchidaKey, ZhangKey
+
+    for key_class in (WatermarkKey, AdiKey, UchidaKey, ZhangKey):
+        assert issubclass(key_class, SecretKey)
+        for method in ("save", "load", "commitment"):  # inherited, never copied
+            assert getattr(key_class, method).__qualname__.startswith("SecretKey."), (key_class, method)
+
+    class ScalarKey(SchemeKey):  # a scheme whose secret includes a 0-d tensor (the copy in 0.1 crashed on it)
+        scheme = "scalar_test"
+
+        def __init__(self, value, salt):
+            self.value, self.salt = value, salt
+
+        def _tensors(self):
+            return {"value": self.value}
+
+        def _metadata(self):
+            return {}
+
+        @classmethod
+        def _from_saved(cls, tensors, metadata, salt, models=None):
+            return cls(tensors["value"], salt)
+
+    key = ScalarKey(torch.tensor(3.5), b"\1" * 32)
+    key.save(tmp_path / "scalar")
+    loaded = SecretKey.load(tmp_path / "scalar")
+    assert isinstance(loaded, ScalarKey) and loaded.commitment() == key.commitment()
+    assert ScalarKey(torch.tensor(3.25), b"\1" * 32).commitment() != key.commitment()
+
+
+def test_an_edited_ingrainer_config_changes_the_commitment(small_key, tmp_path):
+    """The commitment covers what decides the key's choices: an ingrainer config flag changes them (0.1 missed it)."""
+    import json
+
+    small_key.save(tmp_path / "key")
+    path = tmp_path / "key" / "ingrainer" / "config.json"
+    config = json.loads(path.read_text())
+    config["standardize_inputs"] = True
+    path.write_text(json.dumps(config))
+    edited = WatermarkKey.load(tmp_path / "key")
+    assert edited.commitment() != small_key.commitment()
+    batch = {"pixel_values": torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))}
+    assert not torch.equal(edited.ingrainer_logits(batch).argmax(-1), small_key.ingrainer_logits(batch).argmax(-1))
+
+
+def test_training_the_ingrainer_is_seeded_by_the_key_and_leaves_the_callers_random_state_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    keys = []
+    for noise in (0, 1):
+        torch.manual_seed(123)
+        torch.rand(noise)  # a caller whose random state differs
+        key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 8, 8), num_carriers=4, seed=5)
+        key.train_ingrainer(num_steps=3, show_progress=False)
+        keys.append(key)
+        if noise == 0:
+            assert torch.equal(torch.rand(3), expected_next)  # untouched by the training
+    assert keys[0].commitment() == keys[1].commitment()  # the same ingrainer whatever the caller did before

@@ -7,6 +7,7 @@ the whole process group, so a stuck rendezvous fails the test instead of hanging
 embedded MNIST sample is the data and `HF_HUB_OFFLINE=1` is set.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -22,17 +23,28 @@ import torch
 from safetensors.torch import load_file
 
 from hf_ingrain import DistillationConfig, IngrainConfig, WatermarkKey
+from hf_ingrain.scripts import DataArguments, IngrainParser, ModelArguments, check_processes_launched
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 SMOKE_CONFIG = RECIPES / "configs" / "mnist5k_small_cnn_cpu.yaml"
 CPU_ACCELERATE_CONFIG = RECIPES / "accelerate_configs" / "cpu.yaml"
-LAUNCH_TIMEOUT_S = 240  # a two-process run here takes ~30 s on 2 busy cores; a hang is killed long before CI's limit
+# A two-process run here takes ~30 s on 2 quiet cores, several minutes when other jobs share them; the limit is for a
+# hang (a stuck rendezvous), with a wide margin, and still well inside CI's limit.
+LAUNCH_TIMEOUT_S = 900
 
-sys.path.insert(0, str(RECIPES))
-import _args  # noqa: E402
-import distill_attack  # noqa: E402
-import ingrain  # noqa: E402
+
+def _load_recipe(name: str):
+    """A recipe script as a module (the scripts are not a package: they import only from hf_ingrain)."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ingrain = _load_recipe("ingrain")
+distill_attack = _load_recipe("distill_attack")
+bench_overhead = _load_recipe("bench_overhead")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
@@ -212,15 +224,19 @@ def test_two_process_distill_attack_run(two_process_ingrain):
 
 # ----------------------------------------------------------------------------------------------- in-process, fast
 def _ingrain_types():
-    return [ingrain.ScriptArguments, _args.DataArguments, _args.ModelArguments, IngrainConfig]
+    return [ingrain.ScriptArguments, DataArguments, ModelArguments, IngrainConfig]
 
 
 def _distill_types():
-    return [distill_attack.ScriptArguments, _args.DataArguments, _args.ModelArguments, DistillationConfig]
+    return [distill_attack.ScriptArguments, DataArguments, ModelArguments, DistillationConfig]
+
+
+def _parse(types, args):
+    return IngrainParser(types).parse_args_and_config(args)
 
 
 def test_yaml_config_with_command_line_overrides(tmp_path):
-    script, data, model, training = _args.parse_args(
+    script, data, model, training = _parse(
         _ingrain_types(),
         ["--config", str(SMOKE_CONFIG), "--learning_rate", "0.01", "--hidden_sizes", "8", "16",
          "--output_dir", str(tmp_path / "out"), "--ingrain_lambda", "0.25"],
@@ -233,7 +249,7 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
     assert data.dataset == "mnist-5k" and script.key_dir == "owner_keys/mnist5k"
     assert training.ingrain_temperature == 4.0 and script.num_carriers == 100
     # without a file, the dataclass defaults
-    script, _, model, training = _args.parse_args(_ingrain_types(), ["--output_dir", str(tmp_path / "out")])
+    script, _, model, training = _parse(_ingrain_types(), ["--output_dir", str(tmp_path / "out")])
     assert script.key_dir is None and model.hidden_sizes == [16, 32] and training.num_train_epochs == 3
 
 
@@ -241,17 +257,17 @@ def test_config_errors_are_readable(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1.0e-3\nlearnig_rate: 2.0e-3\n")
     with pytest.raises(ValueError, match="unknown keys \\['learnig_rate'\\]"):
-        _args.parse_args(_ingrain_types(), ["--config", str(bad)])
+        _parse(_ingrain_types(), ["--config", str(bad)])
     with pytest.raises(ValueError, match="no such file"):
-        _args.parse_args(_ingrain_types(), ["--config", str(tmp_path / "missing.yaml")])
+        _parse(_ingrain_types(), ["--config", str(tmp_path / "missing.yaml")])
     with pytest.raises(ValueError):  # an unknown flag is refused, not ignored
-        _args.parse_args(_ingrain_types(), ["--config", str(SMOKE_CONFIG), "--learnig_rate", "0.1"])
+        _parse(_ingrain_types(), ["--config", str(SMOKE_CONFIG), "--learnig_rate", "0.1"])
 
 
 @pytest.mark.parametrize("config", sorted((RECIPES / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_recipe_config_parses(config, tmp_path):
     types = _distill_types() if config.name.startswith("distill_") else _ingrain_types()
-    script, data, model, training = _args.parse_args(types, ["--config", str(config)])
+    script, data, model, training = _parse(types, ["--config", str(config)])
     assert training.report_to == []  # "none": no tracker is contacted
     assert model.model_type in ("small_cnn", "resnet")
     assert script.key_dir and not os.path.isabs(script.key_dir)  # no path that only this machine has
@@ -261,7 +277,7 @@ def test_every_recipe_config_parses(config, tmp_path):
     if model.model_type == "resnet":  # the ResNet is built from the flags, on the data set's image shape
         channels = data.num_channels or (1 if "mnist" in data.dataset else 3)
         side = data.image_size or 28
-        built = _args.build_model(model, 10, (channels, side, side))
+        built = model.build(10, (channels, side, side))
         logits = built(pixel_values=torch.rand(2, channels, side, side)).logits
         assert logits.shape == (2, 10)
 
@@ -280,8 +296,8 @@ def test_unsynchronised_cpu_processes_are_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     # What TrainingArguments report on a CPU-only machine launched with --multi_gpu but without --use_cpu true.
     with pytest.raises(ValueError, match="--use_cpu true"):
-        _args.check_processes_launched(SimpleNamespace(world_size=1))
-    _args.check_processes_launched(SimpleNamespace(world_size=2))  # a synchronised launch passes
+        check_processes_launched(SimpleNamespace(world_size=1))
+    check_processes_launched(SimpleNamespace(world_size=2))  # a synchronised launch passes
 
 
 def test_key_dir_inside_output_dir_is_refused_before_any_work(tmp_path):
@@ -351,7 +367,7 @@ def test_gpu_sized_configs_run_end_to_end_on_a_small_local_copy(name, tmp_path, 
     # the length: their data handling (column names, RGB), models, data loader workers, schedules, evaluation and
     # saving run here on the CPU, both recipes, so a user's first GPU run does not fail on them.
     monkeypatch.chdir(tmp_path)  # the configs' relative output and key folders land here
-    ingrain_config = _args.parse_args(_ingrain_types(), ["--config", str(RECIPES / "configs" / f"{name}.yaml")])
+    ingrain_config = _parse(_ingrain_types(), ["--config", str(RECIPES / "configs" / f"{name}.yaml")])
     data = _hub_layout_copy(tmp_path / "data", ingrain_config[1].dataset)
     short = ["--dataset", str(data), "--max_steps", "2", "--use_cpu", "true", "--disable_tqdm", "true"]
     results = ingrain.main(
@@ -368,8 +384,6 @@ def test_gpu_sized_configs_run_end_to_end_on_a_small_local_copy(name, tmp_path, 
 
 # ------------------------------------------------------------------------------------------------ bench_overhead.py
 def test_bench_overhead_measures_the_three_trainers_on_a_recipe_config(tmp_path, capsys):
-    import bench_overhead
-
     results_file = tmp_path / "bench" / "overhead.json"
     results = bench_overhead.main(
         ["--config", str(SMOKE_CONFIG), "--max_steps", "2", "--repeats", "2", "--ingrainer_steps", "5",
@@ -389,8 +403,6 @@ def test_bench_overhead_measures_the_three_trainers_on_a_recipe_config(tmp_path,
 
 
 def test_bench_overhead_refuses_bad_input_before_any_work(monkeypatch):
-    import bench_overhead
-
     with pytest.raises(ValueError, match="--repeats"):
         bench_overhead.main(["--config", str(SMOKE_CONFIG), "--repeats", "0"])
     monkeypatch.setenv("WORLD_SIZE", "2")

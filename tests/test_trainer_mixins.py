@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_ingrain.trainer_mixins import LoggedMetricsMixin
+from hf_ingrain.trainer.mixins import LoggedMetricsMixin
 
 
 class _Logger:

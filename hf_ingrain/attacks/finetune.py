@@ -72,8 +72,6 @@ class FineTuneAttack:
     ```
     """
 
-    name = "finetune"
-
     def __init__(
         self,
         model,

@@ -5,16 +5,25 @@ import logging
 
 import torch
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 
 logger = logging.getLogger(__name__)
 
 PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+def prunable_modules(model) -> list[nn.Module]:
+    """The model's linear and convolution layers (a layer whose weight another one shares, once)."""
+    modules = {}
+    for module in model.modules():
+        if isinstance(module, PRUNABLE_LAYERS):
+            modules.setdefault(id(module.weight), module)
+    return list(modules.values())
+
+
 def prunable_weights(model) -> list[nn.Parameter]:
     """The weight matrices of the model's linear and convolution layers (each shared tensor once)."""
-    weights = [module.weight for module in model.modules() if isinstance(module, PRUNABLE_LAYERS)]
-    return list({id(weight): weight for weight in weights}.values())
+    return [module.weight for module in prunable_modules(model)]
 
 
 class PruneAttack:
@@ -26,7 +35,8 @@ class PruneAttack:
     hoping the watermark lives in them while the task does not.
 
     Of all the weights of the linear and convolution layers taken together (biases and other layers are kept),
-    exactly `round(rate · n)` of smallest absolute value are set to zero. The target is not modified:
+    exactly `round(rate · n)` of smallest absolute value are set to zero, with PyTorch's
+    `torch.nn.utils.prune.global_unstructured` (L1), then made permanent. The target is not modified:
     [`~PruneAttack.run`] returns a pruned copy.
 
     Args:
@@ -43,8 +53,6 @@ class PruneAttack:
     ```
     """
 
-    name = "prune"
-
     def __init__(self, model, rate: float = 0.5):
         if not isinstance(model, nn.Module):
             raise ValueError(f"`model` must be an nn.Module, got {type(model).__name__}.")
@@ -60,14 +68,14 @@ class PruneAttack:
 
     @torch.no_grad()
     def run(self):
-        """Returns a copy of the target with the smallest weights set to zero."""
+        """Returns a copy of the target with the smallest weights set to zero (`torch.nn.utils.prune`, made
+        permanent)."""
         model = copy.deepcopy(self.model)
-        weights = prunable_weights(model)
-        magnitudes = torch.cat([weight.detach().abs().flatten().float().cpu() for weight in weights])
-        num_pruned = round(self.rate * len(magnitudes))
-        keep = torch.ones(len(magnitudes), dtype=torch.bool)
-        keep[magnitudes.topk(num_pruned, largest=False).indices] = False
-        for weight, mask in zip(weights, keep.split([weight.numel() for weight in weights])):
-            weight.masked_fill_(~mask.view_as(weight).to(weight.device), 0.0)
-        logger.info("Pruned %d of %d weights (%.1f%%)", num_pruned, len(magnitudes), 100 * self.rate)
+        targets = [(module, "weight") for module in prunable_modules(model)]
+        total = sum(module.weight.numel() for module, _ in targets)
+        num_pruned = round(self.rate * total)
+        torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=num_pruned)
+        for module, name in targets:
+            torch_prune.remove(module, name)
+        logger.info("Pruned %d of %d weights (%.1f%%)", num_pruned, total, 100 * self.rate)
         return model

@@ -46,8 +46,6 @@ class QuantizeAttack:
     ```
     """
 
-    name = "quantize"
-
     def __init__(self, model, bits: int = 8, method: str = "uniform"):
         if not isinstance(model, nn.Module):
             raise ValueError(f"`model` must be an nn.Module, got {type(model).__name__}.")

@@ -27,7 +27,8 @@ import logging
 
 import torch
 
-from ..verification import DEFAULT_ALPHA, _restrict, _result, collect_scores, resolve_model
+from ..suspects import collect_scores, resolve_model, restrict_scores
+from ..verification import DEFAULT_ALPHA, VerificationResult
 from .base import SchemeKey
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class TriggerSetKey(SchemeKey):
         return {"num_labels": self.num_labels, "seed": self.seed, "params": self.params}
 
     @classmethod
-    def _from_saved(cls, tensors, metadata, salt):
+    def _from_saved(cls, tensors, metadata, salt, models=None):
         return cls(
             tensors["inputs"],
             tensors["labels"],
@@ -210,7 +211,7 @@ def verify_trigger_set(
             raise ValueError(
                 f"The model returns {suspect.shape[-1]} scores per query but the key has {key.num_labels} labels."
             )
-        suspect, kind = _restrict(suspect, scores, top_k)
+        suspect, kind = restrict_scores(suspect, scores, top_k)
         return suspect.argmax(-1).masked_fill(~torch.isfinite(suspect).any(-1), -1), kind
 
     model = resolve_model(model)
@@ -220,4 +221,4 @@ def verify_trigger_set(
     if key.controls is not None:
         terms["controls"] = (top_classes(key.controls)[0] == key.labels).float().mean().item()
     details = {"scheme": key.scheme, "params": key.params, "null_rate_terms": terms, "scores": kind}
-    return _result(int(hits.sum()), len(hits), max(terms.values()), alpha, "trigger_set", details)
+    return VerificationResult.from_counts(int(hits.sum()), len(hits), max(terms.values()), alpha, "trigger_set", details)

@@ -15,14 +15,13 @@ With 64 bits the smallest p-value is `2^-64`; a model verifies at `alpha = 1e-6`
 """
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments
 
-from ..trainer_mixins import LoggedMetricsMixin
-from ..verification import DEFAULT_ALPHA, _result, resolve_model
+from ..losses import embedding_vector
+from ..suspects import resolve_model
+from ..trainer.uchida_trainer import signature_weight
+from ..verification import DEFAULT_ALPHA, VerificationResult
 from .base import SchemeKey, draw_seed_and_salt
 
 logger = logging.getLogger(__name__)
@@ -38,17 +37,6 @@ def _default_parameter(model) -> str:
     if not matrices:
         raise ValueError("The model has no weight matrix to carry a signature; pass `parameter_name=`.")
     return matrices[0]
-
-
-def embedding_vector(weight: torch.Tensor) -> torch.Tensor:
-    """The vector the signature lives in: the mean of `weight` over its first (filter) dimension, flattened."""
-    return weight.float().mean(0).flatten()
-
-
-def signature_loss(weight: torch.Tensor, projection: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
-    """Uchida's embedding regulariser `Σ_i BCE(sigmoid(X_i · w), b_i)` (summed over bits, as in the paper)."""
-    logits = projection.to(weight.device, torch.float32) @ embedding_vector(weight)
-    return F.binary_cross_entropy_with_logits(logits, bits.to(weight.device, torch.float32), reduction="sum")
 
 
 class UchidaKey(SchemeKey):
@@ -97,7 +85,7 @@ class UchidaKey(SchemeKey):
             seed (`int`, *optional*): seed of every draw; leave unset for a real key (drawn from the OS).
         """
         parameter_name = parameter_name or _default_parameter(model)
-        weight = _find_weight(model, parameter_name)
+        weight = signature_weight(model, parameter_name)
         dimension = embedding_vector(weight).numel()
         if not 1 <= num_bits <= dimension:
             raise ValueError(
@@ -121,7 +109,7 @@ class UchidaKey(SchemeKey):
         return {"parameter_name": self.parameter_name, "seed": self.seed, "num_bits": self.num_bits}
 
     @classmethod
-    def _from_saved(cls, tensors, metadata, salt):
+    def _from_saved(cls, tensors, metadata, salt, models=None):
         return cls(tensors["projection"], tensors["bits"], metadata["parameter_name"], metadata["seed"], salt)
 
     def verify(self, model, alpha: float = DEFAULT_ALPHA, **kwargs):
@@ -129,24 +117,10 @@ class UchidaKey(SchemeKey):
         return verify_uchida(model, self, alpha=alpha)
 
 
-def _find_weight(model, parameter_name: str) -> torch.Tensor:
-    parameters = dict(model.named_parameters())
-    if parameter_name not in parameters:
-        raise ValueError(
-            f"The model has no parameter {parameter_name!r}; white-box verification needs the same architecture."
-        )
-    weight = parameters[parameter_name]
-    if weight.ndim < 2:
-        raise ValueError(
-            f"{parameter_name!r} has shape {tuple(weight.shape)}; choose a weight with at least 2 dimensions."
-        )
-    return weight
-
-
 @torch.no_grad()
 def extract_bits(model, key: UchidaKey) -> torch.Tensor:
     """Reads the signature back from the weights: `X · w > 0`, as 0/1 bits."""
-    weight = _find_weight(model, key.parameter_name).detach().cpu()
+    weight = signature_weight(model, key.parameter_name).detach().cpu()
     if embedding_vector(weight).numel() != key.projection.shape[1]:
         raise ValueError(
             f"{key.parameter_name!r} has another shape than the key's layer; it is not the same architecture."
@@ -177,71 +151,4 @@ def verify_uchida(model, key: UchidaKey, alpha: float = DEFAULT_ALPHA):
         "parameter_name": key.parameter_name,
         "bit_error_rate": 1 - matches.float().mean().item(),
     }
-    return _result(int(matches.sum()), key.num_bits, 0.5, alpha, "uchida", details)
-
-
-@dataclass
-class UchidaConfig(TrainingArguments):
-    r"""
-    [`~transformers.TrainingArguments`] plus the weight of Uchida's signature regulariser.
-
-    Args:
-        uchida_lambda (`float`, *optional*, defaults to `0.1`):
-            Weight λ of `Σ_i BCE(sigmoid(X_i · w), b_i)`, summed over bits as in the paper. The paper's 0.01 was
-            tuned for SGD; with the `Trainer`'s AdamW, 0.01 leaves a few bits wrong after 10 epochs on the embedded
-            data, 0.1 reads all 64 back at no measurable cost in accuracy.
-    """
-
-    uchida_lambda: float = field(default=0.1, metadata={"help": "Weight of the signature regulariser (> 0)."})
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.uchida_lambda > 0:
-            raise ValueError(f"`uchida_lambda` must be > 0, got {self.uchida_lambda}; the paper uses 0.01.")
-
-
-class UchidaTrainer(LoggedMetricsMixin, Trainer):
-    r"""
-    A [`~transformers.Trainer`] that embeds a Uchida signature while training: task loss + λ · signature loss.
-
-    Args:
-        model (`PreTrainedModel`): the model to train and sign.
-        args ([`UchidaConfig`]): training arguments with `uchida_lambda`.
-        key ([`UchidaKey`]): the owner's key (its layer must exist in `model`).
-        **kwargs: everything else `Trainer` takes.
-    """
-
-    def __init__(self, model=None, args: UchidaConfig | None = None, key: UchidaKey | None = None, **kwargs):
-        if not isinstance(args, UchidaConfig):
-            raise ValueError("Pass `args=UchidaConfig(output_dir=..., uchida_lambda=...)`.")
-        if not isinstance(key, UchidaKey):
-            raise ValueError("Pass the owner's UchidaKey as `key=`.")
-        if model is None:
-            raise ValueError("Pass the model to train as `model=`.")
-        weight = _find_weight(model, key.parameter_name)
-        if embedding_vector(weight).numel() != key.projection.shape[1]:
-            raise ValueError(
-                f"The key was drawn for another shape of {key.parameter_name!r}; generate it from this model."
-            )
-        super().__init__(model=model, args=args, **kwargs)
-        self.key = key
-        self._signature_weight = weight  # the same Parameter inside any wrapper
-        self._init_metrics()
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        task_loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
-        signature = signature_loss(self._signature_weight, self.key.projection, self.key.bits)
-        weight = self.args.uchida_lambda
-        if model.training and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-            # The task loss is then normalised over the whole accumulated batch and not divided by the accumulation
-            # steps; the regulariser is per optimiser step, so divide it here.
-            weight = weight / self.current_gradient_accumulation_steps
-        self._record_metric(model, "uchida/loss", signature)
-        bits = (
-            self.key.projection.to(signature.device) @ embedding_vector(self._signature_weight.detach()) > 0
-        ).long()
-        self._record_metric(model, "uchida/bit_accuracy", bits == self.key.bits.to(bits.device))
-        loss = task_loss + weight * signature
-        return (loss, outputs) if return_outputs else loss
+    return VerificationResult.from_counts(int(matches.sum()), key.num_bits, 0.5, alpha, "uchida", details)

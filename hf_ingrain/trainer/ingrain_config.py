@@ -4,16 +4,19 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .mixins import ExtendsTrainingArguments
+
 
 @dataclass
-class IngrainConfig(TrainingArguments):
+class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
     r"""
     [`~transformers.TrainingArguments`] plus the ingrain fields (Yang et al. 2019,
     https://huggingface.co/papers/1906.06046).
 
     The loss is `task_loss + ingrain_lambda · T² · KL(softmax(g / T) ‖ softmax(f / T))`, with `f` the model's logits
     and `g` the ingrainer's logits on the same batch. The owner's key never enters these arguments: pass it to
-    [`IngrainTrainer`] as `ingrainer=`.
+    [`IngrainTrainer`] as `ingrainer=`. A script that already has `TrainingArguments` builds one with
+    [`~IngrainConfig.from_training_arguments`].
 
     Args:
         ingrain_lambda (`float`, *optional*, defaults to `0.5`):

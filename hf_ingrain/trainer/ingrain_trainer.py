@@ -1,14 +1,19 @@
 """[`IngrainTrainer`]: a `Trainer` that ingrains the owner's watermark into the model's predictions."""
 
 import logging
+
 import torch
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import Trainer
 
+from ..data import first_example, iterate_batches
+from ..keys import WatermarkKey
+from ..losses import distillation_kl
+from ..model_card import INGRAIN_TAGS, save_watermark_card
+from ..suspects import forward_logits, model_input_names
+from ..verification import verify
 from .ingrain_config import IngrainConfig
-from .keys import WatermarkKey, forward_logits, model_input_names
-from .losses import distillation_kl
-from .trainer_mixins import LoggedMetricsMixin
+from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ class _WithCachedLogits(torch.utils.data.Dataset):
         return [{**example, CACHE_COLUMN: self.logits[i]} for example, i in zip(base, indices)]
 
 
-class IngrainTrainer(LoggedMetricsMixin, Trainer):
+class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     r"""
     A [`~transformers.Trainer`] that trains a model on its task while ingraining the owner's watermark
     (Yang, Dang and Chang 2019, https://huggingface.co/papers/1906.06046).
@@ -41,10 +46,12 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
     The loss on each batch is the model's own task loss plus
     `ingrain_lambda · T² · KL(softmax(g / T) ‖ softmax(f / T))`, where `g` are the frozen ingrainer's logits on the same
     batch. The watermark then lives in the model's ordinary predictions, which every distilled copy learns too, and
-    [`verify`] recovers it from predictions on benign inputs.
+    [`verify`] recovers it from predictions on benign inputs. The ingrain term is normalised exactly like the task
+    loss (gradient accumulation, several processes, `compute_loss_func`), so λ means the same in every setting.
 
-    The ingrainer is frozen, kept in eval mode, prepared with `evaluation_mode=True` (never wrapped for gradient
-    sync), and never saved: checkpoints, `training_args.bin` and logs hold the model alone.
+    The ingrainer is secret: it is frozen, kept in eval mode and moved to the device by hand, never handed to the
+    accelerator (whatever `accelerator.prepare` registers, `save_state` writes to checkpoints), so checkpoints,
+    `training_args.bin` and logs hold the model alone.
 
     Args:
         model (`PreTrainedModel` or `nn.Module`):
@@ -55,6 +62,7 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
             The owner's key (its trained ingrainer is used), or an ingrainer model.
         **kwargs:
             Everything else `Trainer` takes (`train_dataset`, `eval_dataset`, `data_collator`, `callbacks`, ...).
+            The training data may be a map-style or a streaming (`IterableDataset`) data set.
 
     Example:
 
@@ -66,9 +74,7 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
     ```
     """
 
-    _tag_names = ["hf_ingrain", "ingrain", "watermark"]
-    _name = "Ingrain"
-    _paper = {"title": "Effectiveness of Distillation Attack and Countermeasure on Neural Network Watermarking", "id": "1906.06046"}
+    _tag_names = INGRAIN_TAGS
 
     def __init__(self, model=None, args: IngrainConfig | None = None, ingrainer=None, **kwargs):
         if args is None:
@@ -76,7 +82,7 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
         if not isinstance(args, IngrainConfig):
             raise ValueError(
                 f"`args` must be an IngrainConfig (it carries `ingrain_lambda` and `ingrain_temperature`), got "
-                f"{type(args).__name__}. Build it with `IngrainConfig(**your_training_args.to_dict())`."
+                f"{type(args).__name__}. Build it with `IngrainConfig.from_training_arguments(your_training_args)`."
             )
         if ingrainer is None:
             raise ValueError("Pass the owner's key (or an ingrainer model) as `ingrainer=`.")
@@ -89,12 +95,17 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
         else:
             raise ValueError(f"`ingrainer` must be a WatermarkKey or an nn.Module, got {type(ingrainer).__name__}.")
         self._check_compatible(model, ingrainer_model, key, kwargs.get("train_dataset"))
+        if args.ingrain_cache_logits and isinstance(kwargs.get("train_dataset"), torch.utils.data.IterableDataset):
+            raise ValueError(
+                "`ingrain_cache_logits=True` stores one row of logits per training example, so it needs a map-style "
+                "data set; this one streams (an IterableDataset). Set `ingrain_cache_logits=False`."
+            )
         super().__init__(model=model, args=args, **kwargs)
         self._watermark_key = key  # kept in memory only, for the commitment on the model card
         ingrainer_model.eval()
         for parameter in ingrainer_model.parameters():
             parameter.requires_grad_(False)
-        self.ingrainer = self.accelerator.prepare_model(ingrainer_model, evaluation_mode=True)
+        self.ingrainer = ingrainer_model.to(self.args.device)  # never through the accelerator: see the docstring
         self._ingrainer_inputs = model_input_names(ingrainer_model)
         self._init_metrics()
         if args.ingrain_cache_logits and self.train_dataset is not None:
@@ -114,16 +125,14 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
                 f"The model predicts {model_labels} labels but the ingrainer predicts {ingrainer_labels}. Generate the "
                 f"key with `num_labels={model_labels}`, or build the model with `num_labels={ingrainer_labels}`."
             )
-        if key is not None and train_dataset is not None and len(train_dataset) > 0:
-            example = train_dataset[0]
+        example = first_example(train_dataset)
+        if key is not None and example is not None:
             if key.input_name not in example:
                 raise ValueError(
                     f"The key is for {key.modality} models and needs `{key.input_name}` in every example, but the "
                     f"training examples have {sorted(example)}."
                 )
-            value = example[key.input_name]
-            value = value if torch.is_tensor(value) else torch.as_tensor(value)
-            key._check_inputs(value.unsqueeze(0), "The training data")
+            key._check_inputs(torch.as_tensor(example[key.input_name]).unsqueeze(0), "The training data")
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -133,12 +142,10 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
     # ------------------------------------------------------------------------------------------- logits cache
     def _cache_ingrainer_logits(self, dataset):
         """Precomputes the ingrainer's logits on every training example (deterministic pipelines only)."""
-        from .data import iterate_batches
-
         if len(dataset) == 0:
             return dataset
         first, again = dataset[0], dataset[0]
-        for name in self._ingrainer_inputs:
+        for name in self._ingrainer_inputs or first:
             if name in first and not torch.equal(torch.as_tensor(first[name]), torch.as_tensor(again[name])):
                 raise ValueError(
                     "`ingrain_cache_logits=True` needs a deterministic input pipeline, but the first training example "
@@ -146,44 +153,34 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
                 )
         if hasattr(dataset, "column_names") and self.args.remove_unused_columns:
             dataset = self._remove_unused_columns(dataset, description="training")
-        device = self.args.device
-        chunks = []
         batch_size = max(self.args.per_device_eval_batch_size, 256)  # one inference pass: large batches
-        for batch in iterate_batches(dataset, batch_size, columns=self._ingrainer_inputs):
-            chunks.append(forward_logits(self.ingrainer, {k: v.to(device) for k, v in batch.items()}).float().cpu())
+        chunks = [
+            forward_logits(self.ingrainer, batch, self._ingrainer_inputs).float().cpu()
+            for batch in iterate_batches(dataset, batch_size, columns=self._ingrainer_inputs)
+        ]
         return _WithCachedLogits(dataset, torch.cat(chunks))
 
     # ------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         cached_logits = inputs.pop(CACHE_COLUMN, None)
+        labels = inputs.get("labels")
+        local_items = int((labels != -100).sum()) if torch.is_tensor(labels) else None
+        if cached_logits is None:
+            ingrainer_logits = forward_logits(self.ingrainer, inputs, self._ingrainer_inputs)
+        else:
+            ingrainer_logits = cached_logits
         task_loss, outputs = super().compute_loss(
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
-        if cached_logits is None:
-            with torch.no_grad():
-                ingrainer_logits = forward_logits(self.ingrainer, inputs)
-        else:
-            ingrainer_logits = cached_logits
-        # Normalise exactly as the task loss is: by the whole accumulated batch when the Trainer passes
-        # `num_items_in_batch` to the model (and then does not divide by the accumulation steps), else per batch.
-        normalized_by_items = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        ingrain_loss = distillation_kl(
-            logits,
-            ingrainer_logits.detach(),
-            self.args.ingrain_temperature,
-            num_items_in_batch=num_items_in_batch if normalized_by_items else None,
+        per_example = distillation_kl(
+            logits, ingrainer_logits.detach(), self.args.ingrain_temperature, reduction="none"
         )
-        if normalized_by_items and self.args.average_tokens_across_devices:
-            # Mirror the Trainer's scaling of the task loss: DDP averages gradients over processes.
-            ingrain_loss = ingrain_loss * self.accelerator.num_processes
+        ingrain_loss = self._reduce_per_example(per_example, num_items_in_batch, model.training)
         loss = task_loss + self.args.ingrain_lambda * ingrain_loss
 
-        scale = self.current_gradient_accumulation_steps if normalized_by_items and model.training else 1
-        for name, value in (("task/loss", task_loss), ("ingrain/loss", ingrain_loss)):
-            # Undo the accumulation normalisation (sum / items of all micro-batches and processes, times the number
-            # of processes) so the logged value is the per-batch mean, comparable across settings.
-            self._record_metric(model, name, value * scale)
+        self._record_metric(model, "task/loss", self._task_loss_per_batch(task_loss, num_items_in_batch, local_items))
+        self._record_metric(model, "ingrain/loss", per_example)
         return (loss, outputs) if return_outputs else loss
 
     def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
@@ -195,9 +192,6 @@ class IngrainTrainer(LoggedMetricsMixin, Trainer):
         """
         if not self.is_world_process_zero():
             return
-        from .hub import save_watermark_card
-        from .verification import verify
-
         key = key if key is not None else self._watermark_key
         model = self.accelerator.unwrap_model(self.model)
         result = None

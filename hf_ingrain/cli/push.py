@@ -1,12 +1,12 @@
 """`hf-ingrain push`: publish a watermarked model folder to the Hub with its watermark card, in one commit.
 
-The verification side, `hf-ingrain verify REPO_ID --revision REV`, lives in the verify command, which calls
-[`hf_ingrain.hub.verify_model_or_repo`] and adds its Hub options with [`add_hub_verify_arguments`].
+The verification side, `hf-ingrain verify REPO_ID --revision REV`, lives in the verify command, which adds the Hub
+options of [`add_hub_verify_arguments`].
 """
 
 import os
 
-from .verification import DEFAULT_ALPHA
+from ..verification import DEFAULT_ALPHA
 
 
 def add_parser(subparsers) -> None:
@@ -14,9 +14,10 @@ def add_parser(subparsers) -> None:
         "push",
         help="Publish a watermarked model to the Hub with a model card carrying the key's commitment.",
         description=(
-            "Verifies MODEL_DIR with the key on benign data, then uploads config.json, safetensors weights, a model "
-            "card (README.md) and watermark.json to REPO_ID in one commit, and prints the commit sha. The key stays "
-            "local: only its commitment is published. The token comes from HF_TOKEN or `hf auth login`."
+            "Verifies MODEL_DIR with the key on benign data, then uploads config.json, safetensors weights, the "
+            "preprocessing files, a model card (README.md) and watermark.json to REPO_ID in one commit, and prints "
+            "the commit sha. The key stays local: only its commitment is published. The token comes from HF_TOKEN or "
+            "`hf auth login`."
         ),
     )
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by save_pretrained or a Trainer.")
@@ -41,18 +42,19 @@ def add_parser(subparsers) -> None:
 
 
 def add_hub_verify_arguments(parser) -> None:
-    """Adds `--revision` and `--allow-unsafe-pickle` to a verify parser (see [`verify_model_or_repo`])."""
+    """Adds `--revision` and `--allow-unsafe-pickle` to a verify parser (see [`hf_ingrain.hub.verify_from_hub`])."""
     parser.add_argument("--revision", default=None, help="For a Hub id: branch, tag or commit sha (default: main).")
     parser.add_argument(
         "--allow-unsafe-pickle", dest="allow_pickle", action="store_true",
-        help="For a Hub id with pickle weights only: load them anyway. UNSAFE: a pickle can run code.",
+        help="With pickle weights only: load them anyway. UNSAFE: a pickle can run code.",
     )
 
 
 def _push_from_cli(args) -> int:
-    from .data import load_image_dataset
-    from .hub import is_hub_id, push_to_hub
-    from .keys import WatermarkKey
+    from ..data import load_image_dataset
+    from ..hub import push_to_hub
+    from ..keys import WatermarkKey
+    from ..suspects import is_hub_id
 
     if not os.path.isdir(args.model_dir):
         raise ValueError(

@@ -3,7 +3,7 @@
 import json
 import logging
 
-from .hub_cli import add_hub_verify_arguments
+from .push import add_hub_verify_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -11,7 +11,7 @@ EXIT_VERIFIED, EXIT_NOT_VERIFIED = 0, 1
 
 
 def add_parser(subparsers) -> None:
-    from .verification import DEFAULT_ALPHA, PROTOCOLS
+    from ..verification import DEFAULT_ALPHA, PROTOCOLS
 
     parser = subparsers.add_parser(
         "verify",
@@ -22,13 +22,16 @@ def add_parser(subparsers) -> None:
             "their own test. Exit status: 0 verified, 1 not verified, 2 error."
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="The suspect: a local folder (saved with save_pretrained) or a Hub id (namespace/name).")
+    parser.add_argument(
+        "model", metavar="MODEL",
+        help="The suspect: a local folder (saved with save_pretrained) or a Hub id (namespace/name).",
+    )
     parser.add_argument("--key", required=True, metavar="DIR", help="Folder of the owner's key.")
     parser.add_argument(
         "--data",
         default="mnist-5k",
         metavar="NAME_OR_PATH",
-        help="Benign queries for the ingrain protocol: mnist-5k (embedded, default) or a local folder.",
+        help="Benign queries for the ingrain protocol: mnist-5k (embedded, default), a Hub id or a local folder.",
     )
     parser.add_argument(
         "--split", default="test",
@@ -51,8 +54,8 @@ def add_parser(subparsers) -> None:
 
 
 def load_queries(name_or_path: str, split: str, seed: int = 0):
-    """The benign queries: one split of an image data set (see `hf_ingrain.data.load_image_dataset`)."""
-    from .data import load_image_dataset
+    """The benign queries: one split of an image data set (see `hf_ingrain.data.load_image_dataset`), or all."""
+    from ..data import load_image_dataset
 
     splits = load_image_dataset(name_or_path, seed=seed)
     if split == "all":
@@ -67,9 +70,10 @@ def load_queries(name_or_path: str, split: str, seed: int = 0):
 def run(args) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from .hub import is_hub_id, verify_model_or_repo
-    from .verification import resolve_model
-    from .watermarks import load_key
+    from ..hub import verify_from_hub
+    from ..suspects import is_hub_id, load_model
+    from ..verification import verify
+    from ..watermarks import load_key
 
     transformers_logging.disable_progress_bar()  # the summary (or the JSON) is the whole output
 
@@ -79,14 +83,17 @@ def run(args) -> int:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}.")
     key = load_key(args.key)  # before any model or data: a wrong key folder fails fast
     hub = is_hub_id(args.model)
-    if not hub:
-        resolve_model(args.model)  # a missing local folder fails now, before the data is loaded
+    # A local model is loaded once, now: a missing or unsafe folder fails before the data is loaded.
+    model = None if hub else load_model(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
     uses_data = getattr(key, "ingrainer", None) is not None and args.protocol == "ingrain"
     dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
-    result = verify_model_or_repo(
-        args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,
-        protocol=args.protocol, alpha=args.alpha, top_k=args.top_k,
-    )
+    options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k)
+    if hub:
+        result = verify_from_hub(
+            args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle, **options
+        )
+    else:
+        result = verify(model, key, dataset, **options)
     report = {
         "model": args.model,
         **({"revision": args.revision} if hub else {}),
@@ -102,7 +109,8 @@ def run(args) -> int:
 
 
 def summary(report: dict) -> str:
-    from .verification import format_p_value
+    """The human-readable form of a verification report (what `--json` prints as JSON)."""
+    from ..verification import format_p_value
 
     p_value = format_p_value(report["p_value"], relation=False)
     if report["verified"]:
@@ -128,5 +136,11 @@ def summary(report: dict) -> str:
         lines.append(f"  bit errors    {details['bit_error_rate']:.3f}")
     if report.get("data"):
         lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
+    if report.get("commit_sha"):
+        lines.append(f"  model         {report.get('repo_id') or report['model']} @ {report.get('revision')}, "
+                     f"commit {report['commit_sha']}")
+        match = {True: "matches the key", False: "DOES NOT match the key", None: "absent from the model card"}
+        lines.append(f"  published     commitment {match[report.get('commitment_match')]}"
+                     + (f" ({report['published_commitment']})" if report.get("published_commitment") else ""))
     lines.append(f"  key           commitment {report['key_commitment']}")
     return "\n".join(lines)

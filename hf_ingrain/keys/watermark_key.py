@@ -4,74 +4,27 @@ The key is what proves ownership, so it never leaves the owner: it is saved to a
 its commitment (a SHA-256 hash, see [`WatermarkKey.commitment`]) is published with a model.
 """
 
-import hashlib
-import json
 import logging
 import os
 import secrets
-import shutil
-import tempfile
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForImageClassification, AutoModelForSequenceClassification
 
-from .models import SmallCNNConfig, SmallCNNForImageClassification, SmallTextConfig, SmallTextForSequenceClassification
+from ..data import iterate_batches
+from ..losses import ingrainer_spread_loss
+from ..models import build_classifier
+from ..suspects import forward_logits, model_logits
+from .base import SecretKey
 
 logger = logging.getLogger(__name__)
 
-KEY_FILE = "key.json"
 TENSORS_FILE = "carriers.safetensors"
 INGRAINER_DIR = "ingrainer"
-KEY_SCHEMA_VERSION = 1
 
 
-def model_input_names(model) -> list[str]:
-    """The input keys a model's forward accepts among `pixel_values`, `input_ids`, `attention_mask`."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return [name for name in ("pixel_values", "input_ids", "attention_mask", "token_type_ids") if name in params]
-
-
-def model_logits(model, batch: dict) -> torch.Tensor:
-    """Logits of `model` on a dict batch, using only the inputs its forward accepts (no labels)."""
-    inputs = {k: v for k, v in batch.items() if k in model_input_names(model)}
-    outputs = model(**inputs)
-    return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-
-
-@torch.no_grad()
-def forward_logits(model, batch: dict) -> torch.Tensor:
-    """[`model_logits`] without gradients."""
-    return model_logits(model, batch)
-
-
-def write_secret_folder(save_directory: str, write) -> None:
-    """Creates a key folder atomically: `write(folder)` fills a temporary folder beside it, renamed when complete.
-
-    Refuses a non-empty target; an interrupted or failed write leaves nothing behind. The folder is private (0700).
-    """
-    save_directory = os.path.abspath(save_directory)
-    if os.path.exists(save_directory) and os.listdir(save_directory):
-        raise ValueError(f"{save_directory!r} exists and is not empty; choose a new folder for the key.")
-    parent = os.path.dirname(save_directory)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".key-", dir=parent)
-    try:
-        write(staging)
-        if os.path.exists(save_directory):
-            os.rmdir(save_directory)
-        os.replace(staging, save_directory)
-        os.chmod(save_directory, 0o700)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-class WatermarkKey:
+class WatermarkKey(SecretKey):
     r"""
     The owner's secret: random carriers with random labels, and the ingrainer fitted to them.
 
@@ -94,6 +47,9 @@ class WatermarkKey:
     '3b1f...'
     ```
     """
+
+    scheme = "ingrain"
+    tensors_file = TENSORS_FILE
 
     def __init__(
         self,
@@ -183,15 +139,8 @@ class WatermarkKey:
 
     def _default_ingrainer(self):
         if self.modality == "image":
-            channels, height, width = self.input_shape
-            if height != width or height % 4:
-                raise ValueError(
-                    f"The default ingrainer needs square images with a side divisible by 4, got {self.input_shape}; "
-                    "pass your own classifier as `model=`."
-                )
-            config = SmallCNNConfig(num_channels=channels, image_size=height, num_labels=self.num_labels)
-            return SmallCNNForImageClassification(config)
-        return SmallTextForSequenceClassification(SmallTextConfig(vocab_size=self.vocab_size, num_labels=self.num_labels))
+            return build_classifier("small_cnn", num_labels=self.num_labels, input_shape=self.input_shape)
+        return build_classifier("small_text", num_labels=self.num_labels, vocab_size=self.vocab_size)
 
     # ----------------------------------------------------------------------------------------------- training
     def train_ingrainer(
@@ -218,6 +167,9 @@ class WatermarkKey:
         logits are rescaled so that their standard deviation on benign data is `logit_std`, which sets how
         sharp the ingrain targets are at a given temperature.
 
+        Every random draw of the training (the default ingrainer's initialisation, dropout, the benign batches) comes
+        from the key's seed, and the caller's global random state is left untouched.
+
         Args:
             benign_dataset (`datasets.Dataset`, *optional*):
                 Benign inputs (`pixel_values` or `input_ids`, and `labels`) used to spread the ingrainer's choices.
@@ -241,45 +193,18 @@ class WatermarkKey:
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).
         """
-        from .data import iterate_batches
-
-        model = model if model is not None else self._default_ingrainer()
-        num_model_labels = getattr(getattr(model, "config", None), "num_labels", self.num_labels)
-        if num_model_labels != self.num_labels:
-            raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {self.num_labels}.")
-        benign_inputs = benign_labels = None
-        if benign_dataset is not None:
-            batches = list(iterate_batches(benign_dataset, 1024, columns=[self.input_name, "labels"]))
-            if not batches or self.input_name not in batches[0]:
-                raise ValueError(f"`benign_dataset` must have a `{self.input_name}` column.")
-            benign_inputs = torch.cat([b[self.input_name] for b in batches])
-            if "labels" in batches[0]:
-                benign_labels = torch.cat([b["labels"] for b in batches])
-            self._check_inputs(benign_inputs[:1], "benign_dataset")
-        else:
-            logger.warning(
-                "Training the ingrainer on carriers only: its choices on benign data may concentrate on a few classes, "
-                "which weakens verification. Pass `benign_dataset=` to spread them."
+        # The ingrainer starts from the key's own randomness (its initialisation and dropout are seeded by the key),
+        # and the caller's global random state is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 2)
+            model = model if model is not None else self._default_ingrainer()
+            benign_inputs, benign_labels = self._benign_tensors(model, benign_dataset)
+            self._optimise(
+                model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
+                batch_size, show_progress,
             )
-        generator = torch.Generator().manual_seed(self.seed + 1)
-        torch.manual_seed(self.seed + 2)  # the ingrainer's own dropout/initialisation, if any, is seeded by the key
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-        name = self.input_name
-        for _ in tqdm(range(num_steps), desc="Training ingrainer", disable=not show_progress):
-            loss = F.cross_entropy(model_logits(model, {name: self.carriers}), self.carrier_labels)
-            if benign_inputs is not None and spread_weight > 0:
-                index = torch.randint(0, len(benign_inputs), (min(batch_size, len(benign_inputs)),), generator=generator)
-                loss = loss + spread_weight * _spread_loss(
-                    model_logits(model, {name: benign_inputs[index]}),
-                    None if benign_labels is None else benign_labels[index],
-                    self.num_labels,
-                    sharpness_weight,
-                )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
         model.eval()
+        name = self.input_name
         with torch.no_grad():
             carrier_accuracy = (forward_logits(model, {name: self.carriers}).argmax(-1) == self.carrier_labels)
             carrier_accuracy = carrier_accuracy.float().mean().item()
@@ -301,6 +226,50 @@ class WatermarkKey:
             logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
         return model
 
+    def _benign_tensors(self, model, benign_dataset):
+        """The benign inputs and labels the ingrainer is spread over (`None, None` without a data set)."""
+        num_model_labels = getattr(getattr(model, "config", None), "num_labels", self.num_labels)
+        if num_model_labels != self.num_labels:
+            raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {self.num_labels}.")
+        benign_inputs = benign_labels = None
+        if benign_dataset is not None:
+            batches = list(iterate_batches(benign_dataset, 1024, columns=[self.input_name, "labels"]))
+            if not batches or self.input_name not in batches[0]:
+                raise ValueError(f"`benign_dataset` must have a `{self.input_name}` column.")
+            benign_inputs = torch.cat([b[self.input_name] for b in batches])
+            if "labels" in batches[0]:
+                benign_labels = torch.cat([b["labels"] for b in batches])
+            self._check_inputs(benign_inputs[:1], "benign_dataset")
+        else:
+            logger.warning(
+                "Training the ingrainer on carriers only: its choices on benign data may concentrate on a few classes, "
+                "which weakens verification. Pass `benign_dataset=` to spread them."
+            )
+        return benign_inputs, benign_labels
+
+    def _optimise(
+        self, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
+        batch_size, show_progress,
+    ) -> None:
+        """Fits `model` to the carriers and, with benign data, spreads its choices (see `train_ingrainer`)."""
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+        name = self.input_name
+        for _ in tqdm(range(num_steps), desc="Training ingrainer", disable=not show_progress):
+            loss = F.cross_entropy(model_logits(model, {name: self.carriers}), self.carrier_labels)
+            if benign_inputs is not None and spread_weight > 0:
+                index = torch.randint(0, len(benign_inputs), (min(batch_size, len(benign_inputs)),), generator=generator)
+                loss = loss + spread_weight * ingrainer_spread_loss(
+                    model_logits(model, {name: benign_inputs[index]}),
+                    None if benign_labels is None else benign_labels[index],
+                    self.num_labels,
+                    sharpness_weight,
+                )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
     def _check_inputs(self, inputs: torch.Tensor, where: str):
         if self.modality == "image" and tuple(inputs.shape[1:]) != self.input_shape:
             raise ValueError(
@@ -320,87 +289,50 @@ class WatermarkKey:
         return forward_logits(self.ingrainer, batch)
 
     # ----------------------------------------------------------------------------------------------- storage
+    # save(), load() and commitment() come from SecretKey: `key.json`, `carriers.safetensors`, `ingrainer/`.
+    def _tensors(self) -> dict:
+        return {"carriers": self.carriers, "carrier_labels": self.carrier_labels}
+
     def _metadata(self) -> dict:
         return {
-            "schema_version": KEY_SCHEMA_VERSION,
             "num_labels": self.num_labels,
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
             "value_range": list(self.value_range),
             "vocab_size": self.vocab_size,
             "seed": self.seed,
-            "salt": self.salt.hex(),
             "training_info": self.training_info,
         }
 
-    def save(self, save_directory: str) -> None:
-        """Saves the key (secret!) as `key.json`, `carriers.safetensors` and `ingrainer/` in a new folder.
-
-        The folder is written under a temporary name and renamed when complete, so an interrupted save leaves
-        nothing half-written behind.
-        """
-
-        def write(folder):
-            with open(os.path.join(folder, KEY_FILE), "w") as f:
-                json.dump(self._metadata(), f, indent=2, sort_keys=True)
-            save_file(
-                {"carriers": self.carriers.contiguous(), "carrier_labels": self.carrier_labels.contiguous()},
-                os.path.join(folder, TENSORS_FILE),
-            )
-            if self.ingrainer is not None:
-                self.ingrainer.save_pretrained(os.path.join(folder, INGRAINER_DIR), safe_serialization=True)
-
-        write_secret_folder(save_directory, write)
+    def _models(self) -> dict:
+        return {INGRAINER_DIR: self.ingrainer} if self.ingrainer is not None else {}
 
     @classmethod
-    def load(cls, save_directory: str) -> "WatermarkKey":
-        """Loads a key saved with [`~WatermarkKey.save`], bit-identical."""
-        path = os.path.join(save_directory, KEY_FILE)
-        if not os.path.isfile(path):
-            raise ValueError(f"No watermark key in {save_directory!r}: {KEY_FILE} is missing.")
-        with open(path) as f:
-            meta = json.load(f)
-        if meta.get("schema_version") != KEY_SCHEMA_VERSION:
-            raise ValueError(f"Unsupported key schema version {meta.get('schema_version')}.")
-        tensors = load_file(os.path.join(save_directory, TENSORS_FILE))
-        ingrainer = None
-        ingrainer_path = os.path.join(save_directory, INGRAINER_DIR)
-        if os.path.isdir(ingrainer_path):
-            config = AutoConfig.from_pretrained(ingrainer_path)
-            auto = AutoModelForImageClassification if meta["input_shape"] is not None else AutoModelForSequenceClassification
-            ingrainer = auto.from_pretrained(ingrainer_path, config=config, use_safetensors=True).eval()
-            for parameter in ingrainer.parameters():
-                parameter.requires_grad_(False)
+    def _load_models(cls, save_directory: str, metadata: dict) -> dict:
+        path = os.path.join(save_directory, INGRAINER_DIR)
+        if not os.path.isdir(path):
+            return {}
+        from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+        auto = AutoModelForImageClassification if metadata["input_shape"] is not None else AutoModelForSequenceClassification
+        ingrainer = auto.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
+        for parameter in ingrainer.parameters():
+            parameter.requires_grad_(False)
+        return {INGRAINER_DIR: ingrainer}
+
+    @classmethod
+    def _from_saved(cls, tensors: dict, metadata: dict, salt: bytes, models: dict) -> "WatermarkKey":
         return cls(
             tensors["carriers"],
             tensors["carrier_labels"],
-            meta["num_labels"],
-            bytes.fromhex(meta["salt"]),
-            meta["seed"],
-            meta["input_shape"],
-            tuple(meta["value_range"]),
-            meta["vocab_size"],
-            ingrainer,
-            meta.get("training_info"),
+            metadata["num_labels"],
+            salt,
+            metadata["seed"],
+            metadata["input_shape"],
+            tuple(metadata["value_range"]),
+            metadata["vocab_size"],
+            models.get(INGRAINER_DIR),
+            metadata.get("training_info"),
         )
-
-    def commitment(self) -> str:
-        """SHA-256 hex digest binding the key: salt, metadata, carriers, carrier labels and ingrainer weights.
-
-        Any changed byte of the key changes it, and it reveals nothing about the key (the salt is secret and
-        random), so it can be published with a model and checked later against the key the owner produces.
-        """
-        digest = hashlib.sha256()
-        digest.update(b"hf_ingrain-key-v1\0")
-        digest.update(self.salt)
-        digest.update(json.dumps(self._metadata(), sort_keys=True).encode())
-        tensors = {"carriers": self.carriers, "carrier_labels": self.carrier_labels}
-        if self.ingrainer is not None:
-            tensors.update({f"ingrainer.{k}": v for k, v in self.ingrainer.state_dict().items()})
-        for name in sorted(tensors):
-            tensor = tensors[name].detach().cpu().contiguous()
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\0".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())  # reshape: 0-d tensors too
-        return digest.hexdigest()
 
     def __repr__(self) -> str:  # never print secret material
         return (
@@ -408,21 +340,6 @@ class WatermarkKey:
             f"num_carriers={len(self.carriers)}, trained={self.ingrainer is not None}, "
             f"commitment={self.commitment()[:12]}...)"
         )
-
-
-def _spread_loss(logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int, sharpness_weight: float):
-    """Negative class-conditional entropy of the ingrainer's choices (true class excluded), plus a confidence term."""
-    if labels is not None:
-        logits = logits.masked_fill(F.one_hot(labels, num_labels).bool(), -1e4)
-    probs = F.softmax(logits, dim=-1)
-    per_input_entropy = -(probs * torch.log(probs + 1e-8)).sum(-1).mean()
-    groups = [labels == c for c in range(num_labels)] if labels is not None else [torch.ones_like(probs[:, 0]).bool()]
-    negative_marginal_entropy = 0.0
-    for group in groups:
-        if group.any():
-            marginal = probs[group].mean(0)
-            negative_marginal_entropy = negative_marginal_entropy + (marginal * torch.log(marginal + 1e-8)).sum() * group.float().mean()
-    return negative_marginal_entropy + sharpness_weight * per_input_entropy
 
 
 def _scale_output_layer(model, scale: float) -> None:

@@ -4,12 +4,11 @@ An unwatermarked reference, the baseline watermarks (Zhang content / noise / unr
 two values of λ (0.25 and 0.5), each attacked by distillation (T = 1 and T = 4; a student of the same and of a smaller
 architecture), hard-label extraction, fine-tuning (FTAL), pruning (50%) and quantization (4 bits), and every model
 verified before and after. Writes `results.json`, `results.md`, `robustness.png` and `lambda_tradeoff.png`. This is
-[`run_benchmark`] at the scale of [`ExperimentConfig`]'s defaults: a few minutes on 2 CPU cores.
+[`~hf_ingrain.benchmark.run_benchmark`] at the scale of [`~hf_ingrain.benchmark.ExperimentConfig`]'s defaults: a
+few minutes on 2 CPU cores.
 """
 
 import os
-
-from .benchmark import ExperimentConfig, results_markdown, run_benchmark
 
 
 def add_parser(subparsers) -> None:
@@ -23,6 +22,8 @@ def add_parser(subparsers) -> None:
 
 
 def _run_from_cli(args) -> int:
+    from ..benchmark import ExperimentConfig, results_markdown, run_benchmark
+
     results = run_benchmark(ExperimentConfig(seed=args.seed), args.output)
     print(results_markdown(results))
     print(f"Written to {os.path.abspath(args.output)} (results.md, results.json, robustness.png, lambda_tradeoff.png).")

@@ -1,59 +1,54 @@
 """[`DistillationTrainer`]: the distillation attack, a `Trainer` that trains a student from a teacher's outputs."""
 
 import logging
+import os
 
 import torch
 from torch import nn
 from transformers import Trainer
 
-from ..keys import forward_logits, model_input_names
+from ..data import first_example
 from ..losses import distillation_kl, hard_label_cross_entropy, scores_to_log_probs
-from ..trainer_mixins import LoggedMetricsMixin
+from ..suspects import forward_logits, load_model, model_input_names, model_inputs
 from .distillation_config import DistillationConfig
-from .model_io import load_model
+from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin
 
 logger = logging.getLogger(__name__)
-
-
-def _first_example(dataset):
-    try:
-        return dataset[0] if dataset is not None and len(dataset) > 0 else None
-    except (TypeError, NotImplementedError):  # iterable datasets
-        return None
 
 
 def _num_labels(model, example) -> int | None:
     """`config.num_labels`, or the width of the model's output on one example when it has no config."""
     num_labels = getattr(getattr(model, "config", None), "num_labels", None)
     if num_labels is None and example is not None:
-        device = next(model.parameters()).device
-        batch = {k: torch.as_tensor(v).unsqueeze(0).to(device) for k, v in example.items() if k != "labels"}
+        batch = {k: torch.as_tensor(v).unsqueeze(0) for k, v in example.items() if k != "labels"}
         num_labels = forward_logits(model, batch).shape[-1]
     return num_labels
 
 
-class DistillationTrainer(LoggedMetricsMixin, Trainer):
+class DistillationTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     r"""
     The distillation attack: a [`~transformers.Trainer`] that trains a student from a frozen teacher's outputs on the
     attacker's own data (Hinton et al. 2015, https://huggingface.co/papers/1503.02531; as an attack on watermarks,
     Yang, Dang and Chang 2019, https://huggingface.co/papers/1906.06046).
 
     Threat model: the attacker can query the teacher (the watermarked model) on inputs of their choice and sees what
-    `teacher_output` says (logits, probabilities, the top-k scores of a `pipeline`, or only the top-1 label); they have
-    unlabelled data of the task (labels are used only when `alpha < 1`), and train a student of any architecture with
-    the same labels. Trigger-set watermarks live on inputs the attacker never queries, so the student does not learn
-    them; an ingrained watermark lives in the predictions on ordinary inputs, so it does.
+    `teacher_output` says (logits, rounded probabilities, the top-k scores of a `pipeline`, or only the top-1 label);
+    they have unlabelled data of the task (labels are used only when `teacher_weight < 1`), and train a student of any
+    architecture with the same labels. Trigger-set watermarks live on inputs the attacker never queries, so the
+    student does not learn them; an ingrained watermark lives in the predictions on ordinary inputs, so it does.
 
     The teacher is frozen, kept in eval mode, prepared with `evaluation_mode=True` (never wrapped for gradient sync)
     and never saved: checkpoints and `save_model` hold the student alone. Logged metrics: `distill/kl` (or
     `distill/label_ce` with `teacher_output="label"`), `distill/agreement` (top-1 agreement of student and teacher on
-    the batch) and, when `alpha < 1`, `task/loss`.
+    the batch) and, when `teacher_weight < 1`, `task/loss`. Both terms are normalised exactly like a `Trainer`'s task
+    loss (gradient accumulation, several processes).
 
     Args:
         model (`PreTrainedModel` or `nn.Module`):
             The student. It may be another, smaller architecture than the teacher, with the same number of labels.
         teacher (`PreTrainedModel`, `nn.Module` or `str`):
-            The attacked model, or a local folder or Hub id to load it from (safetensors weights only, no remote code).
+            The attacked model, or a local folder or Hub id to load it from with
+            [`~hf_ingrain.suspects.load_model`] (safetensors weights only, no remote code, one commit).
         args ([`DistillationConfig`]):
             Training arguments with the distillation fields.
         **kwargs:
@@ -63,27 +58,25 @@ class DistillationTrainer(LoggedMetricsMixin, Trainer):
 
     ```python
     >>> from hf_ingrain import DistillationConfig, DistillationTrainer
-    >>> args = DistillationConfig(output_dir="student", temperature=4.0, alpha=1.0, teacher_output="logits")
+    >>> args = DistillationConfig(output_dir="student", temperature=4.0, teacher_weight=1.0, teacher_output="logits")
     >>> trainer = DistillationTrainer(model=student, teacher=teacher, args=args, train_dataset=splits["attacker"])
     >>> trainer.train()
     ```
     """
 
     _tag_names = ["hf_ingrain", "distillation", "watermark-removal-attack"]
-    _name = "Distillation"
-    _paper = {"title": "Distilling the Knowledge in a Neural Network", "id": "1503.02531"}
 
     def __init__(self, model=None, teacher=None, args: DistillationConfig | None = None, **kwargs):
         if args is None:
             raise ValueError("Pass `args=DistillationConfig(output_dir=...)`.")
         if not isinstance(args, DistillationConfig):
             raise ValueError(
-                f"`args` must be a DistillationConfig (it carries `temperature`, `alpha` and `teacher_output`), got "
-                f"{type(args).__name__}. Build it with `DistillationConfig(**your_training_args.to_dict())`."
+                f"`args` must be a DistillationConfig (it carries `temperature`, `teacher_weight` and `teacher_output`), "
+                f"got {type(args).__name__}. Build it with `DistillationConfig.from_training_arguments(your_args)`."
             )
         if model is None:
             raise ValueError("Pass the student to train as `model=`.")
-        if isinstance(teacher, str):
+        if isinstance(teacher, (str, os.PathLike)):
             teacher = load_model(teacher)
         if not isinstance(teacher, nn.Module):
             raise ValueError(
@@ -91,10 +84,12 @@ class DistillationTrainer(LoggedMetricsMixin, Trainer):
             )
         self._check_compatible(model, teacher, args, kwargs.get("train_dataset"))
         super().__init__(model=model, args=args, **kwargs)
+        if hasattr(self.model, "add_model_tags"):  # the Trainer's model card then says what made this student
+            self.model.add_model_tags(self._tag_names)
         teacher.eval()
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
-        self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)
+        self.teacher = self.accelerator.prepare_model(teacher, evaluation_mode=True)  # not secret: may be prepared
         self._teacher_inputs = model_input_names(teacher)
         self._student_inputs = model_input_names(model)
         self._init_metrics()
@@ -102,7 +97,7 @@ class DistillationTrainer(LoggedMetricsMixin, Trainer):
     # ------------------------------------------------------------------------------------------- validation
     @staticmethod
     def _check_compatible(student, teacher, args, train_dataset):
-        example = _first_example(train_dataset)
+        example = first_example(train_dataset)
         if example is not None:
             main_input = getattr(teacher, "main_input_name", None)
             if main_input is not None and main_input not in example:
@@ -110,10 +105,10 @@ class DistillationTrainer(LoggedMetricsMixin, Trainer):
                     f"The teacher reads `{main_input}` but the training examples have {sorted(example)}: give the "
                     "attacker's data the teacher's input column."
                 )
-            if args.alpha < 1 and "labels" not in example:
+            if args.teacher_weight < 1 and "labels" not in example:
                 raise ValueError(
-                    f"`alpha={args.alpha}` weighs in a task loss on labels, but the training data has no `labels` "
-                    "column. Set `alpha=1.0` to learn from the teacher alone, or add labels."
+                    f"`teacher_weight={args.teacher_weight}` weighs in a task loss on labels, but the training data has "
+                    "no `labels` column. Set `teacher_weight=1.0` to learn from the teacher alone, or add labels."
                 )
         student_labels, teacher_labels = _num_labels(student, example), _num_labels(teacher, example)
         if student_labels is not None and teacher_labels is not None and student_labels != teacher_labels:
@@ -127,21 +122,23 @@ class DistillationTrainer(LoggedMetricsMixin, Trainer):
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         # Keep the columns the teacher reads, even those the student does not.
-        self._signature_columns += [name for name in self._teacher_inputs if name not in self._signature_columns]
+        self._signature_columns += [n for n in self._teacher_inputs or [] if n not in self._signature_columns]
 
     # ------------------------------------------------------------------------------------------- loss
     @torch.no_grad()
     def query_teacher(self, inputs: dict) -> torch.Tensor:
         """What the attacker sees of the teacher on a batch, as distillation targets: log-probabilities over all
         labels, or in `"label"` mode only the top-1 labels (no scores leave this method)."""
-        scores = forward_logits(self.teacher, {k: v for k, v in inputs.items() if k in self._teacher_inputs})
+        scores = forward_logits(self.teacher, inputs, self._teacher_inputs)
         if self.args.teacher_output == "label":
             return scores.argmax(-1)
-        return scores_to_log_probs(scores, self.args.teacher_output, self.args.top_k)
+        return scores_to_log_probs(
+            scores, self.args.teacher_output, self.args.top_k, self.args.probability_decimals
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
-        outputs = model(**{k: v for k, v in inputs.items() if k in self._student_inputs})
+        outputs = model(**model_inputs(model, inputs, self._student_inputs))
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         targets = self.query_teacher(inputs)
         if args.teacher_output == "label":
@@ -151,24 +148,13 @@ class DistillationTrainer(LoggedMetricsMixin, Trainer):
             soft_name, teacher_top = "distill/kl", targets.argmax(-1)
             soft = distillation_kl(logits, targets, args.temperature, reduction="none")
         per_example = {soft_name: soft}
-        loss = args.alpha * self._reduce(soft, num_items_in_batch)
-        if args.alpha < 1:
+        loss = args.teacher_weight * self._reduce_per_example(soft, num_items_in_batch, model.training)
+        if args.teacher_weight < 1:
             task = hard_label_cross_entropy(logits, inputs["labels"], reduction="none")
-            loss = loss + (1 - args.alpha) * self._reduce(task, num_items_in_batch)
+            loss = loss + (1 - args.teacher_weight) * self._reduce_per_example(task, num_items_in_batch, model.training)
             per_example["task/loss"] = task
         per_example["distill/agreement"] = (logits.argmax(-1) == teacher_top).float()
 
         for name, values in per_example.items():
             self._record_metric(model, name, values)
         return (loss, outputs) if return_outputs else loss
-
-    def _reduce(self, per_example: torch.Tensor, num_items_in_batch) -> torch.Tensor:
-        """Mean over the batch, or, as the Trainer expects when it counted the accumulated batch (labels present and a
-        model that accepts loss kwargs), the sum divided by that count, times the processes that DDP averages over."""
-        if not (self.model_accepts_loss_kwargs and num_items_in_batch is not None):
-            return per_example.mean()  # the Trainer divides by the accumulation steps
-        loss = per_example.sum() / num_items_in_batch
-        if self.args.average_tokens_across_devices:
-            loss = loss * self.accelerator.num_processes
-        return loss
-

@@ -1,0 +1,17 @@
+"""What scripts share, as trl's `trl.scripts`: argument dataclasses, [`IngrainParser`] (`HfArgumentParser` with YAML
+configs) and the checks a multi-process run makes. The recipes in `recipes/` and the `hf-ingrain` subcommands import
+them from here."""
+
+from .arguments import DataArguments, IngrainScriptArguments, ModelArguments
+from .distributed import check_processes_launched, finish_processes, weights_digest_per_process
+from .parser import IngrainParser
+
+__all__ = [
+    "DataArguments",
+    "IngrainParser",
+    "IngrainScriptArguments",
+    "ModelArguments",
+    "check_processes_launched",
+    "finish_processes",
+    "weights_digest_per_process",
+]

@@ -83,6 +83,7 @@ def calibrate_null(
     Example:
 
     ```python
+    >>> from hf_ingrain import calibrate_null
     >>> calibration = calibrate_null(key, splits["test"], [independent_a, independent_b])
     >>> calibration.any_verified, calibration.max_agreement
     (False, 0.131)

@@ -35,6 +35,7 @@ def atomic_folder(path: str, what: str = "the output", private: bool = False, re
     Example:
 
     ```python
+    >>> from hf_ingrain.files import atomic_folder
     >>> with atomic_folder("attacked/", what="the attacked model") as staging:
     ...     model.save_pretrained(staging)
     ```

@@ -236,6 +236,7 @@ def verify(
     Example:
 
     ```python
+    >>> from hf_ingrain import verify
     >>> result = verify(model, key, splits["test"])
     >>> result.verified, result.p_value
     (True, 3.1e-45)

@@ -44,6 +44,23 @@ def tiny_bert(num_labels=NUM_LABELS, vocab_size=100, seed=0):
     return AutoModelForSequenceClassification.from_config(config)
 
 
+def grayscale_processor():
+    """An image processor that turns 8-bit grayscale PIL images back into `pixel_values` in [0, 1] with 1 channel (an
+    `image-classification` pipeline converts every image to RGB first; this one converts it back). It counts its
+    calls in `type(processor).calls`."""
+    from PIL import Image
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    class GrayscaleProcessor(ViTImageProcessorPil):
+        calls = 0
+
+        def process_image(self, image, **kwargs):
+            type(self).calls += 1
+            return super().process_image(image.convert("L") if isinstance(image, Image.Image) else image, **kwargs)
+
+    return GrayscaleProcessor(do_resize=False, do_normalize=False, do_rescale=True, rescale_factor=1 / 255)
+
+
 def random_image_dataset(num_examples=64, shape=(1, 28, 28), num_labels=NUM_LABELS, seed=0):
     generator = torch.Generator().manual_seed(seed)
     return Dataset.from_dict(

@@ -7,7 +7,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hf_ingrain import DistillationConfig, DistillationTrainer, WatermarkKey, verify
+from hf_ingrain import DistillationConfig, DistillationTrainer, verify
 from hf_ingrain.attacks import FineTuneAttack, PruneAttack, QuantizeAttack
 from hf_ingrain.attacks.prune import prunable_weights
 from hf_ingrain.cli import main
@@ -166,9 +166,12 @@ def test_other_teacher_outputs_train(teacher_output, tmp_path):
     data = random_image_dataset()
     trainer = _distill(student, tiny_cnn(seed=0), data, tmp_path, teacher_output=teacher_output, top_k=3)
     assert _changed(before, student) and any("distill/kl" in e for e in trainer.state.log_history)
-    trainer.evaluate(random_image_dataset(16, seed=1))
+    held_out = random_image_dataset(16, seed=1)
+    trainer.evaluate(held_out)
     metrics = trainer.state.log_history[-1]
-    assert 0 <= metrics["eval_distill/agreement"] <= 1 and metrics["eval_distill/kl"] >= 0
+    # the logged evaluation agreement is the student's top-1 agreement with the teacher on those 16 examples
+    assert metrics["eval_distill/agreement"] == pytest.approx(_top1_agreement(student, trainer.teacher, held_out))
+    assert metrics["eval_distill/kl"] > 0
 
 
 def test_mismatched_label_counts_and_bad_arguments_raise_before_training(tmp_path):
@@ -279,8 +282,8 @@ def test_dynamic_int8_quantization_still_runs_and_verifies(small_key):
     data = random_image_dataset(128)
     # int8 weights and activations move the logits a little, the top-1 labels hardly at all.
     assert _top1_agreement(model, quantized, data) >= 0.9
-    result = verify(quantized, small_key, protocol="carriers")
-    assert result.num_queries == len(small_key.carriers)
+    # a model that carries the key's carriers still does once quantized: int8 keeps what a watermark test reads
+    assert verify(QuantizeAttack(small_key.ingrainer, method="dynamic").run(), small_key, protocol="carriers").verified
     with pytest.raises(ValueError, match="int8"):
         QuantizeAttack(model, bits=4, method="dynamic")
 
@@ -295,7 +298,6 @@ def test_attacks_compose_prune_then_finetune(small_key):
         assert torch.equal(getattr(attacked, name).weight, getattr(pruned, name).weight)
     assert (attacked.conv1.weight == 0).any()
     assert not torch.equal(attacked.classifier.weight, pruned.classifier.weight)
-    assert verify(attacked, small_key, protocol="carriers").num_queries == len(small_key.carriers)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -309,7 +311,8 @@ def test_attacks_compose_prune_then_finetune(small_key):
     ],
 )
 def test_cli_saves_the_attacked_model_with_its_card(attack, extra, tmp_path, capsys):
-    tiny_cnn(seed=0).save_pretrained(tmp_path / "target")
+    target = tiny_cnn(seed=0)
+    target.save_pretrained(tmp_path / "target")
     output = tmp_path / "attacked"
     assert main(["attack", attack, "--model", str(tmp_path / "target"), "--output", str(output), *extra]) == 0
     assert sorted(os.listdir(output)) == ["README.md", "config.json", "model.safetensors"]
@@ -323,8 +326,11 @@ def test_cli_saves_the_attacked_model_with_its_card(attack, extra, tmp_path, cap
         assert sum(int((w == 0).sum()) for w in weights) == round(0.25 * sum(w.numel() for w in weights))
     if attack == "quantize":
         assert all(len(w.unique()) <= 2**4 for w in weights)
-    key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=5, seed=0)
-    assert verify(str(output), key, protocol="carriers").num_queries == 5
+    if attack == "finetune":  # RTLL: the last layer re-initialised and trained, the rest as it was
+        assert not torch.equal(attacked.classifier.weight, target.classifier.weight)
+        assert torch.equal(attacked.conv1.weight, target.conv1.weight)
+    if attack == "distill":  # a fresh small student: another architecture than the target
+        assert attacked.config.hidden_channels == [8, 16] and attacked.config.num_labels == NUM_LABELS
 
 
 def test_cli_reports_errors_in_one_line_before_any_work(tmp_path, capsys):

@@ -3,7 +3,6 @@
 import importlib.resources
 import logging
 import os
-import tomllib
 
 import pytest
 import transformers
@@ -101,9 +100,12 @@ def test_malformed_card_reads_as_no_metadata(tmp_path, caplog):
 def test_template_ships_inside_the_package():
     packaged = importlib.resources.files("hf_ingrain").joinpath("templates/ingrain_model_card.md")
     assert packaged.is_file() and os.path.samefile(str(packaged), TEMPLATE_PATH)
-    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
-        package_data = tomllib.load(f)["tool"]["setuptools"]["package-data"]["hf_ingrain"]
-    assert "templates/*.md" in package_data
+    with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:  # tomllib is 3.11+; 3.10 is supported
+        section = f.read().split("[tool.setuptools.package-data]")[1].split("\n[")[0]
+    package_data = next(line for line in section.splitlines() if line.startswith("hf_ingrain ="))
+    assert '"templates/*.md"' in package_data
+    for template in ("ingrain_model_card.md", "attacked_model_card.md"):
+        assert importlib.resources.files("hf_ingrain").joinpath("templates", template).is_file(), template
     with open(os.path.join(ROOT, "model_cards", "README.md"), encoding="utf-8") as f:
         assert "hf_ingrain/templates/ingrain_model_card.md" in f.read()  # the pointer in model_cards/ stays true
 

@@ -67,8 +67,8 @@ def test_a_bf16_suspect_takes_float32_queries(small_key):
     assert scores.dtype == torch.float32
     # bf16 keeps ~3 significant digits: the logits agree to that precision, and so do nearly all top classes
     assert torch.allclose(scores, _logits(full, data[:]["pixel_values"]), atol=0.1, rtol=0.05)
-    result = verify(half, small_key, data)
-    assert result.num_queries == 64 and result.null_rate > 0
+    half_result, full_result = verify(half, small_key, data), verify(full, small_key, data)
+    assert abs(half_result.num_agreements - full_result.num_agreements) <= 6  # a few runner-ups within bf16 noise
 
 
 def test_wrapped_models_are_queried_like_the_model_inside():

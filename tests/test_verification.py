@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import NUM_LABELS, tiny_cnn
+from conftest import NUM_LABELS, grayscale_processor, tiny_cnn
 from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
 from hf_ingrain import verify
@@ -24,21 +24,10 @@ def logits_of(model):
 
 
 def image_pipeline(model):
-    """A deployed model: an `image-classification` pipeline whose preprocessing turns 8-bit grayscale PIL images back
-    into the model's `pixel_values` in [0, 1] (1 channel: the pipeline converts every image to RGB first)."""
-    from PIL import Image
+    """A deployed model: an `image-classification` pipeline over a grayscale processor (see conftest)."""
     from transformers import pipeline
-    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-    class GrayscaleProcessor(ViTImageProcessorPil):
-        calls = 0
-
-        def process_image(self, image, **kwargs):
-            type(self).calls += 1
-            return super().process_image(image.convert("L") if isinstance(image, Image.Image) else image, **kwargs)
-
-    processor = GrayscaleProcessor(do_resize=False, do_normalize=False, do_rescale=True, rescale_factor=1 / 255)
-    return pipeline("image-classification", model=model, image_processor=processor, device="cpu")
+    return pipeline("image-classification", model=model, image_processor=grayscale_processor(), device="cpu")
 
 
 # ----------------------------------------------------------------------------------------------- score formats

@@ -66,6 +66,7 @@ class FineTuneAttack:
     Example:
 
     ```python
+    >>> from hf_ingrain import verify
     >>> from hf_ingrain.attacks import FineTuneAttack
     >>> attacked = FineTuneAttack(model, mode="RTAL").run(splits["attacker"])
     >>> verify(attacked, key, splits["test"])

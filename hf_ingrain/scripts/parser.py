@@ -23,10 +23,13 @@ class IngrainParser(HfArgumentParser):
 
     ```python
     >>> from hf_ingrain import IngrainConfig
-    >>> from hf_ingrain.scripts import DataArguments, IngrainParser
-    >>> data_args, training_args = IngrainParser([DataArguments, IngrainConfig]).parse_args_and_config(
+    >>> from hf_ingrain.scripts import DataArguments, IngrainParser, IngrainScriptArguments, ModelArguments
+    >>> parser = IngrainParser([IngrainScriptArguments, DataArguments, ModelArguments, IngrainConfig])
+    >>> script_args, data_args, model_args, training_args = parser.parse_args_and_config(
     ...     ["--config", "recipes/configs/mnist5k_small_cnn_cpu.yaml", "--max_steps", "5"]
     ... )
+    >>> training_args.max_steps == 5 and model_args.model_type == "small_cnn"
+    True
     ```
     """
 

@@ -24,9 +24,10 @@ class AdiKey(TriggerSetKey):
     Example:
 
     ```python
-    >>> from hf_ingrain.watermarks import AdiKey
+    >>> from transformers import TrainingArguments
+    >>> from hf_ingrain.watermarks import AdiKey, embed_trigger_set
     >>> key = AdiKey.generate(num_labels=10, input_shape=(1, 28, 28), seed=0)
-    >>> trainer = embed_trigger_set(model, key, splits["owner"], args)
+    >>> trainer = embed_trigger_set(model, key, splits["owner"], TrainingArguments(output_dir="out", report_to="none"))
     ```
     """
 

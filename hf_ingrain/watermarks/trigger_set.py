@@ -162,8 +162,10 @@ def embed_trigger_set(model, key: TriggerSetKey, train_dataset, args, repeats: i
     Example:
 
     ```python
+    >>> from transformers import TrainingArguments
+    >>> from hf_ingrain.watermarks import ZhangKey, embed_trigger_set, verify_trigger_set
     >>> key = ZhangKey.generate(splits["owner"], kind="content", seed=0)
-    >>> args = TrainingArguments(output_dir="out", num_train_epochs=10)
+    >>> args = TrainingArguments(output_dir="out", num_train_epochs=10, learning_rate=1e-3, report_to="none")
     >>> trainer = embed_trigger_set(model, key, splits["owner"], args)
     >>> verify_trigger_set(trainer.model, key).verified
     True

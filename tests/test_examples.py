@@ -1,0 +1,142 @@
+"""Every example the docs show runs as written: the README's Python blocks in order (the quick start, then what
+builds on it, then model_cards/README.md's Hub block), and every `Example:` block of the package's docstrings.
+
+Docstring examples are HF-style: they use names their surroundings define (`model`, `key`, `splits`, ...). Each runs
+in a fresh folder, in a namespace holding exactly those names (`CONTEXT` below says what each is), against a loopback
+Hub that holds the `someone/suspect` repository the Hub examples read. Shown outputs are illustrations (commitments,
+p-values), except `True` and `False`, which are checked.
+"""
+
+import ast
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import grayscale_processor, tiny_cnn
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+
+
+def docstring_examples() -> list[tuple[str, str]]:
+    """(where, code) of every ```python block in the package's docstrings."""
+    found = []
+    for path in sorted((ROOT / "hf_ingrain").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
+                doc = ast.get_docstring(node, clean=True) or ""
+                for index, block in enumerate(CODE_BLOCK.findall(doc)):
+                    name = getattr(node, "name", "module")
+                    found.append((f"{path.relative_to(ROOT)}:{name}:{index}", block))
+    return found
+
+
+def doctest_statements(block: str) -> list[tuple[str, str | None]]:
+    """(source, shown output) of each `>>>` statement, continuation lines (`...`) joined; plain code as one piece."""
+    lines = block.splitlines()
+    if not any(line.startswith(">>>") for line in lines):
+        return [(block, None)]
+    statements, index = [], 0
+    while index < len(lines):
+        line = lines[index]
+        if not line.startswith(">>>"):
+            index += 1
+            continue
+        source = [line[4:]]
+        index += 1
+        while index < len(lines) and lines[index].startswith("..."):
+            source.append(lines[index][4:])
+            index += 1
+        output = []
+        while index < len(lines) and lines[index].strip() and not lines[index].startswith(">>>"):
+            output.append(lines[index])
+            index += 1
+        statements.append(("\n".join(source), "\n".join(output) or None))
+    return statements
+
+
+def run_block(block: str, namespace: dict, where: str) -> None:
+    for source, shown in doctest_statements(block):
+        tree = ast.parse(source)
+        if shown is not None and len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr):
+            value = eval(compile(ast.Expression(tree.body[0].value), where, "eval"), namespace)  # noqa: S307
+            if shown.strip() in ("True", "False"):
+                assert value == (shown.strip() == "True"), f"{where}: {source} gave {value}, the docs show {shown}"
+        else:
+            exec(compile(tree, where, "exec"), namespace)  # noqa: S102
+
+
+# ----------------------------------------------------------------------------------------------- docstring examples
+@pytest.fixture(scope="module")
+def context(tmp_path_factory):
+    """The names docstring examples take from their surroundings, built once (each example gets copies)."""
+    from hf_ingrain import WatermarkKey, verify
+    from hf_ingrain.data import load_image_dataset
+    from hf_ingrain.verification import ingrain_queries
+
+    full = load_image_dataset()
+    splits = {name: full[name].select(range(256)) for name in ("owner", "attacker", "test")}  # small: fast examples
+    key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=50, seed=0)
+    key.train_ingrainer(benign_dataset=splits["owner"], num_steps=100, show_progress=False)
+    model = tiny_cnn(seed=1)
+    per_query = ingrain_queries(model, key, splits["test"])
+    return {
+        "splits": splits,  # owner / attacker / test splits of the embedded MNIST sample (256 images each)
+        "key": key,  # the owner's WatermarkKey, its ingrainer trained
+        "model": model,  # the model at hand: a small CNN classifier of the task
+        "student": tiny_cnn(seed=2),  # a fresh student of the distillation attack
+        "teacher": tiny_cnn(seed=3),  # the attacked model
+        "processor": grayscale_processor(),  # the model's image processor
+        "result": verify(model, key, splits["test"]),  # a verification result
+        "independent_a": tiny_cnn(seed=4),  # models trained without the key
+        "independent_b": tiny_cnn(seed=5),
+        "runner_ups": per_query["runner_up"].tolist(),  # what ingrain_queries returns
+        "ingrainer_choices": per_query["ingrainer_choice"].tolist(),
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.hub
+@pytest.mark.parametrize("where, block", docstring_examples(), ids=[w for w, _ in docstring_examples()])
+def test_docstring_example_runs(where, block, context, loopback_hub, tmp_path, monkeypatch):
+    from hf_ingrain.hub import push_to_hub
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").symlink_to(ROOT / "recipes")  # examples name repository files from its root
+    if "someone/suspect" in block:
+        push_to_hub(context["model"], "someone/suspect", context["key"], dataset=context["splits"]["test"])
+    namespace = {name: copy.deepcopy(value) for name, value in context.items()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        run_block(block, namespace, where)
+
+
+def test_the_example_runner_checks_what_it_can():
+    namespace = {}
+    run_block(">>> x = 2\n>>> x + 1 == 3\nTrue\n>>> x\n7", namespace, "ok")  # 7 is an illustration
+    with pytest.raises(AssertionError, match="the docs show True"):
+        run_block(">>> 1 == 2\nTrue", {}, "wrong")
+    assert doctest_statements(">>> f(\n...     1,\n... )\n'out'") == [("f(\n    1,\n)", "'out'")]
+    assert len(docstring_examples()) >= 20
+
+
+# ----------------------------------------------------------------------------------------------- the READMEs
+@pytest.mark.slow
+@pytest.mark.hub
+def test_the_readme_examples_run_in_order(loopback_hub, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    blocks = CODE_BLOCK.findall((ROOT / "README.md").read_text())
+    blocks += CODE_BLOCK.findall((ROOT / "model_cards" / "README.md").read_text())
+    assert len(blocks) >= 4
+    namespace = {}
+    for index, block in enumerate(blocks):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(index)
+            run_block(block, namespace, f"README block {index}")
+    print(capsys.readouterr().out)
+    # what the README says of its own code
+    assert namespace["result"].verified and (tmp_path / "watermarked" / "model.safetensors").is_file()
+    assert loopback_hub.commits("me/my-model")

@@ -1,0 +1,142 @@
+"""The package's shape, checked: no import circle (module-level or inside functions), no module over ~400 lines, no
+script that reaches the package through `sys.path`, and every name the docs show importable from where they show it."""
+
+import ast
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "hf_ingrain"
+MAX_LINES = 420  # "about 400": the largest module may exceed it by a docstring paragraph, not by a concern
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in PACKAGE.rglob("*.py") if "metrics/ingrain_watermark" not in str(path)}
+
+
+def _imports(name: str, is_package: bool, source: str, known: set[str]) -> set[str]:
+    """Every package module `name` imports, at module level or inside a function, with the packages on the way
+    (importing `a.b.c` runs `a.b`'s `__init__` first). The packages that hold `name` are left out: they are being
+    imported already when `name` runs."""
+    package = name if is_package else name.rsplit(".", 1)[0]
+    targets = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            parts = candidate.split(".")
+            for end in range(2, len(parts) + 1):  # every package on the way, and the module itself
+                if ".".join(parts[:end]) in known:
+                    targets.add(".".join(parts[:end]))
+    parts = name.split(".")
+    ancestors = {".".join(parts[:end]) for end in range(1, len(parts) + 1)}  # already being imported when `name` runs
+    return targets - ancestors
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    cycles, done = [], set()
+
+    def visit(node, stack, on_stack):
+        on_stack.add(node)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target in on_stack:
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in done:
+                visit(target, stack, on_stack)
+        stack.pop()
+        on_stack.discard(node)
+        done.add(node)
+
+    for name in sorted(graph):
+        if name not in done:
+            visit(name, [], set())
+    return cycles
+
+
+def test_no_import_circle():
+    modules = _modules()
+    graph = {
+        name: _imports(name, path.name == "__init__.py", path.read_text(), set(modules))
+        for name, path in modules.items()
+    }
+    cycles = _cycles(graph)
+    assert not cycles, "import circles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_check_finds_the_circle_of_version_0_1():
+    # hub -> model_card -> ingrain_trainer -> hub, the last two inside functions
+    sources = {
+        "hf_ingrain.hub": "from .model_card import render_model_card\n",
+        "hf_ingrain.model_card": "def card():\n    from .ingrain_trainer import IngrainTrainer\n",
+        "hf_ingrain.ingrain_trainer": "def create_model_card():\n    from .hub import save_watermark_card\n",
+    }
+    graph = {name: _imports(name, False, source, set(sources)) for name, source in sources.items()}
+    assert _cycles(graph) == [["hf_ingrain.hub", "hf_ingrain.model_card", "hf_ingrain.ingrain_trainer", "hf_ingrain.hub"]]
+
+
+@pytest.mark.parametrize("name", sorted(_modules()))
+def test_no_module_holds_more_than_about_400_lines(name):
+    lines = len(_modules()[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines: split it by concern"
+
+
+def test_scripts_import_the_package_not_each_other():
+    for script in list((ROOT / "recipes").glob("*.py")):
+        text = script.read_text()
+        assert "sys.path" not in text, script
+        imported = {node.module for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom) and node.module}
+        local = {path.stem for path in (ROOT / "recipes").glob("*.py")}
+        assert not imported & local, (script, imported & local)
+
+
+# every name the README, the recipes' README and the docstrings show, importable from where they show it
+DOCUMENTED = [
+    "hf_ingrain:DistillationConfig", "hf_ingrain:DistillationTrainer", "hf_ingrain:IngrainConfig",
+    "hf_ingrain:IngrainTrainer", "hf_ingrain:VerificationResult", "hf_ingrain:WatermarkKey", "hf_ingrain:calibrate_null",
+    "hf_ingrain:verify", "hf_ingrain:__version__", "hf_ingrain.hub:push_to_hub", "hf_ingrain.hub:verify_from_hub",
+    "hf_ingrain.hub:verify_model_or_repo", "hf_ingrain.hub:is_hub_id", "hf_ingrain.attacks:DistillationConfig",
+    "hf_ingrain.attacks:DistillationTrainer", "hf_ingrain.attacks:FineTuneAttack", "hf_ingrain.attacks:PruneAttack",
+    "hf_ingrain.attacks:QuantizeAttack", "hf_ingrain.data:load_image_dataset", "hf_ingrain.models:SmallCNNConfig",
+    "hf_ingrain.models:SmallCNNForImageClassification", "hf_ingrain.models:SmallTextConfig",
+    "hf_ingrain.models:SmallTextForSequenceClassification", "hf_ingrain.models:build_classifier",
+    "hf_ingrain.model_card:render_model_card", "hf_ingrain.model_card:watermark_metadata",
+    "hf_ingrain.model_card:save_watermark_card", "hf_ingrain.verification:ingrain_null_rate",
+    "hf_ingrain.verification:ingrain_queries", "hf_ingrain.metrics:metric_path", "hf_ingrain.watermarks:AdiKey",
+    "hf_ingrain.watermarks:ZhangKey", "hf_ingrain.watermarks:UchidaKey", "hf_ingrain.watermarks:UchidaConfig",
+    "hf_ingrain.watermarks:UchidaTrainer", "hf_ingrain.watermarks:verify_uchida",
+    "hf_ingrain.watermarks:verify_trigger_set", "hf_ingrain.watermarks:embed_trigger_set",
+    "hf_ingrain.watermarks:load_key", "hf_ingrain.cli:main", "hf_ingrain.suspects:load_suspect",
+    "hf_ingrain.scripts:IngrainParser",
+]
+
+
+@pytest.mark.parametrize("where", DOCUMENTED)
+def test_documented_names_are_importable_where_the_docs_show_them(where):
+    module, name = where.split(":")
+    assert hasattr(importlib.import_module(module), name), where
+
+
+def test_the_documented_list_covers_the_readme():
+    shown = set()
+    for doc in (ROOT / "README.md", ROOT / "recipes" / "README.md", ROOT / "model_cards" / "README.md"):
+        for module, names in re.findall(r"from (hf_ingrain[\w.]*) import ([\w, ]+)", doc.read_text()):
+            shown |= {f"{module}:{name.strip()}" for name in names.split(",")}
+    assert shown <= set(DOCUMENTED), sorted(shown - set(DOCUMENTED))

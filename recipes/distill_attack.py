@@ -33,7 +33,6 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-import transformers
 from transformers import set_seed
 
 import hf_ingrain
@@ -45,9 +44,11 @@ from hf_ingrain.scripts import (
     DataArguments,
     IngrainParser,
     ModelArguments,
+    check_key_outside_output,
     check_processes_launched,
     finish_processes,
-    weights_digest_per_process,
+    setup_logging,
+    train_and_save,
 )
 from hf_ingrain.suspects import collect_scores, load_model
 
@@ -88,12 +89,7 @@ def check_arguments(script_args: ScriptArguments, training_args: DistillationCon
             "`ingrain.py` wrote, or drop `--key_dir` to distil without verifying."
         )
     if script_args.key_dir:
-        key_dir, output_dir = os.path.abspath(script_args.key_dir), os.path.abspath(training_args.output_dir)
-        if os.path.commonpath([key_dir, output_dir]) in (key_dir, output_dir):
-            raise ValueError(
-                f"`--key_dir` ({key_dir}) and `--output_dir` ({output_dir}) must not contain one another. Choose "
-                "separate folders."
-            )
+        check_key_outside_output(script_args.key_dir, training_args.output_dir)
 
 
 def predictions(model, dataset, batch_size: int = 256) -> torch.Tensor:
@@ -105,10 +101,7 @@ def main(args: list[str] | None = None) -> dict:
     """Runs the recipe on `args` (default: the command line); returns the results (on every process)."""
     parser = IngrainParser([ScriptArguments, DataArguments, ModelArguments, DistillationConfig])
     script_args, data_args, model_args, training_args = parser.parse_args_and_config(args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args, logger)
     check_arguments(script_args, training_args)
 
     key = WatermarkKey.load(script_args.key_dir) if script_args.key_dir else None
@@ -120,16 +113,7 @@ def main(args: list[str] | None = None) -> dict:
     set_seed(training_args.seed)
     student = model_args.build(teacher.config.num_labels, input_shape, teacher.config.id2label)
     trainer = DistillationTrainer(model=student, teacher=teacher, args=training_args, train_dataset=attacker)
-    resume = training_args.resume_from_checkpoint
-    resume = True if isinstance(resume, str) and resume.lower() in ("true", "last") else resume
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    digests = weights_digest_per_process(trainer)
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"The processes ended with different weights ({digests}): gradients were not synchronised.")
+    train_result, digests = train_and_save(trainer)
 
     results = {
         "recipe": "distill_attack",

@@ -36,7 +36,6 @@ import logging
 import os
 
 import torch
-import transformers
 from transformers import set_seed
 
 import hf_ingrain
@@ -48,9 +47,11 @@ from hf_ingrain.scripts import (
     IngrainParser,
     IngrainScriptArguments,
     ModelArguments,
+    check_key_outside_output,
     check_processes_launched,
     finish_processes,
-    weights_digest_per_process,
+    setup_logging,
+    train_and_save,
 )
 from hf_ingrain.suspects import load_model
 
@@ -68,12 +69,8 @@ def check_arguments(script_args: ScriptArguments, training_args: IngrainConfig) 
             "Pass `--key_dir`: the folder of the owner's key (created there if missing). Keep it private, outside "
             "`--output_dir`."
         )
-    key_dir, output_dir = os.path.abspath(script_args.key_dir), os.path.abspath(training_args.output_dir)
-    if os.path.commonpath([key_dir, output_dir]) in (key_dir, output_dir):
-        raise ValueError(
-            f"`--key_dir` ({key_dir}) and `--output_dir` ({output_dir}) must not contain one another: the output "
-            "folder is shared or published, the key must stay private. Choose separate folders."
-        )
+    check_key_outside_output(script_args.key_dir, training_args.output_dir)
+    key_dir = os.path.abspath(script_args.key_dir)
     if os.path.isdir(key_dir) and os.listdir(key_dir) and not os.path.isfile(os.path.join(key_dir, KEY_FILE)):
         raise ValueError(f"`--key_dir` {key_dir} is not empty but holds no {KEY_FILE}; pass a key folder or a new one.")
     if training_args.push_to_hub:
@@ -131,10 +128,7 @@ def main(args: list[str] | None = None) -> dict:
     """Runs the recipe on `args` (default: the command line); returns the results (on every process)."""
     parser = IngrainParser([ScriptArguments, DataArguments, ModelArguments, IngrainConfig])
     script_args, data_args, model_args, training_args = parser.parse_args_and_config(args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
+    setup_logging(training_args, logger)
     check_arguments(script_args, training_args)
 
     splits = data_args.load_splits(training_args)
@@ -151,16 +145,7 @@ def main(args: list[str] | None = None) -> dict:
         model=model, args=training_args, train_dataset=owner, eval_dataset=test if evaluate else None,
         ingrainer=key, compute_metrics=accuracy if evaluate else None,
     )
-    resume = training_args.resume_from_checkpoint
-    resume = True if isinstance(resume, str) and resume.lower() in ("true", "last") else resume
-    train_result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
-    trainer.save_state()
-    digests = weights_digest_per_process(trainer)
-    if len(set(digests)) > 1:
-        raise RuntimeError(f"The processes ended with different weights ({digests}): gradients were not synchronised.")
+    train_result, digests = train_and_save(trainer)
 
     results = {
         "recipe": "ingrain",

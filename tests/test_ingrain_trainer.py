@@ -62,22 +62,28 @@ def test_ingrain_term_pulls_the_model_towards_the_ingrainer(small_key, tmp_path)
     assert sum(kl[5.0]) < sum(kl[0.0])
 
 
-def test_gradient_accumulation_matches_the_full_batch(small_key, tmp_path):
+def _assert_accumulation_matches_the_full_batch(key, tmp_path, make_model, **trainer_kwargs):
+    """Two optimizer steps on 16-example batches, and the same with 2 accumulated 8-example micro-batches: the same
+    weights. Sequential sampling: both runs see the same examples in the same accumulated batches."""
     data = random_image_dataset(32)
     models = {}
     for name, batch, steps in (("full", 16, 1), ("accumulated", 8, 2)):
-        model = tiny_cnn(seed=1)
+        model = make_model()
         args = IngrainConfig(
             **training_args(tmp_path / name, per_device_train_batch_size=batch, max_steps=2, optim="sgd", learning_rate=0.5),
             gradient_accumulation_steps=steps, ingrain_lambda=2.0,
         )
-        # Sequential sampling: both runs see the same examples in the same accumulated batches.
-        trainer = IngrainTrainer(model=model, args=args, train_dataset=data, ingrainer=small_key)
+        trainer = IngrainTrainer(model=model, args=args, train_dataset=data, ingrainer=key, **trainer_kwargs)
         trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(data)
         trainer.train()
         models[name] = model
-    for key, value in models["full"].state_dict().items():
-        torch.testing.assert_close(value, models["accumulated"].state_dict()[key], rtol=1e-4, atol=1e-5)
+    for name, value in models["full"].state_dict().items():
+        torch.testing.assert_close(value, models["accumulated"].state_dict()[name], rtol=1e-4, atol=1e-5)
+    return trainer
+
+
+def test_gradient_accumulation_matches_the_full_batch(small_key, tmp_path):
+    _assert_accumulation_matches_the_full_batch(small_key, tmp_path, lambda: tiny_cnn(seed=1))
 
 
 def test_logits_cache_gives_the_same_training(small_key, tmp_path):
@@ -218,23 +224,10 @@ def _sum_over_items(outputs, labels, num_items_in_batch=None):
 def test_the_ingrain_term_follows_compute_loss_func_under_gradient_accumulation(small_key, tmp_path):
     # With a `compute_loss_func`, the Trainer treats the loss as already scaled for accumulation (it does not divide
     # it by the steps), so the ingrain term must be normalised over the accumulated batch too, whatever the model.
-    data = random_image_dataset(32)
-    models = {}
-    for name, batch, steps in (("full", 16, 1), ("accumulated", 8, 2)):
-        model = _PlainCNN(seed=1)
-        args = IngrainConfig(
-            **training_args(tmp_path / name, per_device_train_batch_size=batch, max_steps=2, optim="sgd", learning_rate=0.5),
-            gradient_accumulation_steps=steps, ingrain_lambda=2.0,
-        )
-        trainer = IngrainTrainer(
-            model=model, args=args, train_dataset=data, ingrainer=small_key, compute_loss_func=_sum_over_items
-        )
-        assert not trainer.model_accepts_loss_kwargs
-        trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(data)
-        trainer.train()
-        models[name] = model
-    for key, value in models["full"].state_dict().items():
-        torch.testing.assert_close(value, models["accumulated"].state_dict()[key], rtol=1e-4, atol=1e-5)
+    trainer = _assert_accumulation_matches_the_full_batch(
+        small_key, tmp_path, lambda: _PlainCNN(seed=1), compute_loss_func=_sum_over_items
+    )
+    assert not trainer.model_accepts_loss_kwargs  # the case the Trainer's own rule for the model does not cover
 
 
 # ----------------------------------------------------------------------------------------------- config and secrets

@@ -3,7 +3,14 @@ configs) and the checks a multi-process run makes. The recipes in `recipes/` and
 them from here."""
 
 from .arguments import DataArguments, IngrainScriptArguments, ModelArguments
-from .distributed import check_processes_launched, finish_processes, weights_digest_per_process
+from .training import (
+    check_key_outside_output,
+    check_processes_launched,
+    finish_processes,
+    setup_logging,
+    train_and_save,
+    weights_digest_per_process,
+)
 from .parser import IngrainParser
 
 __all__ = [
@@ -11,7 +18,10 @@ __all__ = [
     "IngrainParser",
     "IngrainScriptArguments",
     "ModelArguments",
+    "check_key_outside_output",
     "check_processes_launched",
     "finish_processes",
+    "setup_logging",
+    "train_and_save",
     "weights_digest_per_process",
 ]

@@ -11,7 +11,7 @@ from ..data import first_example
 from ..losses import distillation_kl, hard_label_cross_entropy, scores_to_log_probs
 from ..suspects import forward_logits, load_model, model_input_names, model_inputs
 from .distillation_config import DistillationConfig
-from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin
+from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +67,7 @@ class DistillationTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     _tag_names = ["hf_ingrain", "distillation", "watermark-removal-attack"]
 
     def __init__(self, model=None, teacher=None, args: DistillationConfig | None = None, **kwargs):
-        if args is None:
-            raise ValueError("Pass `args=DistillationConfig(output_dir=...)`.")
-        if not isinstance(args, DistillationConfig):
-            raise ValueError(
-                f"`args` must be a DistillationConfig (it carries `temperature`, `teacher_weight` and `teacher_output`), "
-                f"got {type(args).__name__}. Build it with `DistillationConfig.from_training_arguments(your_args)`."
-            )
+        check_config(args, DistillationConfig, "`temperature`, `teacher_weight` and `teacher_output`")
         if model is None:
             raise ValueError("Pass the student to train as `model=`.")
         if isinstance(teacher, (str, os.PathLike)):

@@ -13,7 +13,7 @@ from ..model_card import INGRAIN_TAGS, save_watermark_card
 from ..suspects import forward_logits, model_input_names
 from ..verification import verify
 from .ingrain_config import IngrainConfig
-from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin
+from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +77,7 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     _tag_names = INGRAIN_TAGS
 
     def __init__(self, model=None, args: IngrainConfig | None = None, ingrainer=None, **kwargs):
-        if args is None:
-            raise ValueError("Pass `args=IngrainConfig(output_dir=...)`.")
-        if not isinstance(args, IngrainConfig):
-            raise ValueError(
-                f"`args` must be an IngrainConfig (it carries `ingrain_lambda` and `ingrain_temperature`), got "
-                f"{type(args).__name__}. Build it with `IngrainConfig.from_training_arguments(your_training_args)`."
-            )
+        check_config(args, IngrainConfig, "`ingrain_lambda` and `ingrain_temperature`")
         if ingrainer is None:
             raise ValueError("Pass the owner's key (or an ingrainer model) as `ingrainer=`.")
         if isinstance(ingrainer, WatermarkKey):

@@ -92,6 +92,18 @@ class AuxiliaryLossMixin:
         return task_loss
 
 
+def check_config(args, config_class: type, carries: str) -> None:
+    """Refuses training arguments that are not a `config_class` (which carries `carries`), naming the fix."""
+    name = config_class.__name__
+    if args is None:
+        raise ValueError(f"Pass `args={name}(output_dir=...)`.")
+    if not isinstance(args, config_class):
+        raise ValueError(
+            f"`args` must be a {name} (it carries {carries}), got {type(args).__name__}. Build it with "
+            f"`{name}.from_training_arguments(your_training_args)`."
+        )
+
+
 class ExtendsTrainingArguments:
     """For configs that subclass `TrainingArguments`: build one from training arguments a script already has."""
 

@@ -4,7 +4,7 @@ import torch
 from transformers import Trainer
 
 from ..losses import embedding_vector, signature_loss
-from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin
+from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
 from .uchida_config import UchidaConfig
 
 
@@ -47,8 +47,7 @@ class UchidaTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     _tag_names = ["hf_ingrain", "uchida", "watermark"]
 
     def __init__(self, model=None, args: UchidaConfig | None = None, key=None, **kwargs):
-        if not isinstance(args, UchidaConfig):
-            raise ValueError("Pass `args=UchidaConfig(output_dir=..., uchida_lambda=...)`.")
+        check_config(args, UchidaConfig, "`uchida_lambda`")
         if not all(hasattr(key, name) for name in ("projection", "bits", "parameter_name")):
             raise ValueError("Pass the owner's UchidaKey (`hf_ingrain.watermarks.UchidaKey.generate`) as `key=`.")
         if model is None:

@@ -173,8 +173,7 @@ def main(args: list[str] | None = None) -> dict:
             f"{last['null_rate']:5.3f}  {str(last['verified']):5s} (p {format_p_value(last['p_value'])}){target}"
         )
     if bench_args.results_file:
-        os.makedirs(os.path.dirname(os.path.abspath(bench_args.results_file)), exist_ok=True)
-        write_json(bench_args.results_file, results, sort_keys=True)
+        write_json(bench_args.results_file, results, sort_keys=True)  # creates the folder; whole or not at all
         print(f"Wrote {bench_args.results_file}")
     return results
 

@@ -79,3 +79,15 @@ def test_split_all_queries_every_split(folders, capsys):
     code = main(["verify", folders["watermarked"], "--key", folders["key"], "--split", "all", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["num_queries"] == 5000 and report["data"]["split"] == "all"
+
+
+def test_a_local_model_is_loaded_once(folders, capsys, monkeypatch):
+    from hf_ingrain.suspects import loading
+
+    loads = []
+    original = loading._load_folder
+    monkeypatch.setattr(loading, "_load_folder", lambda *args: loads.append(args[0]) or original(*args))
+    assert main(["verify", folders["watermarked"], "--key", folders["key"]]) == 0
+    assert loads == [folders["watermarked"]]  # checked before the data is loaded, then verified: one load
+    assert main(["verify", folders["watermarked"], "--key", folders["key"], "--revision", "main"]) == 2
+    assert "Hub ids only" in capsys.readouterr().err

@@ -19,12 +19,14 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from torch import nn
 
 from .keys import WatermarkKey
 from .model_card import CARD_FILE, WATERMARK_FILE, read_watermark_metadata, save_watermark_card
+from .provenance import check_claim, check_reference_is_not_suspect
+from .queries import read_queries
 from .suspects import is_hub_id, load_suspect, selected_files
 from .verification import DEFAULT_ALPHA, VerificationResult, verify
 
@@ -45,6 +47,10 @@ class HubVerificationResult(VerificationResult):
         commitment_match (`bool` or `None`): whether the commitment in the repository's model card equals
             `key.commitment()`; `None` when the card has no commitment.
         published_commitment (`str` or `None`): the commitment found in the card.
+        claim (`dict` or `None`): with `reference_repo_id`, the provenance of the claim (see
+            [`hf_ingrain.provenance.ClaimCheck`]): both shas, both dates, `precedence` and the `refusals`.
+        test_verified (`bool` or `None`): with `reference_repo_id`, the watermark test's own verdict; `verified` is
+            then the claim's (the test and the provenance).
     """
 
     repo_id: str = ""
@@ -52,13 +58,22 @@ class HubVerificationResult(VerificationResult):
     commit_sha: str = ""
     commitment_match: bool | None = None
     published_commitment: str | None = None
+    claim: dict | None = None
+    test_verified: bool | None = None
 
     def __str__(self) -> str:
         match = {True: "matches the key", False: "DOES NOT match the key", None: "absent from the card"}
-        return (
+        text = (
             f"{super().__str__()}\n{self.repo_id} @ {self.revision} (commit {self.commit_sha}); "
             f"published commitment {match[self.commitment_match]}"
         )
+        if self.claim is not None:
+            text += "\n" + "\n".join(["claim refused:"] + self.claim["refusals"] if self.claim["refusals"] else [
+                f"claim: commitment first published {self.claim['first_published_at']} "
+                f"({self.claim['reference_repo_id']}@{self.claim['first_published_sha']}), before the suspect's first "
+                f"commit {self.claim['suspect_created_at']}"
+            ])
+        return text
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -93,6 +108,7 @@ def push_to_hub(
     alpha: float = DEFAULT_ALPHA,
     tags: list[str] | None = None,
     batch_size: int = 256,
+    committed_queries=None,
 ) -> str:
     r"""
     Publishes a watermarked model in one commit: safetensors weights, config, model card and `watermark.json`.
@@ -131,6 +147,9 @@ def push_to_hub(
             Extra Hub tags (`hf_ingrain`, `ingrain`, `watermark` are always set).
         batch_size (`int`, *optional*, defaults to 256):
             Queries per forward pass during verification.
+        committed_queries (`datasets.Dataset`, *optional*):
+            The benign query set the card commits to (its digest is published; see `hf_ingrain.queries`). Defaults
+            to the set the key commits to ([`~WatermarkKey.commit_queries`]), else `dataset`.
 
     Returns:
         `str`: the sha of the commit.
@@ -159,6 +178,15 @@ def push_to_hub(
             f"{type(model).__name__}."
         )
     result = verify(model, key, dataset, alpha=alpha, batch_size=batch_size)
+    queries = None
+    if committed_queries is not None:
+        query_set = read_queries(key, committed_queries)
+        queries = {"digest": query_set.digest, "num_queries": len(query_set.unique_indices)}
+    elif result.committed_queries is False:
+        logger.warning(
+            "The verification recorded in the card used other queries than the set the key commits to; the card "
+            "publishes the key's committed set."
+        )
     if result.verified:
         logger.info("Verified before publishing: %s", result)
     else:
@@ -173,7 +201,7 @@ def push_to_hub(
             model.save_pretrained(staging)
         save_watermark_card(
             staging, model, key, result, repo_id=repo_id, tags=tags,
-            ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature,
+            ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature, queries=queries,
         )
         upload = _published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(staging, p)) for p in upload]
@@ -214,6 +242,8 @@ def verify_from_hub(
     cache_dir: str | None = None,
     protocol: str = "ingrain",
     alpha: float = DEFAULT_ALPHA,
+    reference_repo_id: str | None = None,
+    reference_revision: str | None = None,
     **verify_kwargs,
 ) -> HubVerificationResult:
     r"""
@@ -246,6 +276,14 @@ def verify_from_hub(
             The [`verify`] protocol.
         alpha (`float`, *optional*, defaults to 1e-6):
             Significance level.
+        reference_repo_id (`str`, *optional*):
+            The owner's repository, where the key's commitment (and its committed query set) was published: makes
+            this a claim of ownership (see [`hf_ingrain.provenance`]). The claim is verified only if the test
+            verifies, the reference publishes this key's commitment, it did so strictly before the suspect
+            repository's first commit, and the queries are the set it committed to; `claim` in the result holds
+            both dates, both shas and the reasons for a refusal.
+        reference_revision (`str`, *optional*):
+            The revision of the reference to read (default: its main branch).
         **verify_kwargs:
             Further options of [`verify`] (`batch_size`, `show_progress`, ...).
 
@@ -261,8 +299,13 @@ def verify_from_hub(
     (True, 2.3e-45, '9c1e...', True)
     ```
     """
+    from huggingface_hub import HfApi
+
     _check_repo_id(repo_id)
     _check_key(key, dataset, protocol)
+    if reference_repo_id is not None:
+        _check_repo_id(reference_repo_id)
+        check_reference_is_not_suspect(reference_repo_id, repo_id)
     suspect = load_suspect(repo_id, revision, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
     where = f"{repo_id!r} at commit {suspect.commit_sha}"
     block = read_watermark_metadata(suspect.card_path) if suspect.card_path else None
@@ -279,9 +322,17 @@ def verify_from_hub(
     else:
         logger.info("The model card of %s publishes no key commitment.", where)
 
+    claim = None
+    if reference_repo_id is not None:  # before the test: the committed query set comes from the owner's card
+        claim = check_claim(
+            HfApi(token=token), key, reference_repo_id, repo_id, suspect.commit_sha, reference_revision, cache_dir
+        )
+        verify_kwargs.setdefault("committed_digest", (claim.published_queries or {}).get("digest"))
+    elif commitment_match and (block or {}).get("queries"):  # the owner's own published model: its card's set
+        verify_kwargs.setdefault("committed_digest", block["queries"].get("digest"))
     result = verify(suspect.model, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs)
     values = {f.name: getattr(result, f.name) for f in fields(VerificationResult)}
-    return HubVerificationResult(
+    hub_result = HubVerificationResult(
         **values,
         repo_id=repo_id,
         revision=suspect.revision,
@@ -289,6 +340,17 @@ def verify_from_hub(
         commitment_match=commitment_match,
         published_commitment=str(published) if published else None,
     )
+    if claim is not None:
+        refusals = list(claim.refusals)
+        if claim.published_queries and result.committed_queries is False:
+            refusals.append(
+                f"The queries (digest {result.query_digest}) are not the set {reference_repo_id} committed to "
+                f"({claim.published_queries.get('digest')}): queries chosen after seeing the suspect prove nothing."
+            )
+        hub_result.claim = {**asdict(claim), "precedence": claim.precedence, "refusals": refusals}
+        hub_result.test_verified = result.verified
+        hub_result.verified = result.verified and not refusals
+    return hub_result
 
 
 def verify_model_or_repo(

@@ -14,6 +14,7 @@ watermark:
   protocol: ingrain
   parameters: {ingrain_temperature: 4.0, ingrain_lambda: 0.5, alpha: 1.0e-06, num_queries: 1000, num_labels: 10}
   key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
+  queries: {digest: 9a0c..., num_queries: 1000}   # the committed benign query set (hf_ingrain.queries)
   verification: {verified: true, agreement: 0.39, null_rate: 0.197, p_value: 2.3e-45, num_queries: 1000, ...}
 ```
 
@@ -34,7 +35,7 @@ from .verification import format_p_value
 
 logger = logging.getLogger(__name__)
 
-WATERMARK_SCHEMA_VERSION = 1
+WATERMARK_SCHEMA_VERSION = 2  # 2: the committed query set (`queries`)
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TEMPLATE_PATH = os.path.join(TEMPLATES, "ingrain_model_card.md")
 ATTACKED_TEMPLATE_PATH = os.path.join(TEMPLATES, "attacked_model_card.md")
@@ -48,7 +49,7 @@ FRAMEWORKS = ("hf_ingrain", "transformers", "torch", "huggingface_hub", "safeten
 # every key the `watermark` block may hold; a test checks that nothing else (no key material) gets in
 WATERMARK_FIELDS = (
     "schema_version", "scheme", "paper", "library", "library_version", "protocol", "parameters", "key_commitment",
-    "verification",
+    "queries", "verification",
 )
 VERIFICATION_FIELDS = ("verified", "agreement", "null_rate", "p_value", "num_queries", "num_agreements", "alpha")
 
@@ -81,6 +82,7 @@ def watermark_metadata(
     ingrain_lambda: float | None = None,
     ingrain_temperature: float | None = None,
     version: str | None = None,
+    queries: dict | None = None,
 ) -> dict:
     r"""
     The `watermark` block of a model card: scheme, protocol and parameters, the key's commitment and the result of
@@ -97,6 +99,9 @@ def watermark_metadata(
             The `ingrain_temperature` the model was trained with, if known.
         version (`str`, *optional*):
             hf_ingrain's version (defaults to the installed one).
+        queries (`dict`, *optional*):
+            The committed benign query set, `{"digest", "num_queries"}`; defaults to the one the key commits to
+            ([`~WatermarkKey.commit_queries`]), else the set the recorded verification used.
 
     Returns:
         `dict`: the block, with `None` for what is unknown.
@@ -119,6 +124,10 @@ def watermark_metadata(
             "num_agreements": int(result.num_agreements),
             "alpha": float(result.alpha),
         }
+    if queries is None and key is not None and getattr(key, "committed_queries", None):
+        queries = key.committed_queries
+    if queries is None and result is not None and getattr(result, "query_digest", None):
+        queries = {"digest": result.query_digest, "num_queries": int(result.num_queries)}
     return {
         "schema_version": WATERMARK_SCHEMA_VERSION,
         "scheme": "ingrain",
@@ -128,6 +137,7 @@ def watermark_metadata(
         "protocol": result.protocol if result is not None else "ingrain",
         "parameters": parameters,
         "key_commitment": None if key is None else key.commitment(),
+        "queries": None if queries is None else {"digest": str(queries["digest"]), "num_queries": int(queries["num_queries"])},
         "verification": verification,
     }
 
@@ -188,6 +198,7 @@ def render_model_card(
         repo_id=repo_id or model_name,
         library_version=watermark.get("library_version"),
         commitment=watermark.get("key_commitment"),
+        queries=watermark.get("queries"),
         protocol=watermark.get("protocol"),
         verification=verification,
         p_value=format_p_value(verification["p_value"], relation=False) if verification else None,
@@ -229,6 +240,7 @@ def save_watermark_card(
     tags: list[str] | None = None,
     ingrain_lambda: float | None = None,
     ingrain_temperature: float | None = None,
+    queries: dict | None = None,
 ):
     r"""
     Writes the model card (`README.md`) and `watermark.json` of a watermarked model into `folder`, each atomically.
@@ -243,13 +255,14 @@ def save_watermark_card(
         tags (`list[str]`, *optional*): extra Hub tags.
         ingrain_lambda (`float`, *optional*): training parameter to record.
         ingrain_temperature (`float`, *optional*): training parameter to record.
+        queries (`dict`, *optional*): the committed query set (see [`watermark_metadata`]).
 
     Returns:
         `huggingface_hub.ModelCard`: the card written.
     """
     if isinstance(tags, str):
         tags = [tags]
-    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature)
+    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature, queries=queries)
     if key is None:
         logger.warning("No key given: the model card carries no commitment, so it cannot back a claim of ownership.")
     name = model_name or (repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.abspath(folder)))

@@ -80,6 +80,7 @@ from scipy.stats import binom
 
 from .keys import WatermarkKey
 from .losses import runner_up
+from .queries import read_queries
 from .suspects import collect_scores, resolve_model, restrict_scores
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ class VerificationResult:
         alpha (`float`): the significance level.
         protocol (`str`): `"ingrain"`, `"carriers"`, or a baseline's protocol (`"trigger_set"`, `"uchida"`).
         details (`dict`): protocol-specific extras (the terms of the null rate, accuracy on labelled data, ...).
+        query_digest (`str`, *optional*): digest of the distinct benign queries counted (see `hf_ingrain.queries`).
+        num_duplicates (`int`): repeated queries dropped before counting.
+        committed_queries (`bool`, *optional*): whether the queries are the set the owner committed to (in the key
+            or the model card); `None` when no set was committed. A claim on other queries is weaker: the owner
+            could have chosen them after seeing the suspect.
     """
 
     verified: bool
@@ -114,6 +120,9 @@ class VerificationResult:
     alpha: float
     protocol: str
     details: dict = field(default_factory=dict)
+    query_digest: str | None = None
+    num_duplicates: int = 0
+    committed_queries: bool | None = None
 
     @classmethod
     def from_counts(
@@ -138,10 +147,15 @@ class VerificationResult:
 
     def __str__(self) -> str:
         verdict = "VERIFIED" if self.verified else "not verified"
-        return (
+        text = (
             f"{verdict} ({self.protocol}): agreement {self.agreement:.3f} on {self.num_queries} queries "
             f"vs null rate {self.null_rate:.3f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
         )
+        if self.committed_queries is False:
+            text += "; NOT the committed query set"
+        if self.num_duplicates:
+            text += f"; {self.num_duplicates} repeated queries dropped"
+        return text
 
 
 def format_p_value(p_value: float, relation: bool = True, spec: str = ".3g") -> str:
@@ -201,6 +215,7 @@ def verify(
     show_progress: bool = False,
     scores: str = "auto",
     top_k: int | None = None,
+    committed_digest: str | None = None,
 ) -> VerificationResult:
     r"""
     Tests whether `model` carries the watermark of `key` (see the module docstring for the statistics).
@@ -229,9 +244,13 @@ def verify(
             `"top_k"` (only the `top_k` highest scores are used) or `"labels"` (only the top class is used).
         top_k (`int`, *optional*):
             Use only the `top_k` highest scores of each query (and ask a pipeline for that many).
+        committed_digest (`str`, *optional*):
+            The digest of the query set the owner committed to (a model card's `queries.digest`); defaults to the
+            one recorded in the key by [`~WatermarkKey.commit_queries`]. The result says whether `dataset` is it.
 
     Returns:
-        [`VerificationResult`]
+        [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and
+        `query_digest` names the set counted.
 
     Example:
 
@@ -267,9 +286,14 @@ def verify(
     }
     if queries["labels"] is not None:
         details["accuracy"] = (queries["top"] == queries["labels"]).float().mean().item()
-    return VerificationResult.from_counts(
+    result = VerificationResult.from_counts(
         int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details
     )
+    query_set = queries["query_set"]
+    committed = committed_digest if committed_digest is not None else (key.committed_queries or {}).get("digest")
+    result.query_digest, result.num_duplicates = query_set.digest, query_set.num_duplicates
+    result.committed_queries = None if committed is None else committed == query_set.digest
+    return result
 
 
 def ingrain_queries(
@@ -289,8 +313,8 @@ def ingrain_queries(
         raise ValueError("The ingrain protocol needs benign queries: pass `dataset=` (e.g. your test split).")
     if key.ingrainer is None:
         raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
-    if len(dataset) and key.input_name in dataset[0]:
-        key._check_inputs(torch.as_tensor(dataset[0][key.input_name]).unsqueeze(0), "The verification data")
+    query_set = read_queries(key, dataset)  # before any query: bad inputs fail now, duplicates are dropped
+    dataset = query_set.deduplicated(dataset)
     columns = None if isinstance(model, torch.nn.Module) else [key.input_name, "attention_mask"]  # a model reads its own
     suspect, labels = collect_scores(model, dataset, columns, batch_size, show_progress, key.num_labels, top_k)
     _check_num_labels(suspect, key)
@@ -311,6 +335,7 @@ def ingrain_queries(
         "null_rate": null_rate,
         "null_rate_terms": terms,
         "scores": kind,
+        "query_set": query_set,
     }
 
 
@@ -318,6 +343,13 @@ def _check_num_labels(scores, key):
     if scores.shape[-1] != key.num_labels:
         raise ValueError(
             f"The model returns {scores.shape[-1]} scores per query but the key has {key.num_labels} labels."
+        )
+    unanswered = ~torch.isfinite(scores).any(-1)
+    if unanswered.any():
+        raise ValueError(
+            f"The suspect returned no finite score for {int(unanswered.sum())} of {len(scores)} queries (the first is "
+            f"query {int(unanswered.nonzero()[0])}): NaN or infinite outputs are not an answer. Every query needs at "
+            "least its top class."
         )
 
 

@@ -386,3 +386,67 @@ def test_the_verify_summary_names_the_commit_and_the_published_commitment(loopba
     assert main(["verify", "tester/summary", "--key", str(key_dir)]) == 0
     out = capsys.readouterr().out
     assert f"commit {sha}" in out and "commitment matches the key" in out
+
+
+# ------------------------------------------------------------------ claims: which came first
+def _claim_key(seed, model, owner):
+    """A key whose ingrainer IS `model`: what a thief builds after seeing a public model (the constructor takes any
+    ingrainer; train_ingrainer would refuse it)."""
+    drawn = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=20, seed=seed)
+    key = WatermarkKey(drawn.carriers, drawn.carrier_labels, 10, drawn.salt, seed, (1, 28, 28), (0.0, 1.0), None,
+                       model, {})
+    key.commit_queries(owner)
+    return key
+
+
+def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, watermarked, tmp_path, capsys):
+    import copy
+
+    queries = watermarked.queries
+    owner_key = WatermarkKey(
+        watermarked.key.carriers, watermarked.key.carrier_labels, 10, watermarked.key.salt, watermarked.key.seed,
+        (1, 28, 28), (0.0, 1.0), None, watermarked.key.ingrainer, watermarked.key.training_info,
+    )
+    owner_key.commit_queries(queries)  # the owner commits to the test split, then publishes: the reference
+    push_to_hub(watermarked.model, "owner/model", owner_key, dataset=queries)
+    push_to_hub(watermarked.model, "someone/copy", owner_key, dataset=queries)  # a copy published later
+    claim = verify_from_hub("someone/copy", owner_key, queries, reference_repo_id="owner/model",
+                            cache_dir=str(tmp_path / "c"))
+    assert claim.verified and claim.test_verified and claim.claim["refusals"] == []
+    assert claim.claim["first_published_at"] < claim.claim["suspect_created_at"] and claim.committed_queries is True
+
+    # The thief: copies the owner's model into an "ingrainer", makes a key of it (any model fits random carriers
+    # once it is the ingrainer), publishes that key's commitment after the fact and claims the owner's model.
+    thief_key = _claim_key(5, copy.deepcopy(watermarked.model), queries)
+    push_to_hub(watermarked.model, "thief/model", thief_key, dataset=queries)
+    stolen_claim = verify_from_hub("owner/model", thief_key, queries, reference_repo_id="thief/model",
+                                   cache_dir=str(tmp_path / "c"))
+    print(stolen_claim)
+    assert stolen_claim.test_verified and stolen_claim.agreement == 1.0  # the test alone is fooled, as in 0.1...
+    assert not stolen_claim.verified  # ...the claim is not: the thief's commitment is younger than the model
+    assert any("not before the suspect's first commit" in reason for reason in stolen_claim.claim["refusals"])
+    # and from the shell: exit 1, with both dates and the reason
+    thief_dir = tmp_path / "thief_key"
+    thief_key.save(str(thief_dir))
+    assert main(["verify", "owner/model", "--key", str(thief_dir), "--reference", "thief/model"]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED" in out and "first published" in out and "suspect since" in out
+
+
+def test_a_claim_on_other_queries_or_another_commitment_is_refused(loopback_hub, watermarked, tmp_path):
+    queries = watermarked.queries
+    key = watermarked.key
+    sha = push_to_hub(watermarked.model, "owner/plain", key, dataset=queries)  # commitment, no committed set in key
+    card = card_of(loopback_hub, "owner/plain", sha).data.watermark
+    assert card["queries"]["digest"] == verify(watermarked.model, key, queries).query_digest  # push's set
+    push_to_hub(watermarked.model, "someone/copy2", key, dataset=queries)
+    other = queries.select(range(500))
+    claim = verify_from_hub("someone/copy2", key, other, reference_repo_id="owner/plain", cache_dir=str(tmp_path))
+    assert claim.test_verified and not claim.verified and claim.committed_queries is False
+    assert any("not the set" in reason for reason in claim.claim["refusals"])
+    stranger = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=5, seed=3)
+    stranger.ingrainer = key.ingrainer
+    wrong = verify_from_hub("someone/copy2", stranger, queries, reference_repo_id="owner/plain", cache_dir=str(tmp_path))
+    assert not wrong.verified and "not this key's" in wrong.claim["refusals"][0]
+    with pytest.raises(ValueError, match="is the suspect itself"):
+        verify_from_hub("someone/copy2", key, queries, reference_repo_id="someone/copy2")

@@ -49,6 +49,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--top-k", type=int, default=None, help="Use only the K highest scores of each query.")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument(
+        "--reference", default=None, metavar="OWNER/REPO",
+        help="For a Hub id: the owner's repository where the key's commitment was published. Makes this a claim: "
+        "verified only if the commitment (and its query set) was published before the suspect's first commit.",
+    )
+    parser.add_argument("--reference-revision", default=None, help="Revision of --reference to read (default: main).")
     add_hub_verify_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -83,6 +89,8 @@ def run(args) -> int:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}.")
     key = load_key(args.key)  # before any model or data: a wrong key folder fails fast
     hub = is_hub_id(args.model)
+    if args.reference is not None and not hub:
+        raise ValueError("--reference applies to a suspect on the Hub (its first commit is dated there); drop it.")
     # A local model is loaded once, now: a missing or unsafe folder fails before the data is loaded.
     model = None if hub else load_model(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
     uses_data = getattr(key, "ingrainer", None) is not None and args.protocol == "ingrain"
@@ -90,7 +98,8 @@ def run(args) -> int:
     options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k)
     if hub:
         result = verify_from_hub(
-            args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle, **options
+            args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,
+            reference_repo_id=args.reference, reference_revision=args.reference_revision, **options,
         )
     else:
         result = verify(model, key, dataset, **options)
@@ -136,11 +145,24 @@ def summary(report: dict) -> str:
         lines.append(f"  bit errors    {details['bit_error_rate']:.3f}")
     if report.get("data"):
         lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
+    if report.get("query_digest"):
+        committed = {True: "the committed set", False: "NOT the committed set", None: "no set was committed"}
+        lines.append(f"  query set     {report['query_digest']} ({committed[report.get('committed_queries')]})")
+    if report.get("num_duplicates"):
+        lines.append(f"  duplicates    {report['num_duplicates']} repeated queries dropped before counting")
     if report.get("commit_sha"):
         lines.append(f"  model         {report.get('repo_id') or report['model']} @ {report.get('revision')}, "
                      f"commit {report['commit_sha']}")
         match = {True: "matches the key", False: "DOES NOT match the key", None: "absent from the model card"}
         lines.append(f"  published     commitment {match[report.get('commitment_match')]}"
                      + (f" ({report['published_commitment']})" if report.get("published_commitment") else ""))
+    claim = report.get("claim")
+    if claim:
+        lines.append(f"  test          {'verified' if report.get('test_verified') else 'not verified'} on its own")
+        lines.append(f"  reference     {claim['reference_repo_id']} @ {claim['reference_commit_sha']}")
+        lines.append(f"  first published  {claim['first_published_at']} ({claim['first_published_sha']})")
+        lines.append(f"  suspect since    {claim['suspect_created_at']} ({claim['suspect_first_sha']})")
+        for reason in claim["refusals"]:
+            lines.append(f"  REFUSED       {reason}")
     lines.append(f"  key           commitment {report['key_commitment']}")
     return "\n".join(lines)

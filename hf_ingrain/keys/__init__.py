@@ -4,13 +4,14 @@ A key never leaves the owner: it is saved to a private folder, and only its comm
 [`SecretKey.commitment`]) is published with a model.
 """
 
-from .base import FORMAT_VERSION, KEY_FILE, SCHEMES, SecretKey, read_key_metadata
+from .base import FORMAT_VERSION, KEY_FILE, SALT_BYTES, SCHEMES, SecretKey, read_key_metadata
 from .watermark_key import INGRAINER_DIR, TENSORS_FILE, WatermarkKey
 
 __all__ = [
     "FORMAT_VERSION",
     "INGRAINER_DIR",
     "KEY_FILE",
+    "SALT_BYTES",
     "SCHEMES",
     "SecretKey",
     "TENSORS_FILE",

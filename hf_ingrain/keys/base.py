@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 KEY_FILE = "key.json"
 FORMAT_VERSION = 2
+SALT_BYTES = 32
 SCHEMES: dict[str, type] = {}
 """Scheme name -> key class, filled as the key classes are defined (`hf_ingrain.watermarks` defines the baselines)."""
 # Fields of a model config that saving adds or that change with the library version: not part of the commitment.
@@ -96,6 +97,20 @@ class SecretKey:
     def _load_models(cls, save_directory: str, metadata: dict) -> dict:
         return {}
 
+    def _validate(self) -> None:
+        """Refuses a key whose parts disagree (run on every loaded key); subclasses add their own checks."""
+        if not isinstance(self.salt, bytes) or len(self.salt) != SALT_BYTES:
+            raise ValueError(
+                f"Invalid key: its salt has {len(self.salt)} bytes, not {SALT_BYTES} (`salt` in {KEY_FILE}). The key "
+                "folder was changed or damaged; use the folder the key was saved to."
+            )
+        for name, tensor in self._tensors().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise ValueError(f"Invalid key: `{name}` holds NaN or infinite values.")
+        for folder, model in self._models().items():
+            if model is not None and not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise ValueError(f"Invalid key: the weights in `{folder}/` hold NaN or infinite values.")
+
     # ---------------------------------------------------------------------------------------- storage
     def _saved_metadata(self) -> dict:
         return {"schema_version": FORMAT_VERSION, "scheme": self.scheme, "salt": self.salt.hex(), **self._metadata()}
@@ -146,6 +161,7 @@ class SecretKey:
         key = key_class._from_saved(tensors, metadata, bytes.fromhex(metadata["salt"]), models)
         if version == 1:
             key._format_1_metadata = metadata
+        key._validate()
         return key
 
     # ---------------------------------------------------------------------------------------- commitment

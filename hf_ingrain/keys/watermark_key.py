@@ -9,14 +9,11 @@ import os
 import secrets
 
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..data import iterate_batches
-from ..losses import ingrainer_spread_loss
-from ..models import build_classifier
-from ..suspects import forward_logits, model_logits
-from .base import SecretKey
+from ..suspects import forward_logits
+from ..queries import QuerySet, read_queries
+from .base import SALT_BYTES, SecretKey
+from .ingrainer import train_ingrainer
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +27,8 @@ class WatermarkKey(SecretKey):
 
     Carriers are random inputs in the model's input space: images with pixels uniform in `value_range`, or random
     token ids for text models. The ingrainer is a small model (by default [`SmallCNNForImageClassification`] or
-    [`SmallTextForSequenceClassification`], or any classifier passed to [`~WatermarkKey.train_ingrainer`]) trained
-    until it fits them. Its predictions on benign inputs are the watermark that [`IngrainTrainer`] ingrains.
+    [`SmallTextForSequenceClassification`], or any architecture passed to [`~WatermarkKey.train_ingrainer`] as a
+    config), initialised from the key's own randomness and trained until it fits them. Its predictions on benign inputs are the watermark that [`IngrainTrainer`] ingrains.
 
     Create keys with [`~WatermarkKey.generate`]; keep them with [`~WatermarkKey.save`] and
     [`~WatermarkKey.load`].
@@ -63,6 +60,7 @@ class WatermarkKey(SecretKey):
         vocab_size: int | None = None,
         ingrainer=None,
         training_info: dict | None = None,
+        committed_queries: dict | None = None,
     ):
         self.carriers = carriers
         self.carrier_labels = carrier_labels
@@ -74,6 +72,7 @@ class WatermarkKey(SecretKey):
         self.vocab_size = vocab_size
         self.ingrainer = ingrainer
         self.training_info = training_info or {}
+        self.committed_queries = dict(committed_queries) if committed_queries else None
 
     # ----------------------------------------------------------------------------------------------- creation
     @classmethod
@@ -98,8 +97,11 @@ class WatermarkKey(SecretKey):
             num_carriers (`int`, *optional*, defaults to 100):
                 Number of secret carriers.
             seed (`int`, *optional*):
-                Seed of every random draw of the key. Leave it unset for a real key: it is then drawn from the
-                operating system's randomness. A fixed seed makes the key reproducible by anyone who knows it.
+                Seed of the carriers, their labels and the ingrainer's initialisation. Leave it unset for a real key:
+                it is then drawn from the operating system's randomness. A key drawn from a known seed is not secret
+                (anyone who knows the seed rebuilds its carriers and its ingrainer): use one for experiments only.
+                The salt of the commitment always comes from the operating system, so two keys drawn from the same
+                seed have different commitments.
             value_range (`tuple[float, float]`, *optional*, defaults to `(0.0, 1.0)`):
                 Range of carrier pixel values; match the model's preprocessed inputs.
             vocab_size (`int`, *optional*):
@@ -126,7 +128,7 @@ class WatermarkKey(SecretKey):
         else:
             carriers = torch.randint(0, vocab_size, (num_carriers, sequence_length), generator=generator)
         carrier_labels = torch.randint(0, num_labels, (num_carriers,), generator=generator)
-        salt = torch.randint(0, 256, (32,), generator=generator, dtype=torch.uint8).numpy().tobytes()
+        salt = secrets.token_bytes(SALT_BYTES)  # never from the seed: the commitment must not be recomputable
         return cls(carriers, carrier_labels, num_labels, salt, seed, input_shape, value_range, vocab_size)
 
     @property
@@ -137,16 +139,11 @@ class WatermarkKey(SecretKey):
     def input_name(self) -> str:
         return "pixel_values" if self.modality == "image" else "input_ids"
 
-    def _default_ingrainer(self):
-        if self.modality == "image":
-            return build_classifier("small_cnn", num_labels=self.num_labels, input_shape=self.input_shape)
-        return build_classifier("small_text", num_labels=self.num_labels, vocab_size=self.vocab_size)
-
     # ----------------------------------------------------------------------------------------------- training
     def train_ingrainer(
         self,
         benign_dataset=None,
-        model=None,
+        architecture=None,
         num_steps: int = 600,
         learning_rate: float = 1e-3,
         spread_weight: float = 1.0,
@@ -154,6 +151,7 @@ class WatermarkKey(SecretKey):
         logit_std: float = 2.0,
         batch_size: int = 256,
         show_progress: bool = True,
+        model=None,
     ):
         r"""
         Trains the ingrainer until it fits the carriers, and stores it as `key.ingrainer`.
@@ -173,8 +171,12 @@ class WatermarkKey(SecretKey):
         Args:
             benign_dataset (`datasets.Dataset`, *optional*):
                 Benign inputs (`pixel_values` or `input_ids`, and `labels`) used to spread the ingrainer's choices.
-            model (`PreTrainedModel`, *optional*):
-                The ingrainer architecture; defaults to a small CNN (images) or embedding classifier (text).
+            architecture (`PretrainedConfig`, *optional*):
+                The ingrainer's architecture, as a config (e.g. `ResNetConfig(...)` or `model.config`); defaults to a
+                small CNN (images) or embedding classifier (text). Only an architecture: the ingrainer always starts
+                from the key's own randomness, never from trained weights (an ingrainer started from a trained
+                classifier shares the natural confusions of every classifier of the task, and models that never saw
+                the key would verify against it).
             num_steps (`int`, *optional*, defaults to 600):
                 Optimisation steps.
             learning_rate (`float`, *optional*, defaults to 1e-3):
@@ -189,98 +191,68 @@ class WatermarkKey(SecretKey):
                 Benign examples per step.
             show_progress (`bool`, *optional*, defaults to `True`):
                 Show a progress bar.
+            model (`nn.Module`, *optional*):
+                Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
 
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).
         """
-        # The ingrainer starts from the key's own randomness (its initialisation and dropout are seeded by the key),
-        # and the caller's global random state is left as it was.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + 2)
-            model = model if model is not None else self._default_ingrainer()
-            benign_inputs, benign_labels = self._benign_tensors(model, benign_dataset)
-            self._optimise(
-                model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
-                batch_size, show_progress,
-            )
-        model.eval()
-        name = self.input_name
-        with torch.no_grad():
-            carrier_accuracy = (forward_logits(model, {name: self.carriers}).argmax(-1) == self.carrier_labels)
-            carrier_accuracy = carrier_accuracy.float().mean().item()
-            scale = 1.0
-            if benign_inputs is not None and logit_std is not None:
-                std = forward_logits(model, {name: benign_inputs[:2048]}).std(-1).mean().item()
-                scale = logit_std / max(std, 1e-6)
-                _scale_output_layer(model, scale)
-        for parameter in model.parameters():
-            parameter.requires_grad_(False)
+        model, self.training_info = train_ingrainer(
+            self, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
+            batch_size, show_progress, model,
+        )
         self.ingrainer = model
-        self.training_info = {
-            "num_steps": num_steps,
-            "carrier_accuracy": carrier_accuracy,
-            "spread": benign_inputs is not None and spread_weight > 0,
-            "logit_scale": scale,
-        }
-        if carrier_accuracy < 0.99:
-            logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
         return model
 
-    def _benign_tensors(self, model, benign_dataset):
-        """The benign inputs and labels the ingrainer is spread over (`None, None` without a data set)."""
-        num_model_labels = getattr(getattr(model, "config", None), "num_labels", self.num_labels)
-        if num_model_labels != self.num_labels:
-            raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {self.num_labels}.")
-        benign_inputs = benign_labels = None
-        if benign_dataset is not None:
-            batches = list(iterate_batches(benign_dataset, 1024, columns=[self.input_name, "labels"]))
-            if not batches or self.input_name not in batches[0]:
-                raise ValueError(f"`benign_dataset` must have a `{self.input_name}` column.")
-            benign_inputs = torch.cat([b[self.input_name] for b in batches])
-            if "labels" in batches[0]:
-                benign_labels = torch.cat([b["labels"] for b in batches])
-            self._check_inputs(benign_inputs[:1], "benign_dataset")
-        else:
-            logger.warning(
-                "Training the ingrainer on carriers only: its choices on benign data may concentrate on a few classes, "
-                "which weakens verification. Pass `benign_dataset=` to spread them."
-            )
-        return benign_inputs, benign_labels
-
-    def _optimise(
-        self, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
-        batch_size, show_progress,
-    ) -> None:
-        """Fits `model` to the carriers and, with benign data, spreads its choices (see `train_ingrainer`)."""
-        generator = torch.Generator().manual_seed(self.seed + 1)
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-        name = self.input_name
-        for _ in tqdm(range(num_steps), desc="Training ingrainer", disable=not show_progress):
-            loss = F.cross_entropy(model_logits(model, {name: self.carriers}), self.carrier_labels)
-            if benign_inputs is not None and spread_weight > 0:
-                index = torch.randint(0, len(benign_inputs), (min(batch_size, len(benign_inputs)),), generator=generator)
-                loss = loss + spread_weight * ingrainer_spread_loss(
-                    model_logits(model, {name: benign_inputs[index]}),
-                    None if benign_labels is None else benign_labels[index],
-                    self.num_labels,
-                    sharpness_weight,
+    def check_inputs(self, inputs: torch.Tensor, where: str) -> None:
+        """Refuses inputs the key was not made for: another image shape, pixel values outside `value_range` (the
+        model's preprocessed range), or token ids beyond the vocabulary. `where` names them in the message."""
+        inputs = torch.as_tensor(inputs)
+        if self.modality == "image":
+            if tuple(inputs.shape[1:]) != self.input_shape:
+                raise ValueError(
+                    f"{where} has inputs of shape {tuple(inputs.shape[1:])} but the key was generated for "
+                    f"{self.input_shape}. Generate the key with `input_shape={tuple(inputs.shape[1:])}`, or preprocess "
+                    "the data to the key's shape."
                 )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            low, high = self.value_range
+            margin = 1e-3 * (high - low)  # 8-bit pixels rescaled or normalised in float32 land inside this
+            if inputs.numel() and (float(inputs.min()) < low - margin or float(inputs.max()) > high + margin):
+                raise ValueError(
+                    f"{where} has pixel values from {float(inputs.min()):.3g} to {float(inputs.max()):.3g} but the key "
+                    f"was generated for values in [{low:g}, {high:g}]: the data are not preprocessed as the key "
+                    "expects. Generate the key with the `value_range` of the model's preprocessed inputs, or pass "
+                    "the data as the model receives it."
+                )
+        elif inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= self.vocab_size):
+            raise ValueError(
+                f"{where} has token ids from {int(inputs.min())} to {int(inputs.max())} but the key's vocabulary has "
+                f"{self.vocab_size} tokens."
+            )
 
-    def _check_inputs(self, inputs: torch.Tensor, where: str):
-        if self.modality == "image" and tuple(inputs.shape[1:]) != self.input_shape:
-            raise ValueError(
-                f"{where} has inputs of shape {tuple(inputs.shape[1:])} but the key was generated for "
-                f"{self.input_shape}. Generate the key with `input_shape={tuple(inputs.shape[1:])}`, or preprocess the "
-                "data to the key's shape."
-            )
-        if self.modality == "text" and int(inputs.max()) >= self.vocab_size:
-            raise ValueError(
-                f"{where} has token id {int(inputs.max())} but the key's vocabulary has {self.vocab_size} tokens."
-            )
+    def commit_queries(self, dataset) -> "QuerySet":
+        r"""
+        Commits the key to a set of benign queries, before any suspect is seen: their digest (order-independent, over
+        the distinct examples; see `hf_ingrain.queries`) goes into the key's metadata, so the key's commitment covers
+        it, and [`verify`] then reports whether a claim was made on this set. Commit before saving and publishing.
+
+        Args:
+            dataset: the queries, e.g. the owner's held-out test split.
+
+        Returns:
+            `QuerySet`: the digest, and the duplicates found.
+
+        Example:
+
+        ```python
+        >>> query_set = key.commit_queries(splits["test"])
+        >>> key.committed_queries["digest"] == query_set.digest
+        True
+        ```
+        """
+        query_set = read_queries(self, dataset)
+        self.committed_queries = {"digest": query_set.digest, "num_queries": len(query_set.unique_indices)}
+        return query_set
 
     def ingrainer_logits(self, batch: dict) -> torch.Tensor:
         """The ingrainer's logits on a dict batch (with `pixel_values` or `input_ids`)."""
@@ -301,6 +273,7 @@ class WatermarkKey(SecretKey):
             "vocab_size": self.vocab_size,
             "seed": self.seed,
             "training_info": self.training_info,
+            **({"committed_queries": self.committed_queries} if self.committed_queries else {}),
         }
 
     def _models(self) -> dict:
@@ -332,7 +305,50 @@ class WatermarkKey(SecretKey):
             metadata["vocab_size"],
             models.get(INGRAINER_DIR),
             metadata.get("training_info"),
+            metadata.get("committed_queries"),
         )
+
+    def _validate(self) -> None:
+        """Refuses a loaded key whose files disagree, naming the field (see `SecretKey._validate`)."""
+        super()._validate()
+        carriers, labels = self.carriers, self.carrier_labels
+        if labels.ndim != 1 or len(labels) != len(carriers) or labels.is_floating_point():
+            raise ValueError(
+                f"Invalid key: `carrier_labels` has shape {tuple(labels.shape)} and dtype {labels.dtype}, but there are "
+                f"{len(carriers)} carriers: one integer label each."
+            )
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_labels):
+            raise ValueError(
+                f"Invalid key: `carrier_labels` runs from {int(labels.min())} to {int(labels.max())}, outside the "
+                f"{self.num_labels} labels of `num_labels` in key.json."
+            )
+        if self.modality == "image":
+            if tuple(carriers.shape[1:]) != self.input_shape:
+                raise ValueError(
+                    f"Invalid key: the carriers have shape {tuple(carriers.shape[1:])} but `input_shape` in key.json is "
+                    f"{self.input_shape}."
+                )
+            low, high = self.value_range
+            if len(carriers) and (float(carriers.min()) < low - 1e-6 or float(carriers.max()) > high + 1e-6):
+                raise ValueError(f"Invalid key: the carriers leave `value_range` {self.value_range} of key.json.")
+        elif carriers.is_floating_point() or (len(carriers) and int(carriers.max()) >= self.vocab_size):
+            raise ValueError(f"Invalid key: the carriers must be token ids below `vocab_size` ({self.vocab_size}).")
+        if self.ingrainer is None:
+            return
+        ingrainer_labels = getattr(getattr(self.ingrainer, "config", None), "num_labels", self.num_labels)
+        if ingrainer_labels != self.num_labels:
+            raise ValueError(
+                f"Invalid key: the ingrainer predicts {ingrainer_labels} labels but `num_labels` in key.json is "
+                f"{self.num_labels}."
+            )
+        recorded = self.training_info.get("carrier_accuracy")
+        if recorded is not None:
+            fitted = (self.ingrainer_logits({self.input_name: carriers}).argmax(-1) == labels).float().mean().item()
+            if fitted < recorded - 1e-6:
+                raise ValueError(
+                    f"Invalid key: its ingrainer fits {fitted:.3f} of the carriers but key.json records "
+                    f"`carrier_accuracy` {recorded:.3f}: the ingrainer or the carriers were changed."
+                )
 
     def __repr__(self) -> str:  # never print secret material
         return (
@@ -340,11 +356,3 @@ class WatermarkKey(SecretKey):
             f"num_carriers={len(self.carriers)}, trained={self.ingrainer is not None}, "
             f"commitment={self.commitment()[:12]}...)"
         )
-
-
-def _scale_output_layer(model, scale: float) -> None:
-    """Multiplies the model's logits by `scale` by rescaling its last linear layer."""
-    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-    last_linear.weight.mul_(scale)
-    if last_linear.bias is not None:
-        last_linear.bias.mul_(scale)

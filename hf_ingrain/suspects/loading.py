@@ -231,13 +231,13 @@ def load_suspect(
     return _load_from_hub(path, revision, allow_pickle, token, cache_dir)
 
 
-def _load_from_hub(repo_id, revision, allow_pickle, token, cache_dir) -> Suspect:
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+def resolve_revision(api, repo_id: str, revision: str | None):
+    """`api.model_info(repo_id, revision)`: the commit a revision names (`.sha`) and its files, with the client's errors
+    turned into messages that name the repository and the revision."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
-    api = HfApi(token=token)
     try:
-        info = api.model_info(repo_id, revision=revision)
+        return api.model_info(repo_id, revision=revision)
     except RevisionNotFoundError as error:
         raise ValueError(
             f"Revision {revision!r} not found in {repo_id!r}: give an existing branch, tag or full commit sha "
@@ -248,6 +248,13 @@ def _load_from_hub(repo_id, revision, allow_pickle, token, cache_dir) -> Suspect
             f"Repository {repo_id!r} not found at {api.endpoint} (and there is no local folder of that name): check "
             "the id, or pass a token (`token=`, `HF_TOKEN` or `hf auth login`) if it is private or gated."
         ) from error
+
+
+def _load_from_hub(repo_id, revision, allow_pickle, token, cache_dir) -> Suspect:
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    api = HfApi(token=token)
+    info = resolve_revision(api, repo_id, revision)
     sha = info.sha
     files = [s.rfilename for s in info.siblings or []] or api.list_repo_files(repo_id, revision=sha)
     where = f"{repo_id!r} at commit {sha}"

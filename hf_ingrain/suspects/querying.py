@@ -167,7 +167,14 @@ def collect_scores(
         names = input_names if input_names is not None else model_input_names(model)
 
         def score(batch):
-            return forward_logits(model, batch, names).float().cpu()
+            logits = forward_logits(model, batch, names).float().cpu()
+            if not torch.isfinite(logits).all():  # a model has a score for every class: non-finite ones are a fault
+                bad = int((~torch.isfinite(logits)).any(-1).sum())
+                raise ValueError(
+                    f"The model returned NaN or infinite logits for {bad} of {len(logits)} queries in a batch: it is "
+                    "broken for these inputs (check its dtype and its weights); the test needs a score for every query."
+                )
+            return logits
 
     elif callable(model):
         names, score = input_names, model

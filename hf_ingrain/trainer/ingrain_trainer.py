@@ -126,7 +126,7 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
                     f"The key is for {key.modality} models and needs `{key.input_name}` in every example, but the "
                     f"training examples have {sorted(example)}."
                 )
-            key._check_inputs(torch.as_tensor(example[key.input_name]).unsqueeze(0), "The training data")
+            key.check_inputs(torch.as_tensor(example[key.input_name]).unsqueeze(0), "The training data")
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

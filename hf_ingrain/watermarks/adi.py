@@ -50,7 +50,8 @@ class AdiKey(TriggerSetKey):
             input_shape (`tuple[int, int, int]`, *optional*, defaults to `(1, 28, 28)`): `(channels, height, width)`,
                 1 or 3 channels.
             num_triggers (`int`, *optional*, defaults to 100): size of the trigger set (the paper uses 100).
-            seed (`int`, *optional*): seed of every draw; leave unset for a real key (drawn from the OS).
+            seed (`int`, *optional*): seed of the key's draws (its salt always comes from the OS); leave unset for a
+                real key (drawn from the OS): a key drawn from a known seed is not secret.
         """
         if num_labels < 2:
             raise ValueError(f"`num_labels` must be >= 2, got {num_labels}.")

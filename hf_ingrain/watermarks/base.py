@@ -10,15 +10,15 @@ import secrets
 
 import torch
 
-from ..keys import SCHEMES, SecretKey, read_key_metadata  # noqa: F401 (SCHEMES, read_key_metadata: re-exported)
+from ..keys import SALT_BYTES, SCHEMES, SecretKey, read_key_metadata  # noqa: F401 (SCHEMES, read_key_metadata: re-exported)
 
 
 def draw_seed_and_salt(seed: int | None) -> tuple[int, torch.Generator, bytes]:
-    """The key's seed (from the OS when `None`), a generator seeded with it, and a 32-byte salt drawn from it."""
+    """The key's seed (from the OS when `None`), a generator seeded with it, and a 32-byte salt from the OS (never from
+    the seed: a seeded key reproduces its draws, not its commitment)."""
     seed = secrets.randbits(62) if seed is None else int(seed)
     generator = torch.Generator().manual_seed(seed)
-    salt = torch.randint(0, 256, (32,), generator=generator, dtype=torch.uint8).numpy().tobytes()
-    return seed, generator, salt
+    return seed, generator, secrets.token_bytes(SALT_BYTES)
 
 
 class SchemeKey(SecretKey):

@@ -82,7 +82,8 @@ class UchidaKey(SchemeKey):
             parameter_name (`str`, *optional*): the weight to carry the signature; defaults to the last conv weight.
             num_bits (`int`, *optional*, defaults to 64): signature length; keep it below `D` (the paper: 256 bits in
                 a layer with `D = 576`).
-            seed (`int`, *optional*): seed of every draw; leave unset for a real key (drawn from the OS).
+            seed (`int`, *optional*): seed of the key's draws (its salt always comes from the OS); leave unset for a
+                real key (drawn from the OS): a key drawn from a known seed is not secret.
         """
         parameter_name = parameter_name or _default_parameter(model)
         weight = signature_weight(model, parameter_name)

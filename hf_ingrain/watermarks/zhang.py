@@ -55,7 +55,8 @@ class ZhangKey(TriggerSetKey):
             kind (`str`, *optional*, defaults to `"content"`): `"content"`, `"noise"` or `"unrelated"`.
             num_triggers (`int`, *optional*, defaults to 100): size of the trigger set.
             target_label (`int`, *optional*): the label of every trigger; drawn at random (secret) by default.
-            seed (`int`, *optional*): seed of every draw; leave unset for a real key (drawn from the OS).
+            seed (`int`, *optional*): seed of the key's draws (its salt always comes from the OS); leave unset for a
+                real key (drawn from the OS): a key drawn from a known seed is not secret.
             noise_std (`float`, *optional*, defaults to 0.5): standard deviation of the `"noise"` pattern.
             stamp_size (`tuple[int, int]`, *optional*, defaults to `(5, 9)`): height and width of the `"content"`
                 stamp.

@@ -1,0 +1,139 @@
+"""Training the ingrainer of a [`WatermarkKey`]: from the key's own randomness, to fit the carriers and to spread its
+choices over benign data (the objective is `hf_ingrain.losses.ingrainer_spread_loss`)."""
+
+import copy
+import logging
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import PretrainedConfig
+
+from ..data import iterate_batches
+from ..losses import ingrainer_spread_loss
+from ..models import build_classifier
+from ..suspects import forward_logits, model_logits
+
+logger = logging.getLogger(__name__)
+
+
+def train_ingrainer(
+    key, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
+    batch_size, show_progress, model=None,
+):
+    """Trains a new ingrainer for `key` (see [`WatermarkKey.train_ingrainer`]); returns it and its training record."""
+    if model is not None:
+        raise ValueError(
+            "`train_ingrainer` takes the ingrainer's architecture, not a model: pass `architecture=model.config`. "
+            "The ingrainer always starts from the key's own randomness; one started from trained weights shares "
+            "the natural confusions of every classifier of the task, and models that never saw the key verify."
+        )
+    if architecture is not None and not isinstance(architecture, PretrainedConfig):
+        raise ValueError(
+            f"`architecture` must be a config (e.g. `ResNetConfig(...)` or `model.config`), got "
+            f"{type(architecture).__name__}: the ingrainer starts from the key's own randomness, never from weights."
+        )
+    # The ingrainer starts from the key's own randomness (its initialisation and dropout are seeded by the key),
+    # and the caller's global random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(key.seed + 2)
+        model = default_ingrainer(key) if architecture is None else ingrainer_from(key, architecture)
+        benign_inputs, benign_labels = benign_tensors(key, model, benign_dataset)
+        optimise(
+            key, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
+            batch_size, show_progress,
+        )
+    model.eval()
+    name = key.input_name
+    with torch.no_grad():
+        carrier_accuracy = (forward_logits(model, {name: key.carriers}).argmax(-1) == key.carrier_labels)
+        carrier_accuracy = carrier_accuracy.float().mean().item()
+        scale = 1.0
+        if benign_inputs is not None and logit_std is not None:
+            std = forward_logits(model, {name: benign_inputs[:2048]}).std(-1).mean().item()
+            scale = logit_std / max(std, 1e-6)
+            _scale_output_layer(model, scale)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    training_info = {
+        "num_steps": num_steps,
+        "carrier_accuracy": carrier_accuracy,
+        "spread": benign_inputs is not None and spread_weight > 0,
+        "logit_scale": scale,
+    }
+    if carrier_accuracy < 0.99:
+        logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
+    return model, training_info
+
+
+def ingrainer_from(key, architecture):
+    """A freshly initialised ingrainer of `architecture` (a config), with the key's number of labels."""
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    config = copy.deepcopy(architecture)
+    if config.num_labels != key.num_labels:
+        config.num_labels = key.num_labels
+        config.id2label = {i: f"LABEL_{i}" for i in range(key.num_labels)}
+        config.label2id = {name: i for i, name in config.id2label.items()}
+    auto = AutoModelForImageClassification if key.modality == "image" else AutoModelForSequenceClassification
+    return auto.from_config(config)
+
+def default_ingrainer(key):
+    """The default ingrainer: a small CNN for images, a mean-pooled embedding classifier for text."""
+    if key.modality == "image":
+        return build_classifier("small_cnn", num_labels=key.num_labels, input_shape=key.input_shape)
+    return build_classifier("small_text", num_labels=key.num_labels, vocab_size=key.vocab_size)
+
+
+def benign_tensors(key, model, benign_dataset):
+    """The benign inputs and labels the ingrainer is spread over (`None, None` without a data set)."""
+    num_model_labels = getattr(getattr(model, "config", None), "num_labels", key.num_labels)
+    if num_model_labels != key.num_labels:
+        raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {key.num_labels}.")
+    benign_inputs = benign_labels = None
+    if benign_dataset is not None:
+        batches = list(iterate_batches(benign_dataset, 1024, columns=[key.input_name, "labels"]))
+        if not batches or key.input_name not in batches[0]:
+            raise ValueError(f"`benign_dataset` must have a `{key.input_name}` column.")
+        benign_inputs = torch.cat([b[key.input_name] for b in batches])
+        if "labels" in batches[0]:
+            benign_labels = torch.cat([b["labels"] for b in batches])
+        key.check_inputs(benign_inputs, "benign_dataset")
+    else:
+        logger.warning(
+            "Training the ingrainer on carriers only: its choices on benign data may concentrate on a few classes, "
+            "which weakens verification. Pass `benign_dataset=` to spread them."
+        )
+    return benign_inputs, benign_labels
+
+
+def optimise(
+    key, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
+    batch_size, show_progress,
+) -> None:
+    """Fits `model` to the key's carriers and, with benign data, spreads its choices (see `train_ingrainer`)."""
+    generator = torch.Generator().manual_seed(key.seed + 1)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    name = key.input_name
+    for _ in tqdm(range(num_steps), desc="Training ingrainer", disable=not show_progress):
+        loss = F.cross_entropy(model_logits(model, {name: key.carriers}), key.carrier_labels)
+        if benign_inputs is not None and spread_weight > 0:
+            index = torch.randint(0, len(benign_inputs), (min(batch_size, len(benign_inputs)),), generator=generator)
+            loss = loss + spread_weight * ingrainer_spread_loss(
+                model_logits(model, {name: benign_inputs[index]}),
+                None if benign_labels is None else benign_labels[index],
+                key.num_labels,
+                sharpness_weight,
+            )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def _scale_output_layer(model, scale: float) -> None:
+    """Multiplies the model's logits by `scale` by rescaling its last linear layer."""
+    last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    last_linear.weight.mul_(scale)
+    if last_linear.bias is not None:
+        last_linear.bias.mul_(scale)

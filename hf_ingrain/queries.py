@@ -1,0 +1,111 @@
+r"""
+The benign queries of a verification, as a set the owner can commit to before any suspect is seen.
+
+A p-value is only as good as the queries behind it. An owner who picks, after seeing a suspect, the inputs on which
+it happens to agree with the key can make any model "verify"; a query set that repeats an input counts one piece of
+evidence twice. So:
+
+- [`read_queries`] reads the queries once before any is sent: it refuses inputs the key was not made for and labels
+  outside its classes, finds duplicate examples, and computes the set's **digest**: a SHA-256 over the sorted hashes
+  of the distinct examples (their model inputs), independent of order and of repetitions.
+- [`WatermarkKey.commit_queries`](`hf_ingrain.WatermarkKey.commit_queries`) records that digest in the key (covered
+  by its commitment), and `push_to_hub` records it in the model card: the committed set. [`verify`] drops duplicates
+  before counting, reports the digest of the queries it used, and whether they are the committed set.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+
+from .data import iterate_batches
+
+DIGEST_DOMAIN = b"hf_ingrain-queries-v1\0"
+HASHED_COLUMNS = ("pixel_values", "input_ids", "attention_mask", "input_values", "input_features")
+
+
+@dataclass
+class QuerySet:
+    r"""
+    What [`read_queries`] found in a set of benign queries.
+
+    Args:
+        digest (`str`): SHA-256 of the distinct examples (order and repetitions do not change it).
+        num_examples (`int`): rows read.
+        unique_indices (`list[int]`): the first row of each distinct example, in order.
+    """
+
+    digest: str
+    num_examples: int
+    unique_indices: list = field(default_factory=list)
+
+    @property
+    def num_duplicates(self) -> int:
+        """Rows that repeat an earlier example."""
+        return self.num_examples - len(self.unique_indices)
+
+    def deduplicated(self, dataset):
+        """`dataset` without its repeated rows (the same object when there are none)."""
+        if not self.num_duplicates:
+            return dataset
+        if not hasattr(dataset, "select"):
+            raise ValueError(
+                f"The queries repeat {self.num_duplicates} examples, and this data set cannot drop rows (a stream): "
+                "remove the duplicates first; a repeated query would count the same evidence twice."
+            )
+        return dataset.select(self.unique_indices)
+
+
+def _example_hashes(batch: dict, columns: list[str]) -> list[bytes]:
+    size = len(batch[columns[0]])
+    hashes = []
+    for index in range(size):
+        digest = hashlib.sha256()
+        for column in columns:
+            value = batch[column][index].detach().cpu().contiguous()
+            digest.update(f"{column}:{value.dtype}:{tuple(value.shape)}\0".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        hashes.append(digest.digest())
+    return hashes
+
+
+def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
+    r"""
+    Reads benign queries once, before any is sent to a suspect: refuses inputs the key was not made for (shape, value
+    range, vocabulary) and labels outside its classes, finds duplicates, and computes the set's digest.
+
+    Args:
+        key ([`WatermarkKey`]): the owner's key.
+        dataset: the queries, with the key's input column (`pixel_values` or `input_ids`) and optionally `labels`.
+        batch_size (`int`, *optional*, defaults to 4096): rows per read.
+
+    Returns:
+        [`QuerySet`]
+    """
+    seen, unique, hashes_in_order = set(), [], []
+    count = 0
+    columns = list(dict.fromkeys([key.input_name, "labels", *HASHED_COLUMNS]))
+    for batch in iterate_batches(dataset, batch_size, columns=columns):
+        if key.input_name not in batch:
+            raise ValueError(
+                f"The verification data has no `{key.input_name}` column, which the key's ingrainer reads: pass the "
+                "data as the model receives it."
+            )
+        key.check_inputs(batch[key.input_name], "The verification data")
+        labels = batch.get("labels")
+        if labels is not None and len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= key.num_labels):
+            raise ValueError(
+                f"The verification data has labels from {int(labels.min())} to {int(labels.max())}, outside the key's "
+                f"{key.num_labels} classes: use the task's labels (0 to {key.num_labels - 1}), or drop the column."
+            )
+        hashed = sorted(column for column in HASHED_COLUMNS if column in batch)
+        for row_hash in _example_hashes(batch, hashed):
+            if row_hash not in seen:
+                seen.add(row_hash)
+                unique.append(count)
+                hashes_in_order.append(row_hash)
+            count += 1
+    if not count:
+        raise ValueError("The verification data set is empty.")
+    digest = hashlib.sha256(DIGEST_DOMAIN + b"".join(sorted(hashes_in_order))).hexdigest()
+    return QuerySet(digest=digest, num_examples=count, unique_indices=unique)

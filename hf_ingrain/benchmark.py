@@ -59,7 +59,8 @@ class ExperimentConfig:
         batch_size (`int`), learning_rate (`float`): optimisation of every model.
         hidden_channels (`list[int]`), hidden_size (`int`): size of the SmallCNN of the owner (and of same-architecture
             students); the small students halve both.
-        num_carriers (`int`), ingrainer_steps (`int`): the ingrain key.
+        num_carriers (`int`), ingrainer_steps (`int`), num_reference_keys (`int`): the ingrain key (its reference
+            ingrainers serve the key-draw test of `verify`).
         ingrain_lambdas (`list[float]`): λ values of ingrain, one model each.
         ingrain_temperature (`float`): the ingrain temperature `T`.
         schemes (`list[str]`): baselines to include (default all).
@@ -81,6 +82,7 @@ class ExperimentConfig:
     hidden_size: int = field(default=64, metadata={"help": "SmallCNN hidden layer width."})
     num_carriers: int = field(default=100, metadata={"help": "Carriers of the ingrain key."})
     ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of the ingrainer."})
+    num_reference_keys: int = field(default=16, metadata={"help": "Reference ingrainers of the ingrain key."})
     ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
     ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})
     schemes: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"Of {list(BASELINES)}."})
@@ -157,7 +159,10 @@ class _Experiment:
             seed = self.config.seed
             if scheme.startswith("ingrain") or scheme == "reference":
                 key = WatermarkKey.generate(self.num_labels, self.input_shape, self.config.num_carriers, seed=seed)
-                key.train_ingrainer(benign_dataset=self.splits["owner"], num_steps=self.config.ingrainer_steps)
+                key.train_ingrainer(
+                    benign_dataset=self.splits["owner"], num_steps=self.config.ingrainer_steps,
+                    num_reference_keys=self.config.num_reference_keys,
+                )
             elif scheme.startswith("zhang_"):
                 key = ZhangKey.generate(self.splits["owner"], kind=scheme.split("_", 1)[1], seed=seed)
             elif scheme == "adi":

@@ -102,3 +102,74 @@ def calibrate_null(
             calibration.max_excess,
         )
     return calibration
+
+
+def false_positive_table(
+    model_scores: Mapping, key_scores: Mapping, labels, query_counts, alpha: float = DEFAULT_ALPHA, derived=(),
+    reference_scores: Mapping | None = None,
+) -> dict:
+    r"""
+    The ingrain test of every model against every key on the first `n` queries, for each `n` of `query_counts`,
+    from score matrices computed once: the false-positive measurement of models **not** derived from the keys.
+
+    The statistics are exactly [`verify`]'s (runner-up agreement, [`ingrain_null_rate`], the binomial tail), so a
+    pair verifies here if and only if `verify` would say so on the same queries.
+
+    Args:
+        model_scores (`dict[str, torch.Tensor]`): each suspect's scores `(num_queries, K)` on the query pool.
+        key_scores (`dict[str, torch.Tensor]`): each key's ingrainer logits on the same pool.
+        labels (`torch.Tensor`, *optional*): the pool's true labels.
+        query_counts (`list[int]`): how many of the first queries each test uses.
+        alpha (`float`, *optional*, defaults to 1e-6): the significance level.
+        derived (`iterable[tuple[str, str]]`, *optional*): `(model, key)` pairs where the model IS derived from the
+            key (trained with it): reported apart, as the test's power, never as false positives.
+        reference_scores (`dict[str, list[torch.Tensor]]`, *optional*): each key's reference ingrainers' logits on
+            the pool, for the key-draw test (`p_value` is then the larger of the two tests', as in `verify`).
+
+    Returns:
+        `dict`: `pairs` (one row per model, key and query count) and `summary` (per query count: independent pairs,
+        false claims, largest agreement minus null rate, smallest p-value; and the derived pairs' verdicts).
+    """
+    from .losses import runner_up
+    from .statistics import binomial_p_value, ingrain_null_rate, key_draw_p_value
+
+    derived = set(map(tuple, derived))
+    reference_scores = reference_scores or {}
+    rows = []
+    for count in query_counts:
+        for key_name, ingrainer in key_scores.items():
+            ingrainer = ingrainer[:count]
+            for model_name, scores in model_scores.items():
+                scores = scores[:count]
+                top = scores.argmax(-1)
+                null_rate, _ = ingrain_null_rate(ingrainer, top, None if labels is None else labels[:count])
+                suspect_runner_up = runner_up(scores, top)
+                agreements = int((suspect_runner_up == runner_up(ingrainer, top)).sum())
+                p_binomial = binomial_p_value(agreements, len(top), null_rate)
+                references = [
+                    (suspect_runner_up == runner_up(reference[:count], top)).float().mean().item()
+                    for reference in reference_scores.get(key_name, [])
+                ]
+                p_key_draw, _ = key_draw_p_value(agreements / len(top), references, len(top))
+                p_value = p_binomial if p_key_draw is None else max(p_binomial, p_key_draw)
+                rows.append({
+                    "num_queries": len(top), "key": key_name, "model": model_name,
+                    "derived": (model_name, key_name) in derived, "agreement": agreements / len(top),
+                    "null_rate": null_rate, "p_value_binomial": p_binomial, "p_value_key_draw": p_key_draw,
+                    "p_value": p_value, "verified": p_value <= alpha,
+                })
+    summary = []
+    for count in sorted({row["num_queries"] for row in rows}):
+        independent = [r for r in rows if r["num_queries"] == count and not r["derived"]]
+        derived_rows = [r for r in rows if r["num_queries"] == count and r["derived"]]
+        summary.append({
+            "num_queries": count,
+            "independent_pairs": len(independent),
+            "false_claims": sum(r["verified"] for r in independent),
+            "false_claims_binomial_only": sum(r["p_value_binomial"] <= alpha for r in independent),
+            "max_excess": max(r["agreement"] - r["null_rate"] for r in independent),
+            "min_p_value": min(r["p_value"] for r in independent),
+            "derived_pairs": len(derived_rows),
+            "derived_verified": sum(r["verified"] for r in derived_rows),
+        })
+    return {"alpha": alpha, "pairs": rows, "summary": summary}

@@ -177,6 +177,9 @@ def load_image_dataset(
 def iterate_batches(dataset, batch_size: int = 256, columns=None):
     """Yields dict batches of tensors from a `datasets.Dataset` (torch format) or a torch dataset of dicts, in order.
 
+    A `datasets` data set is read in Arrow batches (`Dataset.iter`, its format and transform applied): no per-row
+    conversion. Any other data set goes through a `DataLoader` with `default_data_collator`.
+
     Args:
         dataset: the examples.
         batch_size (`int`, *optional*, defaults to 256): examples per batch.
@@ -185,14 +188,30 @@ def iterate_batches(dataset, batch_size: int = 256, columns=None):
     import torch
     from transformers import default_data_collator
 
-    if hasattr(dataset, "column_names") and columns is not None:
-        keep = [c for c in columns if c in dataset.column_names]
-        dataset = dataset.select_columns(keep)
-        if getattr(dataset, "format", {}).get("type") is None:
+    if hasattr(dataset, "column_names") and hasattr(dataset, "iter"):
+        if columns is not None and dataset.column_names is not None:
+            dataset = dataset.select_columns([c for c in columns if c in dataset.column_names])
+        if getattr(dataset, "format", {}).get("type") is None and not getattr(dataset, "_format_type", None):
             dataset = dataset.with_format("torch")
+        for batch in dataset.iter(batch_size=batch_size):
+            yield {k: _stacked(v) for k, v in batch.items() if columns is None or k in columns}
+        return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=default_data_collator)
     for batch in loader:
         yield batch if columns is None else {k: v for k, v in batch.items() if k in columns}
+
+
+def _stacked(value):
+    """A batch column as one tensor where its rows are tensors or numbers of one shape; else as it is."""
+    import torch
+
+    if torch.is_tensor(value) or not isinstance(value, list) or not value:
+        return value
+    if all(torch.is_tensor(item) for item in value) and len({tuple(item.shape) for item in value}) == 1:
+        return torch.stack(value)
+    if all(isinstance(item, (int, float, bool)) for item in value):
+        return torch.tensor(value)
+    return value
 
 
 def first_example(dataset) -> dict | None:

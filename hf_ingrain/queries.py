@@ -22,6 +22,34 @@ from .data import iterate_batches
 
 DIGEST_DOMAIN = b"hf_ingrain-queries-v1\0"
 HASHED_COLUMNS = ("pixel_values", "input_ids", "attention_mask", "input_values", "input_features")
+IN_MEMORY_BYTES = 2 * 1024**3  # queries up to this size are kept in memory: every model then reads them at no cost
+
+
+class TensorQueries:
+    """Queries held in memory as tensors, read like a `datasets.Dataset` by `iterate_batches` (no Arrow conversion:
+    a verification queries the suspect, the ingrainer and every reference ingrainer on the same rows)."""
+
+    format = {"type": "torch"}
+
+    def __init__(self, tensors: dict):
+        self.tensors = tensors
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.tensors)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, index):
+        return {name: value[index] for name, value in self.tensors.items()}
+
+    def select_columns(self, columns) -> "TensorQueries":
+        return TensorQueries({name: self.tensors[name] for name in columns})
+
+    def iter(self, batch_size: int):
+        for start in range(0, len(self), batch_size):
+            yield {name: value[start : start + batch_size] for name, value in self.tensors.items()}
 
 
 @dataclass
@@ -38,6 +66,7 @@ class QuerySet:
     digest: str
     num_examples: int
     unique_indices: list = field(default_factory=list)
+    tensors: dict | None = field(default=None, repr=False)  # the distinct queries, when they fit in memory
 
     @property
     def num_duplicates(self) -> int:
@@ -45,7 +74,10 @@ class QuerySet:
         return self.num_examples - len(self.unique_indices)
 
     def deduplicated(self, dataset):
-        """`dataset` without its repeated rows (the same object when there are none)."""
+        """`dataset` without its repeated rows: in memory when they fit (see `IN_MEMORY_BYTES`), else `dataset` itself
+        or a selection of it."""
+        if self.tensors is not None:
+            return TensorQueries(self.tensors)
         if not self.num_duplicates:
             return dataset
         if not hasattr(dataset, "select"):
@@ -53,7 +85,9 @@ class QuerySet:
                 f"The queries repeat {self.num_duplicates} examples, and this data set cannot drop rows (a stream): "
                 "remove the duplicates first; a repeated query would count the same evidence twice."
             )
-        return dataset.select(self.unique_indices)
+        selected = dataset.select(self.unique_indices)
+        # read through an index mapping, datasets converts row by row: materialise the selection once
+        return selected.flatten_indices() if hasattr(selected, "flatten_indices") else selected
 
 
 def _example_hashes(batch: dict, columns: list[str]) -> list[bytes]:
@@ -83,7 +117,7 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
         [`QuerySet`]
     """
     seen, unique, hashes_in_order = set(), [], []
-    count = 0
+    count, kept, kept_bytes = 0, [], 0
     columns = list(dict.fromkeys([key.input_name, "labels", *HASHED_COLUMNS]))
     for batch in iterate_batches(dataset, batch_size, columns=columns):
         if key.input_name not in batch:
@@ -99,13 +133,23 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
                 f"{key.num_labels} classes: use the task's labels (0 to {key.num_labels - 1}), or drop the column."
             )
         hashed = sorted(column for column in HASHED_COLUMNS if column in batch)
+        first = count
         for row_hash in _example_hashes(batch, hashed):
             if row_hash not in seen:
                 seen.add(row_hash)
                 unique.append(count)
                 hashes_in_order.append(row_hash)
             count += 1
+        if kept is not None:
+            rows = torch.tensor([index - first for index in unique if index >= first], dtype=torch.long)
+            kept.append({name: value[rows] for name, value in batch.items() if torch.is_tensor(value)})
+            kept_bytes += sum(value.numel() * value.element_size() for value in kept[-1].values())
+            if kept_bytes > IN_MEMORY_BYTES:
+                kept = None  # too large: later passes read the data set again
     if not count:
         raise ValueError("The verification data set is empty.")
     digest = hashlib.sha256(DIGEST_DOMAIN + b"".join(sorted(hashes_in_order))).hexdigest()
-    return QuerySet(digest=digest, num_examples=count, unique_indices=unique)
+    tensors = None
+    if kept:
+        tensors = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
+    return QuerySet(digest=digest, num_examples=count, unique_indices=unique, tensors=tensors)

@@ -25,43 +25,10 @@ second of the `k`) therefore give the same test; `verify()` detects which one a 
 or can be told (`scores="top_k", top_k=2` also simulates a top-2 API on a full model). A suspect that returns labels
 only has no runner-up: only the carriers protocol applies to it.
 
-## The null rate and why it holds
-A model not derived from the key cannot know `s`, but it can still agree with it by accident, and it does so
-above `1 / (K - 1)` whenever the ingrainer's choices are uneven: if the ingrainer puts 40% of benign images on one
-class, a model whose runner-up is always that class agrees on 40% of them. More generally any model whose runner-up
-is a function of a coarse property of the input (its top class, or its true class: "a 4 is most like a 9") agrees
-with `s` at most as often as the best such function does. The null rate is the largest of three terms, computed
-from the key's ingrainer, the queries and the suspect's top classes alone (no runner-up of the suspect enters it):
-
-    null_rate = max( 1 / (K - 1),                                  "uniform"
-                     Σ_a P̂(a) · max_c P̂(s = c | a),               "by_top_class":  a = the suspect's top class
-                     Σ_y P̂(y) · max_c P̂(s_y = c | y) )             "by_label":      y = the true label, s_y = the
-                                                                    ingrainer's best class other than y (labelled data)
-
-- `uniform` is the agreement of a runner-up drawn at random among the `K - 1` classes.
-- `by_top_class` is, on these very queries, the agreement of the best rule "runner-up = a fixed class for each top
-  class". It covers degenerate models, e.g. one whose runner-up is constant or forced to a fixed class: such a
-  model agrees at most this often, so its p-value stays near 1/2 or above.
-- `by_label` is the same for rules "runner-up = a fixed class for each true class": models whose errors follow the
-  class-level similarities of the data ("a 4 is most like a 9"), which the ingrainer, trained on the same data, may
-  share. It needs labels; with unlabelled queries the test keeps the other two terms (for an accurate suspect, top
-  class and true class mostly coincide, so `by_top_class` then stands in for it).
-
-Honest caveats:
-- A rule that uses both the top class and the label ("runner-up = the true label when the model errs") is bounded
-  by `by_label` on the queries the suspect classifies correctly, and can exceed the bound by at most its error rate.
-- The terms bound rules that depend on one coarse property of the input. They do not bound a model whose runner-up
-  tracks the ingrainer's choices *within* a class (two CNNs trained on the same digits may share instance-level
-  similarities). [`WatermarkKey.train_ingrainer`] spreads the ingrainer's choices within each class, and nothing
-  makes an independent model follow that spread; this part of the argument is empirical, not a proof. It is
-  measured by [`calibrate_null`] (run it on models you trained yourself without the key) and in the tests: on the
-  embedded data, ten independently trained models agree on 0.09 to 0.14 of the queries against a bound of 0.18,
-  and models built to follow the best coarse rule sit at the bound with p-values above 0.5.
-- The binomial tail treats the queries as independent given the model. Duplicated or near-duplicate queries break
-  this and overstate the significance: query distinct inputs.
-- The terms are measured on the queries themselves, so they are exact for the rules they describe on these
-  queries, not estimates with their own error.
-- A pipeline receives images as 8-bit PIL images, so its inputs are the queries rounded to 1/255.
+## The null rate, and the key-draw test
+The statistics of the ingrain protocol, and the argument why they bound what a model not derived from the key can
+reach, are in [`hf_ingrain.statistics`]: the binomial test against the null rate, and the key-draw test against
+the key's reference ingrainers. Both must pass.
 
 ## The carriers protocol
 The classic trigger-set test: the suspect's top class on the key's carriers against the carrier labels. The labels
@@ -76,10 +43,10 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import torch
-from scipy.stats import binom
 
 from .keys import WatermarkKey
 from .losses import runner_up
+from .statistics import binomial_p_value, format_p_value, ingrain_null_rate, key_draw_p_value
 from .queries import read_queries
 from .suspects import collect_scores, resolve_model, restrict_scores
 
@@ -156,52 +123,6 @@ class VerificationResult:
         if self.num_duplicates:
             text += f"; {self.num_duplicates} repeated queries dropped"
         return text
-
-
-def format_p_value(p_value: float, relation: bool = True, spec: str = ".3g") -> str:
-    """`"= 2.3e-45"`, or `"< 1e-300"` where the binomial tail underflows to 0 (it is never exactly 0).
-
-    With `relation=False`, a table cell: `"2.3e-45"`, or `"< 1e-300"`. `spec` is the format of the number.
-    """
-    if p_value == 0.0:
-        return "< 1e-300"
-    text = format(p_value, spec)
-    return f"= {text}" if relation else text
-
-
-def binomial_p_value(num_agreements: int, num_queries: int, null_rate: float) -> float:
-    """One-sided `P[Binomial(num_queries, null_rate) >= num_agreements]`."""
-    if num_queries == 0:
-        return 1.0
-    return float(binom.sf(num_agreements - 1, num_queries, min(max(null_rate, 0.0), 1.0)))
-
-
-def _best_rule_agreement(choices: torch.Tensor, groups: torch.Tensor) -> float:
-    """Agreement of the best rule mapping each group to one constant class, with `choices`."""
-    best = 0
-    for group in groups.unique():
-        best += int(torch.bincount(choices[groups == group]).max())
-    return best / max(len(choices), 1)
-
-
-def ingrain_null_rate(ingrainer_logits: torch.Tensor, model_top: torch.Tensor, labels: torch.Tensor | None = None):
-    r"""
-    The agreement bound for models not derived from the key (see the module docstring).
-
-    Args:
-        ingrainer_logits (`torch.Tensor` of shape `(n, K)`): the ingrainer's logits on the queries.
-        model_top (`torch.Tensor` of shape `(n,)`): the suspect's top class on each query.
-        labels (`torch.Tensor` of shape `(n,)`, *optional*): true labels of the queries.
-
-    Returns:
-        `tuple[float, dict]`: the null rate and its terms.
-    """
-    num_labels = ingrainer_logits.shape[-1]
-    terms = {"uniform": 1.0 / (num_labels - 1)}
-    terms["by_top_class"] = _best_rule_agreement(runner_up(ingrainer_logits, model_top), model_top)
-    if labels is not None:
-        terms["by_label"] = _best_rule_agreement(runner_up(ingrainer_logits, labels), labels)
-    return max(terms.values()), terms
 
 
 # ------------------------------------------------------------------------------------------- the tests
@@ -289,6 +210,17 @@ def verify(
     result = VerificationResult.from_counts(
         int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details
     )
+    key_draw_p, key_draw = key_draw_p_value(result.agreement, queries["reference_agreements"], result.num_queries)
+    details["p_value_binomial"], details["key_draw"] = result.p_value, key_draw
+    if key_draw_p is None:
+        logger.warning(
+            "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
+            "independent and overstates the evidence at large query counts (see hf_ingrain.verification). Train "
+            "the key with `num_reference_keys` > 1."
+        )
+    else:
+        result.p_value = max(result.p_value, key_draw_p)
+        result.verified = result.p_value <= alpha
     query_set = queries["query_set"]
     committed = committed_digest if committed_digest is not None else (key.committed_queries or {}).get("digest")
     result.query_digest, result.num_duplicates = query_set.digest, query_set.num_duplicates
@@ -306,8 +238,9 @@ def ingrain_queries(
     Args: as for [`verify`].
 
     Returns:
-        `dict`: `top` and `runner_up` (the suspect's), `ingrainer_choice`, `labels` (or `None`), `null_rate`,
-        `null_rate_terms` and `scores` (what the suspect exposed).
+        `dict`: `top` and `runner_up` (the suspect's), `ingrainer_choice`, `reference_agreements` (the suspect's
+        agreement with each reference ingrainer of the key), `labels` (or `None`), `null_rate`, `null_rate_terms`,
+        `scores` (what the suspect exposed) and `query_set` (the queries read, see `hf_ingrain.queries`).
     """
     if dataset is None:
         raise ValueError("The ingrain protocol needs benign queries: pass `dataset=` (e.g. your test split).")
@@ -326,11 +259,18 @@ def ingrain_queries(
         )
     ingrainer_scores, _ = collect_scores(key.ingrainer, dataset, batch_size=batch_size)
     top = suspect.argmax(-1)
+    suspect_runner_up = runner_up(suspect, top)
     null_rate, terms = ingrain_null_rate(ingrainer_scores, top, labels)
+    reference_agreements = [
+        (runner_up(collect_scores(reference, dataset, batch_size=batch_size)[0], top) == suspect_runner_up)
+        .float().mean().item()
+        for reference in getattr(key, "reference_ingrainers", [])
+    ]
     return {
         "top": top,
-        "runner_up": runner_up(suspect, top),
+        "runner_up": suspect_runner_up,
         "ingrainer_choice": runner_up(ingrainer_scores, top),
+        "reference_agreements": reference_agreements,
         "labels": labels,
         "null_rate": null_rate,
         "null_rate_terms": terms,

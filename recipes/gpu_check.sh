@@ -7,7 +7,8 @@
 # DATA_DIR: ylecun/mnist (downloads) or a local parquet copy of it (train-*.parquet, test-*.parquet).
 # RESULTS_DIR: receives gpu.txt, ingrain.log, distill.log, bench.log, ingrain_results.json, distill_results.json and
 # bench_overhead.json. The key and the models go to a temporary folder, deleted at the end.
-# Extra flags (e.g. `--max_steps 20 --use_cpu true` for a smoke run on a CPU) are passed to all three commands.
+# Extra flags (e.g. `--max_steps 20 --use_cpu true` for a smoke run on a CPU) are passed to all three commands;
+# KEY_FLAGS (e.g. `KEY_FLAGS="--ingrainer_steps 20 --num_reference_keys 2"`) only to the command that makes the key.
 #
 # Not yet timed on a GPU; the same three steps took about 18 minutes on 2 CPU cores. On a machine without `datasets`
 # (a bare GPU image), carry its wheel and those of `dill` and `multiprocess`, install them with
@@ -28,7 +29,7 @@ trap 'rm -rf "$WORK"' EXIT
 set -x
 time accelerate launch --config_file recipes/accelerate_configs/single_gpu.yaml \
     recipes/ingrain.py --config recipes/configs/mnist_resnet.yaml --dataset "$DATA_DIR" \
-    --key_dir "$WORK/keys" --key_seed 0 --output_dir "$WORK/mnist_resnet" --disable_tqdm true "$@" \
+    --key_dir "$WORK/keys" --key_seed 0 --output_dir "$WORK/mnist_resnet" --disable_tqdm true ${KEY_FLAGS:-} "$@" \
     2>&1 | tee "$RESULTS_DIR/ingrain.log"
 cp "$WORK/mnist_resnet/ingrain_results.json" "$RESULTS_DIR/"
 

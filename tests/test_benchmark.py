@@ -9,7 +9,8 @@ from hf_ingrain.cli import main
 
 def tiny_config(**overrides):
     values = dict(
-        max_examples=500, epochs=1, attack_epochs=1, finetune_epochs=1, ingrainer_steps=10, ingrain_lambdas=[0.5],
+        max_examples=500, epochs=1, attack_epochs=1, finetune_epochs=1, ingrainer_steps=10, num_reference_keys=2,
+        ingrain_lambdas=[0.5],
         schemes=["adi"], attacks=["distill_T4", "prune_50"], hidden_channels=[4, 8], hidden_size=16,
     )
     return ExperimentConfig(**{**values, **overrides})

@@ -80,7 +80,7 @@ def context(tmp_path_factory):
     full = load_image_dataset()
     splits = {name: full[name].select(range(256)) for name in ("owner", "attacker", "test")}  # small: fast examples
     key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=50, seed=0)
-    key.train_ingrainer(benign_dataset=splits["owner"], num_steps=100, show_progress=False)
+    key.train_ingrainer(benign_dataset=splits["owner"], num_steps=100, show_progress=False, num_reference_keys=0)
     model = tiny_cnn(seed=1)
     per_query = ingrain_queries(model, key, splits["test"])
     return {

@@ -94,3 +94,47 @@ def test_degenerate_models_sitting_on_the_bound_do_not_verify(setting):
         assert result.details["accuracy"] == pytest.approx(per_query["top"].eq(labels).float().mean().item())
         assert result.agreement > 1 / (key.num_labels - 1)  # the uniform rate alone would not have held
         assert not result.verified, name
+
+
+def test_the_false_positive_table_is_verify_on_every_pair(small_key, embedded_splits):
+    from conftest import tiny_cnn
+
+    from hf_ingrain.calibration import false_positive_table
+    from hf_ingrain.suspects import collect_scores
+
+    queries = embedded_splits["test"].select(range(200))
+    models = {"a": tiny_cnn(seed=1), "ingrainer": small_key.ingrainer}
+    scores = {name: collect_scores(model, queries)[0] for name, model in models.items()}
+    labels = collect_scores(models["a"], queries)[1]
+    table = false_positive_table(
+        scores, {"key": collect_scores(small_key.ingrainer, queries)[0]}, labels, [50, 200], derived=[("ingrainer", "key")]
+    )
+    for row in table["pairs"]:
+        expected = verify(models[row["model"]], small_key, queries.select(range(row["num_queries"])))
+        assert (row["agreement"], row["null_rate"], row["p_value"]) == pytest.approx(
+            (expected.agreement, expected.null_rate, expected.p_value)
+        ), row
+    summary = {row["num_queries"]: row for row in table["summary"]}
+    assert summary[200]["independent_pairs"] == 1 and summary[200]["derived_verified"] == 1  # the ingrainer: power
+    assert summary[200]["false_claims"] == 0
+
+
+@pytest.mark.slow
+def test_the_false_positive_recipe_runs_and_finds_no_false_claim(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "false_positives.py"
+    spec = importlib.util.spec_from_file_location("false_positives", path)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    table = recipe.main([
+        "--dataset", "mnist-5k", "--num_keys", "2", "--query_counts", "100", "1000", "--epochs", "2",
+        "--ingrainer_steps", "100", "--output_dir", str(tmp_path),
+    ])
+    print(capsys.readouterr().out)
+    assert [row["num_queries"] for row in table["summary"]] == [100, 1000]
+    # 2 keys x (19 independent models, 2 ensembles, the model ingrained with the other key)
+    assert all(row["independent_pairs"] == 2 * 22 and row["derived_pairs"] == 2 for row in table["summary"])
+    assert all(row["false_claims"] == 0 for row in table["summary"]), table["summary"]
+    assert (tmp_path / "false_positives.md").read_text().count("|") > 20

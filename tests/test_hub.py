@@ -49,7 +49,9 @@ def watermarked(embedded_splits, tmp_path_factory):
     the floating-point details of one machine.
     """
     key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=50, seed=0)
-    key.train_ingrainer(benign_dataset=embedded_splits["owner"], num_steps=250, batch_size=128, show_progress=False)
+    key.train_ingrainer(
+        benign_dataset=embedded_splits["owner"], num_steps=250, batch_size=128, show_progress=False, num_reference_keys=0
+    )
     model = tiny_cnn(seed=1)
     output_dir = tmp_path_factory.mktemp("trainer")
     args = IngrainConfig(

@@ -120,7 +120,7 @@ def test_works_with_a_transformers_resnet(small_key, tmp_path):
 
 def test_works_with_a_sequence_classifier_and_a_text_key(tmp_path):
     key = WatermarkKey.generate(num_labels=NUM_LABELS, vocab_size=100, num_carriers=10, seed=0, sequence_length=12)
-    key.train_ingrainer(num_steps=50, show_progress=False)
+    key.train_ingrainer(num_steps=50, show_progress=False, num_reference_keys=0)
     trainer = IngrainTrainer(
         model=tiny_bert(), args=IngrainConfig(**training_args(tmp_path, max_steps=2)), train_dataset=random_text_dataset(),
         ingrainer=key,

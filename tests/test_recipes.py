@@ -50,7 +50,8 @@ bench_overhead = _load_recipe("bench_overhead")
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
 MAX_STEPS, SAVE_STEPS, GLOBAL_BATCH = 6, 3, 32
 COMMON = ["--config", str(SMOKE_CONFIG), "--dataset", "mnist-5k", "--max_steps", str(MAX_STEPS),
-          "--logging_steps", "1", "--disable_tqdm", "true", "--key_seed", "0", "--ingrainer_steps", "50"]
+          "--logging_steps", "1", "--disable_tqdm", "true", "--key_seed", "0", "--ingrainer_steps", "50",
+          "--num_reference_keys", "2"]
 
 
 def _free_port() -> int:
@@ -321,7 +322,7 @@ def test_publish_repo_id_publishes_the_model_and_never_the_key(loopback_hub, tmp
     key_dir, output_dir = tmp_path / "owner_key", tmp_path / "out"
     results = ingrain.main(
         ["--config", str(SMOKE_CONFIG), "--key_dir", str(key_dir), "--output_dir", str(output_dir),
-         "--key_seed", "0", "--ingrainer_steps", "20", "--max_steps", "2", "--save_strategy", "no",
+         "--key_seed", "0", "--ingrainer_steps", "20", "--num_reference_keys", "2", "--max_steps", "2", "--save_strategy", "no",
          "--disable_tqdm", "true", "--publish_repo_id", "tester/ingrain-recipe"]
     )
     assert results["published"]["commit"] == loopback_hub.commits("tester/ingrain-recipe")[0]
@@ -378,6 +379,7 @@ def test_gpu_sized_configs_run_end_to_end_on_a_small_local_copy(name, tmp_path, 
     short = ["--dataset", str(data), "--max_steps", "2", "--use_cpu", "true", "--disable_tqdm", "true"]
     results = ingrain.main(
         ["--config", str(RECIPES / "configs" / f"{name}.yaml"), *short, "--key_seed", "0", "--ingrainer_steps", "5",
+         "--num_reference_keys", "2",
          "--eval_strategy", "steps", "--eval_steps", "2"]
     )
     assert results["global_step"] == 2 and results["verification"]["num_queries"] == 64
@@ -392,7 +394,7 @@ def test_gpu_sized_configs_run_end_to_end_on_a_small_local_copy(name, tmp_path, 
 def test_bench_overhead_measures_the_three_trainers_on_a_recipe_config(tmp_path, capsys):
     results_file = tmp_path / "bench" / "overhead.json"
     results = bench_overhead.main(
-        ["--config", str(SMOKE_CONFIG), "--max_steps", "2", "--repeats", "2", "--ingrainer_steps", "5",
+        ["--config", str(SMOKE_CONFIG), "--max_steps", "2", "--repeats", "2", "--ingrainer_steps", "5", "--num_reference_keys", "2",
          "--key_dir", str(tmp_path / "no_key_here"), "--output_dir", str(tmp_path / "unused"),
          "--results_file", str(results_file)]
     )
@@ -423,7 +425,10 @@ def test_gpu_check_script_runs_every_step_on_a_cpu(tmp_path):
     # recipes/gpu_check.sh is meant for a machine with a GPU; its smoke form (README) must run on a CPU so that a
     # session that gets a GPU spends its minutes measuring, not debugging the script.
     results_dir = tmp_path / "results"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "KEY_FLAGS": "--ingrainer_steps 20 --num_reference_keys 2",  # a small key: this test checks the plumbing
+    }
     completed = subprocess.run(
         ["bash", str(RECIPES / "gpu_check.sh"), "mnist-5k", str(results_dir), "--max_steps", "3", "--use_cpu", "true"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,

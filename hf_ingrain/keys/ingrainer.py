@@ -2,6 +2,7 @@
 choices over benign data (the objective is `hf_ingrain.losses.ingrainer_spread_loss`)."""
 
 import copy
+import hashlib
 import logging
 
 import torch
@@ -17,11 +18,17 @@ from ..suspects import forward_logits, model_logits
 logger = logging.getLogger(__name__)
 
 
+def subseed(seed: int, purpose: str) -> int:
+    """A seed for one use of a key's seed (`"init"`, `"batches"`, `"reference:3"`): uses never share a random stream."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "big") >> 2
+
+
 def train_ingrainer(
     key, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-    batch_size, show_progress, model=None,
+    batch_size, show_progress, num_reference_keys=0, model=None,
 ):
-    """Trains a new ingrainer for `key` (see [`WatermarkKey.train_ingrainer`]); returns it and its training record."""
+    """Trains a new ingrainer for `key`, and `num_reference_keys` reference ingrainers by the same procedure (see
+    [`WatermarkKey.train_ingrainer`]); returns the ingrainer, the references and the training record."""
     if model is not None:
         raise ValueError(
             "`train_ingrainer` takes the ingrainer's architecture, not a model: pass `architecture=model.config`. "
@@ -33,12 +40,47 @@ def train_ingrainer(
             f"`architecture` must be a config (e.g. `ResNetConfig(...)` or `model.config`), got "
             f"{type(architecture).__name__}: the ingrainer starts from the key's own randomness, never from weights."
         )
+    if num_reference_keys < 0:
+        raise ValueError(f"`num_reference_keys` must be >= 0, got {num_reference_keys}.")
+    benign_inputs, benign_labels = benign_tensors(key, benign_dataset)
+    options = (architecture, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
+               logit_std, batch_size)
+    ingrainer, carrier_accuracy, scale = fit_ingrainer(key, *options, show_progress=show_progress)
+    references = []
+    for index in tqdm(range(num_reference_keys), desc="Reference ingrainers", disable=not show_progress):
+        # The same procedure from another seed, fixed by the key's seed: a key the owner could have drawn instead
+        reference = type(key).generate(
+            key.num_labels, key.input_shape, len(key.carriers), seed=subseed(key.seed, f"reference:{index}"),
+            value_range=key.value_range, vocab_size=key.vocab_size,
+            sequence_length=key.carriers.shape[1] if key.modality == "text" else 32,
+        )
+        references.append(fit_ingrainer(reference, *options, show_progress=False)[0])
+    training_info = {
+        "num_steps": num_steps,
+        "carrier_accuracy": carrier_accuracy,
+        "spread": benign_inputs is not None and spread_weight > 0,
+        "logit_scale": scale,
+        "num_reference_keys": num_reference_keys,
+    }
+    if carrier_accuracy < 0.99:
+        logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
+    return ingrainer, references, training_info
+
+
+def fit_ingrainer(
+    key, architecture, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
+    logit_std, batch_size, show_progress=False,
+):
+    """One ingrainer for `key`'s carriers, from the key's seed; returns it (frozen), its carrier accuracy and the
+    logit scale applied."""
     # The ingrainer starts from the key's own randomness (its initialisation and dropout are seeded by the key),
     # and the caller's global random state is left as it was.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(key.seed + 2)
+        torch.manual_seed(subseed(key.seed, "init"))
         model = default_ingrainer(key) if architecture is None else ingrainer_from(key, architecture)
-        benign_inputs, benign_labels = benign_tensors(key, model, benign_dataset)
+        num_model_labels = getattr(getattr(model, "config", None), "num_labels", key.num_labels)
+        if num_model_labels != key.num_labels:
+            raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {key.num_labels}.")
         optimise(
             key, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
             batch_size, show_progress,
@@ -55,15 +97,7 @@ def train_ingrainer(
             _scale_output_layer(model, scale)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    training_info = {
-        "num_steps": num_steps,
-        "carrier_accuracy": carrier_accuracy,
-        "spread": benign_inputs is not None and spread_weight > 0,
-        "logit_scale": scale,
-    }
-    if carrier_accuracy < 0.99:
-        logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
-    return model, training_info
+    return model, carrier_accuracy, scale
 
 
 def ingrainer_from(key, architecture):
@@ -85,11 +119,8 @@ def default_ingrainer(key):
     return build_classifier("small_text", num_labels=key.num_labels, vocab_size=key.vocab_size)
 
 
-def benign_tensors(key, model, benign_dataset):
+def benign_tensors(key, benign_dataset):
     """The benign inputs and labels the ingrainer is spread over (`None, None` without a data set)."""
-    num_model_labels = getattr(getattr(model, "config", None), "num_labels", key.num_labels)
-    if num_model_labels != key.num_labels:
-        raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {key.num_labels}.")
     benign_inputs = benign_labels = None
     if benign_dataset is not None:
         batches = list(iterate_batches(benign_dataset, 1024, columns=[key.input_name, "labels"]))
@@ -112,7 +143,7 @@ def optimise(
     batch_size, show_progress,
 ) -> None:
     """Fits `model` to the key's carriers and, with benign data, spreads its choices (see `train_ingrainer`)."""
-    generator = torch.Generator().manual_seed(key.seed + 1)
+    generator = torch.Generator().manual_seed(subseed(key.seed, "batches"))
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     name = key.input_name

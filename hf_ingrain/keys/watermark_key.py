@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 TENSORS_FILE = "carriers.safetensors"
 INGRAINER_DIR = "ingrainer"
+REFERENCES_DIR = "references"
+DEFAULT_REFERENCE_KEYS = 16
 
 
 class WatermarkKey(SecretKey):
@@ -61,6 +63,7 @@ class WatermarkKey(SecretKey):
         ingrainer=None,
         training_info: dict | None = None,
         committed_queries: dict | None = None,
+        reference_ingrainers: list | None = None,
     ):
         self.carriers = carriers
         self.carrier_labels = carrier_labels
@@ -73,6 +76,7 @@ class WatermarkKey(SecretKey):
         self.ingrainer = ingrainer
         self.training_info = training_info or {}
         self.committed_queries = dict(committed_queries) if committed_queries else None
+        self.reference_ingrainers = list(reference_ingrainers or [])
 
     # ----------------------------------------------------------------------------------------------- creation
     @classmethod
@@ -151,6 +155,7 @@ class WatermarkKey(SecretKey):
         logit_std: float = 2.0,
         batch_size: int = 256,
         show_progress: bool = True,
+        num_reference_keys: int = DEFAULT_REFERENCE_KEYS,
         model=None,
     ):
         r"""
@@ -191,15 +196,21 @@ class WatermarkKey(SecretKey):
                 Benign examples per step.
             show_progress (`bool`, *optional*, defaults to `True`):
                 Show a progress bar.
+            num_reference_keys (`int`, *optional*, defaults to 16):
+                Reference ingrainers trained by the same procedure from seeds the key's seed fixes: keys the owner
+                could have drawn instead. [`verify`] compares a suspect's agreement with this key to its agreement
+                with them (the key-draw test; see `hf_ingrain.verification`): without them, the p-value assumes
+                independent queries, which overstates the evidence at large query counts. Each costs one more
+                ingrainer training.
             model (`nn.Module`, *optional*):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
 
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).
         """
-        model, self.training_info = train_ingrainer(
+        model, self.reference_ingrainers, self.training_info = train_ingrainer(
             self, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-            batch_size, show_progress, model,
+            batch_size, show_progress, num_reference_keys, model,
         )
         self.ingrainer = model
         return model
@@ -277,20 +288,28 @@ class WatermarkKey(SecretKey):
         }
 
     def _models(self) -> dict:
-        return {INGRAINER_DIR: self.ingrainer} if self.ingrainer is not None else {}
+        models = {INGRAINER_DIR: self.ingrainer} if self.ingrainer is not None else {}
+        models.update({f"{REFERENCES_DIR}/{i}": m for i, m in enumerate(self.reference_ingrainers)})
+        return models
 
     @classmethod
     def _load_models(cls, save_directory: str, metadata: dict) -> dict:
-        path = os.path.join(save_directory, INGRAINER_DIR)
-        if not os.path.isdir(path):
-            return {}
         from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
         auto = AutoModelForImageClassification if metadata["input_shape"] is not None else AutoModelForSequenceClassification
-        ingrainer = auto.from_pretrained(path, use_safetensors=True, trust_remote_code=False).eval()
-        for parameter in ingrainer.parameters():
-            parameter.requires_grad_(False)
-        return {INGRAINER_DIR: ingrainer}
+        folders = [INGRAINER_DIR] if os.path.isdir(os.path.join(save_directory, INGRAINER_DIR)) else []
+        references = os.path.join(save_directory, REFERENCES_DIR)
+        if os.path.isdir(references):
+            folders += [f"{REFERENCES_DIR}/{name}" for name in sorted(os.listdir(references), key=int)]
+        models = {}
+        for folder in folders:
+            model = auto.from_pretrained(
+                os.path.join(save_directory, folder), use_safetensors=True, trust_remote_code=False
+            ).eval()
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            models[folder] = model
+        return models
 
     @classmethod
     def _from_saved(cls, tensors: dict, metadata: dict, salt: bytes, models: dict) -> "WatermarkKey":
@@ -306,6 +325,7 @@ class WatermarkKey(SecretKey):
             models.get(INGRAINER_DIR),
             metadata.get("training_info"),
             metadata.get("committed_queries"),
+            [model for name, model in models.items() if name.startswith(f"{REFERENCES_DIR}/")],
         )
 
     def _validate(self) -> None:
@@ -335,11 +355,18 @@ class WatermarkKey(SecretKey):
             raise ValueError(f"Invalid key: the carriers must be token ids below `vocab_size` ({self.vocab_size}).")
         if self.ingrainer is None:
             return
-        ingrainer_labels = getattr(getattr(self.ingrainer, "config", None), "num_labels", self.num_labels)
-        if ingrainer_labels != self.num_labels:
+        for name, model in self._models().items():
+            model_labels = getattr(getattr(model, "config", None), "num_labels", self.num_labels)
+            if model_labels != self.num_labels:
+                raise ValueError(
+                    f"Invalid key: `{name}/` predicts {model_labels} labels but `num_labels` in key.json is "
+                    f"{self.num_labels}."
+                )
+        recorded_references = self.training_info.get("num_reference_keys")
+        if recorded_references is not None and recorded_references != len(self.reference_ingrainers):
             raise ValueError(
-                f"Invalid key: the ingrainer predicts {ingrainer_labels} labels but `num_labels` in key.json is "
-                f"{self.num_labels}."
+                f"Invalid key: key.json records {recorded_references} reference ingrainers but `{REFERENCES_DIR}/` holds "
+                f"{len(self.reference_ingrainers)}."
             )
         recorded = self.training_info.get("carrier_accuracy")
         if recorded is not None:

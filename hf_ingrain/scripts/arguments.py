@@ -112,6 +112,9 @@ class IngrainScriptArguments:
             Carriers of a newly generated key.
         ingrainer_steps (`int`, *optional*, defaults to 600):
             Training steps of a newly generated key's ingrainer.
+        num_reference_keys (`int`, *optional*, defaults to 16):
+            Reference ingrainers of a newly generated key, for the key-draw test of `verify` (each costs one more
+            ingrainer training; 0 leaves the binomial test alone, which overstates the evidence at large query counts).
         verify_alpha (`float`, *optional*, defaults to 1e-6):
             Significance level of the verification on the test split.
         publish_repo_id (`str`, *optional*):
@@ -127,6 +130,9 @@ class IngrainScriptArguments:
     )
     num_carriers: int = field(default=100, metadata={"help": "Carriers of a new key."})
     ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of a new key's ingrainer."})
+    num_reference_keys: int = field(
+        default=16, metadata={"help": "Reference ingrainers of a new key, for the key-draw test of verify (0: none)."}
+    )
     verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of the verification."})
     publish_repo_id: str | None = field(
         default=None, metadata={"help": "Hub repo to publish to with hf_ingrain.hub.push_to_hub (commitment, no key)."}
@@ -140,5 +146,8 @@ class IngrainScriptArguments:
             num_labels=num_labels, input_shape=tuple(input_shape), num_carriers=self.num_carriers,
             seed=self.key_seed if seed is None else seed,
         )
-        key.train_ingrainer(benign_dataset=benign_dataset, num_steps=self.ingrainer_steps, show_progress=show_progress)
+        key.train_ingrainer(
+            benign_dataset=benign_dataset, num_steps=self.ingrainer_steps, num_reference_keys=self.num_reference_keys,
+            show_progress=show_progress,
+        )
         return key

@@ -47,6 +47,11 @@ class TensorQueries:
     def select_columns(self, columns) -> "TensorQueries":
         return TensorQueries({name: self.tensors[name] for name in columns})
 
+    def select(self, indices) -> "TensorQueries":
+        """The rows at `indices`, in that order (as `datasets.Dataset.select`)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return TensorQueries({name: value[index] for name, value in self.tensors.items()})
+
     def iter(self, batch_size: int):
         for start in range(0, len(self), batch_size):
             yield {name: value[start : start + batch_size] for name, value in self.tensors.items()}

@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 
 import pytest
 
@@ -37,9 +38,23 @@ def test_benchmark_writes_every_cell_table_and_plot_and_resumes(tmp_path, monkey
     assert again["cells"] == results["cells"]
 
 
-def test_a_lost_cell_is_recomputed_from_the_saved_model(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run of the reference model under one attack (copied by each test that changes it)."""
     config = tiny_config(schemes=[], attacks=["prune_50"])
-    run_benchmark(config, str(tmp_path), show_progress=False)
+    folder = tmp_path_factory.mktemp("finished")
+    run_benchmark(config, str(folder), show_progress=False)
+    return config, folder
+
+
+def _copy_of(finished_run, tmp_path):
+    config, folder = finished_run
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    return config
+
+
+def test_a_lost_cell_is_recomputed_from_the_saved_model(finished_run, tmp_path, monkeypatch):
+    config = _copy_of(finished_run, tmp_path)
     os.remove(tmp_path / "cells" / "reference" / "prune_50.json")
     monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
     results = run_benchmark(config, str(tmp_path), show_progress=False)
@@ -78,9 +93,8 @@ def test_results_markdown_marks_verified_cells():
     json.dumps(results)
 
 
-def test_a_run_with_another_config_is_refused_before_any_work(tmp_path, monkeypatch):
-    config = tiny_config(schemes=[], attacks=["prune_50"])
-    run_benchmark(config, str(tmp_path), show_progress=False)
+def test_a_run_with_another_config_is_refused_before_any_work(finished_run, tmp_path, monkeypatch):
+    config = _copy_of(finished_run, tmp_path)
     monkeypatch.setattr(_Experiment, "__init__", lambda *a, **k: pytest.fail("started work"))
     with pytest.raises(ValueError, match=r"another config \(fields that differ: \['epochs'\]\)"):
         run_benchmark(tiny_config(schemes=[], attacks=["prune_50"], epochs=2), str(tmp_path), show_progress=False)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from datasets import concatenate_datasets
 from conftest import random_image_dataset, tiny_cnn
 from trained_models import fit, independent_model, single_thread, splits, trained_key  # noqa: F401 (single_thread)
 
@@ -67,6 +68,24 @@ def test_repeated_queries_are_counted_once(key):
     assert thrice.query_digest == once.query_digest  # the same distinct examples: the same set
     shuffled = verify(independent_model(1), key, test.shuffle(seed=0))
     assert shuffled.query_digest == once.query_digest  # order does not matter
+
+
+def test_deduplicated_queries_read_like_a_dataset(small_key):
+    """The in-memory queries `read_queries` keeps are selected and batched as the `datasets.Dataset` they replace
+    (the false-positive recipe selects the first `n` of them)."""
+    from hf_ingrain.data import iterate_batches
+    from hf_ingrain.queries import read_queries
+
+    dataset = random_image_dataset(12, seed=3)
+    dataset = concatenate_datasets([dataset, dataset.select(range(4))])
+    kept = read_queries(small_key, dataset).deduplicated(dataset)
+    assert type(kept).__name__ == "TensorQueries" and len(kept) == 12  # small: read once, held in memory
+    first = kept.select(range(5))
+    expected = dataset.select(range(5)).with_format("torch")[:]
+    batches = list(iterate_batches(first, batch_size=2))
+    assert [len(b["labels"]) for b in batches] == [2, 2, 1]
+    assert torch.equal(torch.cat([b["pixel_values"] for b in batches]), expected["pixel_values"])
+    assert torch.equal(torch.cat([b["labels"] for b in batches]), expected["labels"])
 
 
 # ----------------------------------------------------------------------------------------------- keys that disagree

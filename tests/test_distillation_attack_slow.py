@@ -17,9 +17,10 @@ import time
 import pytest
 import torch
 from datasets import Dataset, concatenate_datasets
+from trained_models import trained_key
 from transformers import Trainer, TrainingArguments
 
-from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, WatermarkKey, verify
+from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, verify
 from hf_ingrain.models import SmallCNNConfig, SmallCNNForImageClassification
 from hf_ingrain.suspects import collect_scores
 
@@ -55,8 +56,9 @@ def _distill(teacher, splits, output_dir, seed):
 @pytest.mark.slow
 def test_distillation_erases_a_trigger_set_but_not_ingrain(embedded_splits, tmp_path):
     splits, start = embedded_splits, time.time()
-    key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=100, seed=0)
-    key.train_ingrainer(benign_dataset=splits["owner"], show_progress=False)
+    # seed 0, trained on these owner images with the defaults (16 reference ingrainers): shared with the other
+    # verification tests, trained once per session
+    key = trained_key()
 
     # A trigger-set (Adi et al. 2018) teacher: the key's carriers with their labels, oversampled among the owner data.
     carriers = Dataset.from_dict(

@@ -139,6 +139,14 @@ def summary(report: dict) -> str:
     details = report.get("details") or {}
     for name, value in (details.get("null_rate_terms") or {}).items():
         lines.append(f"    {name:<14}{value:.3f}")
+    key_draw = details.get("key_draw") or {}
+    if "t" in key_draw:
+        lines.append(
+            f"  key draw      agreement with {key_draw['num_references']} reference keys {key_draw['mean']:.3f} "
+            f"(sd {key_draw['sd']:.3f}): t = {key_draw['t']:.1f}, p {format_p_value(key_draw['p_value'], relation=False)}"
+        )
+    elif "p_value_binomial" in details:
+        lines.append("  key draw      none: this key has no reference ingrainers (binomial test alone)")
     if "accuracy" in details:
         lines.append(f"  accuracy      {details['accuracy']:.3f} on the labelled queries")
     if "bit_error_rate" in details:

@@ -17,7 +17,8 @@ class UchidaConfig(ExtendsTrainingArguments, TrainingArguments):
         uchida_lambda (`float`, *optional*, defaults to `0.1`):
             Weight λ of `Σ_i BCE(sigmoid(X_i · w), b_i)`, summed over bits as in the paper. The paper's 0.01 was
             tuned for SGD; with the `Trainer`'s AdamW, 0.01 leaves a few bits wrong after 10 epochs on the embedded
-            data, 0.1 reads all 64 back at no measurable cost in accuracy.
+            data. With 0.1, 64 bits read back exactly for 4 of 5 key seeds (3 wrong bits for the fifth, still
+            verified), at 0-1.6 points of test accuracy; 1.0 does not do better.
     """
 
     uchida_lambda: float = field(default=0.1, metadata={"help": "Weight of the signature regulariser (> 0)."})

@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> dict:
     pool = concatenate_datasets([splits["test"], splits["owner"]]) if max(args.query_counts) > len(splits["test"]) else splits["test"]
     keys = {}
     for seed in range(args.num_keys):
+        logger.info("Training key_%d and its %d reference ingrainers", seed, args.num_reference_keys)
         key = WatermarkKey.generate(num_labels, input_shape, num_carriers=100, seed=seed)
         key.train_ingrainer(
             benign_dataset=splits["owner"], num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys,
-            show_progress=False,
         )
         keys[f"key_{seed}"] = key
     pool = read_queries(keys["key_0"], pool).deduplicated(pool)

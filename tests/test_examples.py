@@ -10,6 +10,7 @@ p-values), except `True` and `False`, which are checked.
 import ast
 import copy
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,9 @@ def test_the_example_runner_checks_what_it_can():
 @pytest.mark.hub
 def test_the_readme_examples_run_in_order(loopback_hub, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    # The quick start draws its key's seed from the operating system; CI draws seed 0 (the other tests' key) so that
+    # every run checks the same key. The README reports the spread of p-values over keys it measured.
+    monkeypatch.setattr(secrets, "randbits", lambda bits: 0)
     blocks = CODE_BLOCK.findall((ROOT / "README.md").read_text())
     blocks += CODE_BLOCK.findall((ROOT / "model_cards" / "README.md").read_text())
     assert len(blocks) >= 4

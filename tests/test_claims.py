@@ -5,8 +5,8 @@ import json
 
 import pytest
 import torch
-from datasets import concatenate_datasets
 from conftest import random_image_dataset, tiny_cnn
+from datasets import concatenate_datasets
 from trained_models import fit, independent_model, single_thread, splits, trained_key  # noqa: F401 (single_thread)
 
 from hf_ingrain import WatermarkKey, verify

@@ -20,7 +20,7 @@ import time
 import pytest
 import torch
 from datasets import Dataset, concatenate_datasets
-from trained_models import trained_key
+from trained_models import splits as shared_splits, trained_key
 from transformers import Trainer, TrainingArguments
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, verify
@@ -57,8 +57,8 @@ def _distill(teacher, splits, output_dir, seed):
 
 
 @pytest.mark.slow
-def test_distillation_erases_a_trigger_set_but_not_ingrain(embedded_splits, tmp_path):
-    splits, start = embedded_splits, time.time()
+def test_distillation_erases_a_trigger_set_but_not_ingrain(tmp_path):
+    splits, start = shared_splits(), time.time()
     # seed 0, trained on these owner images with the defaults (16 reference ingrainers): shared with the other
     # verification tests, trained once per session
     key = trained_key()

@@ -141,9 +141,10 @@ def summary(report: dict) -> str:
         lines.append(f"    {name:<14}{value:.3f}")
     key_draw = details.get("key_draw") or {}
     if "t" in key_draw:
+        key_draw_p = format_p_value(key_draw["p_value"], relation=False)
         lines.append(
             f"  key draw      agreement with {key_draw['num_references']} reference keys {key_draw['mean']:.3f} "
-            f"(sd {key_draw['sd']:.3f}): t = {key_draw['t']:.1f}, p {format_p_value(key_draw['p_value'], relation=False)}"
+            f"(sd {key_draw['sd']:.3f}): t = {key_draw['t']:.1f}, p {key_draw_p}"
         )
     elif "p_value_binomial" in details:
         lines.append("  key draw      none: this key has no reference ingrainers (binomial test alone)")

@@ -25,8 +25,9 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             test): λ = 0.5 costs 5 to 7 points of test accuracy (0.916 → 0.846-0.866) and its watermark verifies in
             every distilled student of the same architecture (T = 1 and 4), and in a half-width student for 2 keys of
             4; λ = 0.25 costs 0 to 1.6 points and fails distillation at T = 1 for every key; λ = 1 costs 20 points.
-            With the key-draw test (2026-12-02, seed 0) the same-architecture students verify at p = 3e-7 and 1e-8. On full MNIST λ = 0.5 costs
-            0.35 points (`recipes/README.md`). λ = 0 gives exactly the plain `Trainer` loss.
+            With the key-draw test (2026-12-02, seed 0) the same-architecture students verify at p = 3e-7 and 1e-8.
+            On full MNIST λ = 0.5 costs 0.35 points (`recipes/README.md`). λ = 0 gives exactly the plain `Trainer`
+            loss.
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):
             Temperature `T` of the ingrain term (the paper's value).
         ingrain_cache_logits (`bool`, *optional*, defaults to `False`):

@@ -255,3 +255,54 @@ def test_the_ingrainer_never_reaches_the_accelerator_state(small_key, tmp_path):
         for path, content in _all_bytes(tmp_path / moment):
             assert not any(secret in content for secret in secrets), path
         trainer.train()
+
+
+def test_a_script_names_the_key_by_its_folder_on_the_command_line(small_key, tmp_path):
+    # The three-line swap: an HfArgumentParser script takes `--ingrain_key DIR` and never handles the key itself.
+    from transformers import HfArgumentParser
+
+    key_dir = tmp_path / "owner_key"
+    small_key.save(key_dir)
+    data = random_image_dataset()
+    (args,) = HfArgumentParser(IngrainConfig).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path / "out"), "--ingrain_key", str(key_dir), "--max_steps", "4", "--use_cpu", "true",
+         "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--report_to", "none", "--save_strategy", "no",
+         "--seed", "0", "--disable_tqdm", "true"]
+    )
+    by_folder = tiny_cnn(seed=1)
+    IngrainTrainer(model=by_folder, args=args, train_dataset=data).train()
+    by_object = tiny_cnn(seed=1)
+    IngrainTrainer(model=by_object, args=IngrainConfig(**training_args(tmp_path / "b")), train_dataset=data,
+                   ingrainer=small_key).train()
+    for name, value in _weights(by_object).items():
+        assert torch.equal(value, by_folder.state_dict()[name]), name
+    assert str(key_dir) in args.to_json_string()  # the path only: the bytes test below covers what the folder holds
+
+
+def test_a_key_folder_that_is_missing_inside_the_output_or_doubled_is_refused(small_key, tmp_path):
+    with pytest.raises(ValueError, match="must not contain one another"):
+        IngrainConfig(**training_args(tmp_path), ingrain_key=str(tmp_path / "out" / "key"))
+    args = IngrainConfig(**training_args(tmp_path), ingrain_key=str(tmp_path / "nothing_here"))
+    with pytest.raises(ValueError, match="holds no key.json"):
+        IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=random_image_dataset())
+    with pytest.raises(ValueError, match="Both"):
+        IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=random_image_dataset(), ingrainer=small_key)
+    with pytest.raises(ValueError, match="ingrain_key"):
+        IngrainTrainer(model=tiny_cnn(), args=IngrainConfig(**training_args(tmp_path)), train_dataset=random_image_dataset())
+
+
+def test_eval_loss_is_the_task_loss_and_evaluate_keeps_the_epoch(small_key, tmp_path):
+    # `metric_for_best_model="loss"` must select on the task, as with a plain Trainer; the ingrain term is logged apart.
+    data = random_image_dataset()
+    trainer = IngrainTrainer(
+        model=tiny_cnn(seed=1), args=IngrainConfig(**training_args(tmp_path)), train_dataset=data, eval_dataset=data,
+        ingrainer=small_key,
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    plain = Trainer(model=trainer.model, args=TrainingArguments(**training_args(tmp_path / "plain")), eval_dataset=data)
+    assert metrics["eval_loss"] == pytest.approx(plain.evaluate()["eval_loss"], rel=1e-6)
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_task/loss"], rel=1e-6)
+    assert metrics["eval_ingrain/loss"] > 0
+    assert metrics["epoch"] == trainer.state.epoch
+    assert trainer.state.log_history[-1]["eval_loss"] == metrics["eval_loss"]

@@ -4,7 +4,7 @@ A key never leaves the owner: it is saved to a private folder, and only its comm
 [`SecretKey.commitment`]) is published with a model.
 """
 
-from .base import FORMAT_VERSION, KEY_FILE, SALT_BYTES, SCHEMES, SecretKey, read_key_metadata
+from .base import FORMAT_VERSION, KEY_FILE, SALT_BYTES, SCHEMES, SecretKey, check_key_outside, read_key_metadata
 from .watermark_key import INGRAINER_DIR, TENSORS_FILE, WatermarkKey
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "SecretKey",
     "TENSORS_FILE",
     "WatermarkKey",
+    "check_key_outside",
     "read_key_metadata",
 ]

@@ -51,6 +51,17 @@ def model_fingerprint(model) -> dict:
     }
 
 
+def check_key_outside(key_dir, output_dir, key_flag: str = "--key_dir", output_flag: str = "--output_dir") -> None:
+    """Refuses a key folder and an output folder that contain one another: outputs are shared or published, the key
+    must stay private. The flags name the two folders in the message."""
+    key_dir, output_dir = os.path.abspath(os.fspath(key_dir)), os.path.abspath(os.fspath(output_dir))
+    if os.path.commonpath([key_dir, output_dir]) in (key_dir, output_dir):
+        raise ValueError(
+            f"`{key_flag}` ({key_dir}) and `{output_flag}` ({output_dir}) must not contain one another: the output "
+            "folder is shared or published, the key must stay private. Choose separate folders."
+        )
+
+
 def read_key_metadata(save_directory) -> dict:
     """The `key.json` of a key folder, with a clear error when there is none."""
     path = os.path.join(os.fspath(save_directory), KEY_FILE)

@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from ..hashing import tensors_sha256
+from ..keys import check_key_outside
 
 
 def setup_logging(training_args, logger: logging.Logger) -> None:
@@ -19,14 +20,8 @@ def setup_logging(training_args, logger: logging.Logger) -> None:
 
 
 def check_key_outside_output(key_dir: str, output_dir: str) -> None:
-    """Refuses a key folder and an output folder that contain one another: outputs are shared or published, the key
-    must stay private."""
-    key_dir, output_dir = os.path.abspath(key_dir), os.path.abspath(output_dir)
-    if os.path.commonpath([key_dir, output_dir]) in (key_dir, output_dir):
-        raise ValueError(
-            f"`--key_dir` ({key_dir}) and `--output_dir` ({output_dir}) must not contain one another: the output "
-            "folder is shared or published, the key must stay private. Choose separate folders."
-        )
+    """Refuses a key folder and an output folder that contain one another (see `hf_ingrain.keys.check_key_outside`)."""
+    check_key_outside(key_dir, output_dir)
 
 
 def train_and_save(trainer) -> tuple:

@@ -1,9 +1,11 @@
 """Training arguments of [`IngrainTrainer`]."""
 
+import os
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..keys import check_key_outside
 from .mixins import ExtendsTrainingArguments
 
 
@@ -15,7 +17,8 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
 
     The loss is `task_loss + ingrain_lambda · T² · KL(softmax(g / T) ‖ softmax(f / T))`, with `f` the model's logits
     and `g` the ingrainer's logits on the same batch. The owner's key never enters these arguments: pass it to
-    [`IngrainTrainer`] as `ingrainer=`. A script that already has `TrainingArguments` builds one with
+    [`IngrainTrainer`] as `ingrainer=`, or name its folder in `ingrain_key` (`--ingrain_key DIR` in a script built on
+    `HfArgumentParser`), and only that path is kept here. A script that already has `TrainingArguments` builds one with
     [`~IngrainConfig.from_training_arguments`].
 
     Args:
@@ -34,6 +37,10 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             Compute the ingrainer's logits once per training example before training instead of at every step.
             Only valid when the input pipeline is deterministic (no random augmentation); a quick check refuses a
             data set whose examples change between two reads.
+        ingrain_key (`str`, *optional*):
+            Folder of the owner's key (saved with [`WatermarkKey.save`]), loaded by [`IngrainTrainer`] when no
+            `ingrainer` is passed. It must lie outside `output_dir` (outputs are shared or published, the key must
+            stay private); the arguments keep the path only, never the key.
     """
 
     ingrain_lambda: float = field(
@@ -48,6 +55,12 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
         metadata={"help": "Precompute the ingrainer's logits per example (deterministic input pipelines only)."},
     )
 
+    ingrain_key: str | None = field(
+        default=None,
+        metadata={"help": "Folder of the owner's key, loaded when the trainer gets no `ingrainer`. Keep it private, "
+                  "outside --output_dir."},
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if not self.ingrain_lambda >= 0:
@@ -58,3 +71,6 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             raise ValueError(
                 f"`ingrain_temperature` must be > 0, got {self.ingrain_temperature}; the paper uses 4.0."
             )
+        if self.ingrain_key is not None:
+            self.ingrain_key = os.fspath(self.ingrain_key)
+            check_key_outside(self.ingrain_key, self.output_dir, "ingrain_key", "output_dir")

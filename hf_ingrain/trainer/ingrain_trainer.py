@@ -1,13 +1,14 @@
 """[`IngrainTrainer`]: a `Trainer` that ingrains the owner's watermark into the model's predictions."""
 
 import logging
+import os
 
 import torch
 from torch import nn
 from transformers import Trainer
 
 from ..data import first_example, iterate_batches
-from ..keys import WatermarkKey
+from ..keys import KEY_FILE, WatermarkKey
 from ..losses import distillation_kl
 from ..model_card import INGRAIN_TAGS, save_watermark_card
 from ..suspects import forward_logits, model_input_names
@@ -58,8 +59,9 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             The model to train and watermark.
         args ([`IngrainConfig`]):
             Training arguments with the ingrain fields.
-        ingrainer ([`WatermarkKey`] or `nn.Module`):
-            The owner's key (its trained ingrainer is used), or an ingrainer model.
+        ingrainer ([`WatermarkKey`] or `nn.Module`, *optional*):
+            The owner's key (its trained ingrainer is used), or an ingrainer model. Without it, the key is loaded from
+            the folder `args.ingrain_key` names.
         **kwargs:
             Everything else `Trainer` takes (`train_dataset`, `eval_dataset`, `data_collator`, `callbacks`, ...).
             The training data may be a map-style or a streaming (`IterableDataset`) data set.
@@ -79,7 +81,11 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     def __init__(self, model=None, args: IngrainConfig | None = None, ingrainer=None, **kwargs):
         check_config(args, IngrainConfig, "`ingrain_lambda` and `ingrain_temperature`")
         if ingrainer is None:
-            raise ValueError("Pass the owner's key (or an ingrainer model) as `ingrainer=`.")
+            ingrainer = self._load_key(args)
+        elif args.ingrain_key is not None:
+            raise ValueError(
+                "Both `ingrainer=` and `args.ingrain_key` name a key: pass one (drop `--ingrain_key` or `ingrainer=`)."
+            )
         if isinstance(ingrainer, WatermarkKey):
             if ingrainer.ingrainer is None:
                 raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
@@ -106,6 +112,20 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             self.train_dataset = self._cache_ingrainer_logits(self.train_dataset)
 
     # ------------------------------------------------------------------------------------------- validation
+    @staticmethod
+    def _load_key(args) -> WatermarkKey:
+        if args.ingrain_key is None:
+            raise ValueError(
+                "Pass the owner's key as `ingrainer=key`, or its folder as `IngrainConfig(ingrain_key=DIR)` "
+                "(`--ingrain_key DIR` on a script's command line)."
+            )
+        if not os.path.isfile(os.path.join(args.ingrain_key, KEY_FILE)):
+            raise ValueError(
+                f"`ingrain_key` ({args.ingrain_key}) holds no {KEY_FILE}: name the folder a key was saved to with "
+                "`key.save(DIR)`."
+            )
+        return WatermarkKey.load(args.ingrain_key)
+
     @staticmethod
     def _check_compatible(model, ingrainer_model, key, train_dataset):
         if model is None:
@@ -170,8 +190,11 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         per_example = distillation_kl(
             logits, ingrainer_logits.detach(), self.args.ingrain_temperature, reduction="none"
         )
-        ingrain_loss = self._reduce_per_example(per_example, num_items_in_batch, model.training)
-        loss = task_loss + self.args.ingrain_lambda * ingrain_loss
+        if model.training:
+            ingrain_loss = self._reduce_per_example(per_example, num_items_in_batch, model.training)
+            loss = task_loss + self.args.ingrain_lambda * ingrain_loss
+        else:  # `eval_loss` (and `metric_for_best_model="loss"`) is the task's; the ingrain term is logged apart
+            loss = task_loss
 
         self._record_metric(model, "task/loss", self._task_loss_per_batch(task_loss, num_items_in_batch, local_items))
         self._record_metric(model, "ingrain/loss", per_example)

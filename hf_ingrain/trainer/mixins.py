@@ -34,7 +34,9 @@ class LoggedMetricsMixin:
             total = self.accelerator.reduce(total, reduction="sum")
             metrics[f"{prefix}{name}"] = (total[0] / total[1]).item()
         self._metrics[mode].clear()
-        super().log({**logs, **metrics}, start_time)
+        # In place, as `Trainer.log` adds `epoch`: `evaluate()` returns this dict, with both.
+        logs.update(metrics)
+        super().log(logs, start_time)
 
 
 class AuxiliaryLossMixin:

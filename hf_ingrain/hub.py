@@ -27,7 +27,8 @@ from .keys import WatermarkKey
 from .model_card import CARD_FILE, WATERMARK_FILE, read_watermark_metadata, save_watermark_card
 from .provenance import check_claim, check_reference_is_not_suspect
 from .queries import read_queries
-from .suspects import is_hub_id, load_suspect, selected_files
+from .suspects import is_hub_id, load_suspect
+from .suspects.loading import published_files
 from .verification import DEFAULT_ALPHA, VerificationResult, verify
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def push_to_hub(
     staging = tempfile.mkdtemp(prefix="hf_ingrain_push_")
     try:
         if folder is not None:
-            for name in _published_files(folder):
+            for name in published_files(folder):
                 shutil.copyfile(os.path.join(folder, name), os.path.join(staging, name))
         else:
             model.save_pretrained(staging)
@@ -203,7 +204,7 @@ def push_to_hub(
             staging, model, key, result, repo_id=repo_id, tags=tags,
             ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature, queries=queries,
         )
-        upload = _published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
+        upload = published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
         operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(staging, p)) for p in upload]
         api = HfApi(token=token)
         try:
@@ -224,12 +225,6 @@ def push_to_hub(
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("Published %s to %s at commit %s", upload, repo_id, info.oid)
     return info.oid
-
-
-def _published_files(folder: str) -> list[str]:
-    """Files at the top of `folder` (never in `checkpoint-*/` or other subfolders) that are safe to publish."""
-    names = [name for name in os.listdir(folder) if os.path.isfile(os.path.join(folder, name))]
-    return [name for name in selected_files(names) if name != CARD_FILE]
 
 
 def verify_from_hub(

@@ -206,6 +206,24 @@ def render_model_card(
     )
 
 
+def merge_trainer_card(card: ModelCard, trainer_card: ModelCard) -> ModelCard:
+    r"""
+    The watermark card with what `Trainer.create_model_card` wrote: the trainer's metadata where the watermark card
+    has none (base model, datasets, metrics, model-index, license, language), the union of the tags, and the
+    trainer's text (results, hyperparameters) as a "Training" section. The watermark block is the watermark card's.
+    """
+    ours, theirs = card.data.to_dict(), trainer_card.data.to_dict()
+    theirs.pop("watermark", None)
+    merged = {**theirs, **{k: v for k, v in ours.items() if v is not None}}
+    tags = list(ours.get("tags") or [])
+    merged["tags"] = tags + [tag for tag in theirs.get("tags") or [] if tag not in tags]
+    lines = [line for line in trainer_card.text.strip().splitlines() if not line.startswith("<!--")]
+    lines = [line for line in lines if not line.startswith("# ")]  # its title: the watermark card has one
+    body = "\n".join("#" + line if line.startswith("#") else line for line in lines).strip()
+    text = card.text.rstrip() + "\n\n## Training\n\nWhat the `Trainer` recorded.\n\n" + body + "\n"
+    return ModelCard(f"---\n{ModelCardData(**merged).to_yaml()}\n---\n{text}")
+
+
 def read_watermark_metadata(card_path: str) -> dict | None:
     """The `watermark` block of a model card file (`README.md`), or `None` if the card has none or cannot be read."""
     try:
@@ -241,6 +259,7 @@ def save_watermark_card(
     ingrain_lambda: float | None = None,
     ingrain_temperature: float | None = None,
     queries: dict | None = None,
+    trainer_card: ModelCard | None = None,
 ):
     r"""
     Writes the model card (`README.md`) and `watermark.json` of a watermarked model into `folder`, each atomically.
@@ -256,6 +275,9 @@ def save_watermark_card(
         ingrain_lambda (`float`, *optional*): training parameter to record.
         ingrain_temperature (`float`, *optional*): training parameter to record.
         queries (`dict`, *optional*): the committed query set (see [`watermark_metadata`]).
+        trainer_card (`huggingface_hub.ModelCard`, *optional*): the card `Trainer.create_model_card` wrote; its
+            metadata (base model, datasets, metrics, model-index, license, language, tags) and its text are merged
+            in (see [`merge_trainer_card`]).
 
     Returns:
         `huggingface_hub.ModelCard`: the card written.
@@ -269,6 +291,8 @@ def save_watermark_card(
     card = render_model_card(
         watermark, model_name=name, repo_id=repo_id, tags=tags, pipeline_tag=pipeline_tag(getattr(model, "config", None))
     )
+    if trainer_card is not None:
+        card = merge_trainer_card(card, trainer_card)
     write_text(os.path.join(folder, CARD_FILE), str(card))
     write_text(os.path.join(folder, WATERMARK_FILE), json.dumps(watermark, indent=2) + "\n")
     return card

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .keys import WatermarkKey
+from .keys.inputs import carrier_batch
 from .losses import runner_up
 from .statistics import binomial_p_value, format_p_value, ingrain_null_rate, key_draw_p_value
 from .queries import read_queries
@@ -296,7 +297,7 @@ def _check_num_labels(scores, key):
 def _verify_carriers(model, key, alpha, batch_size, scores="auto", top_k=None):
     from datasets import Dataset
 
-    carriers = Dataset.from_dict({key.input_name: key.carriers.numpy()}).with_format("torch")
+    carriers = Dataset.from_dict({k: v.numpy() for k, v in carrier_batch(key).items()}).with_format("torch")
     columns = None if isinstance(model, torch.nn.Module) else [key.input_name]
     suspect, _ = collect_scores(model, carriers, columns, batch_size, num_labels=key.num_labels, top_k=top_k)
     _check_num_labels(suspect, key)

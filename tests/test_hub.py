@@ -13,6 +13,7 @@ import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import save_file
+from transformers import Trainer
 
 from conftest import random_image_dataset, tiny_cnn, training_args
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
@@ -177,18 +178,31 @@ def test_push_trainer_output_folder_through_the_cli(loopback_hub, watermarked, t
     assert leaked(loopback_hub, watermarked.key) == []
 
 
-def test_ingrain_trainer_push_to_hub_writes_the_same_card(loopback_hub, watermarked, tmp_path):
+def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainers_card(loopback_hub, watermarked, tmp_path):
+    # What the official example scripts call at the end of training: `trainer.push_to_hub(**kwargs)`.
     key, queries = watermarked.key, watermarked.queries
     reference = push_to_hub(watermarked.model, "tester/reference", key, dataset=queries, ingrain_lambda=0.5,
                             ingrain_temperature=4.0)
-    info = watermarked.trainer.push_to_hub(key=key, verification_dataset=queries)
+    card_kwargs = dict(finetuned_from="tester/base-model", dataset_tags="ylecun/mnist", dataset="ylecun/mnist",
+                       tasks="image-classification")
+    info = watermarked.trainer.push_to_hub(verification_dataset=queries, tags=["digits"], **card_kwargs)
 
     assert loopback_hub.commits("tester/trainer-model")[0] == info.oid
+    assert os.path.exists(os.path.join(watermarked.output_dir, "training_args.bin"))  # written, never uploaded
+    files = loopback_hub.repo_files("tester/trainer-model")
+    assert set(files) == {".gitattributes", "config.json", "model.safetensors", "README.md", "watermark.json"}
     trainer_card = card_of(loopback_hub, "tester/trainer-model")
     reference_card = card_of(loopback_hub, "tester/reference", reference)
     assert trainer_card.data.watermark == reference_card.data.watermark
-    assert set(IngrainTrainer._tag_names) <= set(trainer_card.data.tags)
-    assert str(trainer_card).replace("trainer-model", "reference") == str(reference_card)
+    # what Trainer.create_model_card writes is kept: base model, data set, tags, hyperparameters
+    Trainer.create_model_card(watermarked.trainer, model_name="trainer-model", tags=["digits"], **card_kwargs)
+    plain = ModelCard.load(os.path.join(watermarked.output_dir, "README.md")).data.to_dict()
+    merged = trainer_card.data.to_dict()
+    assert plain["base_model"] == "tester/base-model" and plain["datasets"] == ["ylecun/mnist"]
+    assert {k: v for k, v in plain.items() if k != "tags"} == {k: merged[k] for k in plain if k != "tags"}
+    assert set(plain["tags"]) | set(IngrainTrainer._tag_names) <= set(merged["tags"])
+    text = trainer_card.text.replace("trainer-model", "reference")
+    assert text.startswith(reference_card.text.rstrip()) and "### Training hyperparameters" in text
 
     result = verify_from_hub("tester/trainer-model", key, queries, cache_dir=str(tmp_path / "cache"))
     assert result.verified and result.commitment_match is True and result.commit_sha == info.oid

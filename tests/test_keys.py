@@ -177,3 +177,60 @@ def test_training_the_ingrainer_is_seeded_by_the_key_and_leaves_the_callers_rand
             assert torch.equal(torch.rand(3), expected_next)  # untouched by the training
     for (name, weight), (_, other) in zip(keys[0].ingrainer.state_dict().items(), keys[1].ingrainer.state_dict().items()):
         assert torch.equal(weight, other), name  # the same ingrainer whatever the caller did before
+
+
+def test_text_carriers_have_random_lengths_a_mask_and_no_special_tokens(tmp_path):
+    preprocessing = {"pad_token_id": 0, "special_token_ids": [0, 1, 2], "prefix_ids": [1], "suffix_ids": [2]}
+    key = WatermarkKey.generate(
+        num_labels=4, vocab_size=30, num_carriers=50, seed=0, sequence_length=12, preprocessing=preprocessing
+    )
+    mask = key.carrier_attention_mask
+    assert mask.shape == key.carriers.shape == (50, 12)
+    lengths = mask.sum(-1)
+    assert lengths.min() < lengths.max() and lengths.min() >= 2 + 2  # [CLS] + at least a quarter of 10 + [SEP]
+    for ids, length in zip(key.carriers, lengths.tolist()):
+        assert ids[0] == 1 and ids[length - 1] == 2 and (ids[length:] == 0).all()
+        assert not set(ids[1 : length - 1].tolist()) & {0, 1, 2}
+    key.save(tmp_path / "key")
+    loaded = WatermarkKey.load(tmp_path / "key")
+    assert torch.equal(loaded.carrier_attention_mask, mask) and loaded.preprocessing == preprocessing
+    assert loaded.commitment() == key.commitment()
+    loaded.preprocessing = {**preprocessing, "pad_token_id": 3}  # the recorded preprocessing is part of the key
+    assert loaded.commitment() != key.commitment()
+
+
+def _padded_text(num_examples=1024, length=24, vocab_size=200, num_labels=10, seed=0):
+    """Random token ids of 3 to 12 tokens padded to 24 (69% padding), with the mask a tokenizer gives them."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, length // 2 + 1, (num_examples,), generator=generator)
+    mask = (torch.arange(length)[None] < lengths[:, None]).long()
+    ids = torch.randint(1, vocab_size, (num_examples, length), generator=generator) * mask
+    labels = torch.randint(0, num_labels, (num_examples,), generator=generator)
+    return ids, mask, labels
+
+
+def test_a_text_ingrainer_is_spread_over_its_data_as_it_is_queried_with_the_mask():
+    # IngrainTrainer and verify() query the ingrainer with the attention mask; 0.1 trained it on the ids alone. Its
+    # choices are spread over the data it was trained on, so they are spread as queried only if it saw the mask.
+    from datasets import Dataset
+
+    from hf_ingrain.statistics import ingrain_null_rate
+    from hf_ingrain.suspects import forward_logits
+
+    ids, mask, labels = _padded_text()
+    data = Dataset.from_dict({"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "labels": labels.numpy()})
+    data = data.with_format("torch")
+
+    def null_rate(train_on, query):
+        key = WatermarkKey.generate(num_labels=10, vocab_size=200, num_carriers=50, seed=0, sequence_length=24)
+        key.train_ingrainer(benign_dataset=train_on, num_steps=300, show_progress=False, num_reference_keys=0)
+        return ingrain_null_rate(forward_logits(key.ingrainer, query), labels, labels)[0]
+
+    with_mask = null_rate(data, {"input_ids": ids, "attention_mask": mask})
+    ids_only_as_trained = null_rate(data.remove_columns("attention_mask"), {"input_ids": ids})
+    ids_only_as_queried = null_rate(data.remove_columns("attention_mask"), {"input_ids": ids, "attention_mask": mask})
+    # Measured with key seeds 0, 1, 2: trained with the mask and queried with it 0.164 / 0.159 / 0.166; trained on
+    # the ids alone, 0.166 / 0.177 / 0.173 queried the same way, 0.220 / 0.197 / 0.218 queried with the mask (the
+    # uniform rate is 1/9 = 0.111). The spread is kept only where training and queries agree.
+    assert with_mask <= ids_only_as_trained + 0.01
+    assert ids_only_as_queried >= ids_only_as_trained + 0.03

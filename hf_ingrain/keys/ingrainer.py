@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-from ..data import iterate_batches
 from ..losses import ingrainer_spread_loss
 from ..models import build_classifier
 from ..suspects import forward_logits, model_logits
+from .inputs import benign_inputs as benign_inputs_of
+from .inputs import carrier_batch, select
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def train_ingrainer(
             key.num_labels, key.input_shape, len(key.carriers), seed=subseed(key.seed, f"reference:{index}"),
             value_range=key.value_range, vocab_size=key.vocab_size,
             sequence_length=key.carriers.shape[1] if key.modality == "text" else 32,
+            preprocessing=key.preprocessing,
         )
         references.append(fit_ingrainer(reference, *options, show_progress=False)[0])
     training_info = {
@@ -86,13 +88,12 @@ def fit_ingrainer(
             batch_size, show_progress,
         )
     model.eval()
-    name = key.input_name
     with torch.no_grad():
-        carrier_accuracy = (forward_logits(model, {name: key.carriers}).argmax(-1) == key.carrier_labels)
+        carrier_accuracy = (forward_logits(model, carrier_batch(key)).argmax(-1) == key.carrier_labels)
         carrier_accuracy = carrier_accuracy.float().mean().item()
         scale = 1.0
         if benign_inputs is not None and logit_std is not None:
-            std = forward_logits(model, {name: benign_inputs[:2048]}).std(-1).mean().item()
+            std = forward_logits(model, select(benign_inputs, slice(0, 2048))).std(-1).mean().item()
             scale = logit_std / max(std, 1e-6)
             _scale_output_layer(model, scale)
     for parameter in model.parameters():
@@ -120,16 +121,12 @@ def default_ingrainer(key):
 
 
 def benign_tensors(key, benign_dataset):
-    """The benign inputs and labels the ingrainer is spread over (`None, None` without a data set)."""
+    """The benign inputs (a batch dict: with a text data set's mask, see `hf_ingrain.keys.inputs`) and labels the
+    ingrainer is spread over (`None, None` without a data set)."""
     benign_inputs = benign_labels = None
     if benign_dataset is not None:
-        batches = list(iterate_batches(benign_dataset, 1024, columns=[key.input_name, "labels"]))
-        if not batches or key.input_name not in batches[0]:
-            raise ValueError(f"`benign_dataset` must have a `{key.input_name}` column.")
-        benign_inputs = torch.cat([b[key.input_name] for b in batches])
-        if "labels" in batches[0]:
-            benign_labels = torch.cat([b["labels"] for b in batches])
-        key.check_inputs(benign_inputs, "benign_dataset")
+        benign_inputs, benign_labels = benign_inputs_of(key, benign_dataset)
+        key.check_inputs(benign_inputs[key.input_name], "benign_dataset")
     else:
         logger.warning(
             "Training the ingrainer on carriers only: its choices on benign data may concentrate on a few classes, "
@@ -146,13 +143,14 @@ def optimise(
     generator = torch.Generator().manual_seed(subseed(key.seed, "batches"))
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    name = key.input_name
+    carriers = carrier_batch(key)
+    num_benign = 0 if benign_inputs is None else len(benign_inputs[key.input_name])
     for _ in tqdm(range(num_steps), desc="Training ingrainer", disable=not show_progress):
-        loss = F.cross_entropy(model_logits(model, {name: key.carriers}), key.carrier_labels)
+        loss = F.cross_entropy(model_logits(model, carriers), key.carrier_labels)
         if benign_inputs is not None and spread_weight > 0:
-            index = torch.randint(0, len(benign_inputs), (min(batch_size, len(benign_inputs)),), generator=generator)
+            index = torch.randint(0, num_benign, (min(batch_size, num_benign),), generator=generator)
             loss = loss + spread_weight * ingrainer_spread_loss(
-                model_logits(model, {name: benign_inputs[index]}),
+                model_logits(model, select(benign_inputs, index)),
                 None if benign_labels is None else benign_labels[index],
                 key.num_labels,
                 sharpness_weight,

@@ -13,6 +13,8 @@ import torch
 from ..suspects import forward_logits
 from ..queries import QuerySet, read_queries
 from .base import SALT_BYTES, SecretKey
+from .inputs import carrier_batch, check_inputs, draw_text_carriers, validate_carrier_mask
+from .preprocessing import input_spec
 from .ingrainer import train_ingrainer
 
 logger = logging.getLogger(__name__)
@@ -28,12 +30,11 @@ class WatermarkKey(SecretKey):
     The owner's secret: random carriers with random labels, and the ingrainer fitted to them.
 
     Carriers are random inputs in the model's input space: images with pixels uniform in `value_range`, or random
-    token ids for text models. The ingrainer is a small model (by default [`SmallCNNForImageClassification`] or
-    [`SmallTextForSequenceClassification`], or any architecture passed to [`~WatermarkKey.train_ingrainer`] as a
-    config), initialised from the key's own randomness and trained until it fits them. Its predictions on benign inputs are the watermark that [`IngrainTrainer`] ingrains.
-
-    Create keys with [`~WatermarkKey.generate`]; keep them with [`~WatermarkKey.save`] and
-    [`~WatermarkKey.load`].
+    token sequences (with a mask) for text models. The ingrainer is a small model (by default a small CNN or
+    embedding classifier, or any architecture passed to [`~WatermarkKey.train_ingrainer`] as a config), initialised
+    from the key's own randomness and trained until it fits them. Its predictions on benign inputs are the watermark
+    that [`IngrainTrainer`] ingrains. Create keys with [`~WatermarkKey.generate_for`] (reads the model's processor
+    or tokenizer) or [`~WatermarkKey.generate`]; keep them with [`~WatermarkKey.save`] and [`~WatermarkKey.load`].
 
     Example:
 
@@ -64,6 +65,8 @@ class WatermarkKey(SecretKey):
         training_info: dict | None = None,
         committed_queries: dict | None = None,
         reference_ingrainers: list | None = None,
+        carrier_attention_mask: torch.Tensor | None = None,
+        preprocessing: dict | None = None,
     ):
         self.carriers = carriers
         self.carrier_labels = carrier_labels
@@ -77,6 +80,8 @@ class WatermarkKey(SecretKey):
         self.training_info = training_info or {}
         self.committed_queries = dict(committed_queries) if committed_queries else None
         self.reference_ingrainers = list(reference_ingrainers or [])
+        self.carrier_attention_mask = carrier_attention_mask
+        self.preprocessing = dict(preprocessing) if preprocessing else None
 
     # ----------------------------------------------------------------------------------------------- creation
     @classmethod
@@ -89,6 +94,7 @@ class WatermarkKey(SecretKey):
         value_range: tuple[float, float] = (0.0, 1.0),
         vocab_size: int | None = None,
         sequence_length: int = 32,
+        preprocessing: dict | None = None,
     ) -> "WatermarkKey":
         r"""
         Draws a new key: `num_carriers` random inputs with random labels.
@@ -111,7 +117,12 @@ class WatermarkKey(SecretKey):
             vocab_size (`int`, *optional*):
                 For text models: carriers are random token ids below this.
             sequence_length (`int`, *optional*, defaults to 32):
-                For text models: length of the carrier token sequences.
+                For text models: the carriers' padded length; each carrier has a random length from a quarter of it to
+                all of it, and an attention mask.
+            preprocessing (`dict`, *optional*):
+                How the model's inputs are made (its processor or tokenizer), as [`~WatermarkKey.generate_for`]
+                records it: part of the key and of its commitment. For text, its `pad_token_id`, `special_token_ids`
+                and `prefix_ids` / `suffix_ids` shape the carriers.
         """
         if num_labels < 3:
             raise ValueError(f"`num_labels` must be >= 3 (the test compares runner-up classes), got {num_labels}.")
@@ -128,12 +139,45 @@ class WatermarkKey(SecretKey):
             seed = secrets.randbits(62)
         generator = torch.Generator().manual_seed(seed)
         if input_shape is not None:
-            carriers = low + (high - low) * torch.rand((num_carriers, *input_shape), generator=generator)
+            ranges = torch.tensor((preprocessing or {}).get("channel_ranges") or [[low, high]] * input_shape[0])
+            lows, highs = ranges[:, 0].view(-1, 1, 1), ranges[:, 1].view(-1, 1, 1)  # each channel in its own range
+            carriers = lows + (highs - lows) * torch.rand((num_carriers, *input_shape), generator=generator)
         else:
-            carriers = torch.randint(0, vocab_size, (num_carriers, sequence_length), generator=generator)
+            carriers, mask = draw_text_carriers(generator, num_carriers, vocab_size, sequence_length, preprocessing)
         carrier_labels = torch.randint(0, num_labels, (num_carriers,), generator=generator)
         salt = secrets.token_bytes(SALT_BYTES)  # never from the seed: the commitment must not be recomputable
-        return cls(carriers, carrier_labels, num_labels, salt, seed, input_shape, value_range, vocab_size)
+        return cls(
+            carriers, carrier_labels, num_labels, salt, seed, input_shape, value_range, vocab_size,
+            carrier_attention_mask=None if input_shape is not None else mask, preprocessing=preprocessing,
+        )
+
+    @classmethod
+    def generate_for(
+        cls, model, processor=None, num_carriers: int = 100, seed: int | None = None, sequence_length: int | None = None
+    ) -> "WatermarkKey":
+        r"""
+        Draws a new key for `model` as its processor or tokenizer feeds it (see `hf_ingrain.keys.preprocessing`):
+        images get the model's channels, the processor's size and each channel's range after rescaling and
+        normalisation; text gets the tokenizer's vocabulary, pad and special tokens (`[CLS] ... [SEP]`), padding side,
+        and a length of `sequence_length` (default 128, the example script's `max_seq_length`, or what the model
+        allows). The key records this preprocessing (in its commitment) and refuses data outside it.
+
+        Args:
+            model (`PreTrainedModel` or `PretrainedConfig`): the model to watermark, or its config.
+            processor (*optional*): its image processor, tokenizer, or a processor holding one.
+            num_carriers (`int`, *optional*, defaults to 100): number of secret carriers.
+            seed (`int`, *optional*): as for [`~WatermarkKey.generate`] (for experiments only).
+            sequence_length (`int`, *optional*): text models: the carriers' padded length.
+
+        Example:
+
+        ```python
+        >>> key = WatermarkKey.generate_for(model, image_processor, seed=0)
+        >>> key.input_shape, key.value_range
+        ((3, 28, 28), (-1.0, 1.0))
+        ```
+        """
+        return cls.generate(num_carriers=num_carriers, seed=seed, **input_spec(model, processor, sequence_length))
 
     @property
     def modality(self) -> str:
@@ -216,30 +260,10 @@ class WatermarkKey(SecretKey):
         return model
 
     def check_inputs(self, inputs: torch.Tensor, where: str) -> None:
-        """Refuses inputs the key was not made for: another image shape, pixel values outside `value_range` (the
-        model's preprocessed range), or token ids beyond the vocabulary. `where` names them in the message."""
-        inputs = torch.as_tensor(inputs)
-        if self.modality == "image":
-            if tuple(inputs.shape[1:]) != self.input_shape:
-                raise ValueError(
-                    f"{where} has inputs of shape {tuple(inputs.shape[1:])} but the key was generated for "
-                    f"{self.input_shape}. Generate the key with `input_shape={tuple(inputs.shape[1:])}`, or preprocess "
-                    "the data to the key's shape."
-                )
-            low, high = self.value_range
-            margin = 1e-3 * (high - low)  # 8-bit pixels rescaled or normalised in float32 land inside this
-            if inputs.numel() and (float(inputs.min()) < low - margin or float(inputs.max()) > high + margin):
-                raise ValueError(
-                    f"{where} has pixel values from {float(inputs.min()):.3g} to {float(inputs.max()):.3g} but the key "
-                    f"was generated for values in [{low:g}, {high:g}]: the data are not preprocessed as the key "
-                    "expects. Generate the key with the `value_range` of the model's preprocessed inputs, or pass "
-                    "the data as the model receives it."
-                )
-        elif inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= self.vocab_size):
-            raise ValueError(
-                f"{where} has token ids from {int(inputs.min())} to {int(inputs.max())} but the key's vocabulary has "
-                f"{self.vocab_size} tokens."
-            )
+        """Refuses inputs the key was not made for: another image shape, pixel values outside `value_range` or, for a
+        key made by `generate_for`, outside a channel's range after the processor, or token ids beyond the
+        vocabulary. `where` names them in the message."""
+        check_inputs(self, inputs, where)
 
     def commit_queries(self, dataset) -> "QuerySet":
         r"""
@@ -274,7 +298,10 @@ class WatermarkKey(SecretKey):
     # ----------------------------------------------------------------------------------------------- storage
     # save(), load() and commitment() come from SecretKey: `key.json`, `carriers.safetensors`, `ingrainer/`.
     def _tensors(self) -> dict:
-        return {"carriers": self.carriers, "carrier_labels": self.carrier_labels}
+        tensors = {"carriers": self.carriers, "carrier_labels": self.carrier_labels}
+        if self.carrier_attention_mask is not None:
+            tensors["carrier_attention_mask"] = self.carrier_attention_mask
+        return tensors
 
     def _metadata(self) -> dict:
         return {
@@ -285,6 +312,7 @@ class WatermarkKey(SecretKey):
             "seed": self.seed,
             "training_info": self.training_info,
             **({"committed_queries": self.committed_queries} if self.committed_queries else {}),
+            **({"preprocessing": self.preprocessing} if self.preprocessing else {}),
         }
 
     def _models(self) -> dict:
@@ -326,6 +354,8 @@ class WatermarkKey(SecretKey):
             metadata.get("training_info"),
             metadata.get("committed_queries"),
             [model for name, model in models.items() if name.startswith(f"{REFERENCES_DIR}/")],
+            tensors.get("carrier_attention_mask"),
+            metadata.get("preprocessing"),
         )
 
     def _validate(self) -> None:
@@ -353,6 +383,7 @@ class WatermarkKey(SecretKey):
                 raise ValueError(f"Invalid key: the carriers leave `value_range` {self.value_range} of key.json.")
         elif carriers.is_floating_point() or (len(carriers) and int(carriers.max()) >= self.vocab_size):
             raise ValueError(f"Invalid key: the carriers must be token ids below `vocab_size` ({self.vocab_size}).")
+        validate_carrier_mask(self)
         if self.ingrainer is None:
             return
         for name, model in self._models().items():
@@ -370,7 +401,7 @@ class WatermarkKey(SecretKey):
             )
         recorded = self.training_info.get("carrier_accuracy")
         if recorded is not None:
-            fitted = (self.ingrainer_logits({self.input_name: carriers}).argmax(-1) == labels).float().mean().item()
+            fitted = (self.ingrainer_logits(carrier_batch(self)).argmax(-1) == labels).float().mean().item()
             if fitted < recorded - 1e-6:
                 raise ValueError(
                     f"Invalid key: its ingrainer fits {fitted:.3f} of the carriers but key.json records "

@@ -96,6 +96,13 @@ def selected_files(files, allow_pickle: bool = False) -> list[str]:
     return sorted(f for f in files if "/" not in f and any(fnmatch.fnmatch(f, p) for p in patterns))
 
 
+def published_files(folder: str) -> list[str]:
+    """Files at the top of `folder` (never in `checkpoint-*/` or other subfolders) that are safe to publish: weights as
+    safetensors, the config, processor and tokenizer files; never pickles, trainer state or the card."""
+    names = [name for name in os.listdir(folder) if os.path.isfile(os.path.join(folder, name))]
+    return [name for name in selected_files(names) if name != CARD_FILE]
+
+
 def check_config_is_safe(config: dict, where: str, files=()) -> None:
     """Refuses a config that needs repository code: an `auto_map`, custom pipelines, or an unknown model type."""
     from transformers import CONFIG_MAPPING

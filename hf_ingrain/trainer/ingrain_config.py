@@ -40,7 +40,9 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
         ingrain_key (`str`, *optional*):
             Folder of the owner's key (saved with [`WatermarkKey.save`]), loaded by [`IngrainTrainer`] when no
             `ingrainer` is passed. It must lie outside `output_dir` (outputs are shared or published, the key must
-            stay private); the arguments keep the path only, never the key.
+            stay private); the arguments keep the path only, never the key, and `to_dict()` (what logging
+            integrations and model cards read) masks it as `"<INGRAIN_KEY>"`. The pickled `training_args.bin` keeps
+            it, like every argument: publish with `hf_ingrain.hub.push_to_hub`, which never uploads that file.
     """
 
     ingrain_lambda: float = field(
@@ -60,6 +62,13 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
         metadata={"help": "Folder of the owner's key, loaded when the trainer gets no `ingrainer`. Keep it private, "
                   "outside --output_dir."},
     )
+
+    def to_dict(self):
+        """The arguments as a dict, the key's folder masked (see `ingrain_key`), as `TrainingArguments` masks tokens."""
+        values = super().to_dict()
+        if values.get("ingrain_key") is not None:
+            values["ingrain_key"] = "<INGRAIN_KEY>"
+        return values
 
     def __post_init__(self):
         super().__post_init__()

@@ -10,7 +10,8 @@ from transformers import Trainer
 from ..data import first_example, iterate_batches
 from ..keys import KEY_FILE, WatermarkKey
 from ..losses import distillation_kl
-from ..model_card import INGRAIN_TAGS, save_watermark_card
+from ..model_card import CARD_FILE, INGRAIN_TAGS, WATERMARK_FILE, save_watermark_card
+from ..suspects.loading import published_files
 from ..suspects import forward_logits, model_input_names
 from ..verification import verify
 from .ingrain_config import IngrainConfig
@@ -203,13 +204,18 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
         r"""
         Writes the ingrain model card (`README.md` and `watermark.json`, see [`hf_ingrain.hub.push_to_hub`]) into
-        `args.output_dir`, so `trainer.push_to_hub(verification_dataset=test_ds)` publishes the same card
-        as `hf_ingrain.hub.push_to_hub`: the key's commitment and, with `verification_dataset`, the verification at
-        publication. The other arguments of `Trainer.create_model_card` are not used.
+        `args.output_dir`: what `Trainer.create_model_card` writes (base model from `finetuned_from`, datasets,
+        metrics, model-index, hyperparameters; every argument of it is taken) merged with the watermark block: the
+        key's commitment and, with `verification_dataset`, the verification at publication.
         """
         if not self.is_world_process_zero():
             return
+        from huggingface_hub import ModelCard
+
         key = key if key is not None else self._watermark_key
+        super().create_model_card(model_name=model_name, tags=tags, **kwargs)
+        card_path = os.path.join(self.args.output_dir, CARD_FILE)
+        trainer_card = ModelCard.load(card_path) if os.path.isfile(card_path) else None
         model = self.accelerator.unwrap_model(self.model)
         result = None
         if key is not None and verification_dataset is not None:
@@ -218,6 +224,54 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             model.train(was_training)
         save_watermark_card(
             self.args.output_dir, model, key, result, model_name=model_name, tags=tags,
-            repo_id=getattr(self, "hub_model_id", None),
-            ingrain_lambda=self.args.ingrain_lambda, ingrain_temperature=self.args.ingrain_temperature,
+            repo_id=getattr(self, "hub_model_id", None), ingrain_lambda=self.args.ingrain_lambda,
+            ingrain_temperature=self.args.ingrain_temperature, trainer_card=trainer_card,
         )
+
+    # ------------------------------------------------------------------------------------------- publishing
+    def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, private=None,
+                    verification_dataset=None, key=None, **kwargs):
+        r"""
+        Publishes the model like `Trainer.push_to_hub`, through the safe publisher's file list: the weights as
+        safetensors, the config, the processor or tokenizer files, the merged card and `watermark.json`. Never
+        `training_args.bin` (a pickle, which also holds every argument), `trainer_state.json`, results files or
+        checkpoints.
+
+        Args:
+            verification_dataset (`datasets.Dataset`, *optional*):
+                Benign queries (e.g. the test split): the model is verified on them and the result goes in the card.
+            key ([`WatermarkKey`], *optional*):
+                Defaults to the key the trainer was built with; only its commitment is published.
+            **kwargs:
+                `commit_message`, `blocking`, `token`, `revision`, `private` and every argument of
+                `Trainer.create_model_card` (`finetuned_from`, `tasks`, `dataset`, `tags`, ...), as for `Trainer`.
+        """
+        from transformers.trainer import hf_api
+
+        model_name = kwargs.pop("model_name", None)
+        if model_name is None and self.args.should_save:
+            model_name = (self.args.hub_model_id or self.args.output_dir.rstrip("/")).split("/")[-1]
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        tags = kwargs.pop("tags", None)
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        tags += [tag for tag in getattr(self.model, "model_tags", None) or [] if tag not in tags]
+        self.create_model_card(model_name=model_name, tags=tags, key=key, verification_dataset=verification_dataset,
+                               **kwargs)
+        self._finish_current_push()
+        files = published_files(self.args.output_dir) + [CARD_FILE, WATERMARK_FILE]
+        return hf_api().upload_folder(
+            repo_id=self.hub_model_id, folder_path=self.args.output_dir, commit_message=commit_message, token=token,
+            run_as_future=not blocking, allow_patterns=files, revision=revision or self.args.hub_revision,
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        # `hub_strategy` pushes would upload the checkpoint as saved (optimizer state, RNG state and the arguments as
+        # pickles); IngrainTrainer publishes through `push_to_hub` only.
+        if not getattr(self, "_warned_checkpoint_push", False):
+            logger.warning("IngrainTrainer does not push checkpoints (they hold pickles); call `push_to_hub()` to publish.")
+            self._warned_checkpoint_push = True

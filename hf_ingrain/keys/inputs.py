@@ -1,0 +1,146 @@
+r"""
+The inputs a key is made of and trained on, as the model receives them.
+
+Text models read token ids *and* an attention mask. An ingrainer trained on ids alone and queried with the mask
+(as [`IngrainTrainer`] and [`verify`] query it) answers differently on every padded input: on a data set with half
+its tokens padding, its choices as trained and as queried disagreed on most inputs, and an ingrained model got
+p = 1. So a text key's carriers carry a mask (random lengths, padded with the tokenizer's pad id, wrapped in its
+special tokens when the key is made for a tokenizer), and the benign data the ingrainer is spread over keeps its
+mask and token type ids, padded to one length where the rows differ.
+"""
+
+import torch
+
+from ..data import iterate_batches
+
+TEXT_COMPANIONS = ("attention_mask", "token_type_ids")
+MIN_CARRIER_FRACTION = 0.25  # shortest text carrier, as a fraction of `sequence_length`
+
+
+def draw_text_carriers(
+    generator: torch.Generator, num_carriers: int, vocab_size: int, sequence_length: int, preprocessing: dict | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random token sequences of random lengths (from a quarter of `sequence_length` to all of it) and their mask.
+
+    Tokens are drawn from the vocabulary less its special tokens; with a tokenizer's `preprocessing` (see
+    `hf_ingrain.keys.preprocessing`), each sequence starts and ends with its `prefix_ids` / `suffix_ids` (e.g.
+    `[CLS]` ... `[SEP]`) and is padded with its `pad_token_id`, as the tokenizer would encode a text.
+    """
+    preprocessing = preprocessing or {}
+    special = set(preprocessing.get("special_token_ids", []))
+    allowed = torch.tensor([i for i in range(vocab_size) if i not in special])
+    if len(allowed) == 0:
+        raise ValueError("Every token of the vocabulary is a special token: no carrier can be drawn.")
+    prefix, suffix = list(preprocessing.get("prefix_ids", [])), list(preprocessing.get("suffix_ids", []))
+    body = sequence_length - len(prefix) - len(suffix)
+    if body < 1:
+        raise ValueError(
+            f"`sequence_length` {sequence_length} leaves no room for a token between the tokenizer's special tokens "
+            f"({len(prefix) + len(suffix)}); raise it."
+        )
+    shortest = max(1, int(MIN_CARRIER_FRACTION * body))
+    lengths = torch.randint(shortest, body + 1, (num_carriers,), generator=generator)
+    tokens = allowed[torch.randint(0, len(allowed), (num_carriers, body), generator=generator)]
+    ids = torch.full((num_carriers, sequence_length), int(preprocessing.get("pad_token_id", 0)), dtype=torch.long)
+    mask = torch.zeros((num_carriers, sequence_length), dtype=torch.long)
+    for row, length in enumerate(lengths.tolist()):
+        sequence = prefix + tokens[row, :length].tolist() + suffix
+        where = slice(sequence_length - len(sequence), None) if preprocessing.get("padding_side") == "left" else slice(0, len(sequence))
+        ids[row, where] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, where] = 1
+    return ids, mask
+
+
+def carrier_batch(key) -> dict:
+    """The key's carriers as a model batch: the input column, and the attention mask for a text key that has one
+    (keys saved by 0.1 have none: every token counts)."""
+    batch = {key.input_name: key.carriers}
+    if key.modality == "text":
+        mask = key.carrier_attention_mask
+        batch["attention_mask"] = mask if mask is not None else torch.ones_like(key.carriers)
+    return batch
+
+
+def benign_inputs(key, dataset) -> tuple[dict, torch.Tensor | None]:
+    """The benign inputs the ingrainer is spread over, as one batch dict (with the mask and token type ids of a text
+    data set, rows of different lengths padded), and their labels (`None` without a `labels` column)."""
+    columns = [key.input_name, "labels", *(TEXT_COMPANIONS if key.modality == "text" else ())]
+    batches = list(iterate_batches(dataset, 1024, columns=columns))
+    if not batches or key.input_name not in batches[0]:
+        raise ValueError(f"`benign_dataset` must have a `{key.input_name}` column.")
+    labels = torch.cat([torch.as_tensor(b["labels"]) for b in batches]) if "labels" in batches[0] else None
+    if key.modality == "image":
+        return {key.input_name: torch.cat([b[key.input_name] for b in batches])}, labels
+    rows = {name: [] for name in (key.input_name, *TEXT_COMPANIONS) if name in batches[0]}
+    for batch in batches:
+        for name in rows:
+            rows[name].extend(list(batch[name]))
+    if "attention_mask" not in rows:
+        rows["attention_mask"] = [torch.ones_like(torch.as_tensor(ids)) for ids in rows[key.input_name]]
+    pad_id = int((key.preprocessing or {}).get("pad_token_id", 0))
+    return {name: pad_rows(values, pad_id if name == key.input_name else 0) for name, values in rows.items()}, labels
+
+
+def validate_carrier_mask(key) -> None:
+    """Refuses a loaded key whose carrier mask does not fit its carriers."""
+    mask = key.carrier_attention_mask
+    if mask is not None and (
+        mask.shape != key.carriers.shape or not ((mask == 0) | (mask == 1)).all() or (len(mask) and mask.sum(-1).min() < 1)
+    ):
+        raise ValueError(
+            "Invalid key: `carrier_attention_mask` must be 0s and 1s of the carriers' shape, at least one token per "
+            "carrier."
+        )
+
+
+def check_inputs(key, inputs, where: str) -> None:
+    """[`WatermarkKey.check_inputs`]: refuses inputs the key was not made for, naming them by `where`."""
+    inputs = torch.as_tensor(inputs)
+    if key.modality == "text":
+        if inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= key.vocab_size):
+            raise ValueError(
+                f"{where} has token ids from {int(inputs.min())} to {int(inputs.max())} but the key's vocabulary has "
+                f"{key.vocab_size} tokens."
+            )
+        return
+    if tuple(inputs.shape[1:]) != key.input_shape:
+        raise ValueError(
+            f"{where} has inputs of shape {tuple(inputs.shape[1:])} but the key was generated for {key.input_shape}. "
+            f"Generate the key with `input_shape={tuple(inputs.shape[1:])}` (or `WatermarkKey.generate_for(model, "
+            "processor)`), or preprocess the data to the key's shape."
+        )
+    if not inputs.numel():
+        return
+    low, high = key.value_range
+    margin = 1e-3 * (high - low)  # 8-bit pixels rescaled or normalised in float32 land inside this
+    for channel, (low_c, high_c) in enumerate((key.preprocessing or {}).get("channel_ranges") or []):
+        values = inputs[:, channel]
+        if float(values.min()) < low_c - margin or float(values.max()) > high_c + margin:
+            raise ValueError(
+                f"{where} has values from {float(values.min()):.3g} to {float(values.max()):.3g} in channel {channel}, "
+                f"but the key was made for what {key.preprocessing.get('processor_class')} gives there, "
+                f"[{low_c:.3g}, {high_c:.3g}]: pass the data through the model's processor (RGB, rescaling, "
+                "normalisation) before the key sees it."
+            )
+    if float(inputs.min()) < low - margin or float(inputs.max()) > high + margin:
+        raise ValueError(
+            f"{where} has pixel values from {float(inputs.min()):.3g} to {float(inputs.max()):.3g} but the key was "
+            f"generated for values in [{low:g}, {high:g}]: the data are not preprocessed as the key expects. Generate "
+            "the key with the `value_range` of the model's preprocessed inputs (`WatermarkKey.generate_for(model, "
+            "processor)` reads it), or pass the data as the model receives it."
+        )
+
+
+def pad_rows(rows: list, value: int) -> torch.Tensor:
+    """Integer rows (tensors or lists) of possibly different lengths, right-padded with `value` into one tensor."""
+    rows = [torch.as_tensor(row, dtype=torch.long) for row in rows]
+    length = max(len(row) for row in rows)
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for index, row in enumerate(rows):
+        out[index, : len(row)] = row
+    return out
+
+
+def select(batch: dict, index) -> dict:
+    """The rows `index` of every tensor of a batch dict."""
+    return {name: value[index] for name, value in batch.items()}

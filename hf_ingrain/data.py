@@ -188,17 +188,24 @@ def iterate_batches(dataset, batch_size: int = 256, columns=None):
     import torch
     from transformers import default_data_collator
 
+    def keep(batch):
+        if columns is not None and "labels" in columns and "labels" not in batch and "label" in batch:
+            batch = {**batch, "labels": batch["label"]}  # the example scripts' data sets name it `label`
+        return {k: _stacked(v) for k, v in batch.items() if columns is None or k in columns}
+
     if hasattr(dataset, "column_names") and hasattr(dataset, "iter"):
-        if columns is not None and dataset.column_names is not None:
-            dataset = dataset.select_columns([c for c in columns if c in dataset.column_names])
+        transformed = getattr(dataset, "format", {}).get("type") == "custom"  # set_transform: columns appear later
+        if columns is not None and dataset.column_names is not None and not transformed:
+            wanted = [*columns, *(["label"] if "labels" in columns else [])]
+            dataset = dataset.select_columns([c for c in dict.fromkeys(wanted) if c in dataset.column_names])
         if getattr(dataset, "format", {}).get("type") is None and not getattr(dataset, "_format_type", None):
             dataset = dataset.with_format("torch")
         for batch in dataset.iter(batch_size=batch_size):
-            yield {k: _stacked(v) for k, v in batch.items() if columns is None or k in columns}
+            yield keep(batch)
         return
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=default_data_collator)
     for batch in loader:
-        yield batch if columns is None else {k: v for k, v in batch.items() if k in columns}
+        yield keep(batch)
 
 
 def _stacked(value):

@@ -47,6 +47,7 @@ import torch
 from .keys import WatermarkKey
 from .keys.inputs import carrier_batch
 from .losses import runner_up
+from .model_inputs import check_model_modality, prepare_dataset
 from .statistics import binomial_p_value, format_p_value, ingrain_null_rate, key_draw_p_value
 from .queries import read_queries
 from .suspects import collect_scores, resolve_model, restrict_scores
@@ -138,6 +139,8 @@ def verify(
     scores: str = "auto",
     top_k: int | None = None,
     committed_digest: str | None = None,
+    processor=None,
+    **columns,
 ) -> VerificationResult:
     r"""
     Tests whether `model` carries the watermark of `key` (see the module docstring for the statistics).
@@ -151,7 +154,9 @@ def verify(
             The owner's key. A key from `hf_ingrain.watermarks` is verified by its own scheme (`protocol` and
             `dataset` are then not used).
         dataset (`datasets.Dataset`, *optional*):
-            Benign queries (`pixel_values` or `input_ids`; `labels` optional). Required for `"ingrain"`.
+            Benign queries, required for `"ingrain"`: the model's inputs (`pixel_values`, or `input_ids` and
+            `attention_mask`; `labels` or `label` optional), a data set with a transform that makes them
+            (`set_transform`), or raw images or texts with `processor` (see `hf_ingrain.model_inputs`).
         protocol (`str`, *optional*, defaults to `"ingrain"`):
             `"ingrain"` (runner-up agreement on benign data) or `"carriers"` (accuracy on the key's carriers).
         alpha (`float`, *optional*, defaults to 1e-6):
@@ -169,6 +174,11 @@ def verify(
         committed_digest (`str`, *optional*):
             The digest of the query set the owner committed to (a model card's `queries.digest`); defaults to the
             one recorded in the key by [`~WatermarkKey.commit_queries`]. The result says whether `dataset` is it.
+        processor (*optional*):
+            The model's image processor or tokenizer, for a data set of raw images or texts.
+        **columns:
+            `image_column`, `text_column`, `label_column`, `max_length`: the raw data's columns (found by name when
+            not given) and the padded text length (see [`~hf_ingrain.model_inputs.prepare_dataset`]).
 
     Returns:
         [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and
@@ -197,6 +207,9 @@ def verify(
         raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
     restrict_scores(torch.zeros(1, 3), scores, top_k)  # checks `scores` and `top_k` before any query
     model = resolve_model(model)
+    check_model_modality(model, key)
+    if dataset is not None:
+        dataset = prepare_dataset(dataset, key, processor, **columns)
     if protocol == "carriers":
         return _verify_carriers(model, key, alpha, batch_size, scores, top_k)
     queries = ingrain_queries(model, key, dataset, batch_size, show_progress, scores, top_k)

@@ -178,7 +178,9 @@ def test_push_trainer_output_folder_through_the_cli(loopback_hub, watermarked, t
     assert leaked(loopback_hub, watermarked.key) == []
 
 
-def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainers_card(loopback_hub, watermarked, tmp_path):
+def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainers_card(
+    loopback_hub, watermarked, tmp_path
+):
     # What the official example scripts call at the end of training: `trainer.push_to_hub(**kwargs)`.
     key, queries = watermarked.key, watermarked.queries
     reference = push_to_hub(watermarked.model, "tester/reference", key, dataset=queries, ingrain_lambda=0.5,

@@ -266,8 +266,8 @@ def test_a_script_names_the_key_by_its_folder_on_the_command_line(small_key, tmp
     data = random_image_dataset()
     (args,) = HfArgumentParser(IngrainConfig).parse_args_into_dataclasses(
         ["--output_dir", str(tmp_path / "out"), "--ingrain_key", str(key_dir), "--max_steps", "4", "--use_cpu", "true",
-         "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--report_to", "none", "--save_strategy", "no",
-         "--seed", "0", "--disable_tqdm", "true"]
+         "--per_device_train_batch_size", "16", "--learning_rate", "1e-3", "--report_to", "none",
+         "--save_strategy", "no", "--seed", "0", "--disable_tqdm", "true"]
     )
     by_folder = tiny_cnn(seed=1)
     IngrainTrainer(model=by_folder, args=args, train_dataset=data).train()
@@ -289,7 +289,9 @@ def test_a_key_folder_that_is_missing_inside_the_output_or_doubled_is_refused(sm
     with pytest.raises(ValueError, match="Both"):
         IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=random_image_dataset(), ingrainer=small_key)
     with pytest.raises(ValueError, match="ingrain_key"):
-        IngrainTrainer(model=tiny_cnn(), args=IngrainConfig(**training_args(tmp_path)), train_dataset=random_image_dataset())
+        IngrainTrainer(
+            model=tiny_cnn(), args=IngrainConfig(**training_args(tmp_path)), train_dataset=random_image_dataset()
+        )
 
 
 def test_eval_loss_is_the_task_loss_and_evaluate_keeps_the_epoch(small_key, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 from .push import add_hub_verify_arguments
 
@@ -31,8 +32,19 @@ def add_parser(subparsers) -> None:
         "--data",
         default="mnist-5k",
         metavar="NAME_OR_PATH",
-        help="Benign queries for the ingrain protocol: mnist-5k (embedded, default), a Hub id or a local folder.",
+        help="Benign queries for the ingrain protocol: mnist-5k (embedded, default), a save_to_disk folder, a csv / "
+        "json / parquet file, a Hub id or a local folder. Raw images or texts go through the model folder's processor "
+        "or tokenizer (or --processor's).",
     )
+    parser.add_argument(
+        "--processor", default=None, metavar="DIR",
+        help="Folder of the image processor or tokenizer to apply to raw data (default: the model folder's own). For a "
+        "Hub suspect, your own model's output folder: the queries are preprocessed as your model received them.",
+    )
+    parser.add_argument("--image-column", default=None, help="The raw image column (default: image, img).")
+    parser.add_argument("--text-column", default=None, help="The raw text column (default: text, sentence, ...).")
+    parser.add_argument("--label-column", default=None, help="The label column (default: labels, label).")
+    parser.add_argument("--max-length", type=int, default=None, help="Text: padded length (default: 128).")
     parser.add_argument(
         "--split", default="test",
         help="Split of --data to query (default: test), or 'all' for every split: more queries, a more sensitive test.",
@@ -59,6 +71,20 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def uses_raw_data(args, processor) -> bool:
+    """Whether `--data` is read as users keep it and preprocessed by the model's processor (a save_to_disk folder, a
+    data file, a processor to apply, or a column named), rather than by `hf_ingrain.data.load_image_dataset`."""
+    from ..data import EMBEDDED_DATASET
+
+    if args.data == EMBEDDED_DATASET:
+        return False
+    saved = os.path.isfile(os.path.join(args.data, "dataset_dict.json")) or os.path.isfile(
+        os.path.join(args.data, "state.json")
+    )
+    named = any(getattr(args, n) is not None for n in ("image_column", "text_column", "label_column", "max_length"))
+    return saved or os.path.isfile(args.data) or processor is not None or named
+
+
 def load_queries(name_or_path: str, split: str, seed: int = 0):
     """The benign queries: one split of an image data set (see `hf_ingrain.data.load_image_dataset`), or all."""
     from ..data import load_image_dataset
@@ -77,6 +103,8 @@ def run(args) -> int:
     from transformers.utils import logging as transformers_logging
 
     from ..hub import verify_from_hub
+    from ..keys import WatermarkKey
+    from ..model_inputs import check_model_modality, load_data, load_processor, prepare_dataset
     from ..suspects import is_hub_id, load_model
     from ..verification import verify
     from ..watermarks import load_key
@@ -93,9 +121,21 @@ def run(args) -> int:
         raise ValueError("--reference applies to a suspect on the Hub (its first commit is dated there); drop it.")
     # A local model is loaded once, now: a missing or unsafe folder fails before the data is loaded.
     model = None if hub else load_model(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
+    if model is not None and isinstance(key, WatermarkKey):
+        check_model_modality(model, key)
     uses_data = getattr(key, "ingrainer", None) is not None and args.protocol == "ingrain"
-    dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
-    options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k)
+    processor = load_processor(args.processor or ("" if hub else args.model))
+    if args.processor is not None and processor is None:
+        raise ValueError(f"--processor {args.processor}: no image processor or tokenizer files there.")
+    columns = {}
+    if uses_data and uses_raw_data(args, processor):
+        dataset = load_data(args.data, args.split)
+        columns = dict(processor=processor, image_column=args.image_column, text_column=args.text_column,
+                       label_column=args.label_column, max_length=args.max_length)
+        prepare_dataset(dataset, key, **columns)  # refuses the wrong modality or a missing processor before querying
+    else:
+        dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
+    options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k, **columns)
     if hub:
         result = verify_from_hub(
             args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,

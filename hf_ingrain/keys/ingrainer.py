@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
 from ..losses import ingrainer_spread_loss
+from ..model_inputs import prepare_dataset
 from ..models import build_classifier
 from ..suspects import forward_logits, model_logits
 from .inputs import benign_inputs as benign_inputs_of
@@ -26,7 +27,7 @@ def subseed(seed: int, purpose: str) -> int:
 
 def train_ingrainer(
     key, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-    batch_size, show_progress, num_reference_keys=0, model=None,
+    batch_size, show_progress, num_reference_keys=0, model=None, processor=None,
 ):
     """Trains a new ingrainer for `key`, and `num_reference_keys` reference ingrainers by the same procedure (see
     [`WatermarkKey.train_ingrainer`]); returns the ingrainer, the references and the training record."""
@@ -43,6 +44,8 @@ def train_ingrainer(
         )
     if num_reference_keys < 0:
         raise ValueError(f"`num_reference_keys` must be >= 0, got {num_reference_keys}.")
+    if benign_dataset is not None:
+        benign_dataset = prepare_dataset(benign_dataset, key, processor)
     benign_inputs, benign_labels = benign_tensors(key, benign_dataset)
     options = (architecture, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
                logit_std, batch_size)

@@ -45,7 +45,8 @@ def draw_text_carriers(
     mask = torch.zeros((num_carriers, sequence_length), dtype=torch.long)
     for row, length in enumerate(lengths.tolist()):
         sequence = prefix + tokens[row, :length].tolist() + suffix
-        where = slice(sequence_length - len(sequence), None) if preprocessing.get("padding_side") == "left" else slice(0, len(sequence))
+        left = preprocessing.get("padding_side") == "left"
+        where = slice(sequence_length - len(sequence), None) if left else slice(0, len(sequence))
         ids[row, where] = torch.tensor(sequence, dtype=torch.long)
         mask[row, where] = 1
     return ids, mask
@@ -81,12 +82,27 @@ def benign_inputs(key, dataset) -> tuple[dict, torch.Tensor | None]:
     return {name: pad_rows(values, pad_id if name == key.input_name else 0) for name, values in rows.items()}, labels
 
 
+def check_generate_arguments(num_labels, num_carriers, input_shape, vocab_size, value_range) -> None:
+    """Refuses `WatermarkKey.generate` arguments that make no valid key, naming the one to fix."""
+    if num_labels < 3:
+        raise ValueError(f"`num_labels` must be >= 3 (the test compares runner-up classes), got {num_labels}.")
+    if num_carriers < 1:
+        raise ValueError(f"`num_carriers` must be >= 1, got {num_carriers}.")
+    if (input_shape is None) == (vocab_size is None):
+        raise ValueError("Give exactly one of `input_shape` (image models) and `vocab_size` (text models).")
+    if input_shape is not None and (len(input_shape) != 3 or min(input_shape) < 1):
+        raise ValueError(f"`input_shape` must be (channels, height, width), got {input_shape}.")
+    if not value_range[0] < value_range[1]:
+        raise ValueError(f"`value_range` must be (low, high) with low < high, got {value_range}.")
+
+
 def validate_carrier_mask(key) -> None:
     """Refuses a loaded key whose carrier mask does not fit its carriers."""
     mask = key.carrier_attention_mask
-    if mask is not None and (
-        mask.shape != key.carriers.shape or not ((mask == 0) | (mask == 1)).all() or (len(mask) and mask.sum(-1).min() < 1)
-    ):
+    if mask is None:
+        return
+    binary = ((mask == 0) | (mask == 1)).all()
+    if mask.shape != key.carriers.shape or not binary or (len(mask) and mask.sum(-1).min() < 1):
         raise ValueError(
             "Invalid key: `carrier_attention_mask` must be 0s and 1s of the carriers' shape, at least one token per "
             "carrier."

@@ -43,7 +43,8 @@ def image_spec(model, processor) -> dict:
     if image_processor is not None:
         if _get(image_processor, "do_center_crop", False):
             size = _size(_get(image_processor, "crop_size"))
-        size = size or _size(_get(image_processor, "size"))
+        if _get(image_processor, "do_resize", True):  # without resizing, the size is the data's, not the processor's
+            size = size or _size(_get(image_processor, "size"))
         shortest = getattr(_get(image_processor, "size"), "shortest_edge", None)
         if size is None and shortest and _get(image_processor, "crop_pct") is not None:  # ConvNeXt: square output
             size = (int(shortest), int(shortest))
@@ -55,10 +56,13 @@ def image_spec(model, processor) -> dict:
             f"Cannot tell the image size {type(image_processor).__name__} produces (its `size` fixes no height and "
             "width); use `WatermarkKey.generate(input_shape=(C, H, W), value_range=...)`."
         )
-    rescale = float(_get(image_processor, "rescale_factor", 1 / 255)) if _get(image_processor, "do_rescale", True) else 1.0
+    rescale = 1.0
+    if _get(image_processor, "do_rescale", True):
+        rescale = float(_get(image_processor, "rescale_factor", 1 / 255))
     mean, std = [0.0] * channels, [1.0] * channels
     if image_processor is not None and _get(image_processor, "do_normalize", False):
-        mean, std = _per_channel(image_processor.image_mean, channels), _per_channel(image_processor.image_std, channels)
+        mean = _per_channel(image_processor.image_mean, channels)
+        std = _per_channel(image_processor.image_std, channels)
     ranges = [[(0.0 - m) / s, (255.0 * rescale - m) / s] for m, s in zip(mean, std)]
     preprocessing = {
         "modality": "image",
@@ -105,7 +109,8 @@ def text_spec(model, tokenizer, sequence_length: int | None = None) -> dict:
     start = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), None)
     if start is None:
         raise ValueError(f"Cannot tell how {type(tokenizer).__name__} wraps a text in its special tokens.")
-    limits = [DEFAULT_TEXT_LENGTH, _get(tokenizer, "model_max_length", math.inf), _get(config, "max_position_embeddings", math.inf)]
+    limits = [DEFAULT_TEXT_LENGTH, _get(tokenizer, "model_max_length", math.inf)]
+    limits.append(_get(config, "max_position_embeddings", math.inf))
     length = int(sequence_length if sequence_length is not None else min(limits))
     preprocessing = {
         "modality": "text",
@@ -115,6 +120,7 @@ def text_spec(model, tokenizer, sequence_length: int | None = None) -> dict:
         "prefix_ids": full[:start],
         "suffix_ids": full[start + len(plain) :],
         "padding_side": tokenizer.padding_side,
+        "max_length": length,
     }
     return {"vocab_size": vocab_size, "sequence_length": length, "preprocessing": preprocessing}
 

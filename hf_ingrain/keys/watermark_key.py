@@ -10,12 +10,13 @@ import secrets
 
 import torch
 
-from ..suspects import forward_logits
+from ..model_inputs import prepare_dataset
 from ..queries import QuerySet, read_queries
+from ..suspects import forward_logits
 from .base import SALT_BYTES, SecretKey
-from .inputs import carrier_batch, check_inputs, draw_text_carriers, validate_carrier_mask
-from .preprocessing import input_spec
 from .ingrainer import train_ingrainer
+from .inputs import carrier_batch, check_generate_arguments, check_inputs, draw_text_carriers, validate_carrier_mask
+from .preprocessing import input_spec
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,8 @@ class WatermarkKey(SecretKey):
             num_carriers (`int`, *optional*, defaults to 100):
                 Number of secret carriers.
             seed (`int`, *optional*):
-                Seed of the carriers, their labels and the ingrainer's initialisation. Leave it unset for a real key:
-                it is then drawn from the operating system's randomness. A key drawn from a known seed is not secret
-                (anyone who knows the seed rebuilds its carriers and its ingrainer): use one for experiments only.
+                Seed of the carriers, their labels and the ingrainer's initialisation. Leave it unset for a real key
+                (drawn from the operating system's randomness then): a key from a known seed is not secret.
                 The salt of the commitment always comes from the operating system, so two keys drawn from the same
                 seed have different commitments.
             value_range (`tuple[float, float]`, *optional*, defaults to `(0.0, 1.0)`):
@@ -124,17 +124,8 @@ class WatermarkKey(SecretKey):
                 records it: part of the key and of its commitment. For text, its `pad_token_id`, `special_token_ids`
                 and `prefix_ids` / `suffix_ids` shape the carriers.
         """
-        if num_labels < 3:
-            raise ValueError(f"`num_labels` must be >= 3 (the test compares runner-up classes), got {num_labels}.")
-        if num_carriers < 1:
-            raise ValueError(f"`num_carriers` must be >= 1, got {num_carriers}.")
-        if (input_shape is None) == (vocab_size is None):
-            raise ValueError("Give exactly one of `input_shape` (image models) and `vocab_size` (text models).")
-        if input_shape is not None and (len(input_shape) != 3 or min(input_shape) < 1):
-            raise ValueError(f"`input_shape` must be (channels, height, width), got {input_shape}.")
+        check_generate_arguments(num_labels, num_carriers, input_shape, vocab_size, value_range)
         low, high = value_range
-        if not low < high:
-            raise ValueError(f"`value_range` must be (low, high) with low < high, got {value_range}.")
         if seed is None:
             seed = secrets.randbits(62)
         generator = torch.Generator().manual_seed(seed)
@@ -172,9 +163,14 @@ class WatermarkKey(SecretKey):
         Example:
 
         ```python
-        >>> key = WatermarkKey.generate_for(model, image_processor, seed=0)
-        >>> key.input_shape, key.value_range
-        ((3, 28, 28), (-1.0, 1.0))
+        >>> from transformers import ResNetConfig, ResNetForImageClassification
+        >>> from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+        >>> config = ResNetConfig(num_channels=3, num_labels=10, hidden_sizes=[16, 32], depths=[1, 1])
+        >>> model = ResNetForImageClassification(config)
+        >>> image_processor = ViTImageProcessorPil(size={"height": 28, "width": 28})  # RGB, mean 0.5, std 0.5
+        >>> key = WatermarkKey.generate_for(model, image_processor)
+        >>> (key.input_shape, key.value_range) == ((3, 28, 28), (-1.0, 1.0))
+        True
         ```
         """
         return cls.generate(num_carriers=num_carriers, seed=seed, **input_spec(model, processor, sequence_length))
@@ -201,6 +197,7 @@ class WatermarkKey(SecretKey):
         show_progress: bool = True,
         num_reference_keys: int = DEFAULT_REFERENCE_KEYS,
         model=None,
+        processor=None,
     ):
         r"""
         Trains the ingrainer until it fits the carriers, and stores it as `key.ingrainer`.
@@ -219,7 +216,8 @@ class WatermarkKey(SecretKey):
 
         Args:
             benign_dataset (`datasets.Dataset`, *optional*):
-                Benign inputs (`pixel_values` or `input_ids`, and `labels`) used to spread the ingrainer's choices.
+                Benign data with labels, to spread the ingrainer's choices over: model inputs, a data set with a
+                transform that makes them, or raw images or texts with `processor` (as for [`verify`]).
             architecture (`PretrainedConfig`, *optional*):
                 The ingrainer's architecture, as a config (e.g. `ResNetConfig(...)` or `model.config`); defaults to a
                 small CNN (images) or embedding classifier (text). Only an architecture: the ingrainer always starts
@@ -248,13 +246,14 @@ class WatermarkKey(SecretKey):
                 ingrainer training.
             model (`nn.Module`, *optional*):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
+            processor (*optional*): the model's image processor or tokenizer, for raw `benign_dataset` columns.
 
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).
         """
         model, self.reference_ingrainers, self.training_info = train_ingrainer(
             self, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-            batch_size, show_progress, num_reference_keys, model,
+            batch_size, show_progress, num_reference_keys, model, processor,
         )
         self.ingrainer = model
         return model
@@ -265,14 +264,15 @@ class WatermarkKey(SecretKey):
         vocabulary. `where` names them in the message."""
         check_inputs(self, inputs, where)
 
-    def commit_queries(self, dataset) -> "QuerySet":
+    def commit_queries(self, dataset, processor=None, **columns) -> "QuerySet":
         r"""
         Commits the key to a set of benign queries, before any suspect is seen: their digest (order-independent, over
         the distinct examples; see `hf_ingrain.queries`) goes into the key's metadata, so the key's commitment covers
         it, and [`verify`] then reports whether a claim was made on this set. Commit before saving and publishing.
 
         Args:
-            dataset: the queries, e.g. the owner's held-out test split.
+            dataset: the queries, e.g. the owner's held-out test split; raw images or texts with `processor` and the
+                column names, as for [`verify`].
 
         Returns:
             `QuerySet`: the digest, and the duplicates found.
@@ -285,7 +285,7 @@ class WatermarkKey(SecretKey):
         True
         ```
         """
-        query_set = read_queries(self, dataset)
+        query_set = read_queries(self, prepare_dataset(dataset, self, processor, **columns))
         self.committed_queries = {"digest": query_set.digest, "num_queries": len(query_set.unique_indices)}
         return query_set
 

@@ -273,5 +273,5 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         # `hub_strategy` pushes would upload the checkpoint as saved (optimizer state, RNG state and the arguments as
         # pickles); IngrainTrainer publishes through `push_to_hub` only.
         if not getattr(self, "_warned_checkpoint_push", False):
-            logger.warning("IngrainTrainer does not push checkpoints (they hold pickles); call `push_to_hub()` to publish.")
+            logger.warning("IngrainTrainer does not push checkpoints (they hold pickles): call `push_to_hub()`.")
             self._warned_checkpoint_push = True

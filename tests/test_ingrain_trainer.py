@@ -309,3 +309,43 @@ def test_eval_loss_is_the_task_loss_and_evaluate_keeps_the_epoch(small_key, tmp_
     assert metrics["eval_ingrain/loss"] > 0
     assert metrics["epoch"] == trainer.state.epoch
     assert trainer.state.log_history[-1]["eval_loss"] == metrics["eval_loss"]
+
+
+def test_a_lora_model_trains_with_the_ingrain_term_and_verifies_as_its_merged_and_bf16_copies(tmp_path):
+    # What users fine-tune: a PEFT/LoRA model (peft is the `peft` extra). The verification of the adapter model is the
+    # verification of the model it merges into; a bf16 copy of it is queried in its own dtype.
+    from peft import LoraConfig, get_peft_model
+
+    from hf_ingrain import verify
+
+    key = WatermarkKey.generate(num_labels=NUM_LABELS, vocab_size=100, num_carriers=10, seed=0, sequence_length=12)
+    key.train_ingrainer(benign_dataset=random_text_dataset(), num_steps=20, num_reference_keys=2, show_progress=False)
+    lora = LoraConfig(r=4, target_modules=["query", "value"], modules_to_save=["classifier"], task_type="SEQ_CLS")
+    model = get_peft_model(tiny_bert(), lora)
+    before = {k: v.clone() for k, v in model.named_parameters() if v.requires_grad}
+    trainer = IngrainTrainer(model=model, args=IngrainConfig(**training_args(tmp_path, max_steps=3)),
+                             train_dataset=random_text_dataset(), ingrainer=key)
+    trainer.train()
+    assert any(not torch.equal(before[k], v) for k, v in model.named_parameters() if v.requires_grad)
+    assert all(entry["ingrain/loss"] > 0 for entry in trainer.state.log_history if "ingrain/loss" in entry)
+    queries = random_text_dataset(seed=1)
+    adapter = verify(model, key, queries)
+    merged = model.merge_and_unload()
+    assert verify(merged, key, queries).num_agreements == adapter.num_agreements
+    half = verify(merged.to(torch.bfloat16), key, queries)  # measured: the same count; bf16 may flip a near tie
+    assert half.num_queries == adapter.num_queries and abs(half.num_agreements - adapter.num_agreements) <= 3
+
+
+def test_a_pretrained_model_with_a_new_head_is_ingrained(small_key, tmp_path):
+    # The fine-tuning path of the example scripts: a "pretrained" checkpoint (trained and saved here) loaded with
+    # another number of labels and `ignore_mismatched_sizes=True`.
+    from transformers import AutoModelForImageClassification
+
+    tiny_resnet(num_labels=5).save_pretrained(tmp_path / "pretrained")
+    model = AutoModelForImageClassification.from_pretrained(
+        tmp_path / "pretrained", num_labels=NUM_LABELS, ignore_mismatched_sizes=True
+    )
+    trainer = IngrainTrainer(model=model, args=IngrainConfig(**training_args(tmp_path, max_steps=2)),
+                             train_dataset=random_image_dataset(), ingrainer=small_key)
+    trainer.train()
+    assert model.config.num_labels == NUM_LABELS and any("ingrain/loss" in e for e in trainer.state.log_history)

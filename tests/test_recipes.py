@@ -440,3 +440,23 @@ def test_gpu_check_script_runs_every_step_on_a_cpu(tmp_path):
     assert json.loads((results_dir / "ingrain_results.json").read_text())["global_step"] == 3
     assert set(json.loads((results_dir / "bench_overhead.json").read_text())["ratios"]) == {"ingrain", "ingrain+cache"}
     assert "torch" in (results_dir / "gpu.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ full_mnist_tables
+@pytest.mark.slow
+def test_the_full_mnist_tables_come_from_one_command(tmp_path):
+    # recipes/README.md's full-MNIST tables: every run, then the tables, from `full_mnist_tables.sh` (here on a
+    # small local copy, 2 steps per run and a quick key: the plumbing, not the numbers).
+    import subprocess
+
+    data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist")
+    env = {**os.environ, "EXTRA_ARGS": "--max_steps 2 --disable_tqdm true --dataloader_num_workers 0",
+           "KEY_ARGS": "--ingrainer_steps 5 --num_reference_keys 2"}
+    output = tmp_path / "tables.json"
+    run = subprocess.run(["bash", str(RECIPES / "full_mnist_tables.sh"), str(data), str(tmp_path / "runs"),
+                          str(output)], cwd=RECIPES.parent, env=env, capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tables = json.loads(output.read_text())
+    assert set(tables["hard_label"]) == {"0", "1", "2"} and len(tables["test_split"]) == 10
+    assert tables["hard_label"]["0"]["owner"]["num_queries"] == 48  # the owner's split of the small copy
+    assert "| student, hard labels only |" in run.stdout

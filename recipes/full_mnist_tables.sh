@@ -3,12 +3,14 @@
 #   bash recipes/full_mnist_tables.sh /path/to/mnist OUT_DIR [RESULTS_JSON]
 # /path/to/mnist: a local copy of ylecun/mnist (its parquet layout) or the Hub id itself. Every run is a command of
 # recipes/README.md with one flag changed; runs already finished in OUT_DIR are kept. Keys go to OUT_DIR/keys (secret).
-# EXTRA_ARGS (flags for every run) and KEY_ARGS (flags for the runs that make a key) shorten a trial run.
+# EXTRA_ARGS (flags for every run) and KEY_ARGS (flags for the runs that make a key) shorten a trial run; PYTHON
+# names the interpreter (default: python).
 set -euo pipefail
 D=${1:?give the MNIST copy}; R=${2:?give an output folder}; OUT=${3:-docs/full_mnist/results.json}
 EXTRA=${EXTRA_ARGS:-}
-ING="python recipes/ingrain.py --config recipes/configs/mnist_resnet.yaml --dataset $D --use_cpu true $EXTRA"
-DIS="python recipes/distill_attack.py --config recipes/configs/distill_mnist_resnet.yaml --dataset $D --use_cpu true $EXTRA"
+PY=${PYTHON:-python}
+ING="$PY recipes/ingrain.py --config recipes/configs/mnist_resnet.yaml --dataset $D --use_cpu true $EXTRA"
+DIS="$PY recipes/distill_attack.py --config recipes/configs/distill_mnist_resnet.yaml --dataset $D --use_cpu true $EXTRA"
 done_() { [ -f "$R/$1/$2" ]; }
 for k in 0 1 2; do  # one key each, its ingrained teacher and a hard-label student
   done_ teacher$k ingrain_results.json || $ING --key_dir $R/keys/k$k --key_seed $k --output_dir $R/teacher$k ${KEY_ARGS:-}
@@ -22,4 +24,4 @@ done_ T4s2 distill_results.json || $DIS --teacher $R/teacher0 --key_dir $R/keys/
 for s in 1 2 3 4; do  # independent models: ingrain_lambda 0 is exactly the plain Trainer's loss
   done_ indep$s ingrain_results.json || $ING --key_dir $R/keys/k0 --ingrain_lambda 0 --seed $s --output_dir $R/indep$s
 done
-python recipes/full_mnist_tables.py --runs $R --dataset $D --output $OUT
+$PY recipes/full_mnist_tables.py --runs $R --dataset $D --output $OUT

@@ -450,7 +450,7 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
     import subprocess
 
     data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist")
-    env = {**os.environ, "EXTRA_ARGS": "--max_steps 2 --disable_tqdm true --dataloader_num_workers 0",
+    env = {**os.environ, "PYTHON": sys.executable, "EXTRA_ARGS": "--max_steps 2 --disable_tqdm true --dataloader_num_workers 0",
            "KEY_ARGS": "--ingrainer_steps 5 --num_reference_keys 2"}
     output = tmp_path / "tables.json"
     run = subprocess.run(["bash", str(RECIPES / "full_mnist_tables.sh"), str(data), str(tmp_path / "runs"),

@@ -25,6 +25,7 @@ from torch import nn
 
 from .keys import WatermarkKey
 from .model_card import CARD_FILE, WATERMARK_FILE, read_watermark_metadata, save_watermark_card
+from .model_inputs import load_processor
 from .provenance import check_claim, check_reference_is_not_suspect
 from .queries import read_queries
 from .suspects import is_hub_id, load_suspect
@@ -280,7 +281,9 @@ def verify_from_hub(
         reference_revision (`str`, *optional*):
             The revision of the reference to read (default: its main branch).
         **verify_kwargs:
-            Further options of [`verify`] (`batch_size`, `show_progress`, ...).
+            Further options of [`verify`] (`batch_size`, `show_progress`, `processor`, the column names, ...). For
+            raw images or texts without `processor`, the image processor or tokenizer published with the model, at
+            the same commit, is applied; in a dispute, pass your own (the queries as your model received them).
 
     Returns:
         [`HubVerificationResult`]
@@ -325,6 +328,8 @@ def verify_from_hub(
         verify_kwargs.setdefault("committed_digest", (claim.published_queries or {}).get("digest"))
     elif commitment_match and (block or {}).get("queries"):  # the owner's own published model: its card's set
         verify_kwargs.setdefault("committed_digest", block["queries"].get("digest"))
+    if verify_kwargs.get("processor") is None:  # raw queries: the processor files of the same commit
+        verify_kwargs["processor"] = load_processor(suspect.folder)
     result = verify(suspect.model, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs)
     values = {f.name: getattr(result, f.name) for f in fields(VerificationResult)}
     hub_result = HubVerificationResult(

@@ -121,3 +121,29 @@ def test_a_key_model_or_data_of_the_other_modality_is_refused_before_any_query(
     assert main(["verify", str(tmp_path / "bert"), "--key", str(tmp_path / "key")]) == 2
     err = capsys.readouterr().err
     assert "reads text" in err and "Traceback" not in err
+
+
+@pytest.mark.hub
+def test_a_hub_suspect_is_queried_through_the_processor_published_at_the_same_commit(
+    image_setup, raw_digits, loopback_hub, tmp_path, capsys
+):
+    from huggingface_hub import HfApi
+
+    from hf_ingrain.hub import verify_from_hub
+
+    model, processor, key = image_setup
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    api = HfApi(token="x")
+    api.create_repo("someone/rgb-model")
+    api.upload_folder(folder_path=str(tmp_path / "model"), repo_id="someone/rgb-model")
+    expected = verify(model, key, raw_digits, processor=processor)
+    result = verify_from_hub("someone/rgb-model", key, raw_digits, cache_dir=str(tmp_path / "cache"))
+    assert result.query_digest == expected.query_digest and result.num_agreements == expected.num_agreements
+
+    key.save(tmp_path / "key")
+    raw_digits.save_to_disk(str(tmp_path / "data"))
+    code = main(["verify", "someone/rgb-model", "--key", str(tmp_path / "key"), "--data", str(tmp_path / "data"),
+                 "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and report["query_digest"] == expected.query_digest

@@ -132,7 +132,8 @@ def run(args) -> int:
         dataset = load_data(args.data, args.split)
         columns = dict(processor=processor, image_column=args.image_column, text_column=args.text_column,
                        label_column=args.label_column, max_length=args.max_length)
-        prepare_dataset(dataset, key, **columns)  # refuses the wrong modality or a missing processor before querying
+        if processor is not None or not hub:  # a Hub suspect's own processor comes with its files, at one commit
+            prepare_dataset(dataset, key, **columns)  # refuses the wrong modality or a missing processor now
     else:
         dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
     options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k, **columns)

@@ -147,3 +147,17 @@ def test_a_hub_suspect_is_queried_through_the_processor_published_at_the_same_co
                  "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code in (0, 1) and report["query_digest"] == expected.query_digest
+
+
+def test_the_embedded_text_corpus_is_real_labelled_and_split_by_emoji():
+    from hf_ingrain.text_data import LATIN_LANGUAGES, load_text_dataset
+
+    splits = load_text_dataset(seed=0)
+    assert splits["owner"].features["labels"].names == list(LATIN_LANGUAGES)
+    sizes = {name: len(split) for name, split in splits.items()}
+    assert sizes["owner"] > 15000 and sizes["test"] > 7500  # 5,244 emoji x 8 languages, less repeated names
+    counts = np.bincount(splits["test"]["labels"], minlength=len(LATIN_LANGUAGES))
+    assert counts.min() > 0.9 * counts.max()  # one name per emoji and language: balanced
+    assert load_text_dataset(seed=0)["test"]["text"] == splits["test"]["text"]  # deterministic
+    first = splits["owner"][:8]
+    assert len(set(first["labels"])) == 8 and all(":" not in text and "_" not in text for text in first["text"])

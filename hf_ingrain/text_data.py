@@ -1,0 +1,121 @@
+r"""
+Text classification data with disjoint owner / attacker / test splits, as [`~hf_ingrain.data.load_image_dataset`]
+gives for images: columns `text` (raw strings, tokenized by the model's tokenizer) and `labels`.
+
+The offline default, `"emoji-names"`, is a real labelled corpus that a pip package ships: the names of the 5,244
+Unicode emoji in the CLDR translations that the `emoji` package carries (`emoji/unicode_codes/emoji_xx.json`), one
+example per emoji and language, the language its label. The default languages all use the Latin script (English,
+German, Spanish, French, Indonesian, Italian, Portuguese, Turkish), so the script alone does not tell them apart;
+many names are shared between languages ("taxi", "kiwi"), so the task is not trivially separable either. The splits
+are made by emoji: the translations of one emoji never fall in two splits. Any other name goes to
+`datasets.load_dataset` (online), with its `text` / `sentence` and `label` columns.
+"""
+
+import json
+import os
+
+import numpy as np
+
+EMBEDDED_TEXT_DATASET = "emoji-names"
+LATIN_LANGUAGES = ("en", "de", "es", "fr", "id", "it", "pt", "tr")
+
+
+def _emoji_names(languages) -> tuple[list[list[str]], list[str]]:
+    """Per emoji, its name in each of `languages` (`None` where a translation is missing)."""
+    try:
+        import emoji
+    except ImportError as error:
+        raise ImportError("The embedded text corpus comes with the `emoji` package: `pip install emoji`.") from error
+    folder = os.path.join(os.path.dirname(emoji.__file__), "unicode_codes")
+    tables = {}
+    for language in languages:
+        path = os.path.join(folder, "emoji.json" if language == "en" else f"emoji_{language}.json")
+        if not os.path.isfile(path):
+            raise ValueError(f"The `emoji` package has no names in {language!r}.")
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        tables[language] = {k: (v["en"] if isinstance(v, dict) else v) for k, v in table.items()}
+    emojis = sorted(tables[languages[0]])
+    names = [[tables[lang].get(e) for lang in languages] for e in emojis]
+    return names, list(languages)
+
+
+def _clean(name: str) -> str:
+    return name.strip(":").replace("_", " ")
+
+
+def load_text_dataset(
+    name_or_path: str | None = None,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.4, 0.4, 0.2),
+    languages: tuple[str, ...] = LATIN_LANGUAGES,
+):
+    r"""
+    Loads a text classification data set as a `DatasetDict` with disjoint `owner`, `attacker` and `test` splits.
+
+    Args:
+        name_or_path (`str`, *optional*, defaults to `"emoji-names"`):
+            `"emoji-names"` (offline: emoji names in `languages`, labelled by language) or a name or folder for
+            `datasets.load_dataset` with a text and a label column.
+        seed (`int`, *optional*, defaults to 0): seed of the split assignment.
+        fractions (`tuple[float, float, float]`, *optional*, defaults to `(0.4, 0.4, 0.2)`):
+            Shares of owner, attacker and test data (by emoji for the embedded corpus).
+        languages (`tuple[str, ...]`, *optional*): the embedded corpus's classes (at least 3).
+
+    Returns:
+        `datasets.DatasetDict`: splits `owner`, `attacker`, `test`, each with `text` and `labels`.
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.text_data import load_text_dataset
+    >>> splits = load_text_dataset()
+    >>> splits["owner"].features["labels"].names[:3]
+    ['en', 'de', 'es']
+    ```
+    """
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from .data import split_indices
+
+    name_or_path = name_or_path or EMBEDDED_TEXT_DATASET
+    if name_or_path != EMBEDDED_TEXT_DATASET:
+        return _load_external_text(name_or_path, seed, fractions)
+    if len(languages) < 3:
+        raise ValueError(f"Give at least 3 languages (the test compares runner-up classes), got {languages}.")
+    names, labels = _emoji_names(tuple(languages))
+    features = Features({"text": Value("string"), "labels": ClassLabel(names=labels)})
+    splits = {}
+    for split, index in zip(("owner", "attacker", "test"), split_indices(len(names), fractions, seed)):
+        seen, texts, targets = set(), [], []
+        for row in np.asarray(index).tolist():
+            for label, name in enumerate(names[row]):
+                if name is not None and (name, label) not in seen:
+                    seen.add((name, label))
+                    texts.append(_clean(name))
+                    targets.append(label)
+        splits[split] = Dataset.from_dict({"text": texts, "labels": targets}, features=features)
+    return DatasetDict(splits)
+
+
+def _load_external_text(name_or_path, seed, fractions):
+    from datasets import DatasetDict, load_dataset
+
+    from .data import split_indices
+
+    loaded = load_dataset(name_or_path)
+    columns = next(iter(loaded.values())).column_names
+    text = next((c for c in ("text", "sentence", "sentence1", "content") if c in columns), None)
+    label = next((c for c in ("labels", "label") if c in columns), None)
+    if text is None or label is None:
+        raise ValueError(f"{name_or_path!r} has the columns {columns}; a text and a label column are needed.")
+    loaded = loaded.rename_columns({k: v for k, v in ((text, "text"), (label, "labels")) if k != v})
+    loaded = loaded.select_columns(["text", "labels"])
+    if "test" in loaded and len(loaded) > 1:
+        train = loaded["train" if "train" in loaded else next(s for s in loaded if s != "test")]
+        share = fractions[0] / max(fractions[0] + fractions[1], 1e-12)
+        owner, attacker = split_indices(len(train), (share, 1 - share), seed)
+        return DatasetDict({"owner": train.select(owner), "attacker": train.select(attacker), "test": loaded["test"]})
+    data = next(iter(loaded.values()))
+    parts = split_indices(len(data), fractions, seed)
+    return DatasetDict({split: data.select(index) for split, index in zip(("owner", "attacker", "test"), parts)})

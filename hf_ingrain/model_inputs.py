@@ -148,16 +148,31 @@ def prepare_dataset(
 
 
 def check_model_modality(model, key) -> None:
-    """Refuses a key made for images with a text model, and the reverse, naming both."""
+    """Refuses a key made for images with a text model and the reverse, and a key whose input spec the model cannot
+    take (another number of channels or image size, token ids beyond its embeddings), naming both."""
     config = getattr(model, "config", None)
     if config is None:
         return
     main = getattr(model, "main_input_name", None)
-    is_text = main == "input_ids" or (main is None and getattr(config, "vocab_size", None) is not None)
     if main is not None and main not in ("input_ids", "pixel_values"):
         return
+    is_text = main == "input_ids" or (main is None and getattr(config, "vocab_size", None) is not None)
     if is_text != (key.modality == "text"):
         raise ValueError(
             f"The key is for {key.modality} models but {type(model).__name__} reads "
             f"{'text' if is_text else 'images'}: use the key made for this model."
+        )
+    problem = None
+    if key.modality == "image":
+        channels, size = getattr(config, "num_channels", None), getattr(config, "image_size", None)
+        if channels is not None and channels != key.input_shape[0]:
+            problem = f"{channels} channels, the key {key.input_shape[0]}"
+        elif isinstance(size, int) and (size, size) != tuple(key.input_shape[1:]):
+            problem = f"{size}x{size} images, the key {key.input_shape[1]}x{key.input_shape[2]}"
+    elif getattr(config, "vocab_size", None) is not None and key.vocab_size > config.vocab_size:
+        problem = f"a vocabulary of {config.vocab_size} tokens, the key {key.vocab_size}"
+    if problem:
+        raise ValueError(
+            f"{type(model).__name__} takes {problem}: the key was made for another model's inputs. Use the key made "
+            "for this model (`WatermarkKey.generate_for(model, processor)`)."
         )

@@ -116,6 +116,16 @@ def test_a_key_model_or_data_of_the_other_modality_is_refused_before_any_query(
     with pytest.raises(ValueError, match="raw images in 'image': pass the model's image processor"):
         verify(model, key, raw_digits)
 
+    from transformers import AutoModelForImageClassification, ResNetConfig
+
+    grayscale = AutoModelForImageClassification.from_config(ResNetConfig(num_channels=1, num_labels=NUM_LABELS))
+    with pytest.raises(ValueError, match="takes 1 channels, the key 3"):
+        verify(grayscale, key, raw_digits, processor=processor)
+    with pytest.raises(ValueError, match="vocabulary of 50 tokens"):
+        text_key = WatermarkKey.generate_for(tiny_bert(vocab_size=len(tokenizer)), tokenizer, num_carriers=3, seed=0)
+        verify(tiny_bert(vocab_size=50), text_key, Dataset.from_dict({"sentence": TEXTS, "label": [0, 1, 2, 3, 4]}),
+               processor=tokenizer)
+
     bert.save_pretrained(tmp_path / "bert")
     key.save(tmp_path / "key")
     assert main(["verify", str(tmp_path / "bert"), "--key", str(tmp_path / "key")]) == 2

@@ -177,7 +177,7 @@ def test_verify_checks_its_arguments_before_querying(small_key, queries):
             verify(never_called, small_key, **{"dataset": queries, **kwargs})
     with pytest.raises(ValueError, match="labels"):
         verify(tiny_cnn(num_labels=5), small_key, queries)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="takes 3 channels, the key 1"):  # the model, before the data's shape
         verify(
             tiny_cnn(num_channels=3),
             small_key,

@@ -24,11 +24,11 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
     Args:
         ingrain_lambda (`float`, *optional*, defaults to `0.5`):
             Weight λ of the ingrain term. Higher values make the watermark stronger in the model's predictions and cost
-            accuracy. Measured by `hf-ingrain demo` (small CNNs, 15 epochs, embedded MNIST sample, 4 keys, binomial
-            test): λ = 0.5 costs 5 to 7 points of test accuracy (0.916 → 0.846-0.866) and its watermark verifies in
-            every distilled student of the same architecture (T = 1 and 4), and in a half-width student for 2 keys of
-            4; λ = 0.25 costs 0 to 1.6 points and fails distillation at T = 1 for every key; λ = 1 costs 20 points.
-            With the key-draw test (2026-12-02, seed 0) the same-architecture students verify at p = 3e-7 and 1e-8.
+            accuracy. Measured by `hf-ingrain demo` (small CNNs, 15 epochs, embedded MNIST sample, key seeds 0 to 3,
+            key-draw test, 2026-12-02): λ = 0.5 costs 5 to 8 points of test accuracy (0.916-0.943 → 0.863-0.884) and
+            its watermark verifies in every distilled student of the same architecture (T = 1 and 4, p = 3e-7 to
+            6e-10), and in a half-width student for 2 keys of 4; λ = 0.25 costs 0 to 2.4 points and fails
+            distillation at T = 1 for every key; λ = 1 cost 20 points in an earlier run.
             On full MNIST λ = 0.5 costs 0.35 points (`recipes/README.md`). λ = 0 gives exactly the plain `Trainer`
             loss.
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):

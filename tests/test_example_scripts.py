@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, Image as ImageFeature
 
@@ -118,3 +119,64 @@ def test_the_text_classification_script_shape_trains_with_padded_batches_and_ver
     report = json.loads(capsys.readouterr().out)
     assert code in (0, 1), report
     assert report["num_queries"] == len(TEXTS)
+
+
+@pytest.mark.slow
+def test_a_text_model_trained_by_the_script_shape_verifies_from_its_output_folder_and_its_plain_twin_does_not(
+    tmp_path, capsys
+):
+    # Real labelled text (emoji names in 8 languages, hf_ingrain.text_data), a tokenizer trained here, a tiny BERT
+    # from config; the script's path: HfArgumentParser + --ingrain_key, map(tokenize), DataCollatorWithPadding,
+    # processing_class. Measured on 2026-12-02 with these settings: the ingrained model agrees with the key on 0.628
+    # of the 7,703 distinct test names against a null rate of 0.193, p = 6e-17 (key-draw test); the plain Trainer's
+    # model 0.181 against 0.177, p = 0.18. About 10 minutes on 2 CPU cores, most of it the key.
+    from transformers import AutoModelForSequenceClassification, BertConfig, DataCollatorWithPadding, HfArgumentParser
+    from transformers import Trainer, TrainingArguments
+
+    from hf_ingrain import verify
+    from hf_ingrain.model_inputs import load_processor
+    from hf_ingrain.suspects import load_model
+    from hf_ingrain.text_data import load_text_dataset
+
+    splits = load_text_dataset(seed=0)
+    tokenizer = local_tokenizer(list(splits["owner"]["text"]), vocab_size=2000)
+    tokenizer.model_max_length = 32
+
+    def bert(seed):
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=128, max_position_embeddings=32, num_labels=8)
+        return AutoModelForSequenceClassification.from_config(config)
+
+    key = WatermarkKey.generate_for(bert(0), tokenizer, seed=0)
+    key.train_ingrainer(benign_dataset=splits["owner"], processor=tokenizer, show_progress=False)
+    key.commit_queries(splits["test"], processor=tokenizer)
+    key.save(tmp_path / "key")
+    splits["test"].to_csv(str(tmp_path / "test.csv"))
+    train = splits["owner"].map(lambda b: tokenizer(b["text"], truncation=True), batched=True, remove_columns=["text"])
+    flags = ["--num_train_epochs", "3", "--per_device_train_batch_size", "64", "--learning_rate", "2e-3",
+             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true",
+             "--seed", "1"]
+    _, _, args = parse(["--output_dir", str(tmp_path / "out"), "--ingrain_key", str(tmp_path / "key"), *flags])
+    (plain_args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path / "plain"), *flags]
+    )
+    for trainer in (
+        IngrainTrainer(model=bert(1), args=args, train_dataset=train, processing_class=tokenizer,
+                       data_collator=DataCollatorWithPadding(tokenizer)),
+        Trainer(model=bert(2), args=plain_args, train_dataset=train, processing_class=tokenizer,
+                data_collator=DataCollatorWithPadding(tokenizer)),
+    ):
+        trainer.train()
+        trainer.save_model()
+
+    folder = str(tmp_path / "out")
+    result = verify(load_model(folder), key, splits["test"], processor=load_processor(folder))
+    assert result.verified and result.p_value <= 1e-6 and result.committed_queries, result
+    plain = verify(load_model(str(tmp_path / "plain")), key, splits["test"], processor=tokenizer)
+    assert not plain.verified, plain
+
+    capsys.readouterr()
+    code = main(["verify", folder, "--key", str(tmp_path / "key"), "--data", str(tmp_path / "test.csv"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["verified"] and report["query_digest"] == result.query_digest

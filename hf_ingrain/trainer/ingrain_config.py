@@ -29,7 +29,7 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             its watermark verifies in every distilled student of the same architecture (T = 1 and 4, p = 3e-7 to
             6e-10), and in a half-width student for 2 keys of 4; λ = 0.25 costs 0 to 2.4 points and fails
             distillation at T = 1 for every key; λ = 1 cost 20 points in an earlier run.
-            On full MNIST λ = 0.5 costs 0.35 points (`recipes/README.md`). λ = 0 gives exactly the plain `Trainer`
+            On full MNIST (a small ResNet, 5 epochs, 3 keys) λ = 0.5 costs 0.4 to 0.7 points (`recipes/README.md`). λ = 0 gives exactly the plain `Trainer`
             loss.
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):
             Temperature `T` of the ingrain term (the paper's value).

@@ -165,6 +165,7 @@ class WatermarkKey(SecretKey):
         ```python
         >>> from transformers import ResNetConfig, ResNetForImageClassification
         >>> from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+        >>> from hf_ingrain import WatermarkKey
         >>> config = ResNetConfig(num_channels=3, num_labels=10, hidden_sizes=[16, 32], depths=[1, 1])
         >>> model = ResNetForImageClassification(config)
         >>> image_processor = ViTImageProcessorPil(size={"height": 28, "width": 28})  # RGB, mean 0.5, std 0.5

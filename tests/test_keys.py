@@ -221,14 +221,18 @@ def test_a_text_ingrainer_is_spread_over_its_data_as_it_is_queried_with_the_mask
     data = Dataset.from_dict({"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "labels": labels.numpy()})
     data = data.with_format("torch")
 
-    def null_rate(train_on, query):
+    def ingrainer(train_on):
         key = WatermarkKey.generate(num_labels=10, vocab_size=200, num_carriers=50, seed=0, sequence_length=24)
         key.train_ingrainer(benign_dataset=train_on, num_steps=300, show_progress=False, num_reference_keys=0)
-        return ingrain_null_rate(forward_logits(key.ingrainer, query), labels, labels)[0]
+        return key.ingrainer
 
-    with_mask = null_rate(data, {"input_ids": ids, "attention_mask": mask})
-    ids_only_as_trained = null_rate(data.remove_columns("attention_mask"), {"input_ids": ids})
-    ids_only_as_queried = null_rate(data.remove_columns("attention_mask"), {"input_ids": ids, "attention_mask": mask})
+    def null_rate(model, query):
+        return ingrain_null_rate(forward_logits(model, query), labels, labels)[0]
+
+    masked, ids_only = ingrainer(data), ingrainer(data.remove_columns("attention_mask"))
+    with_mask = null_rate(masked, {"input_ids": ids, "attention_mask": mask})
+    ids_only_as_trained = null_rate(ids_only, {"input_ids": ids})
+    ids_only_as_queried = null_rate(ids_only, {"input_ids": ids, "attention_mask": mask})
     # Measured with key seeds 0, 1, 2: trained with the mask and queried with it 0.164 / 0.159 / 0.166; trained on
     # the ids alone, 0.166 / 0.177 / 0.173 queried the same way, 0.220 / 0.197 / 0.218 queried with the mask (the
     # uniform rate is 1/9 = 0.111). The spread is kept only where training and queries agree.

@@ -19,6 +19,11 @@ DATA_FILE_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parque
 DEFAULT_MAX_LENGTH = 128  # the text-classification example script's `max_seq_length`
 
 
+def is_saved_dataset(path: str) -> bool:
+    """Whether `path` is a folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    return os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json"))
+
+
 def load_data(name_or_path: str, split: str | None = None):
     r"""
     A data set as users keep one: a `save_to_disk` folder (a `Dataset` or a `DatasetDict`), a csv / json / jsonl /
@@ -31,9 +36,7 @@ def load_data(name_or_path: str, split: str | None = None):
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     path = os.fspath(name_or_path)
-    if os.path.isdir(path) and (
-        os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json"))
-    ):
+    if is_saved_dataset(path):
         loaded = load_from_disk(path)
     elif os.path.isfile(path):
         builder = DATA_FILE_BUILDERS.get(os.path.splitext(path)[1].lower())

@@ -75,12 +75,11 @@ def uses_raw_data(args, processor) -> bool:
     """Whether `--data` is read as users keep it and preprocessed by the model's processor (a save_to_disk folder, a
     data file, a processor to apply, or a column named), rather than by `hf_ingrain.data.load_image_dataset`."""
     from ..data import EMBEDDED_DATASET
+    from ..model_inputs import is_saved_dataset
 
     if args.data == EMBEDDED_DATASET:
         return False
-    saved = os.path.isfile(os.path.join(args.data, "dataset_dict.json")) or os.path.isfile(
-        os.path.join(args.data, "state.json")
-    )
+    saved = is_saved_dataset(args.data)
     named = any(getattr(args, n) is not None for n in ("image_column", "text_column", "label_column", "max_length"))
     return saved or os.path.isfile(args.data) or processor is not None or named
 

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from .model_inputs import IMAGE_COLUMNS, LABEL_COLUMNS
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DATASET = "mnist-5k"
@@ -65,8 +67,8 @@ def _load_external(name_or_path, num_channels, image_size, max_examples):
         loaded = load_dataset(name_or_path)
     arrays = {}
     for split, dataset in loaded.items():
-        image_column = _find_column(dataset.column_names, ("image", "img", "pixel_values"), "image")
-        label_column = _find_column(dataset.column_names, ("label", "labels", "fine_label"), "label")
+        image_column = _find_column(dataset.column_names, IMAGE_COLUMNS, "image")
+        label_column = _find_column(dataset.column_names, (*LABEL_COLUMNS, "fine_label"), "label")
         if max_examples is not None and len(dataset) > max_examples:
             dataset = dataset.shuffle(seed=0).select(range(max_examples))
         names = getattr(dataset.features[label_column], "names", None)

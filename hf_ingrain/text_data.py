@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 
+from .model_inputs import LABEL_COLUMNS, TEXT_COLUMNS
+
 EMBEDDED_TEXT_DATASET = "emoji-names"
 LATIN_LANGUAGES = ("en", "de", "es", "fr", "id", "it", "pt", "tr")
 
@@ -105,8 +107,8 @@ def _load_external_text(name_or_path, seed, fractions):
 
     loaded = load_dataset(name_or_path)
     columns = next(iter(loaded.values())).column_names
-    text = next((c for c in ("text", "sentence", "sentence1", "content") if c in columns), None)
-    label = next((c for c in ("labels", "label") if c in columns), None)
+    text = next((c for c in TEXT_COLUMNS if c in columns), None)
+    label = next((c for c in LABEL_COLUMNS if c in columns), None)
     if text is None or label is None:
         raise ValueError(f"{name_or_path!r} has the columns {columns}; a text and a label column are needed.")
     loaded = loaded.rename_columns({k: v for k, v in ((text, "text"), (label, "labels")) if k != v})

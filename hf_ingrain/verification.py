@@ -50,7 +50,7 @@ from .losses import runner_up
 from .model_inputs import check_model_modality, prepare_dataset
 from .statistics import binomial_p_value, format_p_value, ingrain_null_rate, key_draw_p_value
 from .queries import read_queries
-from .suspects import collect_scores, resolve_model, restrict_scores
+from .suspects import collect_scores, inference_copy, resolve_model, restrict_scores
 
 logger = logging.getLogger(__name__)
 
@@ -271,15 +271,14 @@ def ingrain_queries(
             "The ingrain protocol needs the suspect's two highest scores per query (logits, probabilities or top-k "
             "with k >= 2), but it exposes only its top class. Use protocol='carriers' for a label-only suspect."
         )
-    ingrainer_scores, _ = collect_scores(key.ingrainer, dataset, batch_size=batch_size)
+    ingrainer_scores, _ = collect_scores(inference_copy(key.ingrainer), dataset, batch_size=batch_size)
     top = suspect.argmax(-1)
     suspect_runner_up = runner_up(suspect, top)
     null_rate, terms = ingrain_null_rate(ingrainer_scores, top, labels)
-    reference_agreements = [
-        (runner_up(collect_scores(reference, dataset, batch_size=batch_size)[0], top) == suspect_runner_up)
-        .float().mean().item()
-        for reference in getattr(key, "reference_ingrainers", [])
-    ]
+    reference_agreements = []
+    for reference in getattr(key, "reference_ingrainers", []):
+        reference_scores, _ = collect_scores(inference_copy(reference), dataset, batch_size=batch_size)
+        reference_agreements.append((runner_up(reference_scores, top) == suspect_runner_up).float().mean().item())
     return {
         "top": top,
         "runner_up": suspect_runner_up,

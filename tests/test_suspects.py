@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hf_ingrain import verify
+from hf_ingrain import WatermarkKey, verify
 from hf_ingrain.suspects import collect_scores, load_model, load_suspect, model_input_names, selected_files
 
 
@@ -189,3 +189,25 @@ def test_the_attacks_and_the_recipes_use_the_same_loader(tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "stray.safetensors"))  # a file is not a model folder
     with pytest.raises(ValueError, match="neither a local folder"):
         load_model(tmp_path / "stray.safetensors")
+
+
+def test_inference_copy_gives_the_same_logits_and_leaves_the_ingrainer_saveable(tmp_path):
+    # IngrainTrainer and verify() run the key's convolutional ingrainers channels-last (2-3x faster on a CPU); the
+    # key's own modules stay contiguous, so the key still saves (safetensors takes contiguous tensors only).
+    from hf_ingrain import IngrainConfig, IngrainTrainer
+    from hf_ingrain.models import build_classifier
+    from hf_ingrain.suspects import forward_logits, inference_copy
+
+    key = WatermarkKey.generate(10, (1, 28, 28), num_carriers=10, seed=0)
+    key.train_ingrainer(num_steps=3, num_reference_keys=0, show_progress=False)
+    fast = inference_copy(key.ingrainer)
+    assert fast is not key.ingrainer and fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    batch = {"pixel_values": torch.rand(8, 1, 28, 28)}
+    assert torch.allclose(forward_logits(fast, batch), forward_logits(key.ingrainer, batch), atol=1e-5)
+    trainer = IngrainTrainer(model=build_classifier("vit", input_shape=(1, 28, 28)), ingrainer=key,
+                             args=IngrainConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none"))
+    assert trainer.ingrainer.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert key.ingrainer.conv1.weight.is_contiguous()
+    key.save(tmp_path / "key")
+    text_model = build_classifier("small_text", vocab_size=50)
+    assert inference_copy(text_model) is text_model  # nothing to gain without a 2-d convolution

@@ -32,7 +32,9 @@ from .loading import (
     selected_files,
     weight_files,
 )
-from .querying import collect_scores, forward_logits, model_input_names, model_inputs, model_logits, unwrap_model
+from .querying import (
+    collect_scores, forward_logits, inference_copy, model_input_names, model_inputs, model_logits, unwrap_model,
+)
 from .scores import SCORE_KINDS, as_score_matrix, keep_top, restrict_scores, score_kind
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "check_config_is_safe",
     "collect_scores",
     "forward_logits",
+    "inference_copy",
     "is_hub_id",
     "keep_top",
     "load_model",

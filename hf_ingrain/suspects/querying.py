@@ -1,6 +1,7 @@
 """Querying a model: unwrapped, with the inputs it reads, in its dtype and on its device (see
 [`hf_ingrain.suspects`])."""
 
+import copy
 import inspect
 import logging
 
@@ -83,6 +84,18 @@ def model_logits(model: nn.Module, batch: dict, input_names: list[str] | None = 
     a DDP-wrapped model still synchronises its gradients."""
     outputs = model(**model_inputs(model, batch, input_names))
     return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    r"""
+    `model` for repeated inference without gradients: a copy with its convolution weights laid out channels-last, which
+    runs the default ingrainer 2 to 3 times faster on a CPU (same logits up to float rounding), or `model` itself when
+    it has no 2-d convolution. The model passed in is left as it was: a key saves its ingrainers with safetensors,
+    which takes contiguous tensors only.
+    """
+    if not any(isinstance(module, nn.Conv2d) for module in model.modules()):
+        return model
+    return copy.deepcopy(model).to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from ..keys import KEY_FILE, WatermarkKey
 from ..losses import distillation_kl
 from ..model_card import CARD_FILE, INGRAIN_TAGS, WATERMARK_FILE, save_watermark_card
 from ..suspects.loading import published_files
-from ..suspects import forward_logits, model_input_names
+from ..suspects import forward_logits, inference_copy, model_input_names
 from ..verification import verify
 from .ingrain_config import IngrainConfig
 from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
@@ -106,7 +106,8 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         ingrainer_model.eval()
         for parameter in ingrainer_model.parameters():
             parameter.requires_grad_(False)
-        self.ingrainer = ingrainer_model.to(self.args.device)  # never through the accelerator: see the docstring
+        # never through the accelerator (see the docstring); a channels-last copy for convolutions (inference_copy)
+        self.ingrainer = inference_copy(ingrainer_model).to(self.args.device)
         self._ingrainer_inputs = model_input_names(ingrainer_model)
         self._init_metrics()
         if args.ingrain_cache_logits and self.train_dataset is not None:
@@ -188,18 +189,25 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
         )
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[1]
-        per_example = distillation_kl(
-            logits, ingrainer_logits.detach(), self.args.ingrain_temperature, reduction="none"
-        )
+        per_example = self.ingrain_loss(logits, ingrainer_logits.detach(), labels)
         if model.training:
             ingrain_loss = self._reduce_per_example(per_example, num_items_in_batch, model.training)
-            loss = task_loss + self.args.ingrain_lambda * ingrain_loss
+            loss = task_loss + self.ingrain_weight() * ingrain_loss
         else:  # `eval_loss` (and `metric_for_best_model="loss"`) is the task's; the ingrain term is logged apart
             loss = task_loss
 
         self._record_metric(model, "task/loss", self._task_loss_per_batch(task_loss, num_items_in_batch, local_items))
         self._record_metric(model, "ingrain/loss", per_example)
         return (loss, outputs) if return_outputs else loss
+
+    def ingrain_loss(self, logits: torch.Tensor, ingrainer_logits: torch.Tensor, labels=None) -> torch.Tensor:
+        """The ingrain term per example: `T² · KL(softmax(g / T) ‖ softmax(f / T))`. Override it to try another form
+        of the loss (`recipes/arch_cost.py` does, to measure variants)."""
+        return distillation_kl(logits, ingrainer_logits, self.args.ingrain_temperature, reduction="none")
+
+    def ingrain_weight(self) -> float:
+        """The weight of the ingrain term at the current step: `ingrain_lambda`. Override it for a schedule."""
+        return self.args.ingrain_lambda
 
     def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
         r"""

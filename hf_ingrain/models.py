@@ -174,7 +174,7 @@ def register_auto_classes() -> None:
             pass
 
 
-MODEL_TYPES = ("small_cnn", "resnet", "small_text")
+MODEL_TYPES = ("small_cnn", "resnet", "vit", "small_text")
 
 
 def build_classifier(
@@ -194,7 +194,8 @@ def build_classifier(
     Args:
         model_type (`str`, *optional*, defaults to `"small_cnn"`):
             `"small_cnn"` ([`SmallCNNForImageClassification`]), `"resnet"` (`transformers.ResNetForImageClassification`
-            from a `ResNetConfig`) or `"small_text"` ([`SmallTextForSequenceClassification`]).
+            from a `ResNetConfig`), `"vit"` (`transformers.ViTForImageClassification` from a `ViTConfig`: patches of a
+            quarter of the side, 4 heads) or `"small_text"` ([`SmallTextForSequenceClassification`]).
         num_labels (`int`, *optional*, defaults to 10):
             Number of classes.
         input_shape (`tuple[int, int, int]`, *optional*):
@@ -205,9 +206,10 @@ def build_classifier(
             small_cnn: channels of its two convolution blocks (default `[16, 32]`); resnet: width of each stage
             (default `[16, 32]`).
         hidden_size (`int`, *optional*):
-            small_cnn: width of the fully connected layer (default 64); small_text: embedding width (default 32).
+            small_cnn: width of the fully connected layer (default 64); vit: width of its layers (default 64);
+            small_text: embedding width (default 32).
         depths (`list[int]`, *optional*):
-            resnet: residual blocks per stage (default 2 per stage).
+            resnet: residual blocks per stage (default 2 per stage); vit: one value, its number of layers (default 2).
         embedding_size (`int`, *optional*, defaults to 32):
             resnet: channels of the stem convolution.
         id2label (`dict[int, str]`, *optional*):
@@ -248,6 +250,21 @@ def build_classifier(
             **labels,
         )
         return SmallCNNForImageClassification(config)
+    if model_type == "vit":
+        from transformers import ViTConfig
+
+        layers = list(depths) if depths else [2]
+        if len(layers) != 1 or height != width or height % 4:
+            raise ValueError(
+                f"vit takes one value in `depths` (its number of layers, got {layers}) and square images with a side "
+                f"divisible by 4 (got {height}x{width})."
+            )
+        vit_width = hidden_size or 64
+        config = ViTConfig(
+            image_size=height, patch_size=height // 4, num_channels=channels, hidden_size=vit_width,
+            num_hidden_layers=layers[0], num_attention_heads=4, intermediate_size=2 * vit_width, **labels,
+        )
+        return AutoModelForImageClassification.from_config(config)
     from transformers import ResNetConfig
 
     depths = list(depths) if depths else [2] * len(hidden_sizes)

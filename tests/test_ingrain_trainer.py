@@ -16,7 +16,31 @@ def test_config_rejects_invalid_lambda_and_temperature(tmp_path):
         IngrainConfig(output_dir=str(tmp_path), ingrain_lambda=-0.1)
     with pytest.raises(ValueError, match="ingrain_temperature"):
         IngrainConfig(output_dir=str(tmp_path), ingrain_temperature=0.0)
+    with pytest.raises(ValueError, match="ingrain_target_scale"):
+        IngrainConfig(output_dir=str(tmp_path), ingrain_target_scale=0.0)
     assert IngrainConfig(output_dir=str(tmp_path)).ingrain_temperature == 4.0
+
+
+def test_target_scale_and_exclude_label_shape_the_ingrain_term(small_key, tmp_path):
+    # ingrain_target_scale multiplies the ingrainer's logits; ingrain_exclude_label takes the KL over the classes
+    # other than the label, so the term no longer depends on the model's logit for the true class at all.
+    def trainer(**fields):
+        args = IngrainConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", **fields)
+        return IngrainTrainer(model=tiny_cnn(seed=0), args=args, ingrainer=small_key)
+
+    torch.manual_seed(0)
+    logits, targets, labels = torch.randn(4, NUM_LABELS), torch.randn(4, NUM_LABELS), torch.tensor([0, 1, 2, -100])
+    plain, scaled = trainer(), trainer(ingrain_target_scale=0.5)
+    assert torch.allclose(scaled.ingrain_loss(logits, targets, labels), plain.ingrain_loss(logits, 0.5 * targets))
+    moved = logits.clone()
+    moved[torch.arange(3), labels[:3]] += 5.0  # only the true classes of the three labelled examples change
+    excluding = trainer(ingrain_exclude_label=True)
+    before, after = excluding.ingrain_loss(logits, targets, labels), excluding.ingrain_loss(moved, targets, labels)
+    assert torch.allclose(before, after, atol=1e-5)
+    assert torch.equal(before[3], plain.ingrain_loss(logits, targets)[3])  # an ignored label keeps every class
+    assert not torch.allclose(plain.ingrain_loss(logits, targets), plain.ingrain_loss(moved, targets), atol=1e-3)
+    with pytest.raises(ValueError, match="one integer class label"):
+        excluding.ingrain_loss(logits, targets, torch.rand(4, NUM_LABELS))
 
 
 def _weights(model):

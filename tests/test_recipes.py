@@ -45,6 +45,7 @@ def _load_recipe(name: str):
 ingrain = _load_recipe("ingrain")
 distill_attack = _load_recipe("distill_attack")
 bench_overhead = _load_recipe("bench_overhead")
+arch_cost = _load_recipe("arch_cost")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
@@ -412,6 +413,23 @@ def test_bench_overhead_measures_the_three_trainers_on_a_recipe_config(tmp_path,
     assert "ingrain+cache" in capsys.readouterr().out
 
 
+def test_bench_overhead_with_augmentation_times_a_vit_whose_ingrainer_runs_on_every_batch(tmp_path, capsys):
+    # --augment: random shifts in set_transform (the image-classification script's situation), so the logits cache
+    # cannot apply and is not measured; the training images differ between two reads.
+    results = bench_overhead.main(
+        ["--config", str(SMOKE_CONFIG), "--model_type", "vit", "--augment", "true", "--max_steps", "2", "--repeats",
+         "1", "--ingrainer_steps", "5", "--num_reference_keys", "2", "--output_dir", str(tmp_path / "unused")]
+    )
+    assert set(results["runs"]) == {"trainer", "ingrain"} and results["augment"] is True
+    assert set(results["ratios"]) == {"ingrain"}
+    owner = bench_overhead.with_random_shifts(DataArguments().load_splits()["owner"], seed=0)
+    assert owner[0]["pixel_values"].shape == (1, 28, 28)
+    assert not torch.equal(owner[0]["pixel_values"], owner[0]["pixel_values"]) or not torch.equal(
+        owner[1]["pixel_values"], owner[1]["pixel_values"]
+    )
+    assert "random shifts" in capsys.readouterr().out
+
+
 def test_bench_overhead_refuses_bad_input_before_any_work(monkeypatch):
     with pytest.raises(ValueError, match="--repeats"):
         bench_overhead.main(["--config", str(SMOKE_CONFIG), "--repeats", "0"])
@@ -460,3 +478,47 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
     assert set(tables["hard_label"]) == {"0", "1", "2"} and len(tables["test_split"]) == 10
     assert tables["hard_label"]["0"]["owner"]["num_queries"] == 48  # the owner's split of the small copy
     assert "| student, hard labels only |" in run.stdout
+
+
+# ------------------------------------------------------------------------------------------------ arch_cost.py
+def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architecture(tmp_path, capsys):
+    # The README's table of costs on transformers' ResNet, ConvNeXt and ViT: the images go through the processor
+    # (3 channels in [-1, 1]), the key is made for that input with generate_for, and plain and ingrained models start
+    # from the same weights. A few images and steps: the plumbing, not the numbers.
+    data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
+    splits = arch_cost.load_splits(str(data), train_size=24)
+    assert {name: len(split) for name, split in splits.items()} == {"owner": 24, "attacker": 24, "test": 32}
+    pixels = splits["owner"][:]["pixel_values"]
+    assert pixels.shape[1:] == (3, 28, 28) and pixels.min() >= -1 and pixels.max() <= 1 and pixels.min() < -0.9
+    key = WatermarkKey.generate_for(arch_cost.build("resnet", 0), arch_cost.processor(), num_carriers=10, seed=0)
+    key.train_ingrainer(benign_dataset=splits["owner"], num_steps=5, num_reference_keys=2, show_progress=False)
+    key.save(tmp_path / "key")
+    results_file = tmp_path / "results.json"
+    arch_cost.main(
+        ["--data", str(data), "--key_dir", str(tmp_path / "key"), "--train_size", "24", "--seeds", "0",
+         "--num_train_epochs", "1", "--batch_size", "12", "--lambda_warmup", "0.5", "--ingrain_exclude_label", "true",
+         "--results_file", str(results_file)]
+    )
+    rows = json.loads(results_file.read_text())["rows"]
+    assert [(row["architecture"], row["model"]) for row in rows] == [
+        (architecture, model) for architecture in ("resnet", "convnext", "vit")
+        for model in ("plain", "ingrain", "student")
+    ]
+    assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 for row in rows)
+    table = capsys.readouterr().out
+    assert "| resnet |" in table and "| vit |" in table
+    with pytest.raises(ValueError, match="Unknown architectures"):
+        arch_cost.main(["--data", str(data), "--key_dir", str(tmp_path / "key"), "--architectures", "lenet"])
+
+
+def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
+    from hf_ingrain import IngrainConfig
+
+    args = arch_cost.CostArguments(data="unused", key_dir="unused", lambda_warmup=0.5)
+    trainer_class = arch_cost.variant_trainer(args)
+    trainer = trainer_class.__new__(trainer_class)  # only the weight is exercised
+    trainer.args = IngrainConfig(output_dir="unused", ingrain_lambda=0.5)
+    trainer.state = SimpleNamespace(max_steps=100, global_step=25)
+    assert trainer.ingrain_weight() == pytest.approx(0.25)  # half way up a ramp over 50 steps
+    trainer.state.global_step = 60
+    assert trainer.ingrain_weight() == pytest.approx(0.5)

@@ -58,32 +58,37 @@ class DataArguments:
 @dataclass
 class ModelArguments:
     r"""
-    The architecture trained from scratch: `hf_ingrain`'s small CNN or a `transformers` ResNet, sized by flags (see
-    [`~hf_ingrain.models.build_classifier`]).
+    The architecture trained from scratch: `hf_ingrain`'s small CNN or a `transformers` ResNet or ViT, sized by flags
+    (see [`~hf_ingrain.models.build_classifier`]).
 
     Args:
         model_type (`str`, *optional*, defaults to `"small_cnn"`):
-            `"small_cnn"` ([`~hf_ingrain.models.SmallCNNForImageClassification`]) or `"resnet"`
-            (`transformers.ResNetForImageClassification` built from a `ResNetConfig`).
+            `"small_cnn"` ([`~hf_ingrain.models.SmallCNNForImageClassification`]), `"resnet"` or `"vit"`
+            (`transformers.ResNetForImageClassification` / `ViTForImageClassification` built from their configs).
         hidden_sizes (`list[int]`, *optional*, defaults to `[16, 32]`):
             small_cnn: channels of its two convolution blocks. resnet: width of each stage.
         hidden_size (`int`, *optional*, defaults to 64):
-            small_cnn: width of the fully connected layer before the classifier.
+            small_cnn: width of the fully connected layer before the classifier; vit: width of its layers.
         depths (`list[int]`, *optional*):
-            resnet: residual blocks per stage (default: 2 per stage).
+            resnet: residual blocks per stage (default: 2 per stage); vit: one value, its number of layers (default 2).
         embedding_size (`int`, *optional*, defaults to 32):
             resnet: channels of the stem convolution.
     """
 
-    model_type: Literal["small_cnn", "resnet"] = field(
-        default="small_cnn", metadata={"help": "'small_cnn' (hf_ingrain's CNN) or 'resnet' (transformers ResNet)."}
+    model_type: Literal["small_cnn", "resnet", "vit"] = field(
+        default="small_cnn",
+        metadata={"help": "'small_cnn' (hf_ingrain's CNN), 'resnet' or 'vit' (transformers ResNet / ViT)."},
     )
     hidden_sizes: list[int] = field(
         default_factory=lambda: [16, 32],
         metadata={"help": "small_cnn: channels of its 2 conv blocks; resnet: width of each stage."},
     )
-    hidden_size: int = field(default=64, metadata={"help": "small_cnn: width of the hidden fully connected layer."})
-    depths: list[int] | None = field(default=None, metadata={"help": "resnet: blocks per stage (default 2 each)."})
+    hidden_size: int = field(
+        default=64, metadata={"help": "small_cnn: width of the hidden fully connected layer; vit: width of its layers."}
+    )
+    depths: list[int] | None = field(
+        default=None, metadata={"help": "resnet: blocks per stage (default 2 each); vit: its number of layers (2)."}
+    )
     embedding_size: int = field(default=32, metadata={"help": "resnet: channels of the stem convolution."})
 
     def build(self, num_labels: int, input_shape, id2label: dict | None = None):

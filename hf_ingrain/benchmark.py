@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments
 
-from .attacks import FineTuneAttack, PruneAttack, QuantizeAttack
+from .attacks import FineTuneAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
 from .data import load_image_dataset
 from .files import atomic_folder, write_json, write_text
 from .hashing import canonical_json
@@ -37,6 +37,8 @@ from .watermarks import AdiKey, UchidaKey, ZhangKey, embed_trigger_set
 logger = logging.getLogger(__name__)
 
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
+# Columns a config may add to the default grid (the demo's time budget leaves them out)
+OPTIONAL_ATTACKS = ("noise_0.05", "noise_0.1", "noise_0.3")
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
 CONFIG_FILE = "benchmark_config.json"
 # Fields that choose which cells exist, not what a cell computes: a resumed run may change them.
@@ -86,7 +88,9 @@ class ExperimentConfig:
     ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
     ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})
     schemes: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"Of {list(BASELINES)}."})
-    attacks: list[str] = field(default_factory=lambda: list(ATTACKS), metadata={"help": f"Of {list(ATTACKS)}."})
+    attacks: list[str] = field(
+        default_factory=lambda: list(ATTACKS), metadata={"help": f"Of {list(ATTACKS + OPTIONAL_ATTACKS)}."}
+    )
     verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of every test."})
     temperature: float | None = field(default=None, metadata={"help": "Deprecated: use --ingrain_temperature."})
     alpha: float | None = field(default=None, metadata={"help": "Deprecated: use --verify_alpha."})
@@ -100,9 +104,9 @@ class ExperimentConfig:
         unknown = sorted(set(self.schemes) - set(BASELINES))
         if unknown:
             raise ValueError(f"Unknown schemes {unknown}; choose among {list(BASELINES)}.")
-        unknown = sorted(set(self.attacks) - set(ATTACKS))
+        unknown = sorted(set(self.attacks) - set(ATTACKS) - set(OPTIONAL_ATTACKS))
         if unknown:
-            raise ValueError(f"Unknown attacks {unknown}; choose among {list(ATTACKS)}.")
+            raise ValueError(f"Unknown attacks {unknown}; choose among {list(ATTACKS + OPTIONAL_ATTACKS)}.")
         if min(self.epochs, self.attack_epochs, self.finetune_epochs, self.batch_size) < 1:
             raise ValueError("epochs, attack_epochs, finetune_epochs and batch_size must all be >= 1.")
         if any(value < 0 for value in self.ingrain_lambdas):
@@ -234,6 +238,8 @@ class _Experiment:
             return PruneAttack(teacher, rate=0.5).run()
         if name == "quantize_4bit":
             return QuantizeAttack(teacher, bits=4, method="uniform").run()
+        if name.startswith("noise_"):
+            return WeightNoiseAttack(teacher, scale=float(name.split("_")[1]), seed=seed).run()
         raise ValueError(f"Unknown attack {name!r}.")
 
     def accuracy(self, model) -> float:

@@ -8,7 +8,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, verify
-from hf_ingrain.attacks import FineTuneAttack, PruneAttack, QuantizeAttack
+from hf_ingrain.attacks import FineTuneAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
 from hf_ingrain.attacks.prune import prunable_weights
 from hf_ingrain.cli import main
 from hf_ingrain.suspects import collect_scores, load_model
@@ -288,6 +288,24 @@ def test_dynamic_int8_quantization_still_runs_and_verifies(small_key):
         QuantizeAttack(model, bits=4, method="dynamic")
 
 
+def test_weight_noise_is_relative_to_each_tensor_seeded_and_erases_carriers_only_at_large_scales(small_key):
+    model = tiny_cnn(seed=0)
+    noisy = WeightNoiseAttack(model, scale=0.1, seed=3).run()
+    for original, weight in zip(prunable_weights(model), prunable_weights(noisy)):
+        # the noise's spread, relative to the tensor's: 0.1 up to sampling error (the smallest tensor has 160
+        # weights: the sd of a standard deviation estimated from n = 160 draws is 1 / sqrt(2n) = 6%, so +-30% is 5 sd)
+        assert 0.07 < ((weight - original).std() / original.std()).item() < 0.13
+    assert torch.equal(noisy.classifier.bias, model.classifier.bias)  # biases are kept
+    again, other = WeightNoiseAttack(model, scale=0.1, seed=3).run(), WeightNoiseAttack(model, scale=0.1, seed=4).run()
+    assert torch.equal(again.conv1.weight, noisy.conv1.weight)
+    assert not torch.equal(other.conv1.weight, noisy.conv1.weight)
+    # the key's ingrainer fits its carriers: a little noise keeps that trigger set, a lot erases it (and the model)
+    assert verify(WeightNoiseAttack(small_key.ingrainer, scale=0.02).run(), small_key, protocol="carriers").verified
+    assert not verify(WeightNoiseAttack(small_key.ingrainer, scale=3.0).run(), small_key, protocol="carriers").verified
+    with pytest.raises(ValueError, match="scale"):
+        WeightNoiseAttack(model, scale=0.0)
+
+
 def test_attacks_compose_prune_then_finetune(small_key):
     model = tiny_cnn(seed=0)
     pruned = PruneAttack(model, rate=0.5).run()
@@ -308,6 +326,7 @@ def test_attacks_compose_prune_then_finetune(small_key):
         ("finetune", ["--max-steps", "2", "--mode", "RTLL"]),
         ("prune", ["--rate", "0.25"]),
         ("quantize", ["--bits", "4"]),
+        ("noise", ["--scale", "0.2"]),
     ],
 )
 def test_cli_saves_the_attacked_model_with_its_card(attack, extra, tmp_path, capsys):
@@ -326,6 +345,8 @@ def test_cli_saves_the_attacked_model_with_its_card(attack, extra, tmp_path, cap
         assert sum(int((w == 0).sum()) for w in weights) == round(0.25 * sum(w.numel() for w in weights))
     if attack == "quantize":
         assert all(len(w.unique()) <= 2**4 for w in weights)
+    if attack == "noise":
+        assert all(not torch.equal(w, t) for w, t in zip(weights, prunable_weights(target)))
     if attack == "finetune":  # RTLL: the last layer re-initialised and trained, the rest as it was
         assert not torch.equal(attacked.classifier.weight, target.classifier.weight)
         assert torch.equal(attacked.conv1.weight, target.conv1.weight)

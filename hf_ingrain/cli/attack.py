@@ -1,9 +1,10 @@
-"""`hf-ingrain attack {distill,finetune,prune,quantize}`: attack a saved model and save the result with its card.
+"""`hf-ingrain attack {distill,finetune,prune,quantize,noise}`: attack a saved model and save the result with its card.
 
     hf-ingrain attack distill  --model PATH_OR_ID --output DIR [--data NAME_OR_PATH] [--temperature 4] ...
     hf-ingrain attack finetune --model PATH_OR_ID --output DIR [--data NAME_OR_PATH] [--mode FTAL] ...
     hf-ingrain attack prune    --model PATH_OR_ID --output DIR [--rate 0.5]
     hf-ingrain attack quantize --model PATH_OR_ID --output DIR [--bits 8]
+    hf-ingrain attack noise    --model PATH_OR_ID --output DIR [--scale 0.1]
 
 Every attack's arguments are dataclasses parsed with [`~hf_ingrain.scripts.IngrainParser`], so each field is a flag
 (with underscores or dashes) and `--config file.yaml` reads them from a file. The attacker's data is the `attacker`
@@ -21,7 +22,7 @@ import torch
 
 from ..trainer.distillation_config import TEACHER_OUTPUTS
 
-ATTACKS = ("distill", "finetune", "prune", "quantize")
+ATTACKS = ("distill", "finetune", "prune", "quantize", "noise")
 
 
 @dataclass
@@ -116,17 +117,32 @@ class QuantizeArguments:
     bits: int = field(default=8, metadata={"help": "Bits per weight."})
 
 
+@dataclass
+class NoiseArguments:
+    """Gaussian noise on the weights (see [`~hf_ingrain.attacks.WeightNoiseAttack`])."""
+
+    scale: float = field(default=0.1, metadata={"help": "Noise std relative to each weight tensor's std (> 0)."})
+
+    def __post_init__(self):
+        if not self.scale > 0:
+            raise ValueError(
+                f"`--scale` must be > 0 (the noise's spread relative to each weight tensor's), got {self.scale}."
+            )
+
+
 ARGUMENTS = {
     "distill": [AttackArguments, AttackTrainingArguments, DistillArguments],
     "finetune": [AttackArguments, AttackTrainingArguments, FinetuneArguments],
     "prune": [AttackArguments, PruneArguments],
     "quantize": [AttackArguments, QuantizeArguments],
+    "noise": [AttackArguments, NoiseArguments],
 }
 HELP = {
     "distill": "Distil a student from the model.",
     "finetune": "Fine-tune it (Adi et al. 2018).",
     "prune": "Zero its smallest weights (global magnitude pruning).",
     "quantize": "Quantize its weights to k bits per tensor.",
+    "noise": "Add Gaussian noise to its weights (relative to each tensor's spread).",
 }
 
 
@@ -154,9 +170,8 @@ def run(args, rest: list[str]) -> int:
     target = parsed[0]
     check_new_folder(target.output, what="the attacked model")  # before any long work
     model = load_model(target.model, revision=target.revision)
-    attacked, parameters = {"distill": _distill, "finetune": _finetune, "prune": _prune, "quantize": _quantize}[
-        args.attack
-    ](model, *parsed)
+    verbs = {"distill": _distill, "finetune": _finetune, "prune": _prune, "quantize": _quantize, "noise": _noise}
+    attacked, parameters = verbs[args.attack](model, *parsed)
     from ..attacks.model_io import save_attacked_model
 
     name = {"distill": "distillation"}.get(args.attack, args.attack)
@@ -233,4 +248,11 @@ def _quantize(model, target: AttackArguments, quantize: QuantizeArguments):
     from ..attacks import QuantizeAttack
 
     attack = QuantizeAttack(model, bits=quantize.bits, method="uniform")
+    return attack.run(), attack.parameters
+
+
+def _noise(model, target: AttackArguments, noise: NoiseArguments):
+    from ..attacks import WeightNoiseAttack
+
+    attack = WeightNoiseAttack(model, scale=noise.scale, seed=target.seed)
     return attack.run(), attack.parameters

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments
 
-from .attacks import FineTuneAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
+from .attacks import FineTuneAttack, InputTransformAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
 from .data import load_image_dataset
 from .files import atomic_folder, write_json, write_text
 from .hashing import canonical_json
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
 # Columns a config may add to the default grid (the demo's time budget leaves them out)
-OPTIONAL_ATTACKS = ("noise_0.05", "noise_0.1", "noise_0.3")
+OPTIONAL_ATTACKS = ("noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1")
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
 CONFIG_FILE = "benchmark_config.json"
 # Fields that choose which cells exist, not what a cell computes: a resumed run may change them.
@@ -238,6 +238,10 @@ class _Experiment:
             return PruneAttack(teacher, rate=0.5).run()
         if name == "quantize_4bit":
             return QuantizeAttack(teacher, bits=4, method="uniform").run()
+        if name.startswith(("jpeg_", "blur_", "input_noise_")):  # the data sets here are in [0, 1]
+            transform, strength = name.rsplit("_", 1)
+            transform = {"input_noise": "noise"}.get(transform, transform)
+            return InputTransformAttack(teacher, transform=transform, strength=float(strength), seed=seed).run()
         if name.startswith("noise_"):
             return WeightNoiseAttack(teacher, scale=float(name.split("_")[1]), seed=seed).run()
         raise ValueError(f"Unknown attack {name!r}.")

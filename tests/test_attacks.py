@@ -8,7 +8,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, verify
-from hf_ingrain.attacks import FineTuneAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
+from hf_ingrain.attacks import FineTuneAttack, InputTransformAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
 from hf_ingrain.attacks.prune import prunable_weights
 from hf_ingrain.cli import main
 from hf_ingrain.suspects import collect_scores, load_model
@@ -304,6 +304,42 @@ def test_weight_noise_is_relative_to_each_tensor_seeded_and_erases_carriers_only
     assert not verify(WeightNoiseAttack(small_key.ingrainer, scale=3.0).run(), small_key, protocol="carriers").verified
     with pytest.raises(ValueError, match="scale"):
         WeightNoiseAttack(model, scale=0.0)
+
+
+@pytest.mark.parametrize(
+    "transform, mild, harsh, harsh_erases",
+    [("jpeg", 90, 1, False), ("blur", 0.3, 4.0, True), ("noise", 0.01, 1.0, True)],
+)
+def test_input_transforms_change_every_query_and_what_they_do_to_a_trigger_set(
+    small_key, transform, mild, harsh, harsh_erases
+):
+    # The suspect's endpoint transforms every query; the weights stay as they are. The key's ingrainer fits its
+    # carriers (a trigger set of uniform-noise images): a mild transform leaves them; a strong blur or strong noise
+    # erases them, and JPEG does not, even at quality 1 (measured: 19 of 20 carriers kept).
+    model = small_key.ingrainer
+    attack = InputTransformAttack(model, transform=transform, strength=harsh, seed=0)
+    pixels = torch.rand(4, 1, 28, 28)
+    transformed = attack.run().transform(pixels)
+    assert transformed.shape == pixels.shape and not torch.equal(transformed, pixels)
+    assert transformed.min() >= 0 and transformed.max() <= 1
+    endpoint = attack.run()  # a fresh run: the noise starts again from the seed
+    assert torch.equal(endpoint(pixel_values=pixels).logits, model(pixel_values=transformed).logits)
+    assert attack.parameters["transform"] == transform
+    mild_endpoint = InputTransformAttack(model, transform=transform, strength=mild).run()
+    assert verify(mild_endpoint, small_key, protocol="carriers").verified
+    assert verify(attack.run(), small_key, protocol="carriers").verified is not harsh_erases
+
+
+def test_input_transforms_refuse_bad_parameters():
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match="one of"):
+        InputTransformAttack(model, transform="crop")
+    with pytest.raises(ValueError, match="JPEG quality"):
+        InputTransformAttack(model, transform="jpeg", strength=100)
+    with pytest.raises(ValueError, match="strength"):
+        InputTransformAttack(model, transform="blur", strength=0)
+    with pytest.raises(ValueError, match="value_range"):
+        InputTransformAttack(model, transform="noise", value_range=(1, -1))
 
 
 def test_attacks_compose_prune_then_finetune(small_key):

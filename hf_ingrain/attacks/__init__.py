@@ -8,8 +8,12 @@ distillation attack is a `Trainer` pair, kept with the others in `hf_ingrain.tra
 from ..trainer.distillation_config import DistillationConfig
 from ..trainer.distillation_trainer import DistillationTrainer
 from .finetune import FineTuneAttack
+from .input_transform import InputTransformAttack, TransformedInputModel
 from .noise import WeightNoiseAttack
 from .prune import PruneAttack
 from .quantize import QuantizeAttack
 
-__all__ = ["DistillationConfig", "DistillationTrainer", "FineTuneAttack", "PruneAttack", "QuantizeAttack", "WeightNoiseAttack"]
+__all__ = [
+    "DistillationConfig", "DistillationTrainer", "FineTuneAttack", "InputTransformAttack", "PruneAttack",
+    "QuantizeAttack", "TransformedInputModel", "WeightNoiseAttack",
+]

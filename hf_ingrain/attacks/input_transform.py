@@ -56,9 +56,10 @@ class InputTransformAttack:
     Example:
 
     ```python
+    >>> from hf_ingrain import verify
     >>> from hf_ingrain.attacks import InputTransformAttack
     >>> endpoint = InputTransformAttack(model, transform="jpeg", strength=50).run()
-    >>> verify(endpoint, key, test_set)
+    >>> result = verify(endpoint, key, splits["test"])
     ```
     """
 

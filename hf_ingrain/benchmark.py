@@ -23,7 +23,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainingArguments
 
-from .attacks import FineTuneAttack, InputTransformAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack
+from .attacks import (
+    FinePruneAttack, FineTuneAttack, InputTransformAttack, PruneAttack, QuantizeAttack, WeightNoiseAttack,
+)
 from .data import load_image_dataset
 from .files import atomic_folder, write_json, write_text
 from .hashing import canonical_json
@@ -38,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
 # Columns a config may add to the default grid (the demo's time budget leaves them out)
-OPTIONAL_ATTACKS = ("noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1")
+OPTIONAL_ATTACKS = ("fineprune_50", "noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1")
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
 CONFIG_FILE = "benchmark_config.json"
 # Fields that choose which cells exist, not what a cell computes: a resumed run may change them.
@@ -233,6 +235,10 @@ class _Experiment:
         if name == "finetune_FTAL":
             return FineTuneAttack(
                 teacher, mode="FTAL", num_train_epochs=self.config.finetune_epochs, seed=seed,
+            ).run(attacker)
+        if name == "fineprune_50":
+            return FinePruneAttack(
+                teacher, rate=0.5, num_train_epochs=self.config.finetune_epochs, seed=seed,
             ).run(attacker)
         if name == "prune_50":
             return PruneAttack(teacher, rate=0.5).run()

@@ -7,6 +7,7 @@ distillation attack is a `Trainer` pair, kept with the others in `hf_ingrain.tra
 
 from ..trainer.distillation_config import DistillationConfig
 from ..trainer.distillation_trainer import DistillationTrainer
+from .fine_prune import FinePruneAttack
 from .finetune import FineTuneAttack
 from .input_transform import InputTransformAttack, TransformedInputModel
 from .noise import WeightNoiseAttack
@@ -14,6 +15,6 @@ from .prune import PruneAttack
 from .quantize import QuantizeAttack
 
 __all__ = [
-    "DistillationConfig", "DistillationTrainer", "FineTuneAttack", "InputTransformAttack", "PruneAttack",
-    "QuantizeAttack", "TransformedInputModel", "WeightNoiseAttack",
+    "DistillationConfig", "DistillationTrainer", "FinePruneAttack", "FineTuneAttack", "InputTransformAttack",
+    "PruneAttack", "QuantizeAttack", "TransformedInputModel", "WeightNoiseAttack",
 ]

@@ -1,7 +1,8 @@
-"""`hf-ingrain attack {distill,finetune,prune,quantize,noise}`: attack a saved model and save the result with its card.
+"""`hf-ingrain attack {distill,finetune,fineprune,prune,quantize,noise}`: attack a saved model, save it with its card.
 
     hf-ingrain attack distill  --model PATH_OR_ID --output DIR [--data NAME_OR_PATH] [--temperature 4] ...
     hf-ingrain attack finetune --model PATH_OR_ID --output DIR [--data NAME_OR_PATH] [--mode FTAL] ...
+    hf-ingrain attack fineprune --model PATH_OR_ID --output DIR [--data NAME_OR_PATH] [--rate 0.5] ...
     hf-ingrain attack prune    --model PATH_OR_ID --output DIR [--rate 0.5]
     hf-ingrain attack quantize --model PATH_OR_ID --output DIR [--bits 8]
     hf-ingrain attack noise    --model PATH_OR_ID --output DIR [--scale 0.1]
@@ -22,7 +23,7 @@ import torch
 
 from ..trainer.distillation_config import TEACHER_OUTPUTS
 
-ATTACKS = ("distill", "finetune", "prune", "quantize", "noise")
+ATTACKS = ("distill", "finetune", "fineprune", "prune", "quantize", "noise")
 
 
 @dataclass
@@ -103,6 +104,14 @@ class FinetuneArguments:
 
 
 @dataclass
+class FinePruneArguments:
+    """Fine-pruning (see [`~hf_ingrain.attacks.FinePruneAttack`]): prune dormant channels, then fine-tune (FTAL)."""
+
+    rate: float = field(default=0.5, metadata={"help": "Share of the last convolution's channels to prune."})
+    layer: str | None = field(default=None, metadata={"help": "Name of the convolution to prune (default: the last)."})
+
+
+@dataclass
 class PruneArguments:
     """Global magnitude pruning (see [`~hf_ingrain.attacks.PruneAttack`])."""
 
@@ -133,6 +142,7 @@ class NoiseArguments:
 ARGUMENTS = {
     "distill": [AttackArguments, AttackTrainingArguments, DistillArguments],
     "finetune": [AttackArguments, AttackTrainingArguments, FinetuneArguments],
+    "fineprune": [AttackArguments, AttackTrainingArguments, FinePruneArguments],
     "prune": [AttackArguments, PruneArguments],
     "quantize": [AttackArguments, QuantizeArguments],
     "noise": [AttackArguments, NoiseArguments],
@@ -140,6 +150,7 @@ ARGUMENTS = {
 HELP = {
     "distill": "Distil a student from the model.",
     "finetune": "Fine-tune it (Adi et al. 2018).",
+    "fineprune": "Prune the channels dormant on clean data, then fine-tune (Liu et al. 2018).",
     "prune": "Zero its smallest weights (global magnitude pruning).",
     "quantize": "Quantize its weights to k bits per tensor.",
     "noise": "Add Gaussian noise to its weights (relative to each tensor's spread).",
@@ -170,7 +181,10 @@ def run(args, rest: list[str]) -> int:
     target = parsed[0]
     check_new_folder(target.output, what="the attacked model")  # before any long work
     model = load_model(target.model, revision=target.revision)
-    verbs = {"distill": _distill, "finetune": _finetune, "prune": _prune, "quantize": _quantize, "noise": _noise}
+    verbs = {
+        "distill": _distill, "finetune": _finetune, "fineprune": _fineprune, "prune": _prune, "quantize": _quantize,
+        "noise": _noise,
+    }
     attacked, parameters = verbs[args.attack](model, *parsed)
     from ..attacks.model_io import save_attacked_model
 
@@ -233,6 +247,18 @@ def _finetune(model, target: AttackArguments, training: AttackTrainingArguments,
     attack = FineTuneAttack(
         model, mode=finetune.mode, learning_rate=training.learning_rate, num_train_epochs=training.epochs,
         batch_size=training.batch_size or 100, max_steps=training.max_steps, seed=target.seed,
+    )
+    return attack.run(data), {**attack.parameters, "data": training.data or "mnist-5k", "num_examples": len(data)}
+
+
+def _fineprune(model, target: AttackArguments, training: AttackTrainingArguments, fineprune: FinePruneArguments):
+    from ..attacks import FinePruneAttack
+
+    data = _attacker_data(training)
+    attack = FinePruneAttack(
+        model, rate=fineprune.rate, layer=fineprune.layer, learning_rate=training.learning_rate,
+        num_train_epochs=training.epochs, batch_size=training.batch_size or 100, max_steps=training.max_steps,
+        seed=target.seed,
     )
     return attack.run(data), {**attack.parameters, "data": training.data or "mnist-5k", "num_examples": len(data)}
 

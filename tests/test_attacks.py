@@ -238,6 +238,18 @@ def test_retraining_modes_reinitialise_the_last_layer(mode):
     assert _changed(before, trained) == expected
 
 
+def test_retraining_with_label_smoothing_goes_through_the_training_arguments():
+    # the benchmark's finetune_ls_0.1 column: FTAL on smoothed targets, the same run otherwise
+    data = random_image_dataset(32)
+    plain = FineTuneAttack(tiny_cnn(seed=0), max_steps=2, batch_size=16).run(data)
+    smoothed = FineTuneAttack(
+        tiny_cnn(seed=0), max_steps=2, batch_size=16, training_args={"label_smoothing_factor": 0.5}
+    ).run(data)
+    again = FineTuneAttack(tiny_cnn(seed=0), max_steps=2, batch_size=16).run(data)
+    assert torch.equal(plain.classifier.weight, again.classifier.weight)
+    assert not torch.equal(plain.classifier.weight, smoothed.classifier.weight)
+
+
 def test_finetune_checks_its_parameters_and_data():
     with pytest.raises(ValueError, match="FTLL"):
         FineTuneAttack(tiny_cnn(), mode="finetune")

@@ -65,12 +65,13 @@ def test_an_optional_attack_adds_a_column_to_a_finished_run(finished_run, tmp_pa
     # noise_* (WeightNoiseAttack) and the input transforms (InputTransformAttack) are not in the default grid; a
     # config may add them, and a resumed run computes only the new columns, from the saved model.
     config = _copy_of(finished_run, tmp_path)
-    config.attacks = ["prune_50", "noise_0.3", "blur_1.0", "fineprune_50"]
+    config.attacks = ["prune_50", "noise_0.3", "blur_1.0", "fineprune_50", "finetune_ls_0.1"]
     monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
     results = run_benchmark(config, str(tmp_path), show_progress=False)
     cells = {(c["scheme"], c["attack"]): c for c in results["cells"]}
     assert ("reference", "noise_0.3") in cells and 0 <= cells["reference", "noise_0.3"]["test_accuracy"] <= 1
     assert 0 <= cells["reference", "blur_1.0"]["test_accuracy"] <= 1 and ("reference", "fineprune_50") in cells
+    assert ("reference", "finetune_ls_0.1") in cells
     assert "noise_0.3" in (tmp_path / "results.md").read_text()
 
 

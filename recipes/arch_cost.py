@@ -256,7 +256,7 @@ def table(rows: list[dict]) -> str:
             if not by[kind]:
                 return "-"
             verified = sum(r["verified"] for r in by[kind])
-            return f"{format_p_value(pick(r['p_value'] for r in by[kind]))} ({verified}/{len(by[kind])} verified)"
+            return f"p {format_p_value(pick(r['p_value'] for r in by[kind]))} ({verified}/{len(by[kind])} verified)"
 
         lines.append(
             f"| {architecture} | {cell(plain)} | {cell(ingrain)} | {cell(cost, 1)} | {p_values('plain', min)} | "

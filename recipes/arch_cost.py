@@ -24,7 +24,6 @@ share of the steps), `--ingrain_exclude_label` (`IngrainConfig`'s field: the KL 
 true one, both distributions renormalised).
 """
 
-import json
 import logging
 import os
 import statistics

@@ -48,6 +48,31 @@ def digits(num=96, seed=0):
     return Dataset.from_dict({"image": images, "label": [i % NUM_LABELS for i in range(num)]}, features=features)
 
 
+def script_transforms(processor, augment, seed=0):
+    """The image script's training transform: RGB, a random `augment(image, rng)`, the processor's normalisation."""
+    rng = np.random.default_rng(seed)
+
+    def train_transforms(batch):
+        images = [augment(image.convert("RGB"), rng) for image in batch["image"]]
+        batch["pixel_values"] = list(processor(images, return_tensors="pt")["pixel_values"])
+        return batch
+
+    return train_transforms
+
+
+def random_flip(image, rng):
+    return image.transpose(0) if rng.random() < 0.5 else image
+
+
+def random_shift(image, rng):
+    return image.rotate(0, translate=tuple(int(v) for v in rng.integers(-2, 3, 2)))
+
+
+def collate_fn(examples):
+    return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
+            "labels": torch.tensor([e["label"] for e in examples])}
+
+
 def common_flags(tmp_path, key_dir):
     return ["--output_dir", str(tmp_path / "out"), "--ingrain_key", str(key_dir), "--max_steps", "3",
             "--per_device_train_batch_size", "16", "--use_cpu", "true", "--report_to", "none",
@@ -66,19 +91,7 @@ def test_the_image_classification_script_shape_trains_saves_and_verifies_from_it
     test.save_to_disk(str(tmp_path / "test_set"))
 
     _, _, training_args = parse(common_flags(tmp_path, tmp_path / "key"))
-    rng = np.random.default_rng(0)
-
-    def train_transforms(batch):  # the script's: RGB, a random flip, the processor's normalisation
-        images = [image.convert("RGB") for image in batch["image"]]
-        images = [image.transpose(0) if rng.random() < 0.5 else image for image in images]
-        batch["pixel_values"] = list(processor(images, return_tensors="pt")["pixel_values"])
-        return batch
-
-    def collate_fn(examples):
-        return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-                "labels": torch.tensor([e["label"] for e in examples])}
-
-    train.set_transform(train_transforms)
+    train.set_transform(script_transforms(processor, random_flip))
     trainer = IngrainTrainer(model=model, args=training_args, train_dataset=train, data_collator=collate_fn,
                              processing_class=processor)
     trainer.train()
@@ -227,19 +240,7 @@ def test_an_image_model_trained_by_the_script_shape_verifies_from_its_output_fol
     key.save(tmp_path / "key")
     test.save_to_disk(str(tmp_path / "test_set"))
 
-    rng = np.random.default_rng(0)
-
-    def train_transforms(batch):  # the script's: RGB, a random augmentation, the processor's normalisation
-        images = [image.convert("RGB") for image in batch["image"]]
-        images = [image.rotate(0, translate=tuple(int(v) for v in rng.integers(-2, 3, 2))) for image in images]
-        batch["pixel_values"] = list(processor(images, return_tensors="pt")["pixel_values"])
-        return batch
-
-    def collate_fn(examples):
-        return {"pixel_values": torch.stack([e["pixel_values"] for e in examples]),
-                "labels": torch.tensor([e["label"] for e in examples])}
-
-    train.set_transform(train_transforms)
+    train.set_transform(script_transforms(processor, random_shift))
     flags = ["--num_train_epochs", "3", "--per_device_train_batch_size", "64", "--learning_rate", "1e-3",
              "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true",
              "--remove_unused_columns", "false", "--seed", "1"]

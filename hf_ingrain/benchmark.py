@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
 # Columns a config may add to the default grid (the demo's time budget leaves them out)
-OPTIONAL_ATTACKS = ("finetune_ls_0.1", "fineprune_50", "noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1")
+OPTIONAL_ATTACKS = (
+    "finetune_ls_0.1", "fineprune_50", "noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1",
+)
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
 CONFIG_FILE = "benchmark_config.json"
 # Fields that choose which cells exist, not what a cell computes: a resumed run may change them.

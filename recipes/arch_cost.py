@@ -193,14 +193,13 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     )
     rows = []
 
-    def record(kind, model, started, teacher_accuracy=None):
+    def record(kind, model, started):
         result = verify(model, key, splits["test"])
         row = {"architecture": architecture, "seed": seed, "model": kind, "accuracy": accuracy(model, splits["test"]),
                "agreement": result.agreement, "null_rate": result.null_rate, "p_value": result.p_value,
                "verified": result.verified, "seconds": round(time.perf_counter() - started, 1)}
         rows.append(row)
         logger.info("%s", row)
-        return row
 
     if args.plain:
         started = time.perf_counter()

@@ -8,22 +8,9 @@ from torch import nn
 
 from ..data import iterate_batches
 from ..suspects import forward_logits
-from .finetune import FineTuneAttack
+from .finetune import FineTuneAttack, find_last_layer
 
 logger = logging.getLogger(__name__)
-
-
-def find_last_convolution(model, name: str | None = None) -> tuple[str, nn.Module]:
-    """The layer fine-pruning prunes: the module called `name`, or by default the model's last `nn.Conv2d`."""
-    if name is not None:
-        try:
-            return name, model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"The model has no module named {name!r}; pass the name of a convolution layer.")
-    convolutions = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convolutions:
-        raise ValueError("The model has no nn.Conv2d layer to prune; pass `layer=` with the name of another one.")
-    return convolutions[-1]
 
 
 def _hold_at_zero(keep: torch.Tensor):
@@ -77,7 +64,9 @@ class FinePruneAttack:
             raise ValueError(f"`rate` is the share of the layer's channels to prune and must be in [0, 1), got {rate}.")
         if "mode" in fine_tune_kwargs:
             raise ValueError("Fine-pruning fine-tunes every layer (FTAL): drop `mode`.")
-        self.layer_name, _ = find_last_convolution(model, layer)  # fail now, not after a pass over the data
+        self.layer_name, _ = find_last_layer(  # fail now, not after a pass over the data
+            model, layer, nn.Conv2d, what="a convolution layer", argument="layer", purpose="prune"
+        )
         self.model, self.rate = model, rate
         self.fine_tune = FineTuneAttack(model, mode="FTAL", **fine_tune_kwargs)  # checks its arguments now
 
@@ -88,7 +77,7 @@ class FinePruneAttack:
     @torch.no_grad()
     def channel_activity(self, model, dataset) -> torch.Tensor:
         """The mean positive activation of each output channel of the pruned layer on `dataset`."""
-        _, layer = find_last_convolution(model, self.layer_name)
+        layer = model.get_submodule(self.layer_name)
         total, count = None, 0
 
         def record(module, inputs, output):
@@ -116,16 +105,17 @@ class FinePruneAttack:
         model = copy.deepcopy(self.model)
         activity = self.channel_activity(model, dataset)
         pruned = activity.argsort()[: round(self.rate * len(activity))]
-        _, layer = find_last_convolution(model, self.layer_name)
+        layer = model.get_submodule(self.layer_name)
         keep = torch.ones(layer.out_channels)
         keep[pruned] = 0
-        handle = layer.register_forward_pre_hook(_hold_at_zero(keep))  # copied with the model by the fine-tuning
-        _hold_at_zero(keep)(layer, ())
+        hold = _hold_at_zero(keep)
+        handle = layer.register_forward_pre_hook(hold)  # copied with the model by the fine-tuning
+        hold(layer, ())
         logger.info("Fine-pruning: pruned %d of %d channels of %s", len(pruned), len(activity), self.layer_name)
         self.fine_tune.model = model
         tuned = self.fine_tune.run(dataset)
-        _, tuned_layer = find_last_convolution(tuned, self.layer_name)
-        _hold_at_zero(keep)(tuned_layer, ())  # the last optimizer step moved them: back to zero, for good
+        tuned_layer = tuned.get_submodule(self.layer_name)
+        hold(tuned_layer, ())  # the last optimizer step moved them: back to zero, for good
         tuned_layer._forward_pre_hooks.pop(handle.id, None)
         self.pruned_channels = pruned.tolist()
         return tuned

@@ -13,17 +13,23 @@ logger = logging.getLogger(__name__)
 MODES = ("FTLL", "FTAL", "RTLL", "RTAL")
 
 
-def find_last_layer(model, name: str | None = None) -> nn.Module:
-    """The classification head: the module called `name`, or by default the model's last `nn.Linear`."""
+def find_last_layer(
+    model, name: str | None = None, layer_type: type = nn.Linear, what: str = "its classification head",
+    argument: str = "last_layer", purpose: str = "treat as its last layer",
+) -> tuple[str, nn.Module]:
+    """The layer an attack works on, with its name: the module called `name`, or by default the model's last
+    `layer_type` (the classification head: its last `nn.Linear`)."""
     if name is not None:
         try:
-            return model.get_submodule(name)
+            return name, model.get_submodule(name)
         except AttributeError:
-            raise ValueError(f"The model has no module named {name!r}; pass the name of its classification head.")
-    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError("The model has no nn.Linear layer to treat as its last layer; pass `last_layer=` by name.")
-    return linears[-1]
+            raise ValueError(f"The model has no module named {name!r}; pass the name of {what}.")
+    layers = [(n, module) for n, module in model.named_modules() if isinstance(module, layer_type)]
+    if not layers:
+        raise ValueError(
+            f"The model has no nn.{layer_type.__name__} layer to {purpose}; pass `{argument}=` by name."
+        )
+    return layers[-1]
 
 
 class FineTuneAttack:
@@ -117,7 +123,7 @@ class FineTuneAttack:
                 "Without labels, use the distillation attack (DistillationTrainer)."
             )
         model = copy.deepcopy(self.model)
-        head = find_last_layer(model, self.last_layer)
+        _, head = find_last_layer(model, self.last_layer)
         if self.mode.startswith("RT"):
             with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's random state
                 torch.manual_seed(self.seed)

@@ -1,5 +1,6 @@
 """Input transforms on the suspect's side: every query is compressed, blurred or noised before the model sees it."""
 
+import functools
 import io
 import math
 
@@ -87,9 +88,11 @@ class InputTransformAttack:
 
     def run(self) -> TransformedInputModel:
         """Returns the target behind the transform."""
-        function = {"jpeg": self._jpeg, "blur": self._blur, "noise": self._noise}[self.transform]
-        self._generator = torch.Generator().manual_seed(self.seed)
-        return TransformedInputModel(self.model, function)
+        if self.transform == "noise":  # each endpoint draws its own noise, from the seed
+            return TransformedInputModel(self.model, functools.partial(
+                self._noise, generator=torch.Generator().manual_seed(self.seed)
+            ))
+        return TransformedInputModel(self.model, {"jpeg": self._jpeg, "blur": self._blur}[self.transform])
 
     def _jpeg(self, pixels: torch.Tensor) -> torch.Tensor:
         from PIL import Image
@@ -121,7 +124,7 @@ class InputTransformAttack:
         blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
         return F.conv2d(blurred, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
 
-    def _noise(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _noise(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         low, high = self.value_range
-        noise = torch.randn(pixels.shape, generator=self._generator) * self.strength * (high - low)
+        noise = torch.randn(pixels.shape, generator=generator) * self.strength * (high - low)
         return (pixels + noise.to(device=pixels.device, dtype=pixels.dtype)).clamp(low, high)

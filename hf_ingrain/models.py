@@ -174,7 +174,7 @@ def register_auto_classes() -> None:
             pass
 
 
-MODEL_TYPES = ("small_cnn", "resnet", "vit", "small_text")
+MODEL_TYPES = ("small_cnn", "resnet", "convnext", "vit", "small_text")
 
 
 def build_classifier(
@@ -194,7 +194,8 @@ def build_classifier(
     Args:
         model_type (`str`, *optional*, defaults to `"small_cnn"`):
             `"small_cnn"` ([`SmallCNNForImageClassification`]), `"resnet"` (`transformers.ResNetForImageClassification`
-            from a `ResNetConfig`), `"vit"` (`transformers.ViTForImageClassification` from a `ViTConfig`: patches of a
+            from a `ResNetConfig`), `"convnext"` (`transformers.ConvNextForImageClassification` from a
+            `ConvNextConfig`: a stem of 2 x 2 patches, one block per stage by default), `"vit"` (`transformers.ViTForImageClassification` from a `ViTConfig`: patches of a
             quarter of the side, 4 heads) or `"small_text"` ([`SmallTextForSequenceClassification`]).
         num_labels (`int`, *optional*, defaults to 10):
             Number of classes.
@@ -203,13 +204,13 @@ def build_classifier(
         vocab_size (`int`, *optional*):
             Text: size of the vocabulary.
         hidden_sizes (`list[int]`, *optional*):
-            small_cnn: channels of its two convolution blocks (default `[16, 32]`); resnet: width of each stage
-            (default `[16, 32]`).
+            small_cnn: channels of its two convolution blocks (default `[16, 32]`); resnet, convnext: width of each
+            stage (default `[16, 32]`).
         hidden_size (`int`, *optional*):
             small_cnn: width of the fully connected layer (default 64); vit: width of its layers (default 64);
             small_text: embedding width (default 32).
         depths (`list[int]`, *optional*):
-            resnet: residual blocks per stage (default 2 per stage); vit: one value, its number of layers (default 2).
+            resnet: residual blocks per stage (default 2 per stage); convnext: blocks per stage (default 1); vit: one value, its number of layers (default 2).
         embedding_size (`int`, *optional*, defaults to 32):
             resnet: channels of the stem convolution.
         id2label (`dict[int, str]`, *optional*):
@@ -263,6 +264,19 @@ def build_classifier(
         config = ViTConfig(
             image_size=height, patch_size=height // 4, num_channels=channels, hidden_size=vit_width,
             num_hidden_layers=layers[0], num_attention_heads=4, intermediate_size=2 * vit_width, **labels,
+        )
+        return AutoModelForImageClassification.from_config(config)
+    if model_type == "convnext":
+        from transformers import ConvNextConfig
+
+        depths = list(depths) if depths else [1] * len(hidden_sizes)
+        if len(depths) != len(hidden_sizes):
+            raise ValueError(
+                f"`depths` ({depths}) and `hidden_sizes` ({hidden_sizes}) need one value per ConvNeXt stage each."
+            )
+        config = ConvNextConfig(
+            num_channels=channels, patch_size=2, num_stages=len(hidden_sizes), hidden_sizes=hidden_sizes,
+            depths=depths, image_size=height, **labels,
         )
         return AutoModelForImageClassification.from_config(config)
     from transformers import ResNetConfig

@@ -1,20 +1,27 @@
 """Watermark-removal attacks, one file each: what a model thief may do to a published model.
 
 Every attack returns a model that the same [`verify`] judges, so a model owner can test a watermark against them
-before publishing. They compose: `FineTuneAttack(PruneAttack(model, 0.5).run(), mode="FTAL").run(data)`. The
+before publishing. They compose: `FineTuneAttack(PruneAttack(model, 0.5).run(), mode="FTAL").run(data)`. Extraction
+without the owner's data (`ExtractionAttack`: other data, synthetic queries, a query budget, other architectures,
+ensembles) and overwriting with the thief's own key (`OverwriteAttack`) are here too. The
 distillation attack is a `Trainer` pair, kept with the others in `hf_ingrain.trainer` and exported here too.
 """
 
 from ..trainer.distillation_config import DistillationConfig
 from ..trainer.distillation_trainer import DistillationTrainer
+from .ensemble import EnsembleModel
+from .extraction import ExtractionAttack, build_student
 from .fine_prune import FinePruneAttack
 from .finetune import FineTuneAttack
 from .input_transform import InputTransformAttack, TransformedInputModel
 from .noise import WeightNoiseAttack
+from .overwrite import OverwriteAttack
 from .prune import PruneAttack
 from .quantize import QuantizeAttack
+from .queries import make_queries
 
 __all__ = [
-    "DistillationConfig", "DistillationTrainer", "FinePruneAttack", "FineTuneAttack", "InputTransformAttack",
-    "PruneAttack", "QuantizeAttack", "TransformedInputModel", "WeightNoiseAttack",
+    "DistillationConfig", "DistillationTrainer", "EnsembleModel", "ExtractionAttack", "FinePruneAttack",
+    "FineTuneAttack", "InputTransformAttack", "OverwriteAttack", "PruneAttack", "QuantizeAttack",
+    "TransformedInputModel", "WeightNoiseAttack", "build_student", "make_queries",
 ]

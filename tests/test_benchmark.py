@@ -75,11 +75,37 @@ def test_an_optional_attack_adds_a_column_to_a_finished_run(finished_run, tmp_pa
     assert "noise_0.3" in (tmp_path / "results.md").read_text()
 
 
+def test_extraction_architectures_ensembles_overwriting_and_chains_are_columns(finished_run, tmp_path, monkeypatch):
+    config = _copy_of(finished_run, tmp_path)
+    new = ["extract_strokes_1k_labels", "distill_T4_vit", "ensemble_2", "overwrite", "prune_50+finetune_FTAL+distill_T4"]
+    config.attacks = ["prune_50"] + new
+    monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
+    results = run_benchmark(config, str(tmp_path), show_progress=False)
+    cells = {c["attack"]: c for c in results["cells"]}
+    assert all(0 <= cells[name]["test_accuracy"] <= 1 and cells[name]["verified"] is not None for name in new)
+    overwrite = cells["overwrite"]  # both claims, and the thief's key on the owner's original
+    assert {"thief_verified", "thief_p_value", "thief_on_original_verified", "thief_key_commitment"} <= set(overwrite)
+    assert overwrite["thief_key_commitment"] != results["key_commitments"]["reference"]
+    assert os.path.isfile(tmp_path / "models" / "_thief_0" / "model.safetensors")  # the thief's own model, reused
+    table = (tmp_path / "results.md").read_text()
+    assert "Two claims on one model" in table and "| reference | overwrite |" in table
+    assert "prune_50+finetune_FTAL+distill_T4" in table
+    assert not any("key" in name for _, dirs, files in os.walk(tmp_path) for name in dirs + files if name != "results.json")
+
+
 def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
     with pytest.raises(ValueError, match="Unknown schemes"):
         ExperimentConfig(schemes=["nope"])
-    with pytest.raises(ValueError, match="Unknown attacks"):
+    with pytest.raises(ValueError, match="Unknown attack 'melt'"):
         ExperimentConfig(attacks=["melt"])
+    for name in ("extract_gan_10k", "extract_data_10k_embeddings", "distill_T4_bert", "ensemble_5"):
+        with pytest.raises(ValueError, match=f"Unknown attack '{name}'.*extract_<source>_<N>k"):
+            ExperimentConfig(attacks=[name])
+    with pytest.raises(ValueError, match="Unknown attack 'melt'"):  # each link of a chain is checked
+        ExperimentConfig(attacks=["prune_50+melt"])
+    with pytest.raises(ValueError, match="at least 1k"):
+        ExperimentConfig(attacks=["extract_noise_0k"])
+    assert ExperimentConfig(attacks=["extract_mixup_3k_topk", "distill_T2_convnext+noise_0.1"]).attacks
     path = tmp_path / "config.yaml"
     path.write_text("epochs: 2\nepoch: 3\n")
     with pytest.raises(ValueError, match="unknown keys"):

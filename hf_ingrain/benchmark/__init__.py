@@ -1,0 +1,24 @@
+"""The paper's comparison as one resumable run: every scheme, every attack, one table, on the same data.
+
+[`run_benchmark`] trains one model per watermarking scheme (an unwatermarked reference, the baselines of
+`hf_ingrain.watermarks`, ingrain at several λ), attacks each with every removal attack of `hf_ingrain.attacks`, and
+verifies every model before and after with its own scheme's test. Each cell (scheme x attack) is written to
+`cells/<scheme>/<attack>.json` as it finishes and each trained model to `models/<scheme>/`, so an interrupted run
+picks up where it stopped. Keys are never written: they are re-derived from the run's seed, and only their
+commitments are recorded. `hf-ingrain demo` is this run at a small scale on the embedded data; `hf-ingrain
+benchmark` runs it from a YAML config at full scale (on a GPU when there is one).
+
+Modules: `config` (the grid: schemes, attacks and their families, chains `a+b+c`, and [`ExperimentConfig`]),
+`experiment` (the data, keys, models and attacks of one run), `run` ([`run_benchmark`], resumable) and `report` (the
+Markdown tables).
+"""
+
+from .config import ATTACK_PATTERNS, ATTACKS, BASELINES, OPTIONAL_ATTACKS, ExperimentConfig, check_attack_name
+from .experiment import _Experiment  # noqa: F401 (tests replace its methods)
+from .report import results_markdown
+from .run import CONFIG_FILE, run_benchmark
+
+__all__ = [
+    "ATTACKS", "ATTACK_PATTERNS", "BASELINES", "CONFIG_FILE", "OPTIONAL_ATTACKS", "ExperimentConfig",
+    "check_attack_name", "results_markdown", "run_benchmark",
+]

@@ -1,0 +1,130 @@
+"""The benchmark's grid and settings: its rows (schemes), its columns (attacks, their families and chains) and
+[`ExperimentConfig`]."""
+
+import re
+import warnings
+from dataclasses import asdict, dataclass, field
+
+from ..attacks.queries import QUERY_SOURCES
+
+ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
+# Columns a config may add to the default grid (the demo's time budget leaves them out). Families of names follow
+# `ATTACK_PATTERNS`, and `a+b+c` chains attacks (each applied to the previous one's result) as one column.
+OPTIONAL_ATTACKS = (
+    "finetune_ls_0.1", "fineprune_50", "noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1",
+    "extract_data_1k", "extract_data_10k", "extract_data_30k", "extract_data_10k_labels", "extract_digits_10k",
+    "extract_strokes_10k", "extract_mixup_10k", "extract_noise_10k", "distill_T4_vit", "distill_T4_convnext",
+    "ensemble_2", "ensemble_3", "overwrite", "prune_50+finetune_FTAL+distill_T4",
+)
+# extract_<source>_<budget in thousands>k[_<what the teacher exposes>], distill_T4_<student architecture>,
+# ensemble_<models averaged>
+EXTRACTION_OUTPUTS = {"logits": "logits", "topk": "top_k", "labels": "label"}
+ATTACK_PATTERNS = (
+    re.compile(rf"extract_({'|'.join(QUERY_SOURCES)})_(\d+)k(?:_({'|'.join(EXTRACTION_OUTPUTS)}))?"),
+    re.compile(r"distill_T(\d+(?:\.\d+)?)_(resnet|convnext|vit)"),
+    re.compile(r"ensemble_([23])"),
+)
+
+
+def check_attack_name(name: str) -> None:
+    """Raises a `ValueError` naming the fix unless `name` is a column of the grid: a known attack, a name of one of
+    the families of `ATTACK_PATTERNS`, or a chain `a+b+...` of those."""
+    for part in name.split("+"):
+        if part in ATTACKS or part in OPTIONAL_ATTACKS or any(p.fullmatch(part) for p in ATTACK_PATTERNS):
+            if part.startswith("extract_") and int(part.split("_")[2][:-1]) < 1:
+                raise ValueError(f"Attack {part!r}: the query budget must be at least 1k.")
+            continue
+        raise ValueError(
+            f"Unknown attack {part!r}; choose among {list(ATTACKS + OPTIONAL_ATTACKS)}, or extract_<source>_<N>k"
+            f"[_logits|_topk|_labels] with a source of {list(QUERY_SOURCES)}, distill_T<T>_<resnet|convnext|vit>, "
+            "ensemble_<2|3>, and chain them with '+'."
+        )
+BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
+# Fields that choose which cells exist, not what a cell computes: a resumed run may change them.
+GRID_FIELDS = ("schemes", "attacks")
+
+
+@dataclass
+class ExperimentConfig:
+    r"""
+    Scale and settings of a benchmark run. Every field is a flag of `hf-ingrain benchmark` and a key of its
+    `--config` YAML file.
+
+    Args:
+        dataset (`str`): `"mnist-5k"` (embedded), a Hub id or a local folder, as for `load_image_dataset`.
+        seed (`int`): seed of the splits, the keys and the models.
+        max_examples (`int`, *optional*): keep at most this many examples per source split.
+        epochs (`int`): training epochs of every watermarked model.
+        attack_epochs (`int`): epochs of each distillation attack.
+        finetune_epochs (`int`): epochs of the fine-tuning attack.
+        batch_size (`int`), learning_rate (`float`): optimisation of every model.
+        hidden_channels (`list[int]`), hidden_size (`int`): size of the SmallCNN of the owner (and of same-architecture
+            students); the small students halve both.
+        num_carriers (`int`), ingrainer_steps (`int`), num_reference_keys (`int`): the ingrain key (its reference
+            ingrainers serve the key-draw test of `verify`).
+        ingrain_lambdas (`list[float]`): λ values of ingrain, one model each.
+        ingrain_temperature (`float`): the ingrain temperature `T`.
+        schemes (`list[str]`): baselines to include (default all).
+        attacks (`list[str]`): attacks to run (default all).
+        verify_alpha (`float`): significance level of every test.
+        temperature (`float`, *optional*): deprecated name of `ingrain_temperature`.
+        alpha (`float`, *optional*): deprecated name of `verify_alpha`.
+    """
+
+    dataset: str = field(default="mnist-5k", metadata={"help": "mnist-5k (embedded), a Hub id or a local folder."})
+    seed: int = field(default=0, metadata={"help": "Seed of the splits, the keys and the models."})
+    max_examples: int | None = field(default=None, metadata={"help": "At most this many examples per source split."})
+    epochs: int = field(default=15, metadata={"help": "Training epochs of every watermarked model."})
+    attack_epochs: int = field(default=8, metadata={"help": "Epochs of each distillation attack."})
+    finetune_epochs: int = field(default=3, metadata={"help": "Epochs of the fine-tuning attack."})
+    batch_size: int = field(default=64, metadata={"help": "Batch size of every model."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of every model."})
+    hidden_channels: list[int] = field(default_factory=lambda: [16, 32], metadata={"help": "SmallCNN channels."})
+    hidden_size: int = field(default=64, metadata={"help": "SmallCNN hidden layer width."})
+    num_carriers: int = field(default=100, metadata={"help": "Carriers of the ingrain key."})
+    ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of the ingrainer."})
+    num_reference_keys: int = field(default=16, metadata={"help": "Reference ingrainers of the ingrain key."})
+    ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
+    ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})
+    schemes: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"Of {list(BASELINES)}."})
+    attacks: list[str] = field(
+        default_factory=lambda: list(ATTACKS),
+        metadata={"help": f"Of {list(ATTACKS + OPTIONAL_ATTACKS)}, or chains 'a+b' of them (see ATTACK_PATTERNS)."},
+    )
+    verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of every test."})
+    temperature: float | None = field(default=None, metadata={"help": "Deprecated: use --ingrain_temperature."})
+    alpha: float | None = field(default=None, metadata={"help": "Deprecated: use --verify_alpha."})
+
+    def __post_init__(self):
+        for old, new in (("temperature", "ingrain_temperature"), ("alpha", "verify_alpha")):
+            if getattr(self, old) is not None:
+                warnings.warn(f"ExperimentConfig `{old}` is deprecated: use `{new}`.", FutureWarning, stacklevel=3)
+                setattr(self, new, getattr(self, old))
+                setattr(self, old, None)
+        unknown = sorted(set(self.schemes) - set(BASELINES))
+        if unknown:
+            raise ValueError(f"Unknown schemes {unknown}; choose among {list(BASELINES)}.")
+        for attack in self.attacks:
+            check_attack_name(attack)
+        if min(self.epochs, self.attack_epochs, self.finetune_epochs, self.batch_size) < 1:
+            raise ValueError("epochs, attack_epochs, finetune_epochs and batch_size must all be >= 1.")
+        if any(value < 0 for value in self.ingrain_lambdas):
+            raise ValueError(f"`ingrain_lambdas` must be >= 0, got {self.ingrain_lambdas}.")
+        if not 0 < self.verify_alpha < 1:
+            raise ValueError(f"`verify_alpha` must be in (0, 1), got {self.verify_alpha}.")
+
+    @classmethod
+    def from_yaml(cls, path: str, **overrides) -> "ExperimentConfig":
+        """The config of a YAML file (keys are field names), with `overrides` (those not `None`) on top."""
+        from ..scripts import IngrainParser
+
+        parser = IngrainParser([cls])
+        parser.set_defaults_from_yaml(path)
+        flags = [item for name, value in overrides.items() if value is not None for item in (f"--{name}", str(value))]
+        return parser.parse_args_and_config(flags)[0]
+
+    def cell_fields(self) -> dict:
+        """What every cell's result depends on: all fields but the grid's rows and columns (`GRID_FIELDS`)."""
+        return {k: v for k, v in asdict(self).items() if k not in GRID_FIELDS + ("temperature", "alpha")}
+
+

@@ -23,7 +23,14 @@ What the suspect must expose: its top class and its runner-up, nothing else. Log
 not change the ranking) and top-k scores with `k >= 2` (what a `transformers` pipeline returns: the runner-up is the
 second of the `k`) therefore give the same test; `verify()` detects which one a callable returns (`scores="auto"`),
 or can be told (`scores="top_k", top_k=2` also simulates a top-2 API on a full model). A suspect that returns labels
-only has no runner-up: only the carriers protocol applies to it.
+only has no runner-up: the label-only protocols read a runner-up-like class from its labels (below).
+
+## The label-only protocols
+`"ingrain_labels"` sends each benign input clean, then occluded step by step until the suspect's label changes, and
+compares that first other label with the key's choice; on labelled data, where the suspect errs, it compares the
+wrong label with the key's choice among the classes other than the true one. `"ingrain_errors"` is that error route
+alone (one query per input). Both use the same null rate and key-draw test; `max_queries` caps what the suspect is
+sent. See [`hf_ingrain.label_only`].
 
 ## The null rate, and the key-draw test
 The statistics of the ingrain protocol, and the argument why they bound what a model not derived from the key can
@@ -54,7 +61,8 @@ from .suspects import collect_scores, inference_copy, resolve_model, restrict_sc
 
 logger = logging.getLogger(__name__)
 
-PROTOCOLS = ("ingrain", "carriers")
+LABEL_PROTOCOLS = ("ingrain_labels", "ingrain_errors")
+PROTOCOLS = ("ingrain",) + LABEL_PROTOCOLS + ("carriers",)
 DEFAULT_ALPHA = 1e-6
 
 
@@ -140,6 +148,8 @@ def verify(
     top_k: int | None = None,
     committed_digest: str | None = None,
     processor=None,
+    max_queries: int | None = None,
+    ladder: str = "occlusion",
     **columns,
 ) -> VerificationResult:
     r"""
@@ -158,7 +168,9 @@ def verify(
             `attention_mask`; `labels` or `label` optional), a data set with a transform that makes them
             (`set_transform`), or raw images or texts with `processor` (see `hf_ingrain.model_inputs`).
         protocol (`str`, *optional*, defaults to `"ingrain"`):
-            `"ingrain"` (runner-up agreement on benign data) or `"carriers"` (accuracy on the key's carriers).
+            `"ingrain"` (runner-up agreement on benign data), `"ingrain_labels"` (labels only: the first other
+            label along a degradation ladder, and the wrong labels on labelled data), `"ingrain_errors"` (labels
+            only: the wrong labels on labelled data) or `"carriers"` (accuracy on the key's carriers).
         alpha (`float`, *optional*, defaults to 1e-6):
             Significance level: the largest probability of verifying a model not derived from the key.
             `verified = p_value <= alpha`.
@@ -176,6 +188,10 @@ def verify(
             one recorded in the key by [`~WatermarkKey.commit_queries`]. The result says whether `dataset` is it.
         processor (*optional*):
             The model's image processor or tokenizer, for a data set of raw images or texts.
+        max_queries (`int`, *optional*):
+            Label-only protocols: the most queries sent to the suspect (each rung of a ladder is one).
+        ladder (`str`, *optional*, defaults to `"occlusion"`):
+            `"ingrain_labels"`: the degradation, one of `hf_ingrain.label_only.LADDERS`.
         **columns:
             `image_column`, `text_column`, `label_column`, `max_length`: the raw data's columns (found by name when
             not given) and the padded text length (see [`~hf_ingrain.model_inputs.prepare_dataset`]).
@@ -205,6 +221,8 @@ def verify(
         return key.verify(model, alpha=alpha, batch_size=batch_size, scores=scores, top_k=top_k)
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
+    if protocol in LABEL_PROTOCOLS and key.modality != "image":
+        raise ValueError(f"The label-only protocols degrade images; this key is for {key.modality} models.")
     restrict_scores(torch.zeros(1, 3), scores, top_k)  # checks `scores` and `top_k` before any query
     model = resolve_model(model)
     check_model_modality(model, key)
@@ -212,6 +230,8 @@ def verify(
         dataset = prepare_dataset(dataset, key, processor, **columns)
     if protocol == "carriers":
         return _verify_carriers(model, key, alpha, batch_size, scores, top_k)
+    if protocol in LABEL_PROTOCOLS:
+        return _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_queries, ladder, committed_digest)
     queries = ingrain_queries(model, key, dataset, batch_size, show_progress, scores, top_k)
     agreements = queries["runner_up"] == queries["ingrainer_choice"]
     details = {
@@ -224,8 +244,14 @@ def verify(
     result = VerificationResult.from_counts(
         int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details
     )
-    key_draw_p, key_draw = key_draw_p_value(result.agreement, queries["reference_agreements"], result.num_queries)
-    details["p_value_binomial"], details["key_draw"] = result.p_value, key_draw
+    return _with_key_draw_and_queries(result, queries["reference_agreements"], queries["query_set"], key,
+                                      committed_digest)
+
+
+def _with_key_draw_and_queries(result, reference_agreements, query_set, key, committed_digest):
+    """Adds the key-draw test (the p-value becomes the larger of the two) and the query set's digest to `result`."""
+    key_draw_p, key_draw = key_draw_p_value(result.agreement, reference_agreements, result.num_queries)
+    result.details["p_value_binomial"], result.details["key_draw"] = result.p_value, key_draw
     if key_draw_p is None:
         logger.warning(
             "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
@@ -234,12 +260,43 @@ def verify(
         )
     else:
         result.p_value = max(result.p_value, key_draw_p)
-        result.verified = result.p_value <= alpha
-    query_set = queries["query_set"]
+        result.verified = result.p_value <= result.alpha
     committed = committed_digest if committed_digest is not None else (key.committed_queries or {}).get("digest")
     result.query_digest, result.num_duplicates = query_set.digest, query_set.num_duplicates
     result.committed_queries = None if committed is None else committed == query_set.digest
     return result
+
+
+def _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_queries, ladder, committed_digest):
+    from .label_only import LADDERS, label_only_queries
+
+    if ladder not in LADDERS:
+        raise ValueError(f"Unknown ladder {ladder!r}; choose one of {LADDERS}.")
+    if max_queries is not None and max_queries < 1:
+        raise ValueError(f"`max_queries` must be >= 1 (queries sent to the suspect), got {max_queries}.")
+    if dataset is None:
+        raise ValueError(f"The {protocol!r} protocol needs benign queries: pass `dataset=` (e.g. your test split).")
+    if key.ingrainer is None:
+        raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
+    query_set = read_queries(key, dataset)  # before any query: bad inputs fail now, duplicates are dropped
+    dataset = query_set.deduplicated(dataset)
+    routes = ("ladder", "errors") if protocol == "ingrain_labels" else ("errors",)
+    if routes == ("errors",) and "labels" not in dataset.column_names:
+        raise ValueError(
+            "The 'ingrain_errors' protocol compares the suspect's wrong labels with the key: the queries need a "
+            "`labels` column."
+        )
+    queries = label_only_queries(model, key, dataset, routes, ladder, max_queries=max_queries, batch_size=batch_size)
+    agreements = queries["estimate"] == queries["choice"]
+    details = {name: queries[name] for name in ("null_rate_terms", "queries_sent", "inputs_used", "unanswered")}
+    details.update(
+        ladder=ladder if "ladder" in routes else None, scores="labels",
+        compared_by_route={"ladder": int((queries["route"] == 0).sum()), "errors": int((queries["route"] == 1).sum())},
+    )
+    result = VerificationResult.from_counts(
+        int(agreements.sum()), len(agreements), queries["null_rate"], alpha, protocol, details
+    )
+    return _with_key_draw_and_queries(result, queries["reference_agreements"], query_set, key, committed_digest)
 
 
 def ingrain_queries(

@@ -27,6 +27,9 @@ PROTOCOLS = {
     "ingrain, top-2": dict(scores="top_k", top_k=2),
     "carriers": dict(protocol="carriers"),
     "carriers, labels only": dict(protocol="carriers", scores="labels"),
+    "labels, occlusion": dict(protocol="ingrain_labels"),
+    "labels, noise": dict(protocol="ingrain_labels", ladder="noise"),
+    "labels, errors": dict(protocol="ingrain_errors"),
 }
 
 
@@ -58,7 +61,9 @@ def test_independent_models_never_verify_under_any_protocol(setting):
     assert not calibration.any_verified and calibration.max_excess < 0
     # the owner's ingrained model verifies on the same queries: the test can say "verified"
     positive = run(ingrained, key, test)
-    print(f"{'ingrained':<16} {accuracy(ingrained, test):>8.3f}  {positive.p_value:>21.3g}")
+    label_only = {name: run(ingrained, key, test, **kwargs) for name, kwargs in PROTOCOLS.items() if "labels," in name}
+    print(f"{'ingrained':<16} {accuracy(ingrained, test):>8.3f}  {positive.p_value:>21.3g}  (labels only: "
+          + ", ".join(f"{name} {r.p_value:.3g}" for name, r in label_only.items()) + ")")
     assert positive.verified and positive.p_value < DEFAULT_ALPHA
 
 

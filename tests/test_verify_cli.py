@@ -91,3 +91,18 @@ def test_a_local_model_is_loaded_once(folders, capsys, monkeypatch):
     assert loads == [folders["watermarked"]]  # checked before the data is loaded, then verified: one load
     assert main(["verify", folders["watermarked"], "--key", folders["key"], "--revision", "main"]) == 2
     assert "Hub ids only" in capsys.readouterr().err
+
+
+def test_label_only_protocols_from_the_command_line(folders, capsys):
+    # The "watermarked" model is the ingrainer itself: the label it falls back to when occluded is, far more often
+    # than for an independent model, the class the key chose.
+    args = ["--key", folders["key"], "--protocol", "ingrain_labels", "--max-queries", "2000"]
+    assert main(["verify", folders["watermarked"], *args]) == 0
+    out = capsys.readouterr().out
+    assert "protocol      ingrain_labels" in out and "queries for" in out and "over" in out
+    assert main(["verify", folders["independent"], *args, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["details"]["queries_sent"] <= 2000 and report["details"]["ladder"] == "occlusion"
+    assert main(["verify", folders["watermarked"], "--key", folders["key"], "--protocol", "ingrain_labels",
+                 "--max-queries", "0"]) == 2
+    assert "--max-queries must be >= 1" in capsys.readouterr().err

@@ -12,6 +12,7 @@ EXIT_VERIFIED, EXIT_NOT_VERIFIED = 0, 1
 
 
 def add_parser(subparsers) -> None:
+    from ..label_only import LADDERS
     from ..verification import DEFAULT_ALPHA, PROTOCOLS
 
     parser = subparsers.add_parser(
@@ -52,7 +53,19 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--data-seed", type=int, default=0, help="Seed of the split assignment of --data (default: 0)."
     )
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="ingrain", help="Test to run (default: ingrain).")
+    parser.add_argument(
+        "--protocol", choices=PROTOCOLS, default="ingrain",
+        help="Test to run (default: ingrain). ingrain_labels and ingrain_errors read only the suspect's top label: "
+        "for an endpoint that answers with labels alone.",
+    )
+    parser.add_argument(
+        "--max-queries", type=int, default=None,
+        help="Label-only protocols: the most queries sent to the suspect (each rung of the ladder counts).",
+    )
+    parser.add_argument(
+        "--ladder", choices=LADDERS, default="occlusion",
+        help="ingrain_labels: how each input is degraded until the label changes (default: occlusion).",
+    )
     parser.add_argument(
         "--alpha",
         type=float,
@@ -105,7 +118,7 @@ def run(args) -> int:
     from ..keys import WatermarkKey
     from ..model_inputs import check_model_modality, load_data, load_processor, prepare_dataset
     from ..suspects import is_hub_id, load_model
-    from ..verification import verify
+    from ..verification import LABEL_PROTOCOLS, verify
     from ..watermarks import load_key
 
     transformers_logging.disable_progress_bar()  # the summary (or the JSON) is the whole output
@@ -122,7 +135,9 @@ def run(args) -> int:
     model = None if hub else load_model(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
     if model is not None and isinstance(key, WatermarkKey):
         check_model_modality(model, key)
-    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol == "ingrain"
+    if args.max_queries is not None and args.max_queries < 1:
+        raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}.")
+    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in LABEL_PROTOCOLS + ("ingrain",)
     processor = load_processor(args.processor or ("" if hub else args.model))
     if args.processor is not None and processor is None:
         raise ValueError(f"--processor {args.processor}: no image processor or tokenizer files there.")
@@ -136,6 +151,8 @@ def run(args) -> int:
     else:
         dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
     options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k, **columns)
+    if args.protocol in LABEL_PROTOCOLS:
+        options.update(max_queries=args.max_queries, ladder=args.ladder)
     if hub:
         result = verify_from_hub(
             args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,
@@ -178,7 +195,15 @@ def summary(report: dict) -> str:
     ]
     details = report.get("details") or {}
     for name, value in (details.get("null_rate_terms") or {}).items():
-        lines.append(f"    {name:<14}{value:.3f}")
+        if isinstance(value, dict):  # a label-only route: its own null rate over the inputs it compared
+            lines.append(f"    {name:<14}{value['null_rate']:.3f} over {value['num_compared']} compared inputs")
+        else:
+            lines.append(f"    {name:<14}{value:.3f}")
+    if "queries_sent" in details:
+        lines.append(
+            f"  sent          {details['queries_sent']} queries for {details['inputs_used']} inputs "
+            f"({details['unanswered']} whose label never changed)"
+        )
     key_draw = details.get("key_draw") or {}
     if "t" in key_draw:
         key_draw_p = format_p_value(key_draw["p_value"], relation=False)

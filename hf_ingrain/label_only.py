@@ -1,0 +1,187 @@
+r"""
+Verification through labels alone: what a suspect's top-1 answers reveal of the class it ranks second.
+
+The ingrain protocol compares the suspect's runner-up class with the key's choice, so it needs two scores per query.
+A deployed endpoint often answers with a label only. Two routes recover a runner-up-like class from labels:
+
+- **The degradation ladder** (`protocol="ingrain_labels"`). Each benign input `x` is sent clean, then degraded step by
+  step (a rung of the ladder per query) until the suspect's label changes: the first label other than the clean answer
+  `a(x)` is the class the suspect falls back to, compared with the key's choice `s(x)` (the ingrainer's best class
+  other than `a(x)`), exactly as the runner-up is in the ingrain protocol. The default ladder occludes a growing
+  central square with the background colour: measured on the embedded sample, the first label after occlusion agreed
+  with the key's choice more often than the runner-up itself did (0.34 against 0.31 for the ingrained model, 0.32 for
+  its student at T = 4, 0.22 for a hard-label student; 0.10 and 0.13 for two independent models). Additive noise,
+  blur and blending towards grey are there to compare (`ladder=`); they were measured at 0.16 to 0.18 for the same
+  ingrained model, since they push every input towards the few classes noise looks like.
+- **The error route** (`protocol="ingrain_errors"`; also part of `"ingrain_labels"` on labelled data). Where the
+  suspect errs on labelled benign data, its wrong label is compared with the key's choice among the classes other
+  than the true label. A model trained with the ingrain term, and a student that learned its labels, errs towards the
+  key's choices: measured 0.43 (ingrained), 0.40 (student), 0.32 (hard-label student) against 0.14 and 0.17 for
+  independent models, one query per input; but only the inputs it gets wrong count.
+
+Every input costs what the suspect is sent: one query for the clean answer, one per rung tried. The budget
+`max_queries` is never exceeded; inputs whose ladder never changes the label cost their queries and count nothing.
+
+The statistics are the ingrain protocol's ([`hf_ingrain.statistics`]): the agreements are compared with the null
+rate's terms on the inputs compared (by top class: "the fallback class is a fixed class for each answer"; by label),
+and with the suspect's agreements with the key's reference ingrainers (the key-draw test). Under the null hypothesis
+the suspect does not depend on the key, and the ladder is fixed by the protocol before any suspect is seen, so the
+class it reveals is as independent of the key as a runner-up is. When both routes are pooled, each comparison has its
+own null rate; the binomial test uses their mean, which bounds the tail of the pooled count (a sum of independent
+Bernoulli variables with different rates is more concentrated than the binomial at their mean rate: Hoeffding 1956).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from .losses import runner_up
+from .queries import TensorQueries
+from .statistics import ingrain_null_rate
+from .suspects import collect_scores, inference_copy
+
+LADDERS = ("occlusion", "noise", "blur", "blend")
+DEFAULT_RUNGS = 12
+
+
+def degrade(pixels: torch.Tensor, ladder: str, level: float, low: torch.Tensor, high: torch.Tensor, noise=None):
+    r"""
+    `pixels` `(N, C, H, W)` degraded at `level` in (0, 1] (1: the strongest rung); `low` and `high` are each channel's
+    black and white in the model's input space.
+
+    - `"occlusion"`: a central square covering `level` of each side, filled with black.
+    - `"noise"`: additive Gaussian noise of standard deviation `level` x the range; `noise` (standard normal, the
+      shape of `pixels`) fixes its pattern, so that every rung of one input lies on one line towards one direction.
+    - `"blur"`: a Gaussian blur of standard deviation `4 * level` pixels.
+    - `"blend"`: `(1 - level) * x + level * grey`, grey the middle of the range.
+    """
+    _, channels, height, width = pixels.shape
+    low, high = (v.view(1, channels, 1, 1).to(pixels) for v in (low, high))
+    if ladder == "occlusion":
+        out = pixels.clone()
+        h, w = max(1, round(level * height)), max(1, round(level * width))
+        top, left = (height - h) // 2, (width - w) // 2
+        out[:, :, top : top + h, left : left + w] = low
+        return out
+    if ladder == "noise":
+        noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(0)) if noise is None else noise
+        return pixels + level * (high - low) * noise.to(pixels)
+    if ladder == "blend":
+        return (1 - level) * pixels + level * (low + high) / 2
+    sigma = 4.0 * level
+    radius = max(1, int(round(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
+    kernel = (kernel / kernel.sum()).to(pixels)
+    out = F.conv2d(F.pad(pixels, (radius, radius, 0, 0), mode="replicate"),
+                   kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"),
+                    kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def channel_ranges(key) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each channel's black and white in the key's input space (after the model's preprocessing)."""
+    ranges = (key.preprocessing or {}).get("channel_ranges")
+    if not ranges:
+        ranges = [list(key.value_range)] * key.input_shape[0]
+    ranges = torch.tensor(ranges, dtype=torch.float32)
+    return ranges[:, 0], ranges[:, 1]
+
+
+def _labels(model, pixels: torch.Tensor, key, batch_size: int) -> torch.Tensor:
+    columns = None if isinstance(model, torch.nn.Module) else [key.input_name]
+    scores, _ = collect_scores(model, TensorQueries({key.input_name: pixels}), columns, batch_size,
+                               num_labels=key.num_labels)
+    return scores.argmax(-1)
+
+
+def label_only_queries(
+    model,
+    key,
+    dataset,
+    routes: tuple[str, ...] = ("ladder", "errors"),
+    ladder: str = "occlusion",
+    num_rungs: int = DEFAULT_RUNGS,
+    max_queries: int | None = None,
+    batch_size: int = 256,
+) -> dict:
+    r"""
+    The per-input comparisons of the label-only protocols (see the module docstring).
+
+    Args:
+        model: the suspect; only its top-1 label is read.
+        key ([`WatermarkKey`]): an image key with a trained ingrainer.
+        dataset (`TensorQueries` or `datasets.Dataset`): the benign queries (`pixel_values`, and `labels` for the
+            error route), already read and deduplicated by [`~hf_ingrain.queries.read_queries`].
+        routes (`tuple[str, ...]`): `"ladder"` and/or `"errors"`.
+        ladder (`str`): one of `LADDERS`.
+        num_rungs (`int`): rungs of the ladder, levels `1/num_rungs, 2/num_rungs, ..., 1`.
+        max_queries (`int`, *optional*): the most queries to send the suspect (default: no limit).
+        batch_size (`int`): inputs per call.
+
+    Returns:
+        `dict`: `estimate` (the suspect's revealed class per compared input), `choice` (the key's), `route` (0 ladder,
+        1 error), `reference_agreements`, `null_rate` and `null_rate_terms` (per route), `queries_sent`,
+        `inputs_used`, `unanswered` (inputs whose ladder never changed the label).
+    """
+    pixels = dataset[:]["pixel_values"] if not isinstance(dataset, TensorQueries) else dataset.tensors["pixel_values"]
+    labels = dataset[:].get("labels") if not isinstance(dataset, TensorQueries) else dataset.tensors.get("labels")
+    if "errors" in routes and "ladder" not in routes and labels is None:
+        raise ValueError("The error route compares the suspect's wrong labels with the key: the queries need labels.")
+    low, high = channel_ranges(key)
+    levels = [(rung + 1) / num_rungs for rung in range(num_rungs)]
+    budget = max_queries if max_queries is not None else float("inf")
+    sent, used = 0, 0
+    index, estimate, route, excluded = [], [], [], []
+    unanswered = 0
+    cost = 1 + (num_rungs if "ladder" in routes else 0)  # the most one input can cost
+    while used < len(pixels) and sent < budget:
+        size = int(min(batch_size, len(pixels) - used, (budget - sent) // cost if budget != float("inf") else batch_size))
+        if size < 1:
+            break
+        batch = pixels[used : used + size].float()
+        clean = _labels(model, batch, key, batch_size)
+        sent += size
+        wrong = torch.zeros(size, dtype=torch.bool)
+        if labels is not None and "errors" in routes:
+            truth = torch.as_tensor(labels[used : used + size])
+            wrong = clean != truth
+            for i in wrong.nonzero().flatten().tolist():
+                index.append(used + i), estimate.append(int(clean[i])), route.append(1), excluded.append(int(truth[i]))
+        if "ladder" in routes:
+            found = torch.full((size,), -1)
+            pending = (~wrong).nonzero().flatten()
+            direction = torch.randn(batch.shape, generator=torch.Generator().manual_seed(used))  # for "noise"
+            for rung, level in enumerate(levels):
+                if len(pending) == 0:
+                    break
+                answers = _labels(model, degrade(batch[pending], ladder, level, low, high, direction[pending]), key, batch_size)
+                sent += len(pending)
+                changed = answers != clean[pending]
+                found[pending[changed]] = answers[changed]
+                pending = pending[~changed]
+            unanswered += len(pending)
+            for i in (found >= 0).nonzero().flatten().tolist():
+                index.append(used + i), estimate.append(int(found[i])), route.append(0), excluded.append(int(clean[i]))
+        used += size
+    index, estimate, route, excluded = (torch.tensor(v, dtype=torch.long) for v in (index, estimate, route, excluded))
+    compared = TensorQueries({"pixel_values": pixels[index].float()})
+    ingrainer_scores, _ = collect_scores(inference_copy(key.ingrainer), compared, batch_size=batch_size)
+    choice = runner_up(ingrainer_scores, excluded) if len(index) else excluded
+    reference_agreements = []
+    for reference in getattr(key, "reference_ingrainers", []):
+        scores, _ = collect_scores(inference_copy(reference), compared, batch_size=batch_size)
+        reference_agreements.append((runner_up(scores, excluded) == estimate).float().mean().item() if len(index) else 0.0)
+    null_rates, terms = [], {}
+    for code, name in ((0, "ladder"), (1, "errors")):
+        mask = route == code
+        if mask.any():
+            rate, route_terms = ingrain_null_rate(ingrainer_scores[mask], excluded[mask],
+                                                  None if labels is None else torch.as_tensor(labels)[index[mask]])
+            terms[name] = {**route_terms, "null_rate": rate, "num_compared": int(mask.sum())}
+            null_rates.append(rate * int(mask.sum()))
+    null_rate = sum(null_rates) / len(index) if len(index) else 1.0
+    return {
+        "estimate": estimate, "choice": choice, "route": route, "reference_agreements": reference_agreements,
+        "null_rate": null_rate, "null_rate_terms": terms, "queries_sent": int(sent), "inputs_used": int(used),
+        "unanswered": int(unanswered),
+    }

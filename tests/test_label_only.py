@@ -1,0 +1,74 @@
+"""Verification through labels alone (`protocol="ingrain_labels"` and `"ingrain_errors"`, `hf_ingrain.label_only`):
+what is sent, what is counted, and what is refused. Their false-positive check on ten independent models is in
+`test_false_positives.py`."""
+
+import pytest
+import torch
+from conftest import NUM_LABELS, local_tokenizer, tiny_bert, tiny_cnn
+
+from hf_ingrain import WatermarkKey, verify
+from hf_ingrain.label_only import degrade
+
+
+class LabelEndpoint:
+    """A deployed model that answers with labels only, and counts the images it was sent."""
+
+    def __init__(self, model):
+        self.model, self.sent = model.eval(), 0
+
+    def __call__(self, batch):
+        self.sent += len(batch["pixel_values"])
+        with torch.no_grad():
+            return self.model(pixel_values=batch["pixel_values"]).logits.argmax(-1)
+
+
+def test_the_ladders_degrade_within_the_models_range():
+    pixels = torch.rand((2, 3, 28, 28), generator=torch.Generator().manual_seed(0))
+    low, high = torch.tensor([-1.0, -2.0, 0.0]), torch.tensor([1.0, 2.0, 1.0])
+    occluded = degrade(pixels, "occlusion", 0.5, low, high)
+    assert torch.equal(occluded[:, :, 7:21, 7:21], low.view(1, 3, 1, 1).expand(2, 3, 14, 14))  # the central half
+    assert torch.equal(occluded[:, :, :7], pixels[:, :, :7])  # the rest untouched
+    assert torch.equal(degrade(pixels, "blend", 1.0, low, high), ((low + high) / 2).view(1, 3, 1, 1).expand(2, 3, 28, 28))
+    pattern = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(1))
+    noisy = degrade(pixels, "noise", 0.25, low, high, pattern)
+    assert torch.allclose(noisy - pixels, 0.25 * (high - low).view(1, 3, 1, 1) * pattern, atol=1e-6)  # one line per input
+    blurred = degrade(pixels, "blur", 0.5, low, high)
+    assert blurred.std() < pixels.std() and abs(blurred.mean() - pixels.mean()) < 0.01
+
+
+def test_a_label_only_endpoint_is_verified_within_its_query_budget(small_key, embedded_splits):
+    test = embedded_splits["test"]
+    endpoint = LabelEndpoint(tiny_cnn(seed=3))
+    with pytest.raises(ValueError, match="only its top class"):  # the runner-up test cannot read labels
+        verify(endpoint, small_key, test)
+    endpoint.sent = 0
+    result = verify(endpoint, small_key, test, protocol="ingrain_labels", max_queries=700)
+    details = result.details
+    assert endpoint.sent == details["queries_sent"] <= 700  # what the suspect was sent, each rung a query
+    assert details["inputs_used"] < len(test) and details["scores"] == "labels"
+    routes = details["compared_by_route"]
+    assert result.num_queries == routes["ladder"] + routes["errors"] == details["inputs_used"] - details["unanswered"]
+    assert result.protocol == "ingrain_labels" and 0 <= result.agreement <= 1 and result.null_rate >= 1 / 9
+    assert set(details["null_rate_terms"]) <= {"ladder", "errors"}
+    # the error route alone: one query per input, only the inputs it gets wrong are compared
+    endpoint.sent = 0
+    errors = verify(endpoint, small_key, test, protocol="ingrain_errors")
+    assert endpoint.sent == len(test) and errors.details["compared_by_route"]["ladder"] == 0
+    assert errors.num_queries == errors.details["compared_by_route"]["errors"] > 0  # an untrained model errs a lot
+
+
+def test_label_only_protocols_refuse_what_they_cannot_do_before_any_query(small_key, embedded_splits):
+    test = embedded_splits["test"]
+    endpoint = LabelEndpoint(tiny_cnn(seed=3))
+    with pytest.raises(ValueError, match="Unknown ladder 'pixelate'"):
+        verify(endpoint, small_key, test, protocol="ingrain_labels", ladder="pixelate")
+    with pytest.raises(ValueError, match="max_queries"):
+        verify(endpoint, small_key, test, protocol="ingrain_labels", max_queries=0)
+    with pytest.raises(ValueError, match="need a `labels` column"):
+        verify(endpoint, small_key, test.remove_columns("labels"), protocol="ingrain_errors")
+    tokenizer = local_tokenizer()
+    text_key = WatermarkKey.generate_for(tiny_bert(vocab_size=tokenizer.vocab_size), tokenizer, num_carriers=5, seed=0)
+    with pytest.raises(ValueError, match="degrade images"):
+        verify(tiny_bert(vocab_size=tokenizer.vocab_size), text_key, test, protocol="ingrain_labels")
+    assert endpoint.sent == 0
+    assert NUM_LABELS == small_key.num_labels

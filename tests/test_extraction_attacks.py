@@ -5,7 +5,7 @@ import tempfile
 
 import pytest
 import torch
-from conftest import NUM_LABELS, tiny_cnn, tiny_resnet, training_args
+from conftest import NUM_LABELS, tiny_cnn, tiny_resnet
 from transformers import Trainer, TrainingArguments
 
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
@@ -17,16 +17,6 @@ from hf_ingrain.suspects import collect_scores, load_model
 def _accuracy(model, dataset) -> float:
     scores, labels = collect_scores(model, dataset)
     return (scores.argmax(-1) == labels).float().mean().item()
-
-
-@pytest.fixture(scope="module")
-def mnist_teacher(embedded_splits, tmp_path_factory):
-    """A tiny CNN trained briefly on the owner split (~83% test accuracy, measured)."""
-    teacher = tiny_cnn(seed=0)
-    overrides = dict(max_steps=60, per_device_train_batch_size=64, learning_rate=1e-2)
-    args = TrainingArguments(**training_args(tmp_path_factory.mktemp("teacher"), **overrides))
-    Trainer(model=teacher, args=args, train_dataset=embedded_splits["owner"]).train()
-    return teacher.eval()
 
 
 # ------------------------------------------------------------------------------------------------ query sets

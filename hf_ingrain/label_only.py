@@ -8,16 +8,15 @@ A deployed endpoint often answers with a label only. Two routes recover a runner
   step (a rung of the ladder per query) until the suspect's label changes: the first label other than the clean answer
   `a(x)` is the class the suspect falls back to, compared with the key's choice `s(x)` (the ingrainer's best class
   other than `a(x)`), exactly as the runner-up is in the ingrain protocol. The default ladder occludes a growing
-  central square with the background colour: measured on the embedded sample, the first label after occlusion agreed
-  with the key's choice more often than the runner-up itself did (0.34 against 0.31 for the ingrained model, 0.32 for
-  its student at T = 4, 0.22 for a hard-label student; 0.10 and 0.13 for two independent models). Additive noise,
-  blur and blending towards grey are there to compare (`ladder=`); they were measured at 0.16 to 0.18 for the same
-  ingrained model, since they push every input towards the few classes noise looks like.
+  central square with black. Additive noise, blur and blending towards grey are there to compare (`ladder=`); noise
+  pushes every input towards the few classes noise looks like, and its first labels were measured to say little
+  (`recipes/label_only.py`; the README's table).
 - **The error route** (`protocol="ingrain_errors"`; also part of `"ingrain_labels"` on labelled data). Where the
   suspect errs on labelled benign data, its wrong label is compared with the key's choice among the classes other
-  than the true label. A model trained with the ingrain term, and a student that learned its labels, errs towards the
-  key's choices: measured 0.43 (ingrained), 0.40 (student), 0.32 (hard-label student) against 0.14 and 0.17 for
-  independent models, one query per input; but only the inputs it gets wrong count.
+  than the true label. A model trained with the ingrain term, and a student that learned its labels, errs towards
+  the key's choices (measured on the embedded sample: 0.40 for the ingrained model, 0.38 for its student, 0.30 for a
+  hard-label student, against 0.12 for independent models), one query per input; but only the inputs it gets wrong
+  count.
 
 Every input costs what the suspect is sent: one query for the clean answer, one per rung tried. The budget
 `max_queries` is never exceeded; inputs whose ladder never changes the label cost their queries and count nothing.

@@ -78,6 +78,7 @@ def test_an_optional_attack_adds_a_column_to_a_finished_run(finished_run, tmp_pa
     assert "noise_0.3" in (tmp_path / "results.md").read_text()
 
 
+@pytest.mark.slow  # ~15 s on an idle machine: a key for the thief, the thief's model, a ViT student
 def test_extraction_architectures_ensembles_overwriting_and_chains_are_columns(finished_run, tmp_path, monkeypatch):
     config = _copy_of(finished_run, tmp_path)
     new = ["extract_strokes_1k_labels", "distill_T4_vit", "ensemble_2", "overwrite", "prune_50+finetune_FTAL+distill_T4"]

@@ -321,6 +321,11 @@ def _extract(
     from ..attacks import ExtractionAttack
     from ..suspects import load_model
 
+    if distill.teacher_weight != 1.0 or distill.alpha is not None:
+        raise ValueError(
+            "`extract` learns from the target's answers alone (its queries have no labels): drop --teacher_weight, or "
+            "use `distill` on labelled data."
+        )
     others = [load_model(path) for path in extract.ensemble_with]
     data = _attacker_data(training)  # the images of `data` and `mixup`; the input shape for every source
     attack = ExtractionAttack(

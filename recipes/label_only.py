@@ -5,13 +5,20 @@ independent models, tested with the runner-up protocol and with the label-only p
     # the embedded 5,000 digits, about 6 minutes on 2 CPU cores (the README's table)
     python recipes/label_only.py --output_dir outputs/label_only
 
-    # full MNIST (a local parquet copy of ylecun/mnist), the budgets of the label-only issue
+    # full MNIST (a local parquet copy of ylecun/mnist), the budgets of the label-only issue (the README's table)
     python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
         --epochs 3 --budgets 1000 5000 10000 30000 --output_dir outputs/label_only_full
 
-The key (seed `--key_seed`) is spread over the owner split; the owner's model (small CNN) is trained on it with the
-ingrain term; the students learn that model's logits (T = 4) or its top-1 labels on the attacker split, which never
-overlaps the owner's; the independent models are plain small CNNs on either split. Each is verified on the test split
+    # the same at the issue's standard: three keys, students at T = 1 and 4, ten independent models (every third
+    # label-smoothed) and, for each key, the models ingrained with the other keys
+    python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
+        --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
+        --num_independent 10 --output_dir outputs/label_only_3keys
+
+Each key (seeds `--key_seeds`) is spread over the owner split; the owner's model (small CNN) is trained on it with the
+ingrain term; the students learn that model's logits (at each of `--student_temperatures`) or its top-1 labels on the
+attacker split, which never overlaps the owner's; the independent models are plain small CNNs on either split (every
+third with label smoothing 0.1), and for each key the models ingrained with the other keys are independent too. Each is verified on the test split
 (then the owner split, for budgets beyond it) with `protocol="ingrain"` (runner-up: 1 query per image) and, for each
 budget, `"ingrain_labels"` with the occlusion and noise ladders and `"ingrain_errors"`, each sending at most that
 many queries. Writes `label_only.json` (every result) and `label_only.md` (agreement vs null rate, p-value).
@@ -47,17 +54,21 @@ class LabelOnlyArguments:
     Arguments of `label_only.py`.
 
     Args:
-        key_seed (`int`): seed of the key. ingrainer_steps (`int`), num_reference_keys (`int`): its training.
-        epochs (`float`): epochs of every model and student. num_independent (`int`): independent models.
+        key_seeds (`list[int]`): seeds of the keys. ingrainer_steps (`int`), num_reference_keys (`int`): their training.
+        epochs (`float`): epochs of every model and student. student_temperatures (`list[float]`): the soft-label
+            students' temperatures. num_independent (`int`): independent models (every third label-smoothed).
         budgets (`list[int]`): the most queries each label-only test may send.
         output_dir (`str`): where the results go.
     """
 
-    key_seed: int = field(default=0, metadata={"help": "Seed of the key."})
+    key_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds of the keys."})
     ingrainer_steps: int = field(default=300, metadata={"help": "Training steps of each ingrainer."})
     num_reference_keys: int = field(default=6, metadata={"help": "Reference ingrainers (the key-draw test)."})
     epochs: float = field(default=6, metadata={"help": "Epochs of every model and student."})
-    num_independent: int = field(default=2, metadata={"help": "Independent models (plain small CNNs)."})
+    student_temperatures: list[float] = field(default_factory=lambda: [4.0], metadata={"help": "Soft students' T."})
+    num_independent: int = field(
+        default=2, metadata={"help": "Independent models (plain small CNNs, every third with label smoothing 0.1)."}
+    )
     budgets: list[int] = field(default_factory=lambda: [3_000, 10_000], metadata={"help": "Query budgets of the label tests."})
     output_dir: str = field(default="outputs/label_only", metadata={"help": "Where the results go."})
 
@@ -67,11 +78,11 @@ def _model(seed, shape):
     return build_classifier("small_cnn", num_labels=10, input_shape=shape, hidden_sizes=[8, 16], hidden_size=32)
 
 
-def _train(model, data, epochs, seed, ingrainer=None):
+def _train(model, data, epochs, seed, ingrainer=None, label_smoothing=0.0):
     with tempfile.TemporaryDirectory() as scratch:
         kwargs = dict(output_dir=scratch, num_train_epochs=epochs, per_device_train_batch_size=64, learning_rate=3e-3,
                       report_to="none", use_cpu=not torch.cuda.is_available(), save_strategy="no", disable_tqdm=True,
-                      logging_strategy="no", seed=seed)
+                      logging_strategy="no", seed=seed, label_smoothing_factor=label_smoothing)
         if ingrainer is None:
             Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=data).train()
         else:
@@ -83,32 +94,61 @@ def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
     splits = data_args.load_splits()
     owner, attacker = splits["owner"], splits["attacker"]
     shape = tuple(owner[0]["pixel_values"].shape)
-    key = WatermarkKey.generate(10, shape, 100, seed=args.key_seed)
-    key.train_ingrainer(benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys)
-    teacher = _train(_model(1, shape), owner, args.epochs, 1, key)
-    extraction = dict(queries="data", num_queries=len(attacker), images=attacker, num_train_epochs=args.epochs,
-                      learning_rate=3e-3, seed=3, student=_model(3, shape))
-    models = {"ingrained": teacher, "student, T = 4": ExtractionAttack(teacher, **extraction).run()}
-    extraction["student"] = _model(3, shape)
-    models["student, hard labels"] = ExtractionAttack(teacher, teacher_output="label", **extraction).run()
-    for index in range(args.num_independent):
-        models[f"independent {index}"] = _train(_model(10 + index, shape), (attacker, owner)[index % 2], args.epochs, 10 + index)
+    keys, teachers = {}, {}
+    for index, seed in enumerate(args.key_seeds):
+        keys[seed] = WatermarkKey.generate(10, shape, 100, seed=seed)
+        keys[seed].train_ingrainer(
+            benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys
+        )
+        teachers[seed] = _train(_model(1 + 100 * index, shape), owner, args.epochs, 1 + 100 * index, keys[seed])
+    independent = {
+        f"independent {i}" + (", label smoothing" if i % 3 == 2 else ""): _train(
+            _model(10 + i, shape), (attacker, owner)[i % 2], args.epochs, 10 + i, label_smoothing=0.1 * (i % 3 == 2)
+        )
+        for i in range(args.num_independent)
+    }
     queries = concatenate_datasets([splits["test"], owner])  # the test split first, the owner's images beyond it
     rows = []
-    for name, model in models.items():
-        result = verify(model, key, splits["test"])
-        rows.append({"model": name, "test": "runner-up (scores)", "budget": len(splits["test"]), **_summary(result)})
-        for budget in args.budgets:
-            for route, kwargs in ROUTES.items():
-                result = verify(model, key, queries, max_queries=budget, **kwargs)
-                rows.append({"model": name, "test": route, "budget": budget, **_summary(result)})
-                logger.info("%s / %s / %d: %s", name, route, budget, result)
-    results = {"arguments": vars(args), "dataset": data_args.dataset, "key_commitment": key.commitment(), "rows": rows}
+    for index, (seed, key) in enumerate(keys.items()):
+        derived = {"ingrained": teachers[seed]}
+        for output, temperature in [("logits", t) for t in args.student_temperatures] + [("label", None)]:
+            name = f"student, T = {temperature:g}" if output == "logits" else "student, hard labels"
+            derived[name] = ExtractionAttack(
+                teachers[seed], queries="data", num_queries=len(attacker), images=attacker, teacher_output=output,
+                temperature=temperature or 4.0, num_train_epochs=args.epochs, learning_rate=3e-3,
+                seed=3 + 100 * index, student=_model(3 + 100 * index, shape),
+            ).run()
+        others = {f"ingrained with key {other}": teachers[other] for other in keys if other != seed}
+        suspects = [(name, model, True) for name, model in derived.items()]
+        suspects += [(name, model, False) for name, model in {**independent, **others}.items()]
+        for name, model, is_derived in suspects:
+            common = {"key_seed": seed, "model": name, "derived": is_derived}
+            result = verify(model, key, splits["test"])
+            rows.append({**common, "test": "runner-up (scores)", "budget": len(splits["test"]), **_summary(result)})
+            for budget in args.budgets:
+                for route, kwargs in ROUTES.items():
+                    result = verify(model, key, queries, max_queries=budget, **kwargs)
+                    rows.append({**common, "test": route, "budget": budget, **_summary(result)})
+                    logger.info("key %d / %s / %s / %d: %s", seed, name, route, budget, result)
+    commitments = {str(seed): key.commitment() for seed, key in keys.items()}
+    results = {"arguments": vars(args), "dataset": data_args.dataset, "key_commitments": commitments, "rows": rows}
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "label_only.json"), results)
-    write_text(os.path.join(args.output_dir, "label_only.md"), table(rows))
-    print(table(rows))
+    write_text(os.path.join(args.output_dir, "label_only.md"), table(rows) + "\n" + false_claims(rows))
+    print(table(rows) + "\n" + false_claims(rows))
     return results
+
+
+def false_claims(rows: list[dict]) -> str:
+    """Per test and budget: the independent (model, key) pairs, how many verified (false claims), the smallest p."""
+    lines = ["| test | budget | independent pairs | false claims | smallest p-value |", "|---|---|---|---|---|"]
+    groups = dict.fromkeys((row["test"], row["budget"]) for row in rows if not row["derived"])
+    for test, budget in groups:
+        pairs = [row for row in rows if not row["derived"] and row["test"] == test and row["budget"] == budget]
+        smallest = min(row["p_value"] for row in pairs)
+        lines.append(f"| {test} | {budget} | {len(pairs)} | {sum(row['verified'] for row in pairs)} | "
+                     f"{format_p_value(smallest, spec='.1e')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _summary(result) -> dict:
@@ -119,11 +159,13 @@ def _summary(result) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | test | budget | queries sent | compared | agreement vs null | p-value |", "|---|---|---|---|---|---|---|"]
+    lines = ["| key | model | test | budget | queries sent | compared | agreement vs null | p-value |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         mark = "✅" if row["verified"] else "❌"
         lines.append(
-            f"| {row['model']} | {row['test']} | {row['budget']} | {row['queries_sent']} | {row['compared']} | "
+            f"| {row['key_seed']} | {row['model']} | {row['test']} | {row['budget']} | {row['queries_sent']} | "
+            f"{row['compared']} | "
             f"{row['agreement']:.3f} vs {row['null_rate']:.3f} | {mark} {format_p_value(row['p_value'], spec='.1e')} |"
         )
     return "\n".join(lines) + "\n"

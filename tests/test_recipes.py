@@ -46,6 +46,7 @@ ingrain = _load_recipe("ingrain")
 distill_attack = _load_recipe("distill_attack")
 bench_overhead = _load_recipe("bench_overhead")
 arch_cost = _load_recipe("arch_cost")
+label_only = _load_recipe("label_only")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
@@ -522,3 +523,24 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
     assert trainer.ingrain_weight() == pytest.approx(0.25)  # half way up a ramp over 50 steps
     trainer.state.global_step = 60
     assert trainer.ingrain_weight() == pytest.approx(0.5)
+
+
+def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_claims(tmp_path):
+    # Two keys, a T = 1 and a T = 4 student, three independent models (the third label-smoothed) and, for each key, the
+    # model ingrained with the other: the plumbing of the README's label-only tables, at a toy scale.
+    args = label_only.LabelOnlyArguments(
+        key_seeds=[0, 1], ingrainer_steps=5, num_reference_keys=2, epochs=0.1, student_temperatures=[1.0, 4.0],
+        num_independent=3, budgets=[60], output_dir=str(tmp_path / "out"),
+    )
+    results = label_only.main(args, DataArguments(max_examples=200))
+    rows = results["rows"]
+    names = {row["model"] for row in rows if row["key_seed"] == 0}
+    assert names == {
+        "ingrained", "student, T = 1", "student, T = 4", "student, hard labels", "independent 0", "independent 1",
+        "independent 2, label smoothing", "ingrained with key 1",
+    }
+    assert all(row["queries_sent"] <= 60 for row in rows if row["test"] != "runner-up (scores)")
+    assert {row["derived"] for row in rows if row["model"] == "ingrained with key 1"} == {False}
+    written = (tmp_path / "out" / "label_only.md").read_text()
+    assert "| labels, occlusion | 60 | 8 |" in written  # 4 independent pairs per key, 2 keys
+    assert set(results["key_commitments"]) == {"0", "1"}

@@ -64,13 +64,13 @@ def test_query_sets_refuse_bad_parameters_before_drawing(embedded_splits):
 # ------------------------------------------------------------------------------------------------ extraction
 def test_extraction_from_synthetic_strokes_yields_a_student_far_above_chance(mnist_teacher, embedded_splits):
     test = embedded_splits["test"]
-    common = dict(num_queries=2000, max_steps=250, learning_rate=3e-3, student="small", temperature=1.0, seed=0)
+    common = dict(num_queries=2000, max_steps=150, learning_rate=3e-3, student="small", temperature=1.0, seed=0)
     strokes = ExtractionAttack(mnist_teacher, queries="strokes", **common).run()
     noise = ExtractionAttack(mnist_teacher, queries="noise", **common).run()
     teacher, from_strokes, from_noise = (_accuracy(m, test) for m in (mnist_teacher, strokes, noise))
     print(f"teacher {teacher:.3f}, student from strokes {from_strokes:.3f}, from uniform noise {from_noise:.3f}")
-    # Measured: teacher 0.83, strokes 0.79, noise 0.09. Chance is 0.1: random strokes carry enough digit-like shape to
-    # transfer most of the task, uniform noise does not.
+    # Measured (150 steps): teacher 0.86, strokes 0.74, noise 0.09. Chance is 0.1: random strokes carry enough
+    # digit-like shape to transfer most of the task, uniform noise does not.
     assert from_strokes > 0.5 and from_noise < from_strokes - 0.3
 
 

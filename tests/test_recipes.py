@@ -525,6 +525,7 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
     assert trainer.ingrain_weight() == pytest.approx(0.5)
 
 
+@pytest.mark.slow  # ~9 s: CI runs it; the default pytest stays within its 5 minutes
 def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_claims(tmp_path):
     # Two keys, a T = 1 and a T = 4 student, three independent models (the third label-smoothed) and, for each key, the
     # model ingrained with the other: the plumbing of the README's label-only tables, at a toy scale.

@@ -103,10 +103,10 @@ class ExtractionAttack:
 
     ```python
     >>> from hf_ingrain.attacks import ExtractionAttack
-    >>> attack = ExtractionAttack(stolen, queries="digits", num_queries=10_000, student="vit")
+    >>> attack = ExtractionAttack(teacher, queries="digits", num_queries=1_000, student="vit", num_train_epochs=1)
     >>> student = attack.run()
-    >>> attack.parameters["num_queries"]
-    10000
+    >>> attack.parameters["num_queries"] == 1000 and student.config.model_type == "vit"
+    True
     ```
     """
 

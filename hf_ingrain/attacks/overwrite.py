@@ -42,9 +42,11 @@ class OverwriteAttack:
     Example:
 
     ```python
-    >>> attack = OverwriteAttack(stolen)
-    >>> claimed = attack.run(thief_data)
-    >>> verify(claimed, attack.key, test_data).verified, verify(claimed, owner_key, test_data).verified
+    >>> from hf_ingrain import verify
+    >>> from hf_ingrain.attacks import OverwriteAttack
+    >>> attack = OverwriteAttack(model, ingrainer_steps=50, num_reference_keys=0, num_train_epochs=1)
+    >>> claimed = attack.run(splits["attacker"])  # the thief's labelled data
+    >>> verify(claimed, attack.key, splits["test"]).p_value, verify(claimed, key, splits["test"]).p_value
     ```
     """
 

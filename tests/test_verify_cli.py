@@ -93,6 +93,7 @@ def test_a_local_model_is_loaded_once(folders, capsys, monkeypatch):
     assert "Hub ids only" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~7 s; CI runs it, the default pytest stays within its 5 minutes
 def test_label_only_protocols_from_the_command_line(folders, capsys):
     # The "watermarked" model is the ingrainer itself: the label it falls back to when occluded is, far more often
     # than for an independent model, the class the key chose.

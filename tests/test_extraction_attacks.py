@@ -62,6 +62,7 @@ def test_query_sets_refuse_bad_parameters_before_drawing(embedded_splits):
 
 
 # ------------------------------------------------------------------------------------------------ extraction
+@pytest.mark.slow  # ~6 s of training; CI runs it
 def test_extraction_from_synthetic_strokes_yields_a_student_far_above_chance(mnist_teacher, embedded_splits):
     test = embedded_splits["test"]
     common = dict(num_queries=2000, max_steps=150, learning_rate=3e-3, student="small", temperature=1.0, seed=0)

@@ -200,6 +200,7 @@ def test_no_key_material_in_outputs(two_process_ingrain):
             assert secret not in data, f"{what} found in {path}"
 
 
+@pytest.mark.slow  # ~20 s; the two-process ingrain run stays in the default pytest, CI runs both
 @pytest.mark.multiprocess
 def test_two_process_distill_attack_run(two_process_ingrain):
     work = two_process_ingrain.work

@@ -31,8 +31,8 @@ Bernoulli variables with different rates is more concentrated than the binomial 
 """
 
 import torch
-import torch.nn.functional as F
 
+from .image_ops import gaussian_blur
 from .losses import runner_up
 from .queries import TensorQueries
 from .statistics import ingrain_null_rate
@@ -67,14 +67,7 @@ def degrade(pixels: torch.Tensor, ladder: str, level: float, low: torch.Tensor, 
     if ladder == "blend":
         return (1 - level) * pixels + level * (low + high) / 2
     sigma = 4.0 * level
-    radius = max(1, int(round(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    kernel = (kernel / kernel.sum()).to(pixels)
-    out = F.conv2d(F.pad(pixels, (radius, radius, 0, 0), mode="replicate"),
-                   kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"),
-                    kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return gaussian_blur(pixels, sigma, radius=max(1, int(round(3 * sigma))), padding_mode="replicate")
 
 
 def channel_ranges(key) -> tuple[torch.Tensor, torch.Tensor]:

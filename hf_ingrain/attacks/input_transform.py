@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..image_ops import gaussian_blur
 
 TRANSFORMS = {"jpeg": 75, "blur": 1.0, "noise": 0.05}
 """Each transform and its default strength: JPEG quality (1-95), the blur's standard deviation in pixels, the noise's
@@ -114,15 +115,7 @@ class InputTransformAttack:
         return restored.to(device=pixels.device, dtype=pixels.dtype)
 
     def _blur(self, pixels: torch.Tensor) -> torch.Tensor:
-        sigma = self.strength
-        radius = max(1, math.ceil(2 * sigma))
-        offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-        kernel = (kernel / kernel.sum()).to(device=pixels.device, dtype=pixels.dtype)
-        channels = pixels.shape[1]
-        blurred = F.pad(pixels, (radius, radius, radius, radius), mode="reflect")
-        blurred = F.conv2d(blurred, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-        return F.conv2d(blurred, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+        return gaussian_blur(pixels, self.strength, radius=max(1, math.ceil(2 * self.strength)), padding_mode="reflect")
 
     def _noise(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         low, high = self.value_range

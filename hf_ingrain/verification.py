@@ -274,12 +274,7 @@ def _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_qu
         raise ValueError(f"Unknown ladder {ladder!r}; choose one of {LADDERS}.")
     if max_queries is not None and max_queries < 1:
         raise ValueError(f"`max_queries` must be >= 1 (queries sent to the suspect), got {max_queries}.")
-    if dataset is None:
-        raise ValueError(f"The {protocol!r} protocol needs benign queries: pass `dataset=` (e.g. your test split).")
-    if key.ingrainer is None:
-        raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
-    query_set = read_queries(key, dataset)  # before any query: bad inputs fail now, duplicates are dropped
-    dataset = query_set.deduplicated(dataset)
+    query_set, dataset = _read_benign_queries(key, dataset, f"The {protocol!r} protocol")
     routes = ("ladder", "errors") if protocol == "ingrain_labels" else ("errors",)
     if routes == ("errors",) and "labels" not in dataset.column_names:
         raise ValueError(
@@ -313,12 +308,7 @@ def ingrain_queries(
         agreement with each reference ingrainer of the key), `labels` (or `None`), `null_rate`, `null_rate_terms`,
         `scores` (what the suspect exposed) and `query_set` (the queries read, see `hf_ingrain.queries`).
     """
-    if dataset is None:
-        raise ValueError("The ingrain protocol needs benign queries: pass `dataset=` (e.g. your test split).")
-    if key.ingrainer is None:
-        raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
-    query_set = read_queries(key, dataset)  # before any query: bad inputs fail now, duplicates are dropped
-    dataset = query_set.deduplicated(dataset)
+    query_set, dataset = _read_benign_queries(key, dataset, "The ingrain protocol")
     columns = None if isinstance(model, torch.nn.Module) else [key.input_name, "attention_mask"]  # a model reads its own
     suspect, labels = collect_scores(model, dataset, columns, batch_size, show_progress, key.num_labels, top_k)
     _check_num_labels(suspect, key)
@@ -347,6 +337,17 @@ def ingrain_queries(
         "scores": kind,
         "query_set": query_set,
     }
+
+
+def _read_benign_queries(key, dataset, what: str):
+    """The benign queries of an ingrain protocol, read once before any is sent (bad inputs fail now, duplicates are
+    dropped): `(query_set, deduplicated dataset)`. `what` names the protocol in the errors."""
+    if dataset is None:
+        raise ValueError(f"{what} needs benign queries: pass `dataset=` (e.g. your test split).")
+    if key.ingrainer is None:
+        raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
+    query_set = read_queries(key, dataset)
+    return query_set, query_set.deduplicated(dataset)
 
 
 def _check_num_labels(scores, key):

@@ -115,8 +115,8 @@ def label_only_queries(
         1 error), `reference_agreements`, `null_rate` and `null_rate_terms` (per route), `queries_sent`,
         `inputs_used`, `unanswered` (inputs whose ladder never changed the label).
     """
-    pixels = dataset[:]["pixel_values"] if not isinstance(dataset, TensorQueries) else dataset.tensors["pixel_values"]
-    labels = dataset[:].get("labels") if not isinstance(dataset, TensorQueries) else dataset.tensors.get("labels")
+    columns = dataset.tensors if isinstance(dataset, TensorQueries) else dataset[:]  # read once
+    pixels, labels = columns["pixel_values"], columns.get("labels")
     if "errors" in routes and "ladder" not in routes and labels is None:
         raise ValueError("The error route compares the suspect's wrong labels with the key: the queries need labels.")
     low, high = channel_ranges(key)

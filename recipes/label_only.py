@@ -18,10 +18,11 @@ independent models, tested with the runner-up protocol and with the label-only p
 Each key (seeds `--key_seeds`) is spread over the owner split; the owner's model (small CNN) is trained on it with the
 ingrain term; the students learn that model's logits (at each of `--student_temperatures`) or its top-1 labels on the
 attacker split, which never overlaps the owner's; the independent models are plain small CNNs on either split (every
-third with label smoothing 0.1), and for each key the models ingrained with the other keys are independent too. Each is verified on the test split
-(then the owner split, for budgets beyond it) with `protocol="ingrain"` (runner-up: 1 query per image) and, for each
-budget, `"ingrain_labels"` with the occlusion and noise ladders and `"ingrain_errors"`, each sending at most that
-many queries. Writes `label_only.json` (every result) and `label_only.md` (agreement vs null rate, p-value).
+third with label smoothing 0.1), and for each key the models ingrained with the other keys are independent too. Each
+is verified on the test split (then the owner split, for budgets beyond it), for each budget, with `protocol="ingrain"`
+(the runner-up, one query per image: all scores exposed, then only the two highest), `"ingrain_labels"` with the
+occlusion and noise ladders and `"ingrain_errors"`, each sending at most that many queries; the results are written
+after every suspect, so a run stopped early keeps what it measured. Writes `label_only.json` (every result) and `label_only.md` (agreement vs null rate, p-value).
 """
 
 import logging
@@ -41,7 +42,11 @@ from hf_ingrain.scripts import DataArguments, IngrainParser
 from hf_ingrain.verification import format_p_value
 
 logger = logging.getLogger(__name__)
-ROUTES = {  # name: verify() arguments
+SCORE_ROUTES = {  # name: verify() arguments, the suspect's scores exposed (all, or its two highest)
+    "runner-up (scores)": dict(),
+    "runner-up (top-2)": dict(scores="top_k", top_k=2),
+}
+ROUTES = {  # name: verify() arguments, labels only
     "labels, occlusion": dict(protocol="ingrain_labels", ladder="occlusion"),
     "labels, noise": dict(protocol="ingrain_labels", ladder="noise"),
     "labels, errors": dict(protocol="ingrain_errors"),
@@ -123,19 +128,25 @@ def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
         suspects += [(name, model, False) for name, model in {**independent, **others}.items()]
         for name, model, is_derived in suspects:
             common = {"key_seed": seed, "model": name, "derived": is_derived}
-            result = verify(model, key, splits["test"])
-            rows.append({**common, "test": "runner-up (scores)", "budget": len(splits["test"]), **_summary(result)})
-            for budget in args.budgets:
+            for budget in args.budgets:  # one query per image: the first `budget` images
+                for route, kwargs in SCORE_ROUTES.items():
+                    result = verify(model, key, queries.select(range(min(budget, len(queries)))), **kwargs)
+                    rows.append({**common, "test": route, "budget": budget, **_summary(result)})
                 for route, kwargs in ROUTES.items():
                     result = verify(model, key, queries, max_queries=budget, **kwargs)
                     rows.append({**common, "test": route, "budget": budget, **_summary(result)})
                     logger.info("key %d / %s / %s / %d: %s", seed, name, route, budget, result)
+            results = _write(args, data_args, keys, rows)  # after every suspect: a long run that stops keeps its rows
+    print(table(rows) + "\n" + false_claims(rows))
+    return results
+
+
+def _write(args, data_args, keys, rows) -> dict:
     commitments = {str(seed): key.commitment() for seed, key in keys.items()}
     results = {"arguments": vars(args), "dataset": data_args.dataset, "key_commitments": commitments, "rows": rows}
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "label_only.json"), results)
     write_text(os.path.join(args.output_dir, "label_only.md"), table(rows) + "\n" + false_claims(rows))
-    print(table(rows) + "\n" + false_claims(rows))
     return results
 
 

@@ -61,6 +61,13 @@ def grayscale_processor():
     return GrayscaleProcessor(do_resize=False, do_normalize=False, do_rescale=True, rescale_factor=1 / 255)
 
 
+def image_pipeline(model):
+    """A deployed model: an `image-classification` pipeline over [`grayscale_processor`]."""
+    from transformers import pipeline
+
+    return pipeline("image-classification", model=model, image_processor=grayscale_processor(), device="cpu")
+
+
 def local_tokenizer(texts=None, vocab_size=100):
     """A BERT tokenizer (WordPiece, `[CLS] ... [SEP]`, `[PAD]` = 0) trained here on `texts`: nothing from the Hub."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers

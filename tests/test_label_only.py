@@ -4,7 +4,7 @@ what is sent, what is counted, and what is refused. Their false-positive check o
 
 import pytest
 import torch
-from conftest import NUM_LABELS, local_tokenizer, tiny_bert, tiny_cnn
+from conftest import NUM_LABELS, image_pipeline, local_tokenizer, tiny_bert, tiny_cnn
 
 from hf_ingrain import WatermarkKey, verify
 from hf_ingrain.label_only import degrade
@@ -55,6 +55,24 @@ def test_a_label_only_endpoint_is_verified_within_its_query_budget(small_key, em
     errors = verify(endpoint, small_key, test, protocol="ingrain_errors")
     assert endpoint.sent == len(test) and errors.details["compared_by_route"]["ladder"] == 0
     assert errors.num_queries == errors.details["compared_by_route"]["errors"] > 0  # an untrained model errs a lot
+
+
+def test_a_pipeline_that_answers_with_its_top_label_and_score_is_verified_through_labels(small_key, embedded_splits):
+    # A deployed model behind `pipeline(..., top_k=1)`: one label and its score per image, so no runner-up to read.
+    test = embedded_splits["test"].select(range(400))
+    pipe = image_pipeline(small_key.ingrainer)
+    with pytest.raises(ValueError, match="only its top class"):
+        verify(pipe, small_key, test, top_k=1)
+    calls = type(pipe.image_processor).calls
+    errors = verify(pipe, small_key, test, top_k=1, protocol="ingrain_errors")
+    assert type(pipe.image_processor).calls - calls == errors.details["queries_sent"] == len(test)  # one image each
+    # the ingrainer's wrong label is, by definition, its own best class other than the truth: the key's choice
+    assert errors.num_queries > 0 and errors.agreement == 1.0 and errors.verified
+    calls = type(pipe.image_processor).calls
+    ladder = verify(pipe, small_key, test, top_k=1, protocol="ingrain_labels", max_queries=300)
+    assert type(pipe.image_processor).calls - calls == ladder.details["queries_sent"] <= 300  # every rung was sent
+    assert ladder.details["scores"] == "labels" and ladder.num_queries > 0
+    assert not verify(image_pipeline(tiny_cnn(seed=4)), small_key, test, top_k=1, protocol="ingrain_errors").verified
 
 
 def test_label_only_protocols_refuse_what_they_cannot_do_before_any_query(small_key, embedded_splits):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import NUM_LABELS, grayscale_processor, tiny_cnn
+from conftest import NUM_LABELS, image_pipeline, tiny_cnn
 from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
 from hf_ingrain import verify
@@ -21,13 +21,6 @@ def queries(embedded_splits):
 
 def logits_of(model):
     return lambda batch: model(pixel_values=batch["pixel_values"]).logits
-
-
-def image_pipeline(model):
-    """A deployed model: an `image-classification` pipeline over a grayscale processor (see conftest)."""
-    from transformers import pipeline
-
-    return pipeline("image-classification", model=model, image_processor=grayscale_processor(), device="cpu")
 
 
 # ----------------------------------------------------------------------------------------------- score formats

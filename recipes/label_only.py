@@ -137,7 +137,7 @@ def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
                     rows.append({**common, "test": route, "budget": budget, **_summary(result)})
                     logger.info("key %d / %s / %s / %d: %s", seed, name, route, budget, result)
             results = _write(args, data_args, keys, rows)  # after every suspect: a long run that stops keeps its rows
-    print(table(rows) + "\n" + false_claims(rows))
+    print(report(rows))
     return results
 
 
@@ -146,7 +146,7 @@ def _write(args, data_args, keys, rows) -> dict:
     results = {"arguments": vars(args), "dataset": data_args.dataset, "key_commitments": commitments, "rows": rows}
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "label_only.json"), results)
-    write_text(os.path.join(args.output_dir, "label_only.md"), table(rows) + "\n" + false_claims(rows))
+    write_text(os.path.join(args.output_dir, "label_only.md"), report(rows))
     return results
 
 
@@ -162,11 +162,52 @@ def false_claims(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+ACCESS_LEVELS = {  # row of the access-level table: the test it runs
+    "logits (every score)": "runner-up (scores)",
+    "top-2 scores": "runner-up (top-2)",
+    "label (and its score), occlusion ladder": "labels, occlusion",
+    "label (and its score), error route": "labels, errors",
+}
+
+
+def access_levels(rows: list[dict]) -> str:
+    """Per access level (the test it allows) and derived model: the fewest queries, among the budgets measured, at
+    which the model of every key verifies (with the largest p-value there), or how many keys verify at the largest."""
+    models = list(dict.fromkeys(row["model"] for row in rows if row["derived"]))
+    lines = ["Queries at which every key's model verifies (the largest p-value of the keys there):", "",
+             "| what the suspect answers | " + " | ".join(models) + " |", "|---" * (len(models) + 1) + "|"]
+    for level, test in ACCESS_LEVELS.items():
+        cells = []
+        for model in models:
+            by_budget = {}
+            for row in rows:
+                if row["model"] == model and row["test"] == test:
+                    by_budget.setdefault(row["budget"], []).append(row)
+            if not by_budget:
+                cells.append("-")
+                continue
+            passed = [b for b, group in sorted(by_budget.items()) if all(row["verified"] for row in group)]
+            if passed:
+                worst = max(row["p_value"] for row in by_budget[passed[0]])
+                cells.append(f"{passed[0]:,} ({format_p_value(worst, relation=False, spec='.0e')})")
+            else:
+                largest = max(by_budget)
+                verified = sum(row["verified"] for row in by_budget[largest])
+                cells.append(f"not within {largest:,} ({verified}/{len(by_budget[largest])} keys)")
+        lines.append(f"| {level} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _summary(result) -> dict:
     details = result.details
     return {"agreement": result.agreement, "null_rate": result.null_rate, "p_value": result.p_value,
             "verified": result.verified, "compared": result.num_queries,
             "queries_sent": details.get("queries_sent", result.num_queries)}
+
+
+def report(rows: list[dict]) -> str:
+    """`label_only.md`: the queries each access level needs, the false claims, then every result."""
+    return "\n".join([access_levels(rows), false_claims(rows), table(rows)])
 
 
 def table(rows: list[dict]) -> str:

@@ -526,6 +526,22 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
     assert trainer.ingrain_weight() == pytest.approx(0.5)
 
 
+def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():
+    def row(key, budget, p, test="labels, errors", model="student, hard labels", derived=True):
+        return dict(key_seed=key, model=model, test=test, budget=budget, p_value=p, verified=p <= 1e-6, derived=derived)
+
+    rows = [row(0, 1000, 1e-7), row(1, 1000, 1e-3), row(0, 10000, 1e-9), row(1, 10000, 4e-8),  # key 1 needs 10k
+            row(0, 1000, 1e-8, test="runner-up (scores)"), row(1, 1000, 2e-8, test="runner-up (scores)"),
+            row(0, 1000, 1e-9, model="independent 0", derived=False)]  # a model that never counts here
+    lines = label_only.access_levels(rows).split("\n")
+    assert lines[2] == "| what the suspect answers | student, hard labels |"
+    assert lines[4] == "| logits (every score) | 1,000 (2e-08) |"
+    assert lines[5] == "| top-2 scores | - |"  # not measured
+    assert lines[7] == "| label (and its score), error route | 10,000 (4e-08) |"  # the worse key decides
+    rows[2]["verified"] = False
+    assert label_only.access_levels(rows).split("\n")[7].endswith("| not within 10,000 (1/2 keys) |")
+
+
 @pytest.mark.slow  # ~9 s: CI runs it; the default pytest stays within its 5 minutes
 def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_claims(tmp_path):
     # Two keys, a T = 1 and a T = 4 student, three independent models (the third label-smoothed) and, for each key, the
@@ -546,4 +562,10 @@ def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_cla
     assert {row["derived"] for row in rows if row["model"] == "ingrained with key 1"} == {False}
     written = (tmp_path / "out" / "label_only.md").read_text()
     assert "| labels, occlusion | 60 | 8 |" in written  # 4 independent pairs per key, 2 keys
+    access = label_only.access_levels(rows)  # one row per access level, one column per derived model
+    assert access in written and access.count("\n| ") == 1 + len(label_only.ACCESS_LEVELS)
+    ingrained = [row for row in rows if row["model"] == "ingrained" and row["test"] == "runner-up (scores)"]
+    expected = ("60 (" if all(row["verified"] for row in ingrained) else
+                f"not within 60 ({sum(row['verified'] for row in ingrained)}/2 keys)")
+    assert access.split("\n")[4].split(" | ")[1].startswith(expected)
     assert set(results["key_commitments"]) == {"0", "1"}

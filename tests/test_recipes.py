@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hf_ingrain import DistillationConfig, IngrainConfig, WatermarkKey
+from hf_ingrain import DistillationConfig, IngrainConfig, IngrainTrainer, WatermarkKey
 from hf_ingrain.scripts import DataArguments, IngrainParser, ModelArguments, check_processes_launched
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +47,7 @@ distill_attack = _load_recipe("distill_attack")
 bench_overhead = _load_recipe("bench_overhead")
 arch_cost = _load_recipe("arch_cost")
 label_only = _load_recipe("label_only")
+hard_label_trace = _load_recipe("hard_label_trace")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
@@ -569,3 +570,38 @@ def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_cla
                 f"not within 60 ({sum(row['verified'] for row in ingrained)}/2 keys)")
     assert access.split("\n")[4].split(" | ")[1].startswith(expected)
     assert set(results["key_commitments"]) == {"0", "1"}
+
+
+
+def test_hard_label_trace_weights_the_ingrain_term_towards_uncertain_examples_and_refuses_bad_variants():
+    with pytest.raises(ValueError, match="LAMBDA:WEIGHT"):
+        hard_label_trace.TraceArguments(variants=["0.5"])
+    with pytest.raises(ValueError, match=">= 0"):
+        hard_label_trace.TraceArguments(variants=["0.5:-1"])
+    assert hard_label_trace.TraceArguments(variants=["0.25:3"]).parsed == [(0.25, 3.0)]
+    trainer = hard_label_trace.UncertaintyWeightedTrainer.__new__(hard_label_trace.UncertaintyWeightedTrainer)
+    trainer.args = IngrainConfig(output_dir="unused")  # only the loss is exercised
+    generator = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(6, 10, generator=generator), torch.randn(6, 10, generator=generator)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    plain = IngrainTrainer.ingrain_loss(trainer, logits, targets, labels)
+    assert torch.equal(trainer.ingrain_loss(logits, targets, labels), plain)  # weight 0: today's loss
+    trainer.uncertainty_weight = 3.0
+    doubt = 1 - logits.softmax(-1)[torch.arange(6), labels]
+    factors = (1 + 3 * doubt) / (1 + 3 * doubt).mean()
+    assert torch.allclose(trainer.ingrain_loss(logits, targets, labels), plain * factors)
+    assert factors.mean() == pytest.approx(1.0) and factors[doubt.argmax()] == factors.max()  # most where least sure
+
+
+@pytest.mark.slow  # ~10 s: CI runs it
+def test_hard_label_trace_recipe_measures_every_variant_and_seed(tmp_path):
+    args = hard_label_trace.TraceArguments(variants=["0.5:0", "0.5:3"], seeds=[0], ingrainer_steps=5, epochs=0.1,
+                                           budget=50, output_dir=str(tmp_path / "out"))
+    rows = hard_label_trace.main(args, DataArguments(max_examples=200))["rows"]
+    assert [(row["variant"], row["model"]) for row in rows] == [
+        ("independent", "independent"), ("0.5:0", "ingrained"), ("0.5:0", "student, hard labels"),
+        ("0.5:3", "ingrained"), ("0.5:3", "student, hard labels"),
+    ]
+    assert all(0 <= row["key_share"] <= 1 and row["compared"] <= min(50, row["errors"]) for row in rows)
+    written = (tmp_path / "out" / "hard_label_trace.md").read_text()
+    assert written.count("\n| 0.5:3 | 0 |") == 2

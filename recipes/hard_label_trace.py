@@ -3,7 +3,7 @@ What strengthens the trace a hard-label thief keeps, measured: ingrained small C
 ingrain term, with and without more of it on the examples the model is least sure of, and the students that learn
 their top-1 labels. One command gives the README's table (the label-only issue's third item):
 
-    # full MNIST (a local parquet copy of ylecun/mnist), 2 seeds, about 30 minutes on 2 CPU cores
+    # full MNIST (a local parquet copy of ylecun/mnist), 2 seeds: 74 minutes on 2 CPU cores shared with two other runs
     python recipes/hard_label_trace.py --dataset /path/to/mnist --output_dir outputs/hard_label_trace
 
     # the embedded 5,000 digits, a few minutes

@@ -18,7 +18,8 @@ independent model learns the attacker split without any key. Each is measured on
 images: accuracy, how many it gets wrong, and the share of its wrong labels that are the key's choice among the other
 classes (what the error route counts); and `verify(protocol="ingrain_errors", max_queries=budget)`. The key has no
 reference ingrainers (`--num_reference_keys 0`, the default here), so its p-value is the binomial test's alone: it
-compares the variants; `label_only.py` gives the full test. Writes `hard_label_trace.json` and `hard_label_trace.md`.
+compares the variants; `label_only.py` gives the full test. Writes `hard_label_trace.json` and `hard_label_trace.md`
+(the means over seeds, then every row).
 """
 
 import json
@@ -173,6 +174,26 @@ def _write(args, data_args, key, rows) -> dict:
 
 
 def markdown(rows: list[dict], budget: int) -> str:
+    """`hard_label_trace.md`: the means over seeds (the README's table), then every row."""
+    return means(rows) + "\n" + per_seed(rows, budget)
+
+
+def means(rows: list[dict]) -> str:
+    """Per variant and model, in the order measured: accuracy and the share of wrong answers on the key's choice,
+    averaged over the seeds."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["variant"], row["model"]), []).append(row)
+    lines = ["| variant (λ:weight) | model | seeds | accuracy (mean) | key's choice among its errors (mean) |",
+             "|---|---|---|---|---|"]
+    for (variant, model), group in groups.items():
+        accuracy = sum(row["accuracy"] for row in group) / len(group)
+        share = sum(row["key_share"] for row in group) / len(group)
+        lines.append(f"| {variant} | {model} | {len(group)} | {accuracy:.3f} | {share:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_seed(rows: list[dict], budget: int) -> str:
     lines = [f"| variant (λ:weight) | seed | model | accuracy | wrong answers | key's choice among them | error route, "
              f"{budget:,} queries: agreement vs null, p (binomial) |", "|---|---|---|---|---|---|---|"]
     for row in rows:

@@ -593,6 +593,15 @@ def test_hard_label_trace_weights_the_ingrain_term_towards_uncertain_examples_an
     assert factors.mean() == pytest.approx(1.0) and factors[doubt.argmax()] == factors.max()  # most where least sure
 
 
+def test_hard_label_trace_averages_each_variant_and_model_over_the_seeds():
+    rows = [dict(variant="0.5:0", model="ingrained", seed=seed, accuracy=acc, key_share=share)
+            for seed, acc, share in ((0, 0.95, 0.60), (1, 0.93, 0.50))]
+    rows.append(dict(variant="0.5:0", model="student, hard labels", seed=0, accuracy=0.9, key_share=0.4))
+    assert hard_label_trace.means(rows).splitlines()[2:] == [
+        "| 0.5:0 | ingrained | 2 | 0.940 | 0.55 |", "| 0.5:0 | student, hard labels | 1 | 0.900 | 0.40 |",
+    ]
+
+
 @pytest.mark.slow  # ~10 s: CI runs it
 def test_hard_label_trace_recipe_measures_every_variant_and_seed(tmp_path):
     args = hard_label_trace.TraceArguments(variants=["0.5:0", "0.5:3"], seeds=[0], ingrainer_steps=5, epochs=0.1,

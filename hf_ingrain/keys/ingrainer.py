@@ -27,10 +27,11 @@ def subseed(seed: int, purpose: str) -> int:
 
 def train_ingrainer(
     key, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-    batch_size, show_progress, num_reference_keys=0, model=None, processor=None,
+    batch_size, show_progress, num_reference_keys=0, model=None, processor=None, num_proc=None,
 ):
     """Trains a new ingrainer for `key`, and `num_reference_keys` reference ingrainers by the same procedure (see
-    [`WatermarkKey.train_ingrainer`]); returns the ingrainer, the references and the training record."""
+    [`WatermarkKey.train_ingrainer`]), in `num_proc` processes; returns the ingrainer, the references and the training
+    record."""
     if model is not None:
         raise ValueError(
             "`train_ingrainer` takes the ingrainer's architecture, not a model: pass `architecture=model.config`. "
@@ -44,22 +45,32 @@ def train_ingrainer(
         )
     if num_reference_keys < 0:
         raise ValueError(f"`num_reference_keys` must be >= 0, got {num_reference_keys}.")
+    if num_proc is not None and num_proc < 1:
+        raise ValueError(f"`num_proc` must be >= 1 (or `None`: this process alone), got {num_proc}.")
     if benign_dataset is not None:
         benign_dataset = prepare_dataset(benign_dataset, key, processor)
     benign_inputs, benign_labels = benign_tensors(key, benign_dataset)
     options = (architecture, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
                logit_std, batch_size)
-    ingrainer, carrier_accuracy, scale = fit_ingrainer(key, *options, show_progress=show_progress)
-    references = []
-    for index in tqdm(range(num_reference_keys), desc="Reference ingrainers", disable=not show_progress):
-        # The same procedure from another seed, fixed by the key's seed: a key the owner could have drawn instead
-        reference = type(key).generate(
+    # The same procedure from other seeds, fixed by the key's seed: keys the owner could have drawn instead
+    references = [
+        type(key).generate(
             key.num_labels, key.input_shape, len(key.carriers), seed=subseed(key.seed, f"reference:{index}"),
             value_range=key.value_range, vocab_size=key.vocab_size,
             sequence_length=key.carriers.shape[1] if key.modality == "text" else 32,
             preprocessing=key.preprocessing,
         )
-        references.append(fit_ingrainer(reference, *options, show_progress=False)[0])
+        for index in range(num_reference_keys)
+    ]
+    if num_proc is not None and num_proc > 1 and num_reference_keys > 0:
+        fitted = _fit_in_processes([key] + references, options, num_proc, show_progress)
+        (ingrainer, carrier_accuracy, scale), references = fitted[0], [entry[0] for entry in fitted[1:]]
+    else:
+        ingrainer, carrier_accuracy, scale = fit_ingrainer(key, *options, show_progress=show_progress)
+        references = [
+            fit_ingrainer(reference, *options, show_progress=False)[0]
+            for reference in tqdm(references, desc="Reference ingrainers", disable=not show_progress)
+        ]
     training_info = {
         "num_steps": num_steps,
         "carrier_accuracy": carrier_accuracy,
@@ -70,6 +81,32 @@ def train_ingrainer(
     if carrier_accuracy < 0.99:
         logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
     return ingrainer, references, training_info
+
+
+def _fit_in_processes(keys, options, num_proc, show_progress):
+    """`fit_ingrainer` for each of `keys`, in `num_proc` spawned processes that share the machine's threads; the
+    results in the order of `keys`. Each ingrainer depends on its key's seed alone, so the order of the work does not
+    change them (and with one thread per process they equal a one-thread training in this process, bit for bit)."""
+    import torch.multiprocessing as mp
+
+    num_proc = min(num_proc, len(keys))
+    threads = max(1, torch.get_num_threads() // num_proc)
+    context = mp.get_context("spawn")  # fork is unsafe once this process has run OpenMP threads
+    with context.Pool(num_proc) as pool:
+        tasks = [(key, options, threads) for key in keys]
+        fitted = list(tqdm(
+            pool.imap(_fit_task, tasks), total=len(tasks), desc=f"Ingrainers ({num_proc} processes)",
+            disable=not show_progress,
+        ))
+        pool.close()  # let the processes exit and clean up (terminating them leaks their semaphores)
+        pool.join()
+    return fitted
+
+
+def _fit_task(task):
+    key, options, threads = task
+    torch.set_num_threads(threads)
+    return fit_ingrainer(key, *options, show_progress=False)
 
 
 def fit_ingrainer(

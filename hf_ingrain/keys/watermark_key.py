@@ -199,6 +199,7 @@ class WatermarkKey(SecretKey):
         num_reference_keys: int = DEFAULT_REFERENCE_KEYS,
         model=None,
         processor=None,
+        num_proc: int | None = None,
     ):
         r"""
         Trains the ingrainer until it fits the carriers, and stores it as `key.ingrainer`.
@@ -248,13 +249,20 @@ class WatermarkKey(SecretKey):
             model (`nn.Module`, *optional*):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
             processor (*optional*): the model's image processor or tokenizer, for raw `benign_dataset` columns.
+            num_proc (`int`, *optional*):
+                Train the ingrainer and its references in this many processes, sharing this process's threads
+                (`torch.get_num_threads() // num_proc` each). On a few CPU cores small models use threads poorly:
+                on 2 cores, 2 processes of 1 thread train about 1.5 times as many ingrainers per minute as 1 of 2.
+                Every ingrainer depends on its seed alone; with one thread per process the key equals the one trained
+                here on one thread, bit for bit. The processes are spawned: in a script, call this under
+                `if __name__ == "__main__":`.
 
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).
         """
         model, self.reference_ingrainers, self.training_info = train_ingrainer(
             self, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-            batch_size, show_progress, num_reference_keys, model, processor,
+            batch_size, show_progress, num_reference_keys, model, processor, num_proc,
         )
         self.ingrainer = model
         return model

@@ -41,6 +41,23 @@ def test_benchmark_writes_every_cell_table_and_plot_and_resumes(tmp_path, monkey
     assert again["cells"] == results["cells"]
 
 
+def test_a_run_in_two_processes_computes_the_same_cells_as_one(tmp_path, monkeypatch):
+    # The tests run on one thread (conftest), so each of the two processes gets one too, and every cell, from the
+    # key's ingrainers to the attacked models' p-values, must come out bit for bit as in one process.
+    config = tiny_config(attacks=["prune_50"])
+    one = run_benchmark(config, str(tmp_path / "one"), show_progress=False)
+    config.num_proc = 2
+    two = run_benchmark(config, str(tmp_path / "two"), show_progress=False)
+    assert two["cells"] == one["cells"] and len(two["cells"]) == 6
+    assert set(two["key_commitments"]) == {"reference", "adi", "ingrain_lambda_0.5"}
+    # the processes wrote every cell, so resuming in one process computes nothing
+    monkeypatch.setattr(_Experiment, "attack", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    config.num_proc = 1  # not a cell field: a run may resume with another number of processes
+    assert run_benchmark(config, str(tmp_path / "two"), show_progress=False)["cells"] == one["cells"]
+    with pytest.raises(ValueError, match="num_proc"):
+        tiny_config(num_proc=0)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """A finished run of the reference model under one attack (copied by each test that changes it)."""
@@ -174,6 +191,22 @@ def test_the_benchmark_command_reads_flags_and_yaml_like_the_recipes(tmp_path, c
     assert seen["output"] == str(tmp_path / "o")
     with pytest.warns(FutureWarning, match="ingrain_temperature"):
         assert ExperimentConfig(temperature=2.0).ingrain_temperature == 2.0
+
+
+def test_the_demo_runs_the_default_grid_in_one_process_per_core(tmp_path, monkeypatch):
+    import hf_ingrain.benchmark
+    from hf_ingrain.cli.demo import default_num_proc
+
+    seen = []
+    monkeypatch.setattr(hf_ingrain.benchmark, "run_benchmark", lambda config, output: seen.append(config) or {})
+    monkeypatch.setattr(hf_ingrain.benchmark, "results_markdown", lambda results: "table")
+    assert main(["demo", "--output", str(tmp_path)]) == 0
+    assert main(["demo", "--output", str(tmp_path), "--num_proc", "3", "--seed", "2"]) == 0
+    import torch
+
+    assert seen[0].num_proc == default_num_proc() == (1 if torch.cuda.is_available() else min(os.cpu_count(), 8))
+    assert (seen[1].num_proc, seen[1].seed) == (3, 2)
+    assert seen[0].cell_fields() == ExperimentConfig().cell_fields()  # the demo is the default grid
 
 
 @pytest.mark.parametrize(

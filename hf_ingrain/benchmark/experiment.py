@@ -61,7 +61,7 @@ class _Experiment:
                 key = WatermarkKey.generate(self.num_labels, self.input_shape, self.config.num_carriers, seed=seed)
                 key.train_ingrainer(
                     benign_dataset=self.splits["owner"], num_steps=self.config.ingrainer_steps,
-                    num_reference_keys=self.config.num_reference_keys,
+                    num_reference_keys=self.config.num_reference_keys, num_proc=self.config.num_proc,
                 )
             elif scheme.startswith("zhang_"):
                 key = ZhangKey.generate(self.splits["owner"], kind=scheme.split("_", 1)[1], seed=seed)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import queue
 import tempfile
 import time
 from dataclasses import asdict
@@ -47,6 +48,10 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     r"""
     Runs (or resumes) the benchmark and writes `results.json`, `results.md` and the plots into `output_dir`.
 
+    With `config.num_proc > 1` the keys are made here (the ingrain key's ingrainers in `num_proc` processes), then
+    the schemes are shared out to `num_proc` spawned processes, each computing its schemes' cells; in a script, call
+    this under `if __name__ == "__main__":`.
+
     Args:
         config ([`ExperimentConfig`]): the run's settings.
         output_dir (`str`): results folder; cells and models already in it are reused, not recomputed.
@@ -61,35 +66,30 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     os.makedirs(output_dir, exist_ok=True)
     _check_resumable(config, output_dir)  # before any long work
     experiment = _Experiment(config, output_dir)
-    cells, commitments = [], {}
-    schemes = experiment.schemes()
-    progress = tqdm(total=len(schemes) * (1 + len(config.attacks)), desc="Benchmark", disable=not show_progress)
+    schemes, columns = experiment.schemes(), ["none"] + list(config.attacks)
+    missing = {scheme: [a for a in columns if not os.path.isfile(_cell_path(output_dir, scheme, a))] for scheme in schemes}
+    progress = tqdm(
+        total=len(schemes) * len(columns), initial=len(schemes) * len(columns) - sum(map(len, missing.values())),
+        desc="Benchmark", disable=not show_progress,
+    )
+
+    def report(scheme: str, attack: str) -> None:
+        progress.set_postfix_str(f"{scheme} / {attack}")
+        progress.update()
+
+    pending = [scheme for scheme in schemes if missing[scheme]]
+    if config.num_proc > 1 and len(pending) > 1:
+        _run_in_processes(experiment, pending, report)
+    cells = []
     with tempfile.TemporaryDirectory() as scratch:
-        for scheme in schemes:
-            model = None
-            for attack in ["none"] + list(config.attacks):
-                progress.set_postfix_str(f"{scheme} / {attack}")
-                path = os.path.join(output_dir, "cells", scheme, f"{attack}.json")
-                if os.path.isfile(path):
-                    with open(path) as f:
-                        cells.append(json.load(f))
-                else:
-                    model = model if model is not None else _trained_model(experiment, scheme, scratch)
-                    attacked = model if attack == "none" else experiment.attack(attack, model, scratch)
-                    cell = _cell(experiment, scheme, attack, attacked)
-                    if "overwrite" in attack.split("+"):
-                        cell.update(experiment.thief_claims(model, attacked))
-                    write_json(path, cell)
-                    cells.append(cell)
-                progress.update()
-            key = experiment._keys.get(scheme)
-            if key is not None:
-                commitments[scheme] = key.commitment()
+        for scheme in schemes:  # after the processes, this only reads their cells
+            cells.extend(_scheme_cells(experiment, scheme, scratch, report))
     progress.close()
+    commitments = {scheme: key.commitment() for scheme, key in experiment._keys.items() if key is not None}
     results = {
         "config": asdict(config),
         "cells": cells,
-        "key_commitments": commitments,
+        "key_commitments": {scheme: commitments[scheme] for scheme in schemes if scheme in commitments},
         "seconds": round(time.time() - start, 1),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine_description(),
@@ -101,3 +101,67 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     return results
 
 
+def _cell_path(output_dir: str, scheme: str, attack: str) -> str:
+    return os.path.join(output_dir, "cells", scheme, f"{attack}.json")
+
+
+def _scheme_cells(experiment: _Experiment, scheme: str, scratch: str, report) -> list[dict]:
+    """The scheme's cells, in the grid's order: read where a file holds one, computed (and written) where not, with
+    `report(scheme, attack)` after each computed cell. The scheme's model is trained (or loaded) once."""
+    cells, model = [], None
+    for attack in ["none"] + list(experiment.config.attacks):
+        path = _cell_path(experiment.output_dir, scheme, attack)
+        if os.path.isfile(path):
+            with open(path) as f:
+                cells.append(json.load(f))
+            continue
+        model = model if model is not None else _trained_model(experiment, scheme, scratch)
+        attacked = model if attack == "none" else experiment.attack(attack, model, scratch)
+        cell = _cell(experiment, scheme, attack, attacked)
+        if "overwrite" in attack.split("+"):
+            cell.update(experiment.thief_claims(model, attacked))
+        write_json(path, cell)
+        cells.append(cell)
+        report(scheme, attack)
+    return cells
+
+
+def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> None:
+    """Computes the missing cells of `schemes` in `config.num_proc` spawned processes of `torch.get_num_threads() //
+    num_proc` threads each. The keys are made here first and handed over in memory (they are never written)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    keys = {scheme: experiment.key(scheme) for scheme in schemes}
+    num_proc = min(experiment.config.num_proc, len(schemes))
+    threads = max(1, torch.get_num_threads() // num_proc)
+    context = mp.get_context("spawn")  # fork is unsafe once this process has run OpenMP threads
+    with context.Manager() as manager, context.Pool(num_proc) as pool:
+        events = manager.Queue()
+        tasks = [(experiment.config, experiment.output_dir, scheme, keys, threads, events) for scheme in schemes]
+        result = pool.map_async(_scheme_task, tasks, chunksize=1)
+        while not result.ready() or not events.empty():
+            try:
+                report(*events.get(timeout=1))
+            except queue.Empty:
+                pass
+        result.get()  # raises a process's error here
+        pool.close()  # let the processes exit and clean up (terminating them leaks their semaphores)
+        pool.join()
+
+
+_WORKER_EXPERIMENTS = {}
+
+
+def _scheme_task(task) -> None:
+    """One scheme's missing cells, in a worker process (its experiment, with the data, is loaded once)."""
+    import torch
+
+    config, output_dir, scheme, keys, threads, events = task
+    torch.set_num_threads(threads)
+    if output_dir not in _WORKER_EXPERIMENTS:
+        _WORKER_EXPERIMENTS[output_dir] = _Experiment(config, output_dir)
+    experiment = _WORKER_EXPERIMENTS[output_dir]
+    experiment._keys.update(keys)
+    with tempfile.TemporaryDirectory() as scratch:
+        _scheme_cells(experiment, scheme, scratch, lambda s, a: events.put((s, a)))

@@ -236,10 +236,8 @@ class WatermarkKey(SecretKey):
                 Weight of the per-input confidence term (relative to `spread_weight`).
             logit_std (`float`, *optional*, defaults to 2.0):
                 Standard deviation of the final logits on benign data (`None` to keep them as trained).
-            batch_size (`int`, *optional*, defaults to 256):
-                Benign examples per step.
-            show_progress (`bool`, *optional*, defaults to `True`):
-                Show a progress bar.
+            batch_size (`int`, *optional*, defaults to 256): benign examples per step.
+            show_progress (`bool`, *optional*, defaults to `True`): show a progress bar.
             num_reference_keys (`int`, *optional*, defaults to 16):
                 Reference ingrainers trained by the same procedure from seeds the key's seed fixes: keys the owner
                 could have drawn instead. [`verify`] compares a suspect's agreement with this key to its agreement
@@ -250,12 +248,9 @@ class WatermarkKey(SecretKey):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
             processor (*optional*): the model's image processor or tokenizer, for raw `benign_dataset` columns.
             num_proc (`int`, *optional*):
-                Train the ingrainer and its references in this many processes, sharing this process's threads
-                (`torch.get_num_threads() // num_proc` each). On a few CPU cores small models use threads poorly:
-                on 2 cores, 2 processes of 1 thread train about 1.5 times as many ingrainers per minute as 1 of 2.
-                Every ingrainer depends on its seed alone; with one thread per process the key equals the one trained
-                here on one thread, bit for bit. The processes are spawned: in a script, call this under
-                `if __name__ == "__main__":`.
+                Spawned processes training the ingrainers, sharing the threads (in a script, call this under `if
+                __name__ == "__main__":`). On 2 cores, 2 processes of 1 thread trained the default key in 7.7 minutes
+                against 10 in 1 of 2. With one thread per process the key equals a one-thread training, bit for bit.
 
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).

@@ -207,6 +207,7 @@ def test_the_demo_runs_the_default_grid_in_one_process_per_core(tmp_path, monkey
     assert seen[0].num_proc == default_num_proc() == (1 if torch.cuda.is_available() else min(os.cpu_count(), 8))
     assert (seen[1].num_proc, seen[1].seed) == (3, 2)
     assert seen[0].cell_fields() == ExperimentConfig().cell_fields()  # the demo is the default grid
+    assert main(["demo", "--output", str(tmp_path), "--num_proc", "0"]) != 0 and len(seen) == 2  # refused, not defaulted
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,8 @@ def add_parser(subparsers) -> None:
 def _run_from_cli(args) -> int:
     from ..benchmark import ExperimentConfig, results_markdown, run_benchmark
 
-    results = run_benchmark(ExperimentConfig(seed=args.seed, num_proc=args.num_proc or default_num_proc()), args.output)
+    num_proc = default_num_proc() if args.num_proc is None else args.num_proc
+    results = run_benchmark(ExperimentConfig(seed=args.seed, num_proc=num_proc), args.output)
     print(results_markdown(results))
     print(f"Written to {os.path.abspath(args.output)} (results.md, results.json, robustness.png, lambda_tradeoff.png).")
     return 0

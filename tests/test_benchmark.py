@@ -194,6 +194,8 @@ def test_the_benchmark_command_reads_flags_and_yaml_like_the_recipes(tmp_path, c
 
 
 def test_the_demo_runs_the_default_grid_in_one_process_per_core(tmp_path, monkeypatch):
+    import torch
+
     import hf_ingrain.benchmark
     from hf_ingrain.cli.demo import default_num_proc
 
@@ -202,8 +204,6 @@ def test_the_demo_runs_the_default_grid_in_one_process_per_core(tmp_path, monkey
     monkeypatch.setattr(hf_ingrain.benchmark, "results_markdown", lambda results: "table")
     assert main(["demo", "--output", str(tmp_path)]) == 0
     assert main(["demo", "--output", str(tmp_path), "--num_proc", "3", "--seed", "2"]) == 0
-    import torch
-
     assert seen[0].num_proc == default_num_proc() == (1 if torch.cuda.is_available() else min(os.cpu_count(), 8))
     assert (seen[1].num_proc, seen[1].seed) == (3, 2)
     assert seen[0].cell_fields() == ExperimentConfig().cell_fields()  # the demo is the default grid

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..files import write_json, write_text
 from ..hashing import canonical_json
+from ..processes import worker_pool
 from .config import ExperimentConfig
 from .experiment import _cell, _Experiment, _trained_model
 from .report import machine_description, results_markdown
@@ -66,7 +67,7 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     os.makedirs(output_dir, exist_ok=True)
     _check_resumable(config, output_dir)  # before any long work
     experiment = _Experiment(config, output_dir)
-    schemes, columns = experiment.schemes(), ["none"] + list(config.attacks)
+    schemes, columns = experiment.schemes(), _columns(config)
     missing = {scheme: [a for a in columns if not os.path.isfile(_cell_path(output_dir, scheme, a))] for scheme in schemes}
     progress = tqdm(
         total=len(schemes) * len(columns), initial=len(schemes) * len(columns) - sum(map(len, missing.values())),
@@ -85,11 +86,12 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
         for scheme in schemes:  # after the processes, this only reads their cells
             cells.extend(_scheme_cells(experiment, scheme, scratch, report))
     progress.close()
-    commitments = {scheme: key.commitment() for scheme, key in experiment._keys.items() if key is not None}
     results = {
         "config": asdict(config),
         "cells": cells,
-        "key_commitments": {scheme: commitments[scheme] for scheme in schemes if scheme in commitments},
+        "key_commitments": {  # the keys made in this run (a fully resumed run makes none)
+            scheme: experiment._keys[scheme].commitment() for scheme in schemes if experiment._keys.get(scheme) is not None
+        },
         "seconds": round(time.time() - start, 1),
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine_description(),
@@ -101,6 +103,11 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     return results
 
 
+def _columns(config: ExperimentConfig) -> list[str]:
+    """The grid's columns: the model before any attack (`"none"`), then each attack."""
+    return ["none"] + list(config.attacks)
+
+
 def _cell_path(output_dir: str, scheme: str, attack: str) -> str:
     return os.path.join(output_dir, "cells", scheme, f"{attack}.json")
 
@@ -109,7 +116,7 @@ def _scheme_cells(experiment: _Experiment, scheme: str, scratch: str, report) ->
     """The scheme's cells, in the grid's order: read where a file holds one, computed (and written) where not, with
     `report(scheme, attack)` after each computed cell. The scheme's model is trained (or loaded) once."""
     cells, model = [], None
-    for attack in ["none"] + list(experiment.config.attacks):
+    for attack in _columns(experiment.config):
         path = _cell_path(experiment.output_dir, scheme, attack)
         if os.path.isfile(path):
             with open(path) as f:
@@ -127,18 +134,12 @@ def _scheme_cells(experiment: _Experiment, scheme: str, scratch: str, report) ->
 
 
 def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> None:
-    """Computes the missing cells of `schemes` in `config.num_proc` spawned processes of `torch.get_num_threads() //
-    num_proc` threads each. The keys are made here first and handed over in memory (they are never written)."""
-    import torch
-    import torch.multiprocessing as mp
-
+    """Computes the missing cells of `schemes` in `config.num_proc` processes (see `hf_ingrain.processes`). The keys
+    are made here first and handed over in memory (they are never written)."""
     keys = {scheme: experiment.key(scheme) for scheme in schemes}
-    num_proc = min(experiment.config.num_proc, len(schemes))
-    threads = max(1, torch.get_num_threads() // num_proc)
-    context = mp.get_context("spawn")  # fork is unsafe once this process has run OpenMP threads
-    with context.Manager() as manager, context.Pool(num_proc) as pool:
+    with worker_pool(experiment.config.num_proc, len(schemes)) as (context, pool), context.Manager() as manager:
         events = manager.Queue()
-        tasks = [(experiment.config, experiment.output_dir, scheme, keys, threads, events) for scheme in schemes]
+        tasks = [(experiment.config, experiment.output_dir, scheme, keys, events) for scheme in schemes]
         result = pool.map_async(_scheme_task, tasks, chunksize=1)
         while not result.ready() or not events.empty():
             try:
@@ -146,8 +147,6 @@ def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> No
             except queue.Empty:
                 pass
         result.get()  # raises a process's error here
-        pool.close()  # let the processes exit and clean up (terminating them leaks their semaphores)
-        pool.join()
 
 
 _WORKER_EXPERIMENTS = {}
@@ -155,10 +154,7 @@ _WORKER_EXPERIMENTS = {}
 
 def _scheme_task(task) -> None:
     """One scheme's missing cells, in a worker process (its experiment, with the data, is loaded once)."""
-    import torch
-
-    config, output_dir, scheme, keys, threads, events = task
-    torch.set_num_threads(threads)
+    config, output_dir, scheme, keys, events = task
     if output_dir not in _WORKER_EXPERIMENTS:
         _WORKER_EXPERIMENTS[output_dir] = _Experiment(config, output_dir)
     experiment = _WORKER_EXPERIMENTS[output_dir]

@@ -13,6 +13,7 @@ from transformers import PretrainedConfig
 from ..losses import ingrainer_spread_loss
 from ..model_inputs import prepare_dataset
 from ..models import build_classifier
+from ..processes import worker_pool
 from ..suspects import forward_logits, model_logits
 from .inputs import benign_inputs as benign_inputs_of
 from .inputs import carrier_batch, select
@@ -84,28 +85,19 @@ def train_ingrainer(
 
 
 def _fit_in_processes(keys, options, num_proc, show_progress):
-    """`fit_ingrainer` for each of `keys`, in `num_proc` spawned processes that share the machine's threads; the
-    results in the order of `keys`. Each ingrainer depends on its key's seed alone, so the order of the work does not
-    change them (and with one thread per process they equal a one-thread training in this process, bit for bit)."""
-    import torch.multiprocessing as mp
-
-    num_proc = min(num_proc, len(keys))
-    threads = max(1, torch.get_num_threads() // num_proc)
-    context = mp.get_context("spawn")  # fork is unsafe once this process has run OpenMP threads
-    with context.Pool(num_proc) as pool:
-        tasks = [(key, options, threads) for key in keys]
-        fitted = list(tqdm(
-            pool.imap(_fit_task, tasks), total=len(tasks), desc=f"Ingrainers ({num_proc} processes)",
+    """`fit_ingrainer` for each of `keys`, in `num_proc` processes (see `hf_ingrain.processes`); the results in the
+    order of `keys`. Each ingrainer depends on its key's seed alone, so the order of the work does not change them
+    (and with one thread per process they equal a one-thread training in this process, bit for bit)."""
+    with worker_pool(num_proc, len(keys)) as (_, pool):
+        tasks = [(key, options) for key in keys]
+        return list(tqdm(
+            pool.imap(_fit_task, tasks), total=len(tasks), desc=f"Ingrainers ({min(num_proc, len(keys))} processes)",
             disable=not show_progress,
         ))
-        pool.close()  # let the processes exit and clean up (terminating them leaks their semaphores)
-        pool.join()
-    return fitted
 
 
 def _fit_task(task):
-    key, options, threads = task
-    torch.set_num_threads(threads)
+    key, options = task
     return fit_ingrainer(key, *options, show_progress=False)
 
 

@@ -321,6 +321,20 @@ def test_key_dir_inside_output_dir_is_refused_before_any_work(tmp_path):
                       "--key_dir", str(tmp_path / "key"), "--push_to_hub", "true"])
 
 
+def test_key_num_proc_reaches_the_key_training_and_zero_is_refused_before_any_work(monkeypatch, tmp_path):
+    # The key's processes themselves are tested in test_keys.py (bit for bit against one process); here the flag's path.
+    seen = {}
+    monkeypatch.setattr(WatermarkKey, "train_ingrainer", lambda self, **kwargs: seen.update(kwargs))
+    script = _parse(_ingrain_types(), ["--config", str(SMOKE_CONFIG), "--output_dir", str(tmp_path / "out"),
+                                       "--key_num_proc", "2"])[0]
+    script.draw_key(None, num_labels=10, input_shape=(1, 28, 28), show_progress=False)
+    assert seen["num_proc"] == 2
+    with pytest.raises(ValueError, match="--key_num_proc"):
+        ingrain.main(["--config", str(SMOKE_CONFIG), "--output_dir", str(tmp_path / "out"), "--key_num_proc", "0",
+                      "--key_dir", str(tmp_path / "key")])
+    assert not (tmp_path / "key").exists() and not (tmp_path / "out").exists()
+
+
 @pytest.mark.hub
 def test_publish_repo_id_publishes_the_model_and_never_the_key(loopback_hub, tmp_path):
     key_dir, output_dir = tmp_path / "owner_key", tmp_path / "out"

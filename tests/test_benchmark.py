@@ -163,7 +163,15 @@ def test_a_run_with_another_config_is_refused_before_any_work(finished_run, tmp_
     monkeypatch.undo()
     results = run_benchmark(tiny_config(schemes=[], attacks=["prune_50", "quantize_4bit"]), str(tmp_path), show_progress=False)
     assert {c["attack"] for c in results["cells"]} == {"none", "prune_50", "quantize_4bit"}
-    (tmp_path / "benchmark_config.json").unlink()  # cells whose config is unknown
+    # A run recorded before `ingrainer_batch_size` existed trained its key at 256 images a step: it resumes at 256 only.
+    path = tmp_path / "benchmark_config.json"
+    recorded = json.loads(path.read_text())
+    del recorded["cell_fields"]["ingrainer_batch_size"]
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"fields that differ: \['ingrainer_batch_size'\]"):
+        run_benchmark(tiny_config(schemes=[], attacks=["prune_50"], ingrainer_batch_size=128), str(tmp_path))
+    assert run_benchmark(tiny_config(schemes=[], attacks=["prune_50"]), str(tmp_path), show_progress=False)["cells"]
+    path.unlink()  # cells whose config is unknown
     with pytest.raises(ValueError, match="config is unknown"):
         run_benchmark(config, str(tmp_path), show_progress=False)
 

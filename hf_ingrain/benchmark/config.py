@@ -61,8 +61,9 @@ class ExperimentConfig:
         batch_size (`int`), learning_rate (`float`): optimisation of every model.
         hidden_channels (`list[int]`), hidden_size (`int`): size of the SmallCNN of the owner (and of same-architecture
             students); the small students halve both.
-        num_carriers (`int`), ingrainer_steps (`int`), num_reference_keys (`int`): the ingrain key (its reference
-            ingrainers serve the key-draw test of `verify`).
+        num_carriers (`int`), ingrainer_steps (`int`), ingrainer_batch_size (`int`), num_reference_keys (`int`): the
+            ingrain key (its reference ingrainers serve the key-draw test of `verify`); `ingrainer_batch_size` is
+            the benign images per step of each ingrainer, the `batch_size` of [`~WatermarkKey.train_ingrainer`].
         ingrain_lambdas (`list[float]`): λ values of ingrain, one model each.
         ingrain_temperature (`float`): the ingrain temperature `T`.
         schemes (`list[str]`): baselines to include (default all).
@@ -89,6 +90,7 @@ class ExperimentConfig:
     hidden_size: int = field(default=64, metadata={"help": "SmallCNN hidden layer width."})
     num_carriers: int = field(default=100, metadata={"help": "Carriers of the ingrain key."})
     ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of the ingrainer."})
+    ingrainer_batch_size: int = field(default=256, metadata={"help": "Benign images per step of the ingrainer."})
     num_reference_keys: int = field(default=16, metadata={"help": "Reference ingrainers of the ingrain key."})
     ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
     ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})

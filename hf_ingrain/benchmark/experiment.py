@@ -61,6 +61,7 @@ class _Experiment:
                 key = WatermarkKey.generate(self.num_labels, self.input_shape, self.config.num_carriers, seed=seed)
                 key.train_ingrainer(
                     benign_dataset=self.splits["owner"], num_steps=self.config.ingrainer_steps,
+                    batch_size=self.config.ingrainer_batch_size,
                     num_reference_keys=self.config.num_reference_keys, num_proc=self.config.num_proc,
                 )
             elif scheme.startswith("zhang_"):

@@ -17,6 +17,8 @@ from .experiment import _cell, _Experiment, _trained_model
 from .report import machine_description, results_markdown
 
 CONFIG_FILE = "benchmark_config.json"
+# Cell fields added after runs were recorded without them, with the value those runs used.
+ADDED_FIELDS = {"ingrainer_batch_size": 256}
 
 
 def _check_resumable(config: ExperimentConfig, output_dir: str) -> None:
@@ -26,12 +28,9 @@ def _check_resumable(config: ExperimentConfig, output_dir: str) -> None:
     fields = config.cell_fields()
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
-            recorded = json.load(f)
-        if canonical_json(recorded.get("cell_fields")) != canonical_json(fields):
-            changed = sorted(
-                name for name in set(fields) | set(recorded.get("cell_fields") or {})
-                if (recorded.get("cell_fields") or {}).get(name) != fields.get(name)
-            )
+            recorded = {**ADDED_FIELDS, **(json.load(f).get("cell_fields") or {})}
+        if canonical_json(recorded) != canonical_json(fields):
+            changed = sorted(name for name in set(fields) | set(recorded) if recorded.get(name) != fields.get(name))
             raise ValueError(
                 f"{output_dir!r} holds a benchmark run with another config (fields that differ: {changed}); its cells "
                 "would be mixed with this run's. Use a new output folder, or delete this one to start over."

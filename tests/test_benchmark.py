@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_ingrain.benchmark import ExperimentConfig, _Experiment, results_markdown, run_benchmark
+from hf_ingrain.benchmark import (
+    ExperimentConfig, _Experiment, results_markdown, run_benchmark, run_benchmark_seeds, summarize_seeds, summary_markdown,
+)
 from hf_ingrain.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +187,53 @@ def test_an_underflowed_p_value_is_a_bound_in_the_table():
     assert "| s | 0.900 | ✅ 0.80 (p<1e-300) |" in results_markdown(results)
 
 
+def test_a_run_over_seeds_summarises_each_cell_over_the_seeds_and_resumes(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="distinct seeds"):
+        run_benchmark_seeds(tiny_config(), [3, 3], str(tmp_path))
+    assert not os.listdir(tmp_path)  # refused before any folder is made
+    config = tiny_config(schemes=[], attacks=["prune_50"])
+    summary = run_benchmark_seeds(config, [0, 1], str(tmp_path), show_progress=False)
+    runs = [json.loads((tmp_path / f"seed_{seed}" / "results.json").read_text()) for seed in (0, 1)]
+    assert [run["config"]["seed"] for run in runs] == summary["seeds"] == [0, 1]
+    assert runs[0]["key_commitments"] != runs[1]["key_commitments"]  # each seed draws its own keys
+    assert [(c["scheme"], c["attack"]) for c in summary["cells"]] == [
+        (s, a) for s in ("reference", "ingrain_lambda_0.5") for a in ("none", "prune_50")
+    ]
+    for cell in summary["cells"]:
+        per_seed = [next(c for c in run["cells"] if (c["scheme"], c["attack"]) == (cell["scheme"], cell["attack"]))
+                    for run in runs]
+        assert cell["num_seeds"] == 2 and cell["num_verified"] == sum(c["verified"] for c in per_seed)
+        assert cell["score"][0] == pytest.approx(sum(c["score"] for c in per_seed) / 2)
+        assert cell["max_p_value"] == max(c["p_value"] for c in per_seed)
+    assert summary == json.loads((tmp_path / "summary.json").read_text())
+    assert "| reference |" in (tmp_path / "summary.md").read_text()
+    # Every seed resumes: training or attacking again would fail here.
+    monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
+    monkeypatch.setattr(_Experiment, "attack", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    assert run_benchmark_seeds(config, [0, 1], str(tmp_path), show_progress=False)["cells"] == summary["cells"]
+
+
+def test_the_summary_marks_cells_verified_for_some_seeds_and_the_accuracy_kept():
+    def run(seed, verified, p_value, accuracy):
+        return {
+            "config": {"seed": seed, "num_proc": 1, "verify_alpha": 1e-6, "dataset": "d"},
+            "cells": [
+                {"scheme": "s", "attack": "none", "test_accuracy": 0.9, "verified": True, "p_value": 1e-9, "score": 0.6},
+                {"scheme": "s", "attack": "a", "test_accuracy": accuracy, "verified": verified, "p_value": p_value,
+                 "score": 0.2 if verified else 0.1},
+            ],
+            "date": "today", "machine": "m", "seconds": 1.0,
+        }
+
+    summary = summarize_seeds([run(0, True, 1e-8, 0.9), run(1, False, 3e-4, 0.72)])
+    assert summary["kept_accuracy"] == pytest.approx({"none": 1.0, "a": 0.9})
+    table = summary_markdown(summary)
+    assert "| s | ✅ 2/2 0.60 ± 0.00 (p≤1e-09) | ◐ 1/2 0.15 ± 0.07 (p≤3e-04) |" in table
+    assert "| s | 0.900 ± 0.000 | 0.810 ± 0.127 |" in table
+    with pytest.raises(ValueError, match="differ in their seed only"):
+        summarize_seeds([run(0, True, 1e-8, 0.9), {**run(1, True, 1e-8, 0.9), "config": {"seed": 1, "dataset": "e"}}])
+
+
 def test_the_benchmark_command_reads_flags_and_yaml_like_the_recipes(tmp_path, capsys, monkeypatch):
     import hf_ingrain.benchmark
 
@@ -197,6 +246,12 @@ def test_the_benchmark_command_reads_flags_and_yaml_like_the_recipes(tmp_path, c
     config = seen["config"]
     assert (config.epochs, config.attacks, config.ingrain_lambdas) == (2, ["prune_50"], [0.5, 1.0])
     assert seen["output"] == str(tmp_path / "o")
+    capsys.readouterr()
+    monkeypatch.setattr(hf_ingrain.benchmark, "run_benchmark_seeds",
+                        lambda config, seeds, output: seen.update(seeds=seeds) or {})
+    monkeypatch.setattr(hf_ingrain.benchmark, "summary_markdown", lambda summary: "summary")
+    assert main(["benchmark", "--config", str(path), "--seeds", "0", "1", "2", "--output", str(tmp_path / "o")]) == 0
+    assert seen["seeds"] == [0, 1, 2] and capsys.readouterr().out.startswith("summary")
     with pytest.warns(FutureWarning, match="ingrain_temperature"):
         assert ExperimentConfig(temperature=2.0).ingrain_temperature == 2.0
 

@@ -9,16 +9,17 @@ commitments are recorded. `hf-ingrain demo` is this run at a small scale on the 
 benchmark` runs it from a YAML config at full scale (on a GPU when there is one).
 
 Modules: `config` (the grid: schemes, attacks and their families, chains `a+b+c`, and [`ExperimentConfig`]),
-`experiment` (the data, keys, models and attacks of one run), `run` ([`run_benchmark`], resumable) and `report` (the
-Markdown tables).
+`experiment` (the data, keys, models and attacks of one run), `run` ([`run_benchmark`], resumable, and
+[`run_benchmark_seeds`], one run per seed) and `report` (the Markdown tables, and the summary over seeds).
 """
 
 from .config import ATTACK_PATTERNS, ATTACKS, BASELINES, OPTIONAL_ATTACKS, ExperimentConfig, check_attack_name
 from .experiment import _Experiment  # noqa: F401 (tests replace its methods)
-from .report import results_markdown
-from .run import CONFIG_FILE, run_benchmark
+from .report import results_markdown, summarize_seeds, summary_markdown
+from .run import CONFIG_FILE, run_benchmark, run_benchmark_seeds
 
 __all__ = [
     "ATTACKS", "ATTACK_PATTERNS", "BASELINES", "CONFIG_FILE", "OPTIONAL_ATTACKS", "ExperimentConfig",
-    "check_attack_name", "results_markdown", "run_benchmark",
+    "check_attack_name", "results_markdown", "run_benchmark", "run_benchmark_seeds", "summarize_seeds",
+    "summary_markdown",
 ]

@@ -90,7 +90,7 @@ class ExperimentConfig:
     hidden_size: int = field(default=64, metadata={"help": "SmallCNN hidden layer width."})
     num_carriers: int = field(default=100, metadata={"help": "Carriers of the ingrain key."})
     ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of the ingrainer."})
-    ingrainer_batch_size: int = field(default=256, metadata={"help": "Benign images per step of the ingrainer."})
+    ingrainer_batch_size: int = field(default=256, metadata={"help": "Benign images per ingrainer step."})
     num_reference_keys: int = field(default=16, metadata={"help": "Reference ingrainers of the ingrain key."})
     ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
     ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})

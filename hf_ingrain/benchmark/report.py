@@ -1,7 +1,9 @@
-"""The benchmark's results as Markdown: the grid, and the two claims of every overwriting attack."""
+"""The benchmark's results as Markdown: the grid, the two claims of every overwriting attack, and the summary of a
+run over several seeds (the share of seeds verified, mean and spread per cell)."""
 
 import os
 import platform
+import statistics
 
 import torch
 
@@ -72,3 +74,97 @@ def _claims_markdown(cells: list[dict]) -> str:
             f"{mark(c['thief_on_original_verified'], c['thief_on_original_p_value'])} |"
         )
     return "\n".join(lines) + "\n\n"
+
+
+def summarize_seeds(runs: list[dict]) -> dict:
+    r"""
+    The cells of several runs of one grid (one per seed, as [`run_benchmark`] returns them), summarised per scheme
+    and attack: the seeds whose model verified, the score's and the accuracy's mean and standard deviation, the
+    largest (least significant) p-value, and per attack the share of the model's own accuracy the attacked models
+    kept.
+
+    Args:
+        runs (`list[dict]`): the results of each seed's run; their configs may differ in `seed` only.
+
+    Returns:
+        `dict`: `config` (without the seed), `seeds`, `cells` (one summary per scheme and attack, in the grid's order),
+        `kept_accuracy` (per attack), `seconds`, `date`, `machine`.
+    """
+    configs = [{k: v for k, v in run["config"].items() if k not in ("seed", "num_proc")} for run in runs]
+    if not runs or any(config != configs[0] for config in configs):
+        raise ValueError("summarize_seeds needs at least one run, and runs that differ in their seed only.")
+    groups, clean = {}, {}
+    for index, run in enumerate(runs):
+        for cell in run["cells"]:
+            groups.setdefault((cell["scheme"], cell["attack"]), []).append(cell)
+            if cell["attack"] == "none":
+                clean[(index, cell["scheme"])] = cell["test_accuracy"]
+    cells = []
+    for (scheme, attack), group in groups.items():
+        tested = [c for c in group if c["verified"] is not None]
+        cells.append({
+            "scheme": scheme, "attack": attack, "num_seeds": len(group),
+            "num_verified": sum(bool(c["verified"]) for c in tested) if tested else None,
+            "score": _mean_and_sd([c["score"] for c in tested]),
+            "max_p_value": max(c["p_value"] for c in tested) if tested else None,
+            "accuracy": _mean_and_sd([c["test_accuracy"] for c in group]),
+        })
+    kept = {}
+    for index, run in enumerate(runs):
+        for cell in run["cells"]:
+            kept.setdefault(cell["attack"], []).append(cell["test_accuracy"] / clean[(index, cell["scheme"])])
+    return {
+        "config": configs[0], "seeds": [run["config"]["seed"] for run in runs], "cells": cells,
+        "kept_accuracy": {attack: statistics.fmean(values) for attack, values in kept.items()},
+        "seconds": round(sum(run["seconds"] for run in runs), 1), "date": runs[-1]["date"],
+        "machine": runs[-1]["machine"],
+    }
+
+
+def _mean_and_sd(values: list) -> list | None:
+    """`[mean, standard deviation]` (the deviation 0 for one value), or `None` without values."""
+    if not values:
+        return None
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def summary_markdown(summary: dict) -> str:
+    """The tables of [`summarize_seeds`]: verdicts and scores per cell, then accuracies."""
+    cells = summary["cells"]
+    attacks = list(dict.fromkeys(c["attack"] for c in cells))
+    schemes = list(dict.fromkeys(c["scheme"] for c in cells))
+    by_key = {(c["scheme"], c["attack"]): c for c in cells}
+    header = ["scheme"] + ["before" if a == "none" else a for a in attacks]
+
+    def table(render):
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for scheme in schemes:
+            row = [render(by_key[(scheme, a)]) if (scheme, a) in by_key else "" for a in attacks]
+            lines.append("| " + " | ".join([scheme] + row) + " |")
+        return lines
+
+    def verdict(cell):
+        if cell["num_verified"] is None:
+            return "n/a"
+        mark = "✅" if cell["num_verified"] == cell["num_seeds"] else "❌" if cell["num_verified"] == 0 else "◐"
+        p_value = format_p_value(cell["max_p_value"], relation=False, spec=".0e").replace(" ", "")
+        bound = f"p{p_value}" if p_value.startswith("<") else f"p≤{p_value}"  # the largest p-value over the seeds
+        score = cell["score"]
+        return f"{mark} {cell['num_verified']}/{cell['num_seeds']} {score[0]:.2f} ± {score[1]:.2f} ({bound})"
+
+    accuracy = table(lambda cell: "{:.3f} ± {:.3f}".format(*cell["accuracy"]))
+    accuracy.append("| kept share of the model's accuracy (mean) | " + " | ".join(
+        f"{summary['kept_accuracy'][a]:.2f}" for a in attacks) + " |")
+    seeds = ", ".join(str(seed) for seed in summary["seeds"])
+    legend = (
+        f"Each cell: the seeds whose model verified at alpha = {summary['config']['verify_alpha']:g} (✅ all, ❌ none, ◐ "
+        "some), the watermark score's mean ± standard deviation over the seeds (ingrain: runner-up agreement with the "
+        "key; trigger sets: trigger accuracy; Uchida: bit accuracy), and the largest p-value. Each seed draws its "
+        "own split, keys and models. The reference has no watermark and is tested with the ingrain key."
+    )
+    return (
+        f"# hf_ingrain benchmark: {summary['config']['dataset']}, seeds {seeds}\n\n" + "\n".join(table(verdict))
+        + f"\n\n{legend}\n\nTest accuracy of each model (mean ± standard deviation over the seeds), and the share of "
+        "its own accuracy an attacked model kept:\n\n" + "\n".join(accuracy)
+        + f"\n\n{summary['date']}, {summary['machine']}, {summary['seconds']:.0f} s over the seeds.\n"
+    )

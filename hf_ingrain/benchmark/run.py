@@ -1,11 +1,12 @@
-"""[`run_benchmark`]: every cell of the grid, resumable, into one folder."""
+"""[`run_benchmark`]: every cell of the grid, resumable, into one folder; [`run_benchmark_seeds`]: one such run per
+seed, and their summary."""
 
 import json
 import os
 import queue
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from tqdm.auto import tqdm
 
@@ -14,7 +15,7 @@ from ..hashing import canonical_json
 from ..processes import worker_pool
 from .config import ExperimentConfig
 from .experiment import _cell, _Experiment, _trained_model
-from .report import machine_description, results_markdown
+from .report import machine_description, results_markdown, summarize_seeds, summary_markdown
 
 CONFIG_FILE = "benchmark_config.json"
 # Cell fields added after runs were recorded without them, with the value those runs used.
@@ -100,6 +101,38 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     plot_robustness(results, os.path.join(output_dir, "robustness.png"))
     plot_lambda_tradeoff(results, os.path.join(output_dir, "lambda_tradeoff.png"))
     return results
+
+
+def run_benchmark_seeds(
+    config: ExperimentConfig, seeds: list[int], output_dir: str, show_progress: bool = True
+) -> dict:
+    r"""
+    [`run_benchmark`] for each of `seeds` (each a new split, keys and models), in `output_dir/seed_<seed>`, then
+    their summary (see [`~hf_ingrain.benchmark.report.summarize_seeds`]: per cell the seeds verified, mean and spread)
+    in `output_dir/summary.json` and `summary.md`. Resumable like one run: finished seeds and cells are read, not
+    recomputed. `config.seed` is ignored.
+
+    Args:
+        config ([`ExperimentConfig`]): the settings of every run but the seed.
+        seeds (`list[int]`): distinct seeds, run in this order.
+        output_dir (`str`): results folder.
+        show_progress (`bool`, *optional*, defaults to `True`): show progress bars.
+
+    Returns:
+        `dict`: the summary, as written to `summary.json`.
+    """
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"`seeds` must be distinct seeds, at least one, got {seeds}.")
+    configs = [replace(config, seed=seed) for seed in seeds]
+    folders = [os.path.join(output_dir, f"seed_{seed}") for seed in seeds]
+    for seed_config, folder in zip(configs, folders):  # every seed's folder checked before any long work
+        os.makedirs(folder, exist_ok=True)
+        _check_resumable(seed_config, folder)
+    runs = [run_benchmark(seed_config, folder, show_progress) for seed_config, folder in zip(configs, folders)]
+    summary = summarize_seeds(runs)
+    write_json(os.path.join(output_dir, "summary.json"), summary)
+    write_text(os.path.join(output_dir, "summary.md"), summary_markdown(summary))
+    return summary
 
 
 def _columns(config: ExperimentConfig) -> list[str]:

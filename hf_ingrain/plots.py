@@ -16,27 +16,50 @@ def _save(figure, path: str) -> None:
 
 def plot_robustness(results: dict, path: str) -> None:
     """Watermark score of every scheme before and after every attack, verified cells drawn solid."""
-    cells = [c for c in results["cells"] if c["score"] is not None]
-    attacks = ["none"] + list(results["config"]["attacks"])
-    schemes = list(dict.fromkeys(c["scheme"] for c in cells))
-    by_key = {(c["scheme"], c["attack"]): c for c in cells}
+    bars = {
+        (c["scheme"], c["attack"]): (c["score"], None, 1.0 if c["verified"] else 0.0)
+        for c in results["cells"] if c["score"] is not None
+    }
+    title = f"Which watermark survives which attack (solid: verified at alpha = {results['config']['verify_alpha']:g})"
+    _score_bars(bars, ["none"] + list(results["config"]["attacks"]), title, path)
+
+
+def plot_seed_robustness(summary: dict, path: str) -> None:
+    """[`plot_robustness`] over seeds (a [`~hf_ingrain.benchmark.summarize_seeds`] summary): each bar the mean score,
+    its whisker the standard deviation, solid where every seed verified, paler the fewer did."""
+    bars = {
+        (c["scheme"], c["attack"]): (c["score"][0], c["score"][1], c["num_verified"] / c["num_seeds"])
+        for c in summary["cells"] if c["score"] is not None
+    }
+    seeds = ", ".join(str(seed) for seed in summary["seeds"])
+    title = (
+        f"Which watermark survives which attack, seeds {seeds} (solid: every seed verified at alpha = "
+        f"{summary['config']['verify_alpha']:g}; pale: none)"
+    )
+    _score_bars(bars, list(dict.fromkeys(attack for _, attack in bars)), title, path)
+
+
+def _score_bars(bars: dict, attacks: list[str], title: str, path: str) -> None:
+    """One group of bars per attack, one bar per scheme: `bars[(scheme, attack)] = (score, spread or None, share of
+    the seeds verified)`."""
+    schemes = list(dict.fromkeys(scheme for scheme, _ in bars))
     figure, axis = plt.subplots(figsize=(max(8, 1.3 * len(attacks)), 4.5))
     width = 0.8 / max(len(schemes), 1)
     colors = plt.get_cmap("tab10")
     for index, scheme in enumerate(schemes):
         for position, attack in enumerate(attacks):
-            cell = by_key.get((scheme, attack))
-            if cell is None:
+            if (scheme, attack) not in bars:
                 continue
+            score, spread, verified = bars[(scheme, attack)]
             axis.bar(
-                position + (index - (len(schemes) - 1) / 2) * width, cell["score"], width,
-                color=colors(index % 10), alpha=1.0 if cell["verified"] else 0.3,
-                edgecolor="black" if cell["verified"] else "none", label=scheme if position == 0 else None,
+                position + (index - (len(schemes) - 1) / 2) * width, score, width, yerr=spread,
+                color=colors(index % 10), alpha=0.3 + 0.7 * verified, edgecolor="black" if verified == 1 else "none",
+                label=scheme if position == 0 else None, error_kw={"elinewidth": 0.8},
             )
     axis.set_xticks(range(len(attacks)), ["before" if a == "none" else a for a in attacks], rotation=30, ha="right")
     axis.set_ylabel("watermark score")
     axis.set_ylim(0, 1.05)
-    axis.set_title(f"Which watermark survives which attack (solid: verified at alpha = {results['config']['verify_alpha']:g})")
+    axis.set_title(title)
     axis.legend(fontsize=8, ncol=2, loc="upper right")
     _save(figure, path)
 

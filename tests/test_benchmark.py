@@ -206,7 +206,7 @@ def test_a_run_over_seeds_summarises_each_cell_over_the_seeds_and_resumes(tmp_pa
         assert cell["score"][0] == pytest.approx(sum(c["score"] for c in per_seed) / 2)
         assert cell["max_p_value"] == max(c["p_value"] for c in per_seed)
     assert summary == json.loads((tmp_path / "summary.json").read_text())
-    assert "| reference |" in (tmp_path / "summary.md").read_text()
+    assert "| reference |" in (tmp_path / "summary.md").read_text() and os.path.getsize(tmp_path / "robustness.png") > 0
     # Every seed resumes: training or attacking again would fail here.
     monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
     monkeypatch.setattr(_Experiment, "attack", lambda *a, **k: pytest.fail("re-ran a finished cell"))

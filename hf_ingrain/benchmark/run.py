@@ -109,8 +109,8 @@ def run_benchmark_seeds(
     r"""
     [`run_benchmark`] for each of `seeds` (each a new split, keys and models), in `output_dir/seed_<seed>`, then
     their summary (see [`~hf_ingrain.benchmark.report.summarize_seeds`]: per cell the seeds verified, mean and spread)
-    in `output_dir/summary.json` and `summary.md`. Resumable like one run: finished seeds and cells are read, not
-    recomputed. `config.seed` is ignored.
+    in `output_dir/summary.json`, `summary.md` and `robustness.png` (mean scores, spread whiskers). Resumable like
+    one run: finished seeds and cells are read, not recomputed. `config.seed` is ignored.
 
     Args:
         config ([`ExperimentConfig`]): the settings of every run but the seed.
@@ -125,6 +125,8 @@ def run_benchmark_seeds(
         raise ValueError(f"`seeds` must be distinct seeds, at least one, got {seeds}.")
     configs = [replace(config, seed=seed) for seed in seeds]
     folders = [os.path.join(output_dir, f"seed_{seed}") for seed in seeds]
+    from ..plots import plot_seed_robustness
+
     for seed_config, folder in zip(configs, folders):  # every seed's folder checked before any long work
         os.makedirs(folder, exist_ok=True)
         _check_resumable(seed_config, folder)
@@ -132,6 +134,7 @@ def run_benchmark_seeds(
     summary = summarize_seeds(runs)
     write_json(os.path.join(output_dir, "summary.json"), summary)
     write_text(os.path.join(output_dir, "summary.md"), summary_markdown(summary))
+    plot_seed_robustness(summary, os.path.join(output_dir, "robustness.png"))
     return summary
 
 

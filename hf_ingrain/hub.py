@@ -183,7 +183,8 @@ def push_to_hub(
     queries = None
     if committed_queries is not None:
         query_set = read_queries(key, committed_queries)
-        queries = {"digest": query_set.digest, "num_queries": len(query_set.unique_indices)}
+        queries = {"digest": query_set.digest, "ordered_digest": query_set.ordered_digest,
+                   "num_queries": len(query_set.unique_indices)}
     elif result.committed_queries is False:
         logger.warning(
             "The verification recorded in the card used other queries than the set the key commits to; the card "
@@ -325,9 +326,9 @@ def verify_from_hub(
         claim = check_claim(
             HfApi(token=token), key, reference_repo_id, repo_id, suspect.commit_sha, reference_revision, cache_dir
         )
-        verify_kwargs.setdefault("committed_digest", (claim.published_queries or {}).get("digest"))
+        verify_kwargs.setdefault("committed_digest", claim.published_queries or None)
     elif commitment_match and (block or {}).get("queries"):  # the owner's own published model: its card's set
-        verify_kwargs.setdefault("committed_digest", block["queries"].get("digest"))
+        verify_kwargs.setdefault("committed_digest", block["queries"])
     if verify_kwargs.get("processor") is None:  # raw queries: the processor files of the same commit
         verify_kwargs["processor"] = load_processor(suspect.folder)
     result = verify(suspect.model, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs)

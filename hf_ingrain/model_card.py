@@ -14,7 +14,7 @@ watermark:
   protocol: ingrain
   parameters: {ingrain_temperature: 4.0, ingrain_lambda: 0.5, alpha: 1.0e-06, num_queries: 1000, num_labels: 10}
   key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
-  queries: {digest: 9a0c..., num_queries: 1000}   # the committed benign query set (hf_ingrain.queries)
+  queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000}   # the committed query set (hf_ingrain.queries)
   verification: {verified: true, agreement: 0.39, null_rate: 0.197, p_value: 2.3e-45, num_queries: 1000, ...}
 ```
 
@@ -76,6 +76,13 @@ def framework_versions() -> dict:
     return {name: (library_version() if name == "hf_ingrain" else _version(name)) for name in FRAMEWORKS}
 
 
+def _queries_block(queries: dict) -> dict:
+    block = {"digest": str(queries["digest"]), "num_queries": int(queries["num_queries"])}
+    if queries.get("ordered_digest"):
+        block["ordered_digest"] = str(queries["ordered_digest"])
+    return block
+
+
 def watermark_metadata(
     key=None,
     result=None,
@@ -100,7 +107,8 @@ def watermark_metadata(
         version (`str`, *optional*):
             hf_ingrain's version (defaults to the installed one).
         queries (`dict`, *optional*):
-            The committed benign query set, `{"digest", "num_queries"}`; defaults to the one the key commits to
+            The committed benign query set, `{"digest", "ordered_digest", "num_queries"}` (the order where known: it
+            fixes what a query budget sends); defaults to the one the key commits to
             ([`~WatermarkKey.commit_queries`]), else the set the recorded verification used.
 
     Returns:
@@ -137,7 +145,7 @@ def watermark_metadata(
         "protocol": result.protocol if result is not None else "ingrain",
         "parameters": parameters,
         "key_commitment": None if key is None else key.commitment(),
-        "queries": None if queries is None else {"digest": str(queries["digest"]), "num_queries": int(queries["num_queries"])},
+        "queries": None if queries is None else _queries_block(queries),
         "verification": verification,
     }
 

@@ -7,10 +7,16 @@ evidence twice. So:
 
 - [`read_queries`] reads the queries once before any is sent: it refuses inputs the key was not made for and labels
   outside its classes, finds duplicate examples, and computes the set's **digest**: a SHA-256 over the sorted hashes
-  of the distinct examples (their model inputs), independent of order and of repetitions.
-- [`WatermarkKey.commit_queries`](`hf_ingrain.WatermarkKey.commit_queries`) records that digest in the key (covered
-  by its commitment), and `push_to_hub` records it in the model card: the committed set. [`verify`] drops duplicates
+  of the distinct examples (their model inputs), independent of order and of repetitions; and its **ordered
+  digest**, over the same hashes in the order of the queries (first occurrences).
+- [`WatermarkKey.commit_queries`](`hf_ingrain.WatermarkKey.commit_queries`) records both in the key (covered by its
+  commitment), and `push_to_hub` records them in the model card: the committed set. [`verify`] drops duplicates
   before counting, reports the digest of the queries it used, and whether they are the committed set.
+- A query budget (the label-only protocols' `max_queries`) sends a prefix of the queries. The set alone does not fix
+  which prefix: an owner who has seen the suspect's answers could put first the inputs where it agrees with the key,
+  and any model would verify on "the committed set". So a test that used a prefix is on the committed queries only
+  when their order is the committed one (the ordered digest matches); a commitment without an order (made before
+  it was recorded, or a digest string) does not cover a budgeted test.
 """
 
 import hashlib
@@ -21,6 +27,7 @@ import torch
 from .data import iterate_batches
 
 DIGEST_DOMAIN = b"hf_ingrain-queries-v1\0"
+ORDERED_DIGEST_DOMAIN = b"hf_ingrain-ordered-queries-v1\0"
 HASHED_COLUMNS = ("pixel_values", "input_ids", "attention_mask", "input_values", "input_features")
 IN_MEMORY_BYTES = 2 * 1024**3  # queries up to this size are kept in memory: every model then reads them at no cost
 
@@ -66,11 +73,13 @@ class QuerySet:
         digest (`str`): SHA-256 of the distinct examples (order and repetitions do not change it).
         num_examples (`int`): rows read.
         unique_indices (`list[int]`): the first row of each distinct example, in order.
+        ordered_digest (`str`): SHA-256 of the distinct examples in that order (repetitions do not change it).
     """
 
     digest: str
     num_examples: int
     unique_indices: list = field(default_factory=list)
+    ordered_digest: str | None = None
     tensors: dict | None = field(default=None, repr=False)  # the distinct queries, when they fit in memory
 
     @property
@@ -154,7 +163,30 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
     if not count:
         raise ValueError("The verification data set is empty.")
     digest = hashlib.sha256(DIGEST_DOMAIN + b"".join(sorted(hashes_in_order))).hexdigest()
+    ordered_digest = hashlib.sha256(ORDERED_DIGEST_DOMAIN + b"".join(hashes_in_order)).hexdigest()
     tensors = None
     if kept:
         tensors = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
-    return QuerySet(digest=digest, num_examples=count, unique_indices=unique, tensors=tensors)
+    return QuerySet(
+        digest=digest, num_examples=count, unique_indices=unique, ordered_digest=ordered_digest, tensors=tensors
+    )
+
+
+def committed_set(committed, key) -> dict:
+    """The committed query set a verification compares with: `committed` (a digest string, or a model card's
+    `queries` block with `digest` and `ordered_digest`), else the one the key commits to (`{}` when none)."""
+    if committed is None:
+        return dict(key.committed_queries or {})
+    return dict(committed) if isinstance(committed, dict) else {"digest": committed}
+
+
+def is_committed(query_set: QuerySet, committed: dict, num_used: int | None = None) -> bool | None:
+    """Whether the queries are the committed set (`None` when none was committed); when only the first `num_used`
+    distinct queries were sent (a budget), also in the committed order, which fixes that prefix."""
+    if not committed.get("digest"):
+        return None
+    if committed["digest"] != query_set.digest:
+        return False
+    if num_used is not None and num_used < len(query_set.unique_indices):
+        return committed.get("ordered_digest") is not None and committed["ordered_digest"] == query_set.ordered_digest
+    return True

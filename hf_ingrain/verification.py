@@ -56,7 +56,7 @@ from .keys.inputs import carrier_batch
 from .losses import runner_up
 from .model_inputs import check_model_modality, prepare_dataset
 from .statistics import binomial_p_value, format_p_value, ingrain_null_rate, key_draw_p_value
-from .queries import read_queries
+from .queries import committed_set, is_committed, read_queries
 from .suspects import collect_scores, inference_copy, resolve_model, restrict_scores
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class VerificationResult:
             f"vs null rate {self.null_rate:.3f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
         )
         if self.committed_queries is False:
-            text += "; NOT the committed query set"
+            text += "; NOT the committed query set (or, under a query budget, not in its committed order)"
         if self.num_duplicates:
             text += f"; {self.num_duplicates} repeated queries dropped"
         return text
@@ -146,7 +146,7 @@ def verify(
     show_progress: bool = False,
     scores: str = "auto",
     top_k: int | None = None,
-    committed_digest: str | None = None,
+    committed_digest: str | dict | None = None,
     processor=None,
     max_queries: int | None = None,
     ladder: str = "occlusion",
@@ -183,9 +183,11 @@ def verify(
             `"top_k"` (only the `top_k` highest scores are used) or `"labels"` (only the top class is used).
         top_k (`int`, *optional*):
             Use only the `top_k` highest scores of each query (and ask a pipeline for that many).
-        committed_digest (`str`, *optional*):
-            The digest of the query set the owner committed to (a model card's `queries.digest`); defaults to the
-            one recorded in the key by [`~WatermarkKey.commit_queries`]. The result says whether `dataset` is it.
+        committed_digest (`str` or `dict`, *optional*):
+            The query set the owner committed to: a model card's `queries` block (its `digest` and `ordered_digest`),
+            or a digest alone; defaults to the one recorded in the key by [`~WatermarkKey.commit_queries`]. The
+            result says whether `dataset` is it. Under `max_queries`, a test that sent only the first queries is on
+            the committed set only in the committed order (see `hf_ingrain.queries`), which a digest alone lacks.
         processor (*optional*):
             The model's image processor or tokenizer, for a data set of raw images or texts.
         max_queries (`int`, *optional*):
@@ -248,8 +250,9 @@ def verify(
                                       committed_digest)
 
 
-def _with_key_draw_and_queries(result, reference_agreements, query_set, key, committed_digest):
-    """Adds the key-draw test (the p-value becomes the larger of the two) and the query set's digest to `result`."""
+def _with_key_draw_and_queries(result, reference_agreements, query_set, key, committed_digest, num_used=None):
+    """Adds the key-draw test (the p-value becomes the larger of the two) and the query set's digest to `result`;
+    `num_used`: the distinct queries sent, when a budget sent only the first of them (see `hf_ingrain.queries`)."""
     key_draw_p, key_draw = key_draw_p_value(result.agreement, reference_agreements, result.num_queries)
     result.details["p_value_binomial"], result.details["key_draw"] = result.p_value, key_draw
     if key_draw_p is None:
@@ -261,9 +264,8 @@ def _with_key_draw_and_queries(result, reference_agreements, query_set, key, com
     else:
         result.p_value = max(result.p_value, key_draw_p)
         result.verified = result.p_value <= result.alpha
-    committed = committed_digest if committed_digest is not None else (key.committed_queries or {}).get("digest")
     result.query_digest, result.num_duplicates = query_set.digest, query_set.num_duplicates
-    result.committed_queries = None if committed is None else committed == query_set.digest
+    result.committed_queries = is_committed(query_set, committed_set(committed_digest, key), num_used)
     return result
 
 
@@ -291,7 +293,9 @@ def _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_qu
     result = VerificationResult.from_counts(
         int(agreements.sum()), len(agreements), queries["null_rate"], alpha, protocol, details
     )
-    return _with_key_draw_and_queries(result, queries["reference_agreements"], query_set, key, committed_digest)
+    return _with_key_draw_and_queries(
+        result, queries["reference_agreements"], query_set, key, committed_digest, queries["inputs_used"]
+    )
 
 
 def ingrain_queries(

@@ -57,6 +57,35 @@ def test_queries_chosen_after_seeing_the_suspect_are_not_the_committed_set(key):
     assert committed_key.commitment() != key.commitment()  # the committed set is part of what the key commits to
 
 
+def test_a_query_budget_is_the_committed_test_only_in_the_committed_order(small_key, embedded_splits):
+    # Under a budget the suspect is sent a prefix of the queries. An owner who has seen its answers could move to the
+    # front the inputs where it agrees with the key: the same set, so the set's digest alone would call it committed.
+    import copy
+
+    from hf_ingrain.model_card import watermark_metadata
+
+    key, test, suspect = copy.deepcopy(small_key), embedded_splits["test"].select(range(300)), tiny_cnn(seed=3)
+    key.commit_queries(test)
+    in_order = verify(suspect, key, test, protocol="ingrain_errors", max_queries=100)
+    assert in_order.details["inputs_used"] == 100 and in_order.committed_queries is True
+    reordered = test.select(range(299, -1, -1))
+    moved = verify(suspect, key, reordered, protocol="ingrain_errors", max_queries=100)
+    assert moved.query_digest == in_order.query_digest and moved.committed_queries is False
+    assert "not in its committed order" in str(moved)
+    # every query sent: the set decides, in any order
+    assert verify(suspect, key, reordered, protocol="ingrain_errors").committed_queries is True
+    # a commitment without the order (a digest alone, or one made before orders were recorded) covers no budget
+    digest = key.committed_queries["digest"]
+    assert verify(suspect, key, test, protocol="ingrain_errors", committed_digest=digest).committed_queries is True
+    budgeted = dict(protocol="ingrain_errors", max_queries=100)
+    assert verify(suspect, key, test, committed_digest=digest, **budgeted).committed_queries is False
+    # the model card publishes the order with the set, and a card's block is what verify_from_hub passes
+    block = watermark_metadata(key, in_order)["queries"]
+    assert block["ordered_digest"] == key.committed_queries["ordered_digest"] != digest
+    assert verify(suspect, key, test, committed_digest=block, **budgeted).committed_queries is True
+    assert verify(suspect, key, reordered, committed_digest=block, **budgeted).committed_queries is False
+
+
 @pytest.mark.slow
 def test_repeated_queries_are_counted_once(key):
     from datasets import concatenate_datasets

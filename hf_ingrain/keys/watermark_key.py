@@ -270,27 +270,27 @@ class WatermarkKey(SecretKey):
 
     def commit_queries(self, dataset, processor=None, **columns) -> "QuerySet":
         r"""
-        Commits the key to a set of benign queries, before any suspect is seen: their digest (order-independent, over
-        the distinct examples; see `hf_ingrain.queries`) goes into the key's metadata, so the key's commitment covers
-        it, and [`verify`] then reports whether a claim was made on this set. Commit before saving and publishing.
+        Commits the key to a set of benign queries, before any suspect is seen: their digests (of the distinct examples
+        as a set, and in their order, which fixes what a query budget sends; see `hf_ingrain.queries`) go into the
+        key's metadata, covered by its commitment; [`verify`] reports whether a claim was made on this set.
 
         Args:
             dataset: the queries, e.g. the owner's held-out test split; raw images or texts with `processor` and the
                 column names, as for [`verify`].
 
         Returns:
-            `QuerySet`: the digest, and the duplicates found.
+            `QuerySet`: the digests, and the duplicates found. Commit before saving and publishing.
 
         Example:
 
         ```python
-        >>> query_set = key.commit_queries(splits["test"])
-        >>> key.committed_queries["digest"] == query_set.digest
+        >>> key.commit_queries(splits["test"]).ordered_digest == key.committed_queries["ordered_digest"]
         True
         ```
         """
         query_set = read_queries(self, prepare_dataset(dataset, self, processor, **columns))
-        self.committed_queries = {"digest": query_set.digest, "num_queries": len(query_set.unique_indices)}
+        self.committed_queries = {"digest": query_set.digest, "ordered_digest": query_set.ordered_digest,
+                                  "num_queries": len(query_set.unique_indices)}
         return query_set
 
     def ingrainer_logits(self, batch: dict) -> torch.Tensor:

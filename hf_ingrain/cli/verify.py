@@ -220,7 +220,8 @@ def summary(report: dict) -> str:
     if report.get("data"):
         lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
     if report.get("query_digest"):
-        committed = {True: "the committed set", False: "NOT the committed set", None: "no set was committed"}
+        committed = {True: "the committed set", None: "no set was committed",
+                     False: "NOT the committed set, or under a budget not in its committed order"}
         lines.append(f"  query set     {report['query_digest']} ({committed[report.get('committed_queries')]})")
     if report.get("num_duplicates"):
         lines.append(f"  duplicates    {report['num_duplicates']} repeated queries dropped before counting")

@@ -140,6 +140,8 @@ def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
 def test_benchmark_cli_reports_a_bad_config_without_a_traceback(tmp_path, capsys):
     assert main(["benchmark", "--config", str(tmp_path / "missing.yaml"), "--output", str(tmp_path / "out")]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["benchmark", "--seeds", "1", "1", "--output", str(tmp_path / "out")]) == 2
+    assert "distinct seeds" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_results_markdown_marks_verified_cells():

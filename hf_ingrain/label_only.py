@@ -157,12 +157,17 @@ def label_only_queries(
         used += size
     index, estimate, route, excluded = (torch.tensor(v, dtype=torch.long) for v in (index, estimate, route, excluded))
     compared = TensorQueries({"pixel_values": pixels[index].float()})
+    if not len(index):  # nothing to compare (no error and no changed label within the budget): no evidence
+        return {
+            "estimate": estimate, "choice": excluded, "route": route, "reference_agreements": [], "null_rate": 1.0,
+            "null_rate_terms": {}, "queries_sent": int(sent), "inputs_used": int(used), "unanswered": int(unanswered),
+        }
     ingrainer_scores, _ = collect_scores(inference_copy(key.ingrainer), compared, batch_size=batch_size)
-    choice = runner_up(ingrainer_scores, excluded) if len(index) else excluded
+    choice = runner_up(ingrainer_scores, excluded)
     reference_agreements = []
     for reference in getattr(key, "reference_ingrainers", []):
         scores, _ = collect_scores(inference_copy(reference), compared, batch_size=batch_size)
-        reference_agreements.append((runner_up(scores, excluded) == estimate).float().mean().item() if len(index) else 0.0)
+        reference_agreements.append((runner_up(scores, excluded) == estimate).float().mean().item())
     null_rates, terms = [], {}
     for code, name in ((0, "ladder"), (1, "errors")):
         mask = route == code
@@ -171,7 +176,7 @@ def label_only_queries(
                                                   None if labels is None else torch.as_tensor(labels)[index[mask]])
             terms[name] = {**route_terms, "null_rate": rate, "num_compared": int(mask.sum())}
             null_rates.append(rate * int(mask.sum()))
-    null_rate = sum(null_rates) / len(index) if len(index) else 1.0
+    null_rate = sum(null_rates) / len(index)
     return {
         "estimate": estimate, "choice": choice, "route": route, "reference_agreements": reference_agreements,
         "null_rate": null_rate, "null_rate_terms": terms, "queries_sent": int(sent), "inputs_used": int(used),

@@ -253,14 +253,18 @@ def verify(
 def _with_key_draw_and_queries(result, reference_agreements, query_set, key, committed_digest, num_used=None):
     """Adds the key-draw test (the p-value becomes the larger of the two) and the query set's digest to `result`;
     `num_used`: the distinct queries sent, when a budget sent only the first of them (see `hf_ingrain.queries`)."""
-    key_draw_p, key_draw = key_draw_p_value(result.agreement, reference_agreements, result.num_queries)
+    if result.num_queries:
+        key_draw_p, key_draw = key_draw_p_value(result.agreement, reference_agreements, result.num_queries)
+    else:  # nothing compared (a label-only budget that met no error): no evidence, the binomial p-value is 1
+        key_draw_p, key_draw = None, {"num_references": len(getattr(key, "reference_ingrainers", []))}
     result.details["p_value_binomial"], result.details["key_draw"] = result.p_value, key_draw
     if key_draw_p is None:
-        logger.warning(
-            "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
-            "independent and overstates the evidence at large query counts (see hf_ingrain.verification). Train "
-            "the key with `num_reference_keys` > 1."
-        )
+        if result.num_queries:
+            logger.warning(
+                "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
+                "independent and overstates the evidence at large query counts (see hf_ingrain.verification). Train "
+                "the key with `num_reference_keys` > 1."
+            )
     else:
         result.p_value = max(result.p_value, key_draw_p)
         result.verified = result.p_value <= result.alpha

@@ -90,3 +90,15 @@ def test_label_only_protocols_refuse_what_they_cannot_do_before_any_query(small_
         verify(tiny_bert(vocab_size=tokenizer.vocab_size), text_key, test, protocol="ingrain_labels")
     assert endpoint.sent == 0
     assert NUM_LABELS == small_key.num_labels
+
+
+def test_a_budget_that_meets_no_error_is_no_evidence_not_an_error(small_key, embedded_splits):
+    # Labels equal to the suspect's own answers: it never errs, so the error route compares nothing.
+    suspect = tiny_cnn(seed=3).eval()
+    test = embedded_splits["test"].select(range(64))
+    with torch.no_grad():
+        answers = suspect(pixel_values=test[:]["pixel_values"]).logits.argmax(-1)
+    agreeing = test.remove_columns("labels").add_column("labels", answers.tolist()).with_format("torch")
+    result = verify(suspect, small_key, agreeing, protocol="ingrain_errors", max_queries=40)
+    assert not result.verified and result.p_value == 1.0 and result.num_queries == 0
+    assert result.details["inputs_used"] == result.details["queries_sent"] == 40

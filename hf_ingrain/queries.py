@@ -14,9 +14,9 @@ evidence twice. So:
   before counting, reports the digest of the queries it used, and whether they are the committed set.
 - A query budget (the label-only protocols' `max_queries`) sends a prefix of the queries. The set alone does not fix
   which prefix: an owner who has seen the suspect's answers could put first the inputs where it agrees with the key,
-  and any model would verify on "the committed set". So a test that used a prefix is on the committed queries only
-  when their order is the committed one (the ordered digest matches); a commitment without an order (made before
-  it was recorded, or a digest string) does not cover a budgeted test.
+  and a model not derived from the key could then verify on "the committed set". So a test that used a prefix is on
+  the committed queries only when their order is the committed one (the ordered digest matches); a commitment
+  without an order (made before it was recorded, or a digest string) does not cover a budgeted test.
 """
 
 import hashlib

@@ -124,10 +124,12 @@ class VerificationResult:
 
     def __str__(self) -> str:
         verdict = "VERIFIED" if self.verified else "not verified"
-        text = (
-            f"{verdict} ({self.protocol}): agreement {self.agreement:.3f} on {self.num_queries} queries "
-            f"vs null rate {self.null_rate:.3f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
-        )
+        text = f"{verdict} ({self.protocol}): no query compared, no evidence (alpha = {self.alpha:g})"
+        if self.num_queries:
+            text = (
+                f"{verdict} ({self.protocol}): agreement {self.agreement:.3f} on {self.num_queries} queries "
+                f"vs null rate {self.null_rate:.3f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
+            )
         if self.committed_queries is False:
             text += "; NOT the committed query set (or, under a query budget, not in its committed order)"
         if self.num_duplicates:

@@ -102,3 +102,4 @@ def test_a_budget_that_meets_no_error_is_no_evidence_not_an_error(small_key, emb
     result = verify(suspect, small_key, agreeing, protocol="ingrain_errors", max_queries=40)
     assert not result.verified and result.p_value == 1.0 and result.num_queries == 0
     assert result.details["inputs_used"] == result.details["queries_sent"] == 40
+    assert str(result).startswith("not verified (ingrain_errors): no query compared, no evidence")

@@ -182,9 +182,7 @@ def push_to_hub(
     result = verify(model, key, dataset, alpha=alpha, batch_size=batch_size)
     queries = None
     if committed_queries is not None:
-        query_set = read_queries(key, committed_queries)
-        queries = {"digest": query_set.digest, "ordered_digest": query_set.ordered_digest,
-                   "num_queries": len(query_set.unique_indices)}
+        queries = read_queries(key, committed_queries).commitment()
     elif result.committed_queries is False:
         logger.warning(
             "The verification recorded in the card used other queries than the set the key commits to; the card "

@@ -156,12 +156,24 @@ def label_only_queries(
                 index.append(used + i), estimate.append(int(found[i])), route.append(0), excluded.append(int(clean[i]))
         used += size
     index, estimate, route, excluded = (torch.tensor(v, dtype=torch.long) for v in (index, estimate, route, excluded))
-    compared = TensorQueries({"pixel_values": pixels[index].float()})
-    if not len(index):  # nothing to compare (no error and no changed label within the budget): no evidence
-        return {
-            "estimate": estimate, "choice": excluded, "route": route, "reference_agreements": [], "null_rate": 1.0,
-            "null_rate_terms": {}, "queries_sent": int(sent), "inputs_used": int(used), "unanswered": int(unanswered),
-        }
+    if len(index):
+        choice, reference_agreements, null_rate, terms = _compare_with_key(
+            key, pixels[index].float(), estimate, excluded, route,
+            None if labels is None else torch.as_tensor(labels)[index], batch_size,
+        )
+    else:  # nothing compared (no error and no changed label within the budget): no evidence
+        choice, reference_agreements, null_rate, terms = excluded, [], 1.0, {}
+    return {
+        "estimate": estimate, "choice": choice, "route": route, "reference_agreements": reference_agreements,
+        "null_rate": null_rate, "null_rate_terms": terms, "queries_sent": int(sent), "inputs_used": int(used),
+        "unanswered": int(unanswered),
+    }
+
+
+def _compare_with_key(key, pixels, estimate, excluded, route, labels, batch_size):
+    """The key's choices on the compared inputs, the suspect's agreement with each reference ingrainer's, and the
+    null rate (per route, then pooled over the inputs)."""
+    compared = TensorQueries({"pixel_values": pixels})
     ingrainer_scores, _ = collect_scores(inference_copy(key.ingrainer), compared, batch_size=batch_size)
     choice = runner_up(ingrainer_scores, excluded)
     reference_agreements = []
@@ -173,12 +185,7 @@ def label_only_queries(
         mask = route == code
         if mask.any():
             rate, route_terms = ingrain_null_rate(ingrainer_scores[mask], excluded[mask],
-                                                  None if labels is None else torch.as_tensor(labels)[index[mask]])
+                                                  None if labels is None else labels[mask])
             terms[name] = {**route_terms, "null_rate": rate, "num_compared": int(mask.sum())}
             null_rates.append(rate * int(mask.sum()))
-    null_rate = sum(null_rates) / len(index)
-    return {
-        "estimate": estimate, "choice": choice, "route": route, "reference_agreements": reference_agreements,
-        "null_rate": null_rate, "null_rate_terms": terms, "queries_sent": int(sent), "inputs_used": int(used),
-        "unanswered": int(unanswered),
-    }
+    return choice, reference_agreements, sum(null_rates) / len(pixels), terms

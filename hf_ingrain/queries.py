@@ -82,6 +82,10 @@ class QuerySet:
     ordered_digest: str | None = None
     tensors: dict | None = field(default=None, repr=False)  # the distinct queries, when they fit in memory
 
+    def commitment(self) -> dict:
+        """What a key and a model card record of this set: `{"digest", "ordered_digest", "num_queries"}`."""
+        return {"digest": self.digest, "ordered_digest": self.ordered_digest, "num_queries": len(self.unique_indices)}
+
     @property
     def num_duplicates(self) -> int:
         """Rows that repeat an earlier example."""

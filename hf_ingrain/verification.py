@@ -260,16 +260,15 @@ def _with_key_draw_and_queries(result, reference_agreements, query_set, key, com
     else:  # nothing compared (a label-only budget that met no error): no evidence, the binomial p-value is 1
         key_draw_p, key_draw = None, {"num_references": len(getattr(key, "reference_ingrainers", []))}
     result.details["p_value_binomial"], result.details["key_draw"] = result.p_value, key_draw
-    if key_draw_p is None:
-        if result.num_queries:
-            logger.warning(
-                "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
-                "independent and overstates the evidence at large query counts (see hf_ingrain.verification). Train "
-                "the key with `num_reference_keys` > 1."
-            )
-    else:
+    if key_draw_p is not None:
         result.p_value = max(result.p_value, key_draw_p)
         result.verified = result.p_value <= result.alpha
+    elif result.num_queries:
+        logger.warning(
+            "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
+            "independent and overstates the evidence at large query counts (see hf_ingrain.verification). Train "
+            "the key with `num_reference_keys` > 1."
+        )
     result.query_digest, result.num_duplicates = query_set.digest, query_set.num_duplicates
     result.committed_queries = is_committed(query_set, committed_set(committed_digest, key), num_used)
     return result

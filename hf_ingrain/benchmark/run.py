@@ -121,12 +121,12 @@ def run_benchmark_seeds(
     Returns:
         `dict`: the summary, as written to `summary.json`.
     """
+    from ..plots import plot_seed_robustness
+
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` must be distinct seeds, at least one, got {seeds}.")
     configs = [replace(config, seed=seed) for seed in seeds]
     folders = [os.path.join(output_dir, f"seed_{seed}") for seed in seeds]
-    from ..plots import plot_seed_robustness
-
     for seed_config, folder in zip(configs, folders):  # every seed's folder checked before any long work
         os.makedirs(folder, exist_ok=True)
         _check_resumable(seed_config, folder)

@@ -289,8 +289,7 @@ class WatermarkKey(SecretKey):
         ```
         """
         query_set = read_queries(self, prepare_dataset(dataset, self, processor, **columns))
-        self.committed_queries = {"digest": query_set.digest, "ordered_digest": query_set.ordered_digest,
-                                  "num_queries": len(query_set.unique_indices)}
+        self.committed_queries = query_set.commitment()
         return query_set
 
     def ingrainer_logits(self, batch: dict) -> torch.Tensor:

@@ -15,6 +15,11 @@ independent models, tested with the runner-up protocol and with the label-only p
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
         --num_independent 10 --output_dir outputs/label_only_3keys
 
+    # the same with the hardest queries first (about 4 hours on 2 CPU cores; rerun the command to resume it)
+    python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
+        --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
+        --num_independent 10 --query_order hardest_first --output_dir outputs/label_only_3keys_hardest
+
 Each key (seeds `--key_seeds`) is spread over the owner split; the owner's model (small CNN) is trained on it with the
 ingrain term; the students learn that model's logits (at each of `--student_temperatures`) or its top-1 labels on the
 attacker split, which never overlaps the owner's; the independent models are plain small CNNs on either split (every
@@ -22,11 +27,22 @@ third with label smoothing 0.1), and for each key the models ingrained with the 
 is verified on the test split (then the owner split, for budgets beyond it), for each budget, with `protocol="ingrain"`
 (the runner-up, one query per image: all scores exposed, then only the two highest), `"ingrain_labels"` with the
 occlusion and noise ladders and `"ingrain_errors"`, each sending at most that many queries; the results are written
-after every suspect, so a run stopped early keeps what it measured. Writes `label_only.json` (every result) and `label_only.md` (agreement vs null rate, p-value).
+after every suspect, so a run stopped early keeps what it measured, and the same command resumes it: the keys (secret:
+`keys/` is the owner's, readable by them only) and every trained model are saved in `--output_dir` as they are made,
+and the suspects already measured are skipped (a run with other arguments is refused). Writes `label_only.json` (every
+result) and `label_only.md` (agreement vs null rate, p-value).
+
+The queries go in one order, fixed and recorded (`query_commitments`, each key's ordered digest) before any suspect
+is tested: `--query_order test_first` (the test split, then the owner's images) or `hardest_first`, every query
+sorted by the probability a key-free model of the owner (a plain small CNN on the owner split) gives its true label,
+lowest first, so that a budget meets more of the images on which a hard-label thief's labels are wrong. The order
+model never sees the key or a suspect.
 """
 
+import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 
@@ -36,9 +52,11 @@ from transformers import Trainer, TrainingArguments
 
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.attacks import ExtractionAttack
-from hf_ingrain.files import write_json, write_text
+from hf_ingrain.files import atomic_folder, write_json, write_text
 from hf_ingrain.models import build_classifier
+from hf_ingrain.queries import read_queries
 from hf_ingrain.scripts import DataArguments, IngrainParser
+from hf_ingrain.suspects import collect_scores, load_model
 from hf_ingrain.verification import format_p_value
 
 logger = logging.getLogger(__name__)
@@ -46,6 +64,7 @@ SCORE_ROUTES = {  # name: verify() arguments, the suspect's scores exposed (all,
     "runner-up (scores)": dict(),
     "runner-up (top-2)": dict(scores="top_k", top_k=2),
 }
+QUERY_ORDERS = ("test_first", "hardest_first")
 ROUTES = {  # name: verify() arguments, labels only
     "labels, occlusion": dict(protocol="ingrain_labels", ladder="occlusion"),
     "labels, noise": dict(protocol="ingrain_labels", ladder="noise"),
@@ -63,7 +82,8 @@ class LabelOnlyArguments:
         epochs (`float`): epochs of every model and student. student_temperatures (`list[float]`): the soft-label
             students' temperatures. num_independent (`int`): independent models (every third label-smoothed).
         budgets (`list[int]`): the most queries each label-only test may send.
-        output_dir (`str`): where the results go.
+        query_order (`str`): `"test_first"` or `"hardest_first"` (see the module's docstring).
+        output_dir (`str`): where the results go (and what a rerun resumes from).
     """
 
     key_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "Seeds of the keys."})
@@ -75,7 +95,14 @@ class LabelOnlyArguments:
         default=2, metadata={"help": "Independent models (plain small CNNs, every third with label smoothing 0.1)."}
     )
     budgets: list[int] = field(default_factory=lambda: [3_000, 10_000], metadata={"help": "Query budgets of the label tests."})
+    query_order: str = field(
+        default="test_first", metadata={"help": "test_first, or hardest_first (by a key-free model of the owner)."}
+    )
     output_dir: str = field(default="outputs/label_only", metadata={"help": "Where the results go."})
+
+    def __post_init__(self):
+        if self.query_order not in QUERY_ORDERS:
+            raise ValueError(f"`query_order` must be one of {QUERY_ORDERS}, got {self.query_order!r}.")
 
 
 def _model(seed, shape):
@@ -96,37 +123,46 @@ def _train(model, data, epochs, seed, ingrainer=None, label_smoothing=0.0):
 
 
 def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
+    rows = _recorded_rows(args, data_args)  # before any long work: a rerun with other arguments is refused here
     splits = data_args.load_splits()
     owner, attacker = splits["owner"], splits["attacker"]
     shape = tuple(owner[0]["pixel_values"].shape)
     keys, teachers = {}, {}
     for index, seed in enumerate(args.key_seeds):
-        keys[seed] = WatermarkKey.generate(10, shape, 100, seed=seed)
-        keys[seed].train_ingrainer(
-            benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys
-        )
-        teachers[seed] = _train(_model(1 + 100 * index, shape), owner, args.epochs, 1 + 100 * index, keys[seed])
-    independent = {
-        f"independent {i}" + (", label smoothing" if i % 3 == 2 else ""): _train(
+        keys[seed] = _cached_key(args, seed, owner)
+        teachers[seed] = _cached_model(args, f"ingrained with key {seed}", lambda: _train(
+            _model(1 + 100 * index, shape), owner, args.epochs, 1 + 100 * index, keys[seed]
+        ))
+    independent = {}
+    for i in range(args.num_independent):
+        name = f"independent {i}" + (", label smoothing" if i % 3 == 2 else "")
+        independent[name] = _cached_model(args, name, lambda: _train(
             _model(10 + i, shape), (attacker, owner)[i % 2], args.epochs, 10 + i, label_smoothing=0.1 * (i % 3 == 2)
-        )
-        for i in range(args.num_independent)
-    }
+        ))
     queries = concatenate_datasets([splits["test"], owner])  # the test split first, the owner's images beyond it
-    rows = []
+    if args.query_order == "hardest_first":
+        order_model = _cached_model(args, "order model", lambda: _train(_model(7, shape), owner, args.epochs, 7))
+        queries = hardest_first(queries, order_model)
+    # The order is committed (each key's ordered digest) before any suspect is tested
+    commitments = {str(seed): read_queries(key, queries).commitment() for seed, key in keys.items()}
+    done = {(row["key_seed"], row["model"]) for row in rows}
     for index, (seed, key) in enumerate(keys.items()):
         derived = {"ingrained": teachers[seed]}
         for output, temperature in [("logits", t) for t in args.student_temperatures] + [("label", None)]:
             name = f"student, T = {temperature:g}" if output == "logits" else "student, hard labels"
-            derived[name] = ExtractionAttack(
+            if (seed, name) in done:
+                continue
+            derived[name] = _cached_model(args, f"key {seed} {name}", lambda: ExtractionAttack(
                 teachers[seed], queries="data", num_queries=len(attacker), images=attacker, teacher_output=output,
                 temperature=temperature or 4.0, num_train_epochs=args.epochs, learning_rate=3e-3,
                 seed=3 + 100 * index, student=_model(3 + 100 * index, shape),
-            ).run()
+            ).run())
         others = {f"ingrained with key {other}": teachers[other] for other in keys if other != seed}
         suspects = [(name, model, True) for name, model in derived.items()]
         suspects += [(name, model, False) for name, model in {**independent, **others}.items()]
         for name, model, is_derived in suspects:
+            if (seed, name) in done:
+                continue
             common = {"key_seed": seed, "model": name, "derived": is_derived}
             for budget in args.budgets:  # one query per image: the first `budget` images
                 for route, kwargs in SCORE_ROUTES.items():
@@ -136,14 +172,63 @@ def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
                     result = verify(model, key, queries, max_queries=budget, **kwargs)
                     rows.append({**common, "test": route, "budget": budget, **_summary(result)})
                     logger.info("key %d / %s / %s / %d: %s", seed, name, route, budget, result)
-            results = _write(args, data_args, keys, rows)  # after every suspect: a long run that stops keeps its rows
+            _write(args, data_args, keys, commitments, rows)  # after every suspect: a run that stops keeps its rows
+    results = _write(args, data_args, keys, commitments, rows)
     print(report(rows))
     return results
 
 
-def _write(args, data_args, keys, rows) -> dict:
+def hardest_first(queries, model, batch_size: int = 512):
+    """`queries` sorted by the probability `model` gives each one's true label, lowest first (ties in their order)."""
+    scores, labels = collect_scores(model, queries, batch_size=batch_size)
+    confidence = scores.softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    return queries.select(torch.argsort(confidence, stable=True).tolist())
+
+
+def _recorded_rows(args, data_args) -> list[dict]:
+    """The rows of an earlier run of the same arguments in `output_dir` (none for a new run); refuses other ones."""
+    path = os.path.join(args.output_dir, "label_only.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        recorded = json.load(f)
+    settings = {"arguments": vars(args), "data_arguments": vars(data_args)}
+    if {name: recorded.get(name) for name in settings} != json.loads(json.dumps(settings)):
+        raise ValueError(
+            f"{args.output_dir!r} holds a run with other arguments; its results would be mixed with this run's. Use "
+            "a new --output_dir, or delete that one to start over."
+        )
+    return recorded["rows"]
+
+
+def _cached_key(args, seed, owner):
+    """Key `seed`: loaded from `output_dir/keys/<seed>` if an earlier run saved it, else made and saved there."""
+    path = os.path.join(args.output_dir, "keys", str(seed))
+    if os.path.isdir(path):
+        return WatermarkKey.load(path)
+    key = WatermarkKey.generate(10, tuple(owner[0]["pixel_values"].shape), 100, seed=seed)
+    key.train_ingrainer(
+        benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys
+    )
+    key.save(path)
+    return key
+
+
+def _cached_model(args, name, train):
+    """The model `name`: loaded from `output_dir/models/` if an earlier run saved it, else trained and saved there."""
+    path = os.path.join(args.output_dir, "models", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
+    if os.path.isfile(os.path.join(path, "model.safetensors")):
+        return load_model(path).eval()
+    model = train()
+    with atomic_folder(path, what=f"the model {name!r}") as staging:
+        model.save_pretrained(staging)
+    return model
+
+
+def _write(args, data_args, keys, query_commitments, rows) -> dict:
     commitments = {str(seed): key.commitment() for seed, key in keys.items()}
-    results = {"arguments": vars(args), "dataset": data_args.dataset, "key_commitments": commitments, "rows": rows}
+    results = {"arguments": vars(args), "data_arguments": vars(data_args), "dataset": data_args.dataset,
+               "key_commitments": commitments, "query_commitments": query_commitments, "rows": rows}
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "label_only.json"), results)
     write_text(os.path.join(args.output_dir, "label_only.md"), report(rows))

@@ -587,6 +587,58 @@ def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_cla
 
 
 
+@pytest.mark.slow  # ~20 s: CI runs it
+def test_label_only_recipe_resumes_from_its_saved_keys_models_and_rows(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = label_only.LabelOnlyArguments(
+        key_seeds=[0], ingrainer_steps=5, num_reference_keys=2, epochs=0.1, num_independent=2, budgets=[60],
+        query_order="hardest_first", output_dir=str(out),
+    )
+    data = DataArguments(max_examples=200)
+    first = label_only.main(args, data)
+    assert sorted(os.listdir(out / "models")) == [
+        "independent_0", "independent_1", "ingrained_with_key_0", "key_0_student_hard_labels", "key_0_student_t_4",
+        "order_model",
+    ]
+    assert (out / "keys" / "0" / "key.json").is_file()
+    # A run stopped after its first suspects: the rerun measures the others only, from the saved keys and models,
+    # and its rows are the ones an uninterrupted run wrote (the order of the queries included)
+    recorded = json.loads((out / "label_only.json").read_text())
+    kept = [row for row in recorded["rows"] if row["model"] in ("ingrained", "student, T = 4")]
+    (out / "label_only.json").write_text(json.dumps({**recorded, "rows": kept}))
+    for name, target in [("_train", label_only), ("train_ingrainer", WatermarkKey)]:
+        monkeypatch.setattr(target, name, lambda *a, **k: pytest.fail("trained again"))
+    measured = []
+    original_verify = label_only.verify
+    monkeypatch.setattr(
+        label_only, "verify", lambda model, *a, **k: measured.append(model) or original_verify(model, *a, **k)
+    )
+    second = label_only.main(args, data)
+    assert second["rows"] == first["rows"]
+    assert second["query_commitments"] == first["query_commitments"]
+    assert len(measured) == 3 * len(label_only.SCORE_ROUTES | label_only.ROUTES)  # hard-label student, 2 independents
+    with pytest.raises(ValueError, match="other arguments"):  # before any work
+        label_only.main(label_only.LabelOnlyArguments(**{**vars(args), "budgets": [30]}), data)
+    with pytest.raises(ValueError, match="query_order"):
+        label_only.LabelOnlyArguments(query_order="easiest_first")
+
+
+def test_hardest_first_puts_the_queries_an_order_model_finds_least_likely_first():
+    from datasets import Dataset
+
+    class Fixed(torch.nn.Module):  # the probability of class 0 is the input's single value
+        def forward(self, pixel_values):
+            p = pixel_values.flatten(1)[:, 0]
+            return {"logits": torch.stack([p, 1 - p], -1).log()}
+
+    values = [0.9, 0.2, 0.6, 0.2, 0.95]
+    queries = Dataset.from_dict({"pixel_values": [[[[v]]] for v in values], "labels": [0, 0, 1, 0, 1]})
+    queries = queries.with_format("torch")
+    # true-label probabilities 0.9, 0.2, 0.4, 0.2, 0.05: the lowest first, ties in their order
+    ordered = label_only.hardest_first(queries, Fixed())
+    assert [round(float(x.flatten()[0]), 2) for x in ordered["pixel_values"]] == [0.95, 0.2, 0.2, 0.6, 0.9]
+
+
 def test_hard_label_trace_weights_the_ingrain_term_towards_uncertain_examples_and_refuses_bad_variants():
     with pytest.raises(ValueError, match="LAMBDA:WEIGHT"):
         hard_label_trace.TraceArguments(variants=["0.5"])

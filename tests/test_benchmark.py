@@ -116,6 +116,16 @@ def test_extraction_architectures_ensembles_overwriting_and_chains_are_columns(f
     assert not any("key" in name for _, dirs, files in os.walk(tmp_path) for name in dirs + files if name != "results.json")
 
 
+def test_the_ingrain_key_and_its_references_are_ingrainers_of_the_configured_size(tmp_path):
+    experiment = _Experiment(tiny_config(ingrainer_hidden_channels=[2, 4], ingrainer_hidden_size=8), str(tmp_path))
+    key = experiment.key("reference")
+    assert experiment.key("ingrain_lambda_0.5") is key  # one key for the reference and every ingrain row
+    for ingrainer in [key.ingrainer] + key.reference_ingrainers:
+        assert (ingrainer.config.hidden_channels, ingrainer.config.hidden_size) == ([2, 4], 8)
+        assert ingrainer.conv1.out_channels == 2 and ingrainer.fc.out_features == 8
+    assert len(key.reference_ingrainers) == 2
+
+
 def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
     with pytest.raises(ValueError, match="Unknown schemes"):
         ExperimentConfig(schemes=["nope"])
@@ -128,6 +138,10 @@ def test_config_rejects_unknown_names_and_yaml_fields(tmp_path):
         ExperimentConfig(attacks=["prune_50+melt"])
     with pytest.raises(ValueError, match="at least 1k"):
         ExperimentConfig(attacks=["extract_noise_0k"])
+    with pytest.raises(ValueError, match="two convolution blocks"):
+        ExperimentConfig(ingrainer_hidden_channels=[8])
+    with pytest.raises(ValueError, match="all >= 1"):
+        ExperimentConfig(ingrainer_hidden_size=0)
     assert ExperimentConfig(attacks=["extract_mixup_3k_topk", "distill_T2_convnext+noise_0.1"]).attacks
     path = tmp_path / "config.yaml"
     path.write_text("epochs: 2\nepoch: 3\n")
@@ -167,14 +181,20 @@ def test_a_run_with_another_config_is_refused_before_any_work(finished_run, tmp_
     monkeypatch.undo()
     results = run_benchmark(tiny_config(schemes=[], attacks=["prune_50", "quantize_4bit"]), str(tmp_path), show_progress=False)
     assert {c["attack"] for c in results["cells"]} == {"none", "prune_50", "quantize_4bit"}
-    # A run recorded before `ingrainer_batch_size` existed trained its key at 256 images a step: it resumes at 256 only.
+    # A run recorded before `ingrainer_batch_size` and the ingrainer's size existed trained its key at 256 images a
+    # step with the package's default ingrainer (16 and 32 channels, 64 wide): it resumes with those only.
     path = tmp_path / "benchmark_config.json"
     recorded = json.loads(path.read_text())
-    del recorded["cell_fields"]["ingrainer_batch_size"]
+    for name in ("ingrainer_batch_size", "ingrainer_hidden_channels", "ingrainer_hidden_size"):
+        del recorded["cell_fields"][name]
     path.write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match=r"fields that differ: \['ingrainer_batch_size'\]"):
         run_benchmark(tiny_config(schemes=[], attacks=["prune_50"], ingrainer_batch_size=128), str(tmp_path))
-    assert run_benchmark(tiny_config(schemes=[], attacks=["prune_50"]), str(tmp_path), show_progress=False)["cells"]
+    smaller = dict(ingrainer_hidden_channels=[8, 16], ingrainer_hidden_size=32)
+    with pytest.raises(ValueError, match=r"differ: \['ingrainer_hidden_channels', 'ingrainer_hidden_size'\]"):
+        run_benchmark(tiny_config(schemes=[], attacks=["prune_50"], **smaller), str(tmp_path))
+    resumed = run_benchmark(tiny_config(schemes=[], attacks=["prune_50"]), str(tmp_path), show_progress=False)
+    assert resumed["cells"]
     path.unlink()  # cells whose config is unknown
     with pytest.raises(ValueError, match="config is unknown"):
         run_benchmark(config, str(tmp_path), show_progress=False)

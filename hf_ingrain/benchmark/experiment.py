@@ -15,7 +15,7 @@ from ..attacks import (
 from ..data import load_image_dataset
 from ..files import atomic_folder
 from ..keys import WatermarkKey
-from ..models import build_classifier
+from ..models import SmallCNNConfig, build_classifier
 from ..suspects import collect_scores, load_model
 from ..trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
 from ..verification import verify
@@ -54,14 +54,21 @@ class _Experiment:
         )
 
     # -- keys (re-derived from the seed, never written) ----------------------------------------------------------
+    def ingrainer_architecture(self) -> SmallCNNConfig:
+        channels, side, _ = self.input_shape
+        return SmallCNNConfig(
+            num_channels=channels, image_size=side, hidden_channels=self.config.ingrainer_hidden_channels,
+            hidden_size=self.config.ingrainer_hidden_size, num_labels=self.num_labels,
+        )
+
     def key(self, scheme: str):
         if scheme not in self._keys:
             seed = self.config.seed
             if scheme.startswith("ingrain") or scheme == "reference":
                 key = WatermarkKey.generate(self.num_labels, self.input_shape, self.config.num_carriers, seed=seed)
                 key.train_ingrainer(
-                    benign_dataset=self.splits["owner"], num_steps=self.config.ingrainer_steps,
-                    batch_size=self.config.ingrainer_batch_size,
+                    benign_dataset=self.splits["owner"], architecture=self.ingrainer_architecture(),
+                    num_steps=self.config.ingrainer_steps, batch_size=self.config.ingrainer_batch_size,
                     num_reference_keys=self.config.num_reference_keys, num_proc=self.config.num_proc,
                 )
             elif scheme.startswith("zhang_"):

@@ -19,7 +19,7 @@ from .report import machine_description, results_markdown, summarize_seeds, summ
 
 CONFIG_FILE = "benchmark_config.json"
 # Cell fields added after runs were recorded without them, with the value those runs used.
-ADDED_FIELDS = {"ingrainer_batch_size": 256}
+ADDED_FIELDS = {"ingrainer_batch_size": 256, "ingrainer_hidden_channels": [16, 32], "ingrainer_hidden_size": 64}
 
 
 def _check_resumable(config: ExperimentConfig, output_dir: str) -> None:

@@ -15,10 +15,11 @@ independent models, tested with the runner-up protocol and with the label-only p
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
         --num_independent 10 --output_dir outputs/label_only_3keys
 
-    # the same with the hardest queries first (about 4 hours on 2 CPU cores; rerun the command to resume it)
+    # the same with the hardest queries first (about 4 hours on 2 CPU cores; rerun the command to resume it; each
+    # key's 17 ingrainers in 2 processes, run it with OMP_NUM_THREADS=1 for keys equal to a one-process run's)
     python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
-        --num_independent 10 --query_order hardest_first --output_dir outputs/label_only_3keys_hardest
+        --num_independent 10 --query_order hardest_first --key_num_proc 2 --output_dir outputs/label_only_3keys_hardest
 
 Each key (seeds `--key_seeds`) is spread over the owner split; the owner's model (small CNN) is trained on it with the
 ingrain term; the students learn that model's logits (at each of `--student_temperatures`) or its top-1 labels on the
@@ -83,6 +84,8 @@ class LabelOnlyArguments:
             students' temperatures. num_independent (`int`): independent models (every third label-smoothed).
         budgets (`list[int]`): the most queries each label-only test may send.
         query_order (`str`): `"test_first"` or `"hardest_first"` (see the module's docstring).
+        key_num_proc (`int`): processes training each key's ingrainers (one thread each: the same keys as in one
+            process of one thread, bit for bit, so a resumed run may change it).
         output_dir (`str`): where the results go (and what a rerun resumes from).
     """
 
@@ -98,11 +101,14 @@ class LabelOnlyArguments:
     query_order: str = field(
         default="test_first", metadata={"help": "test_first, or hardest_first (by a key-free model of the owner)."}
     )
+    key_num_proc: int = field(default=1, metadata={"help": "Processes training each key's ingrainers."})
     output_dir: str = field(default="outputs/label_only", metadata={"help": "Where the results go."})
 
     def __post_init__(self):
         if self.query_order not in QUERY_ORDERS:
             raise ValueError(f"`query_order` must be one of {QUERY_ORDERS}, got {self.query_order!r}.")
+        if self.key_num_proc < 1:
+            raise ValueError(f"`key_num_proc` must be >= 1 (1: this process alone), got {self.key_num_proc}.")
 
 
 def _model(seed, shape):
@@ -192,13 +198,19 @@ def _recorded_rows(args, data_args) -> list[dict]:
         return []
     with open(path, encoding="utf-8") as f:
         recorded = json.load(f)
-    settings = {"arguments": vars(args), "data_arguments": vars(data_args)}
+    settings = {"arguments": _result_arguments(vars(args)), "data_arguments": vars(data_args)}
+    recorded["arguments"] = _result_arguments(recorded.get("arguments") or {})
     if {name: recorded.get(name) for name in settings} != json.loads(json.dumps(settings)):
         raise ValueError(
             f"{args.output_dir!r} holds a run with other arguments; its results would be mixed with this run's. Use "
             "a new --output_dir, or delete that one to start over."
         )
     return recorded["rows"]
+
+
+def _result_arguments(arguments: dict) -> dict:
+    """The arguments the results depend on: not where they go, nor how many processes train a key."""
+    return {name: value for name, value in arguments.items() if name not in ("output_dir", "key_num_proc")}
 
 
 def _cached_key(args, seed, owner):
@@ -208,7 +220,8 @@ def _cached_key(args, seed, owner):
         return WatermarkKey.load(path)
     key = WatermarkKey.generate(10, tuple(owner[0]["pixel_values"].shape), 100, seed=seed)
     key.train_ingrainer(
-        benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys
+        benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys,
+        num_proc=args.key_num_proc,
     )
     key.save(path)
     return key

@@ -613,7 +613,7 @@ def test_label_only_recipe_resumes_from_its_saved_keys_models_and_rows(tmp_path,
     monkeypatch.setattr(
         label_only, "verify", lambda model, *a, **k: measured.append(model) or original_verify(model, *a, **k)
     )
-    second = label_only.main(args, data)
+    second = label_only.main(label_only.LabelOnlyArguments(**{**vars(args), "key_num_proc": 2}), data)  # same results
     assert second["rows"] == first["rows"]
     assert second["query_commitments"] == first["query_commitments"]
     assert len(measured) == 3 * len(label_only.SCORE_ROUTES | label_only.ROUTES)  # hard-label student, 2 independents
@@ -621,6 +621,8 @@ def test_label_only_recipe_resumes_from_its_saved_keys_models_and_rows(tmp_path,
         label_only.main(label_only.LabelOnlyArguments(**{**vars(args), "budgets": [30]}), data)
     with pytest.raises(ValueError, match="query_order"):
         label_only.LabelOnlyArguments(query_order="easiest_first")
+    with pytest.raises(ValueError, match="key_num_proc"):
+        label_only.LabelOnlyArguments(key_num_proc=0)
 
 
 def test_hardest_first_puts_the_queries_an_order_model_finds_least_likely_first():

@@ -25,7 +25,8 @@ Each key (seeds `--key_seeds`) is spread over the owner split; the owner's model
 ingrain term; the students learn that model's logits (at each of `--student_temperatures`) or its top-1 labels on the
 attacker split, which never overlaps the owner's; the independent models are plain small CNNs on either split (every
 third with label smoothing 0.1), and for each key the models ingrained with the other keys are independent too. Each
-is verified on the test split (then the owner split, for budgets beyond it), for each budget, with `protocol="ingrain"`
+is verified on the queries (in the default order the test split, then the owner split for budgets beyond it; see
+below), for each budget, with `protocol="ingrain"`
 (the runner-up, one query per image: all scores exposed, then only the two highest), `"ingrain_labels"` with the
 occlusion and noise ladders and `"ingrain_errors"`, each sending at most that many queries; the results are written
 after every suspect, so a run stopped early keeps what it measured, and the same command resumes it: the keys (secret:

@@ -54,11 +54,11 @@ from transformers import Trainer, TrainingArguments
 
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.attacks import ExtractionAttack
-from hf_ingrain.files import atomic_folder, write_json, write_text
+from hf_ingrain.files import write_json, write_text
 from hf_ingrain.models import build_classifier
 from hf_ingrain.queries import read_queries
 from hf_ingrain.scripts import DataArguments, IngrainParser
-from hf_ingrain.suspects import collect_scores, load_model
+from hf_ingrain.suspects import collect_scores, load_or_train
 from hf_ingrain.verification import format_p_value
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
     shape = tuple(owner[0]["pixel_values"].shape)
     keys, teachers = {}, {}
     for index, seed in enumerate(args.key_seeds):
-        keys[seed] = _cached_key(args, seed, owner)
+        keys[seed] = _cached_key(args, seed, owner, shape)
         teachers[seed] = _cached_model(args, f"ingrained with key {seed}", lambda: _train(
             _model(1 + 100 * index, shape), owner, args.epochs, 1 + 100 * index, keys[seed]
         ))
@@ -214,12 +214,12 @@ def _result_arguments(arguments: dict) -> dict:
     return {name: value for name, value in arguments.items() if name not in ("output_dir", "key_num_proc")}
 
 
-def _cached_key(args, seed, owner):
+def _cached_key(args, seed, owner, shape):
     """Key `seed`: loaded from `output_dir/keys/<seed>` if an earlier run saved it, else made and saved there."""
     path = os.path.join(args.output_dir, "keys", str(seed))
     if os.path.isdir(path):
         return WatermarkKey.load(path)
-    key = WatermarkKey.generate(10, tuple(owner[0]["pixel_values"].shape), 100, seed=seed)
+    key = WatermarkKey.generate(10, shape, 100, seed=seed)
     key.train_ingrainer(
         benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys,
         num_proc=args.key_num_proc,
@@ -230,13 +230,8 @@ def _cached_key(args, seed, owner):
 
 def _cached_model(args, name, train):
     """The model `name`: loaded from `output_dir/models/` if an earlier run saved it, else trained and saved there."""
-    path = os.path.join(args.output_dir, "models", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
-    if os.path.isfile(os.path.join(path, "model.safetensors")):
-        return load_model(path).eval()
-    model = train()
-    with atomic_folder(path, what=f"the model {name!r}") as staging:
-        model.save_pretrained(staging)
-    return model
+    return load_or_train(os.path.join(args.output_dir, "models", re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")),
+                         train).eval()
 
 
 def _write(args, data_args, keys, query_commitments, rows) -> dict:

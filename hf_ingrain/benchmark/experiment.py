@@ -13,10 +13,9 @@ from ..attacks import (
     QuantizeAttack, WeightNoiseAttack, build_student,
 )
 from ..data import load_image_dataset
-from ..files import atomic_folder
 from ..keys import WatermarkKey
 from ..models import SmallCNNConfig, build_classifier
-from ..suspects import collect_scores, load_model
+from ..suspects import collect_scores, load_or_train
 from ..trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
 from ..verification import verify
 from ..watermarks import AdiKey, UchidaKey, ZhangKey, embed_trigger_set
@@ -234,11 +233,6 @@ def _trained_model(experiment: _Experiment, scheme: str, scratch: str, train=Non
     """Trains the scheme's model (or calls `train()`), or loads it from `models/<scheme>` when an earlier run saved
     it."""
     folder = os.path.join(experiment.output_dir, "models", scheme)
-    if os.path.isfile(os.path.join(folder, "model.safetensors")):
-        return load_model(folder)
-    model = train() if train is not None else experiment.train(scheme, scratch)
-    with atomic_folder(folder, replace=True) as staging:
-        model.save_pretrained(staging, safe_serialization=True)
-    return model
+    return load_or_train(folder, train if train is not None else lambda: experiment.train(scheme, scratch))
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..files import atomic_folder
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
@@ -283,6 +285,17 @@ def _load_from_hub(repo_id, revision, allow_pickle, token, cache_dir) -> Suspect
 def load_model(path_or_id, revision: str | None = None, **kwargs) -> nn.Module:
     """[`load_suspect`]`(...).model`: the classifier alone."""
     return load_suspect(path_or_id, revision=revision, **kwargs).model
+
+
+def load_or_train(folder: str, train) -> nn.Module:
+    """The model saved in `folder` by an earlier run (through [`load_model`]: safetensors only), or `train()`'s model,
+    saved there first (atomically: a run stopped while saving leaves no half-written folder to load next time)."""
+    if os.path.isfile(os.path.join(folder, "model.safetensors")):
+        return load_model(folder)
+    model = train()
+    with atomic_folder(folder, replace=True) as staging:
+        model.save_pretrained(staging, safe_serialization=True)
+    return model
 
 
 def resolve_model(model, revision: str | None = None, **kwargs):

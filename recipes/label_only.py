@@ -15,7 +15,7 @@ independent models, tested with the runner-up protocol and with the label-only p
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
         --num_independent 10 --output_dir outputs/label_only_3keys
 
-    # the same with the hardest queries first (about 4 hours on 2 CPU cores; rerun the command to resume it; each
+    # the same with the hardest queries first (2 hours on 2 CPU cores; rerun the command to resume it; each
     # key's 17 ingrainers in 2 processes, run it with OMP_NUM_THREADS=1 for keys equal to a one-process run's)
     python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
@@ -35,10 +35,10 @@ and the suspects already measured are skipped (a run with other arguments is ref
 result) and `label_only.md` (agreement vs null rate, p-value).
 
 The queries go in one order, fixed and recorded (`query_commitments`, each key's ordered digest) before any suspect
-is tested: `--query_order test_first` (the test split, then the owner's images) or `hardest_first`, every query
-sorted by the probability a key-free model of the owner (a plain small CNN on the owner split) gives its true label,
-lowest first, so that a budget meets more of the images on which a hard-label thief's labels are wrong. The order
-model never sees the key or a suspect.
+is tested: `--query_order test_first` (the test split, then the owner's images) or `hardest_first`
+(`hf_ingrain.queries.hardest_first`), every query sorted by the probability a key-free model of the owner (a plain
+small CNN on the owner split) gives its true label, lowest first, so that a budget meets more of the images on which
+a thief's labels are wrong. The order model never sees the key or a suspect.
 """
 
 import json
@@ -56,9 +56,9 @@ from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.attacks import ExtractionAttack
 from hf_ingrain.files import write_json, write_text
 from hf_ingrain.models import build_classifier
-from hf_ingrain.queries import read_queries
+from hf_ingrain.queries import hardest_first, read_queries
 from hf_ingrain.scripts import DataArguments, IngrainParser
-from hf_ingrain.suspects import collect_scores, load_or_train
+from hf_ingrain.suspects import load_or_train
 from hf_ingrain.verification import format_p_value
 
 logger = logging.getLogger(__name__)
@@ -183,13 +183,6 @@ def main(args: LabelOnlyArguments, data_args: DataArguments) -> dict:
     results = _write(args, data_args, keys, commitments, rows)
     print(report(rows))
     return results
-
-
-def hardest_first(queries, model, batch_size: int = 512):
-    """`queries` sorted by the probability `model` gives each one's true label, lowest first (ties in their order)."""
-    scores, labels = collect_scores(model, queries, batch_size=batch_size)
-    confidence = scores.softmax(-1).gather(1, labels[:, None]).squeeze(1)
-    return queries.select(torch.argsort(confidence, stable=True).tolist())
 
 
 def _recorded_rows(args, data_args) -> list[dict]:

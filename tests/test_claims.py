@@ -86,6 +86,54 @@ def test_a_query_budget_is_the_committed_test_only_in_the_committed_order(small_
     assert verify(suspect, key, reordered, committed_digest=block, **budgeted).committed_queries is False
 
 
+def test_hardest_first_puts_the_queries_an_order_model_finds_least_likely_first():
+    from datasets import Dataset
+
+    from hf_ingrain.queries import hardest_first
+
+    class Fixed(torch.nn.Module):  # the probability of class 0 is the input's single value
+        def forward(self, pixel_values):
+            p = pixel_values.flatten(1)[:, 0]
+            return {"logits": torch.stack([p, 1 - p], -1).log()}
+
+    values = [0.9, 0.2, 0.6, 0.2, 0.95]
+    queries = Dataset.from_dict({"pixel_values": [[[[v]]] for v in values], "labels": [0, 0, 1, 0, 1]})
+    queries = queries.with_format("torch")
+    # true-label probabilities 0.9, 0.2, 0.4, 0.2, 0.05: the lowest first, ties in their order
+    ordered = hardest_first(queries, Fixed())
+    assert [round(float(x.flatten()[0]), 2) for x in ordered["pixel_values"]] == [0.95, 0.2, 0.2, 0.6, 0.9]
+    with pytest.raises(ValueError, match="no `labels` column"):
+        hardest_first(queries.remove_columns("labels"), Fixed())
+
+    def top_1(batch):  # an endpoint that exposes its top class's score only (the others come back as -inf)
+        return torch.tensor([[0.0, -float("inf")]]).expand(len(batch["pixel_values"]), 2)
+
+    with pytest.raises(ValueError, match="every class's score"):  # it cannot rank the queries by the true label
+        hardest_first(queries, top_1)
+
+
+def test_a_hardest_first_order_is_committed_before_the_suspect_and_a_suspect_tailored_one_is_not(
+    small_key, embedded_splits
+):
+    # The owner orders the queries by a key-free model of their own and commits that order: a budgeted label-only test
+    # on it is the committed test. Ordering by the suspect's own answers (its errors first, which the error route
+    # counts) is the tailored choice the commitment exists to refuse, even if the owner calls it "hardest first".
+    import copy
+
+    from hf_ingrain.queries import hardest_first, read_queries
+
+    key, test = copy.deepcopy(small_key), embedded_splits["test"].select(range(300))
+    order_model, suspect = tiny_cnn(seed=5), tiny_cnn(seed=3)
+    ordered = hardest_first(test, order_model)
+    key.commit_queries(ordered)
+    budgeted = dict(protocol="ingrain_errors", max_queries=100)
+    assert verify(suspect, key, ordered, **budgeted).committed_queries is True
+    tailored = hardest_first(test, suspect)
+    assert read_queries(key, tailored).ordered_digest != read_queries(key, ordered).ordered_digest  # another order
+    assert verify(suspect, key, tailored, **budgeted).committed_queries is False
+    assert verify(suspect, key, test, **budgeted).committed_queries is False  # the natural order was not committed
+
+
 @pytest.mark.slow
 def test_repeated_queries_are_counted_once(key):
     from datasets import concatenate_datasets

@@ -625,22 +625,6 @@ def test_label_only_recipe_resumes_from_its_saved_keys_models_and_rows(tmp_path,
         label_only.LabelOnlyArguments(key_num_proc=0)
 
 
-def test_hardest_first_puts_the_queries_an_order_model_finds_least_likely_first():
-    from datasets import Dataset
-
-    class Fixed(torch.nn.Module):  # the probability of class 0 is the input's single value
-        def forward(self, pixel_values):
-            p = pixel_values.flatten(1)[:, 0]
-            return {"logits": torch.stack([p, 1 - p], -1).log()}
-
-    values = [0.9, 0.2, 0.6, 0.2, 0.95]
-    queries = Dataset.from_dict({"pixel_values": [[[[v]]] for v in values], "labels": [0, 0, 1, 0, 1]})
-    queries = queries.with_format("torch")
-    # true-label probabilities 0.9, 0.2, 0.4, 0.2, 0.05: the lowest first, ties in their order
-    ordered = label_only.hardest_first(queries, Fixed())
-    assert [round(float(x.flatten()[0]), 2) for x in ordered["pixel_values"]] == [0.95, 0.2, 0.2, 0.6, 0.9]
-
-
 def test_hard_label_trace_weights_the_ingrain_term_towards_uncertain_examples_and_refuses_bad_variants():
     with pytest.raises(ValueError, match="LAMBDA:WEIGHT"):
         hard_label_trace.TraceArguments(variants=["0.5"])

@@ -127,7 +127,7 @@ DOCUMENTED = [
     "hf_ingrain.watermarks:UchidaTrainer", "hf_ingrain.watermarks:verify_uchida",
     "hf_ingrain.watermarks:verify_trigger_set", "hf_ingrain.watermarks:embed_trigger_set",
     "hf_ingrain.watermarks:load_key", "hf_ingrain.cli:main", "hf_ingrain.suspects:load_suspect",
-    "hf_ingrain.scripts:IngrainParser",
+    "hf_ingrain.scripts:IngrainParser", "hf_ingrain.queries:hardest_first",
 ]
 
 

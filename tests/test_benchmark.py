@@ -36,11 +36,24 @@ def test_benchmark_writes_every_cell_table_and_plot_and_resumes(tmp_path, monkey
     assert set(results["key_commitments"]) == set(schemes)  # commitments only: no key is written
     assert not any("key" in name for _, dirs, files in os.walk(tmp_path) for name in dirs + files if name != "results.json")
 
-    # A second run reuses every cell and model: training or attacking again would fail here.
+    # False claims: each key on every unattacked model not derived from it, the thief's own model included.
+    claims = {(c["key"], c["model"]): c for c in results["false_claims"]}
+    assert list(claims) == [
+        ("adi", "reference"), ("adi", "ingrain_lambda_0.5"), ("adi", "_thief_0"),
+        ("ingrain", "reference"), ("ingrain", "adi"), ("ingrain", "_thief_0"),
+    ]
+    reference = next(c for c in results["cells"] if (c["scheme"], c["attack"]) == ("reference", "none"))
+    assert claims["ingrain", "reference"]["p_value"] == reference["p_value"]  # the same model under the same test
+    assert all(0 <= c["p_value"] <= 1 and 0 <= c["score"] <= 1 for c in claims.values())
+    assert "False claims" in table and "| ingrain | " in table
+
+    # A second run reuses every cell and model: training, attacking or deriving a key again would fail here.
     monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))
     monkeypatch.setattr(_Experiment, "attack", lambda *a, **k: pytest.fail("re-ran a finished cell"))
+    monkeypatch.setattr(_Experiment, "thief_model", lambda *a, **k: pytest.fail("retrained the thief's model"))
+    monkeypatch.setattr(_Experiment, "key", lambda *a, **k: pytest.fail("derived a key again"))
     again = run_benchmark(config, str(tmp_path), show_progress=False)
-    assert again["cells"] == results["cells"]
+    assert again["cells"] == results["cells"] and again["false_claims"] == results["false_claims"]
 
 
 def test_a_run_in_two_processes_computes_the_same_cells_as_one(tmp_path, monkeypatch):
@@ -50,7 +63,7 @@ def test_a_run_in_two_processes_computes_the_same_cells_as_one(tmp_path, monkeyp
     one = run_benchmark(config, str(tmp_path / "one"), show_progress=False)
     config.num_proc = 2
     two = run_benchmark(config, str(tmp_path / "two"), show_progress=False)
-    assert two["cells"] == one["cells"] and len(two["cells"]) == 6
+    assert two["cells"] == one["cells"] and len(two["cells"]) == 6 and two["false_claims"] == one["false_claims"]
     assert set(two["key_commitments"]) == {"reference", "adi", "ingrain_lambda_0.5"}
     # the processes wrote every cell, so resuming in one process computes nothing
     monkeypatch.setattr(_Experiment, "attack", lambda *a, **k: pytest.fail("re-ran a finished cell"))
@@ -228,6 +241,15 @@ def test_a_run_over_seeds_summarises_each_cell_over_the_seeds_and_resumes(tmp_pa
         assert cell["score"][0] == pytest.approx(sum(c["score"] for c in per_seed) / 2)
         assert cell["max_p_value"] == max(c["p_value"] for c in per_seed)
     assert summary == json.loads((tmp_path / "summary.json").read_text())
+    # the ingrain key on the reference and on the thief's own model, over both seeds
+    assert [(c["key"], c["model"], c["num_seeds"]) for c in summary["false_claims"]] == [
+        ("ingrain", "reference", 2), ("ingrain", "_thief_0", 2)
+    ]
+    for index, claim in enumerate(summary["false_claims"]):
+        per_seed = [run["false_claims"][index] for run in runs]
+        assert claim["min_p_value"] == min(c["p_value"] for c in per_seed)
+        assert claim["num_verified"] == sum(c["verified"] for c in per_seed)
+    assert "False claims" in (tmp_path / "summary.md").read_text()
     assert "| reference |" in (tmp_path / "summary.md").read_text() and os.path.getsize(tmp_path / "robustness.png") > 0
     # Every seed resumes: training or attacking again would fail here.
     monkeypatch.setattr(_Experiment, "train", lambda *a, **k: pytest.fail("retrained a saved model"))

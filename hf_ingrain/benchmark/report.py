@@ -47,8 +47,32 @@ def results_markdown(results: dict) -> str:
     ).format(alpha=results["config"]["verify_alpha"])
     return (
         f"# hf_ingrain benchmark: {results['config']['dataset']}\n\n" + "\n".join(lines) + f"\n\n{legend}\n\n"
-        + _claims_markdown(cells) + f"{results['date']}, {results['machine']}, {results['seconds']:.0f} s.\n"
+        + _claims_markdown(cells) + _false_claims_markdown(results.get("false_claims", []), _format_cell, schemes)
+        + f"{results['date']}, {results['machine']}, {results['seconds']:.0f} s.\n"
     )
+
+
+def _false_claims_markdown(claims: list[dict], render, schemes: list[str], cell_legend: str = "") -> str:
+    """Each key's test on the models not derived from it: one row per key, `render(claim)` per model, the models in
+    the order of `schemes`, then the thief's."""
+    if not claims:
+        return ""
+    keys = list(dict.fromkeys(c["key"] for c in claims))
+    tested = {c["model"] for c in claims}
+    models = [m for m in schemes if m in tested] + sorted(tested - set(schemes))
+    by_pair = {(c["key"], c["model"]): c for c in claims}
+    lines = [
+        "False claims: each key's test on the unattacked models not derived from it, the other schemes' and "
+        f"`_thief_0` (the thief's own model, trained plainly on the attacker's split). {cell_legend}None may verify: "
+        "where one does, the test's p-value is no bound for such models.",
+        "",
+        "| key | " + " | ".join(models) + " |",
+        "|" + "---|" * (len(models) + 1),
+    ]
+    for key in keys:
+        row = [render(by_pair[(key, m)]) if (key, m) in by_pair else "(its own)" for m in models]
+        lines.append(f"| {key} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\n"
 
 
 def _claims_markdown(cells: list[dict]) -> str:
@@ -88,37 +112,53 @@ def summarize_seeds(runs: list[dict]) -> dict:
 
     Returns:
         `dict`: `config` (without the seed), `seeds`, `cells` (one summary per scheme and attack, in the grid's order),
-        `kept_accuracy` (per attack), `seconds`, `date`, `machine`.
+        `false_claims` (per key and model not derived from it: the seeds where it verified, the score's mean and
+        spread, the smallest p-value), `kept_accuracy` (per attack), `seconds`, `date`, `machine`.
     """
     configs = [{k: v for k, v in run["config"].items() if k not in ("seed", "num_proc")} for run in runs]
     if not runs or any(config != configs[0] for config in configs):
         raise ValueError("summarize_seeds needs at least one run, and runs that differ in their seed only.")
-    groups, clean = {}, {}
-    for index, run in enumerate(runs):
-        for cell in run["cells"]:
-            groups.setdefault((cell["scheme"], cell["attack"]), []).append(cell)
-            if cell["attack"] == "none":
-                clean[(index, cell["scheme"])] = cell["test_accuracy"]
-    cells = []
-    for (scheme, attack), group in groups.items():
-        tested = [c for c in group if c["verified"] is not None]
-        cells.append({
-            "scheme": scheme, "attack": attack, "num_seeds": len(group),
-            "num_verified": sum(bool(c["verified"]) for c in tested) if tested else None,
-            "score": _mean_and_sd([c["score"] for c in tested]),
-            "max_p_value": max(c["p_value"] for c in tested) if tested else None,
-            "accuracy": _mean_and_sd([c["test_accuracy"] for c in group]),
-        })
+    clean = {
+        (index, cell["scheme"]): cell["test_accuracy"]
+        for index, run in enumerate(runs) for cell in run["cells"] if cell["attack"] == "none"
+    }
+    cells = [
+        {**fields, "max_p_value": max(c["p_value"] for c in tested) if tested else None,
+         "accuracy": _mean_and_sd([c["test_accuracy"] for c in group])}
+        for fields, group, tested in _verdicts_over_seeds(runs, "cells", ("scheme", "attack"))
+    ]
     kept = {}
     for index, run in enumerate(runs):
         for cell in run["cells"]:
             kept.setdefault(cell["attack"], []).append(cell["test_accuracy"] / clean[(index, cell["scheme"])])
+    false_claims = [
+        {**fields, "min_p_value": min(c["p_value"] for c in tested) if tested else None}
+        for fields, _, tested in _verdicts_over_seeds(runs, "false_claims", ("key", "model"))
+    ]
     return {
         "config": configs[0], "seeds": [run["config"]["seed"] for run in runs], "cells": cells,
+        "false_claims": false_claims,
         "kept_accuracy": {attack: statistics.fmean(values) for attack, values in kept.items()},
         "seconds": round(sum(run["seconds"] for run in runs), 1), "date": runs[-1]["date"],
         "machine": runs[-1]["machine"],
     }
+
+
+def _verdicts_over_seeds(runs: list[dict], entries: str, names: tuple[str, str]):
+    """For each pair of `names` values among the runs' `entries`, in order of appearance: the pair with the number of
+    seeds, of seeds verified and the score's mean and spread; the entries; those tested (verdict not `None`)."""
+    groups = {}
+    for run in runs:
+        for entry in run.get(entries, []):
+            groups.setdefault(tuple(entry[name] for name in names), []).append(entry)
+    for pair, group in groups.items():
+        tested = [c for c in group if c["verified"] is not None]
+        fields = {
+            **dict(zip(names, pair)), "num_seeds": len(group),
+            "num_verified": sum(bool(c["verified"]) for c in tested) if tested else None,
+            "score": _mean_and_sd([c["score"] for c in tested]),
+        }
+        yield fields, group, tested
 
 
 def _mean_and_sd(values: list) -> list | None:
@@ -162,9 +202,24 @@ def summary_markdown(summary: dict) -> str:
         "key; trigger sets: trigger accuracy; Uchida: bit accuracy), and the largest p-value. Each seed draws its "
         "own split, keys and models. The reference has no watermark and is tested with the ingrain key."
     )
+
+    def false_claim(claim):  # how many seeds verified (a false claim), and the smallest p-value over the seeds
+        if claim["num_verified"] is None:
+            return "n/a"
+        p_value = format_p_value(claim["min_p_value"], relation=False, spec=".0e").replace(" ", "")
+        bound = f"p{p_value}" if p_value.startswith("<") else f"p≥{p_value}"
+        verified = f"{claim['num_verified']}/{claim['num_seeds']}"
+        verified = f"**{verified} verified**" if claim["num_verified"] else verified
+        return f"{verified} {claim['score'][0]:.2f} ± {claim['score'][1]:.2f} ({bound})"
+
+    false_claims = _false_claims_markdown(
+        summary.get("false_claims", []), false_claim, schemes,
+        "Each cell: the seeds where it verified, the score's mean ± standard deviation, the smallest p-value. ",
+    )
     return (
         f"# hf_ingrain benchmark: {summary['config']['dataset']}, seeds {seeds}\n\n" + "\n".join(table(verdict))
         + f"\n\n{legend}\n\nTest accuracy of each model (mean ± standard deviation over the seeds), and the share of "
-        "its own accuracy an attacked model kept:\n\n" + "\n".join(accuracy)
-        + f"\n\n{summary['date']}, {summary['machine']}, {summary['seconds']:.0f} s over the seeds.\n"
+        "its own accuracy an attacked model kept:\n\n" + "\n".join(accuracy) + "\n\n"
+        + false_claims
+        + f"{summary['date']}, {summary['machine']}, {summary['seconds']:.0f} s over the seeds.\n"
     )

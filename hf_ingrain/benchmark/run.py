@@ -47,7 +47,9 @@ def _check_resumable(config: ExperimentConfig, output_dir: str) -> None:
 
 def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool = True) -> dict:
     r"""
-    Runs (or resumes) the benchmark and writes `results.json`, `results.md` and the plots into `output_dir`.
+    Runs (or resumes) the benchmark and writes `results.json`, `results.md` and the plots into `output_dir`: every
+    cell of the grid (scheme x attack), then every key's test on the unattacked models not derived from it
+    (`false_claims`: the other schemes' models and the thief's own).
 
     With `config.num_proc > 1` the keys are made here (the ingrain key's ingrainers in `num_proc` processes), then
     the schemes are shared out to `num_proc` spawned processes, each computing its schemes' cells; in a script, call
@@ -85,10 +87,12 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     with tempfile.TemporaryDirectory() as scratch:
         for scheme in schemes:  # after the processes, this only reads their cells
             cells.extend(_scheme_cells(experiment, scheme, scratch, report))
-    progress.close()
+        progress.close()
+        false_claims = _false_claims(experiment, schemes, scratch, show_progress)
     results = {
         "config": asdict(config),
         "cells": cells,
+        "false_claims": false_claims,
         "key_commitments": {  # the keys made in this run (a fully resumed run makes none)
             scheme: experiment._keys[scheme].commitment() for scheme in schemes if experiment._keys.get(scheme) is not None
         },
@@ -166,6 +170,52 @@ def _scheme_cells(experiment: _Experiment, scheme: str, scratch: str, report) ->
         cells.append(cell)
         report(scheme, attack)
     return cells
+
+
+def _key_holders(schemes: list[str]) -> dict[str, list[str]]:
+    """Each key of the run (`"ingrain"` for the one ingrain key, else the baseline's name) and the schemes whose models
+    derive from it."""
+    holders = {}
+    for scheme in schemes:
+        if scheme != "reference":
+            holders.setdefault("ingrain" if scheme.startswith("ingrain") else scheme, []).append(scheme)
+    return holders
+
+
+def _false_claims(experiment: _Experiment, schemes: list[str], scratch: str, show_progress: bool) -> list[dict]:
+    """Each key's test on the unattacked models not derived from it: the other schemes' models and the thief's own
+    (`_thief_0`, trained plainly on the attacker's split). None of them may verify; one that does shows the test's
+    p-value is no bound for such models. Resumable like the grid (`cells/_false_claims/<key>/<model>.json`)."""
+    models = list(schemes) + ["_thief_0"]
+    holders = _key_holders(schemes)
+    pairs = [(key, name) for key, derived in holders.items() for name in models if name not in derived]
+    folder = os.path.join(experiment.output_dir, "cells", "_false_claims")
+    paths = {(key, name): os.path.join(folder, key, f"{name}.json") for key, name in pairs}
+    done = sum(os.path.isfile(path) for path in paths.values())
+    loaded, claims = {}, []
+    progress = tqdm(total=len(pairs), initial=done, desc="False claims", disable=not show_progress or done == len(pairs))
+    for key, name in pairs:
+        path = paths[key, name]
+        if os.path.isfile(path):
+            with open(path) as f:
+                claims.append(json.load(f))
+            continue
+        if name not in loaded:
+            loaded[name] = (
+                experiment.thief_model(0, scratch) if name == "_thief_0" else _trained_model(experiment, name, scratch)
+            )
+        result = experiment.verify(holders[key][0], loaded[name])
+        claim = {
+            "key": key, "model": name,
+            "verified": None if result is None else bool(result.verified),
+            "p_value": None if result is None else result.p_value,
+            "score": None if result is None else result.agreement,
+        }
+        write_json(path, claim)
+        claims.append(claim)
+        progress.update()
+    progress.close()
+    return claims
 
 
 def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> None:

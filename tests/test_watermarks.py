@@ -144,6 +144,24 @@ def test_verify_trigger_set_works_with_labels_only_and_controls_stop_a_constant_
     assert result.verified and result.protocol == "trigger_set" and result.null_rate == pytest.approx(0.1)
 
 
+def test_a_single_target_trigger_set_verifies_a_model_that_never_saw_it_and_warns(owner):
+    # The attack on Zhang's test: a rule that sends every image that is not a clean digit to class 3. It never saw a
+    # key; on MNIST a clean digit is at least 60% background (under 0.05), a trigger with noise or a photo crop is not.
+    def junk_class(batch):
+        odd = (batch["pixel_values"] < 0.05).flatten(1).float().mean(1) < 0.6
+        return torch.where(odd, 3, 0)
+
+    for kind in ("noise", "unrelated"):
+        key = ZhangKey.generate(owner, kind=kind, num_triggers=50, target_label=3, seed=0)
+        with pytest.warns(UserWarning, match="not a bound"):
+            forged = verify_trigger_set(junk_class, key)
+        assert forged.verified and forged.details["single_target"], kind  # a verdict manufactured without the key
+    # Random labels (Adi et al.) are not fooled: whatever the rule answers, each trigger agrees with chance 1/K.
+    adi = AdiKey.generate(10, (1, 28, 28), num_triggers=50, seed=0)
+    result = verify_trigger_set(junk_class, adi)
+    assert not result.verified and not result.details["single_target"] and result.p_value > 1e-3  # measured: 0.12
+
+
 def test_signature_loss_is_the_summed_bce_and_extract_bits_reads_the_sign():
     weight = torch.randn(4, 3, 3, 3)
     projection, bits = torch.randn(5, 27), torch.randint(0, 2, (5,))

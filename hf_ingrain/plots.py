@@ -60,7 +60,7 @@ def _score_bars(bars: dict, attacks: list[str], title: str, path: str) -> None:
     axis.set_ylabel("watermark score")
     axis.set_ylim(0, 1.05)
     axis.set_title(title)
-    axis.legend(fontsize=8, ncol=2, loc="upper right")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: the bars reach 1.0
     _save(figure, path)
 
 

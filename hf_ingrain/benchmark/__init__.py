@@ -5,8 +5,8 @@
 verifies every model before and after with its own scheme's test, then tests every key on the unattacked models not
 derived from it, the thief's own model included (false claims: none may verify). Each cell (scheme x attack) is
 written to `cells/<scheme>/<attack>.json` as it finishes (a false claim to `cells/_false_claims/<key>/<model>.json`)
-and each trained model to `models/<scheme>/`, so an interrupted run picks up where it stopped. Keys are never written: they are re-derived from the run's seed, and only their
-commitments are recorded. `hf-ingrain demo` is this run at a small scale on the embedded data; `hf-ingrain
+and each trained model to `models/<scheme>/`, so an interrupted run picks up where it stopped. Keys are never written:
+they are re-derived from the run's seed, and only their commitments are recorded. `hf-ingrain demo` is this run at a small scale on the embedded data; `hf-ingrain
 benchmark` runs it from a YAML config at full scale (on a GPU when there is one).
 
 Modules: `config` (the grid: schemes, attacks and their families, chains `a+b+c`, and [`ExperimentConfig`]),

@@ -215,15 +215,22 @@ class _Experiment:
         return (scores.argmax(-1) == labels).float().mean().item()
 
 
+def _verdict(result) -> dict:
+    """The fields of a verification every table reads (`None` each where the test could not apply)."""
+    return {
+        "verified": None if result is None else bool(result.verified),
+        "p_value": None if result is None else result.p_value,
+        "score": None if result is None else result.agreement,
+    }
+
+
 def _cell(experiment: _Experiment, scheme: str, attack: str, model) -> dict:
     result = experiment.verify(scheme, model)
     return {
         "scheme": scheme,
         "attack": attack,
         "test_accuracy": experiment.accuracy(model),
-        "verified": None if result is None else bool(result.verified),
-        "p_value": None if result is None else result.p_value,
-        "score": None if result is None else result.agreement,
+        **_verdict(result),
         "null_rate": None if result is None else result.null_rate,
         "protocol": None if result is None else result.protocol,
     }

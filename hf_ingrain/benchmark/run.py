@@ -14,7 +14,7 @@ from ..files import write_json, write_text
 from ..hashing import canonical_json
 from ..processes import worker_pool
 from .config import ExperimentConfig
-from .experiment import _cell, _Experiment, _trained_model
+from .experiment import _cell, _Experiment, _trained_model, _verdict
 from .report import machine_description, results_markdown, summarize_seeds, summary_markdown
 
 CONFIG_FILE = "benchmark_config.json"
@@ -204,13 +204,7 @@ def _false_claims(experiment: _Experiment, schemes: list[str], scratch: str, sho
             loaded[name] = (
                 experiment.thief_model(0, scratch) if name == "_thief_0" else _trained_model(experiment, name, scratch)
             )
-        result = experiment.verify(holders[key][0], loaded[name])
-        claim = {
-            "key": key, "model": name,
-            "verified": None if result is None else bool(result.verified),
-            "p_value": None if result is None else result.p_value,
-            "score": None if result is None else result.agreement,
-        }
+        claim = {"key": key, "model": name, **_verdict(experiment.verify(holders[key][0], loaded[name]))}
         write_json(path, claim)
         claims.append(claim)
         progress.update()

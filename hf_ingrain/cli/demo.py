@@ -5,9 +5,9 @@ two values of λ (0.25 and 0.5), each attacked by distillation (T = 1 and T = 4;
 architecture), hard-label extraction, fine-tuning (FTAL), pruning (50%) and quantization (4 bits), and every model
 verified before and after, then every key on the models not derived from it (false claims). Writes `results.json`,
 `results.md`, `robustness.png` and `lambda_tradeoff.png`. This is [`~hf_ingrain.benchmark.run_benchmark`] at the
-scale of [`~hf_ingrain.benchmark.ExperimentConfig`]'s defaults, in one
-process per CPU core (up to 8; one with a GPU): 7 minutes on 2 idle CPU cores (12 to 13 under load), 4.5 of them
-training the ingrain key's ingrainer and its 16 reference ingrainers (17 minutes in one process).
+scale of [`~hf_ingrain.benchmark.ExperimentConfig`]'s defaults, in one process per CPU core (up to 8; one with a
+GPU): 7 minutes on 2 idle CPU cores (12 to 13 under load), 4.5 of them training the ingrain key's ingrainer and its 16
+reference ingrainers (17 minutes in one process).
 """
 
 import os

@@ -1,20 +1,19 @@
 """hf_ingrain: watermarks that survive knowledge distillation, for Hugging Face models.
 
 Implements Ingrain (Yang, Dang and Chang 2019, https://huggingface.co/papers/1906.06046) as a drop-in `Trainer`.
-The folder tree is the threat model: `trainer/` and `keys/` defend, `attacks/` attack, `verification.py` and
-`calibration.py` judge (through `suspects/`, the one way in to a model that is not the caller's own), `hub.py` and
-`model_card.py` publish.
+The folder tree is the threat model: `trainer/` and `keys/` defend, `attacks/` attack, `verification/` judges
+(through `suspects/`, the one way in to a model that is not the caller's own), `hub/` publishes, `data/` holds the
+data as users have it, and `benchmark/` compares every scheme under every attack.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from .calibration import NullCalibration, calibrate_null
+from . import _moved
 from .keys import WatermarkKey
-from .models import register_auto_classes
 from .trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
-from .verification import VerificationResult, verify
+from .verification import NullCalibration, VerificationResult, calibrate_null, verify
 
-register_auto_classes()
+_moved.install()  # 0.1's module paths (`hf_ingrain.queries`, ...) answer for one more release, with a warning
 
 __all__ = [
     "DistillationConfig",

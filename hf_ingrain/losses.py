@@ -4,8 +4,6 @@ Every function here takes logits of shape `(batch, num_labels)` and returns a sc
 `reduction="none"`). All of them compute in float32, whatever the dtype of their inputs (mixed precision).
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -117,14 +115,6 @@ def scores_to_log_probs(
         kept = rest.expand_as(probs).clone().scatter(-1, top_indices, top_values)
         return kept.clamp(min=1e-12).log()
     raise ValueError(f"`kind` must be 'logits', 'probabilities' or 'top_k', got {kind!r}.")
-
-
-def runner_up(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-    """The highest-scoring label other than `exclude` (default: the top-1 label), per row."""
-    if exclude is None:
-        exclude = logits.argmax(-1)
-    masked = logits.float().scatter(-1, exclude.unsqueeze(-1), -math.inf)
-    return masked.argmax(-1)
 
 
 def ingrainer_spread_loss(

@@ -2,9 +2,9 @@
 [`build_classifier`], the one factory that builds every freshly initialised model of the package: the default
 ingrainer, the recipes' and the benchmark's models, and the attack CLI's students.
 
-The small models are registered with the `Auto*` classes when `hf_ingrain` is imported, so
+[`register_auto_classes`] registers the small models with the `Auto*` classes, so that
 `AutoModelForImageClassification` and `AutoModelForSequenceClassification` load them from a folder or the Hub
-without `trust_remote_code`.
+without `trust_remote_code`; the package's loaders call it, importing the package does not.
 """
 
 import torch
@@ -159,7 +159,10 @@ class SmallTextForSequenceClassification(PreTrainedModel):
 
 
 def register_auto_classes() -> None:
-    """Registers the small models with the `Auto*` classes (idempotent)."""
+    """Registers the small models with the `Auto*` classes (idempotent), so that `AutoConfig` and
+    `AutoModelFor*Classification.from_pretrained` load their folders. The package calls it where it loads a model
+    (`hf_ingrain.suspects.load_model`, `WatermarkKey.load`), never at import; call it before loading a small model's
+    folder with the `Auto*` classes yourself."""
     for config_class, model_class, auto_class in (
         (SmallCNNConfig, SmallCNNForImageClassification, AutoModelForImageClassification),
         (SmallTextConfig, SmallTextForSequenceClassification, AutoModelForSequenceClassification),

@@ -118,7 +118,7 @@ def load_splits(data: str, train_size: int | None, split_seed: int = 0):
     from tqdm.auto import tqdm
 
     from hf_ingrain.data import split_indices
-    from hf_ingrain.model_inputs import load_data
+    from hf_ingrain.data.preparation import load_data
 
     image_processor = processor()
 
@@ -238,7 +238,7 @@ def table(rows: list[dict]) -> str:
             return f"{values[0]:.{digits}f}"
         return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
-    from hf_ingrain.statistics import format_p_value
+    from hf_ingrain.verification.statistics import format_p_value
 
     lines = ["| model | plain | ingrain | cost (points) | plain: smallest p | ingrain: largest p | student | "
              "student: largest p |", "|---|---|---|---|---|---|---|---|"]

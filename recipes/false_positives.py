@@ -28,10 +28,10 @@ from datasets import concatenate_datasets
 from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey
-from hf_ingrain.calibration import false_positive_table
+from hf_ingrain.verification.calibration import false_positive_table
 from hf_ingrain.files import write_json, write_text
 from hf_ingrain.models import build_classifier
-from hf_ingrain.queries import read_queries
+from hf_ingrain.data.query_set import read_queries
 from hf_ingrain.scripts import DataArguments, IngrainParser
 from hf_ingrain.suspects import collect_scores
 from hf_ingrain.verification import DEFAULT_ALPHA, format_p_value

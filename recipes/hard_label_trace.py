@@ -35,7 +35,7 @@ from transformers import Trainer, TrainingArguments
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.attacks import ExtractionAttack
 from hf_ingrain.files import write_json, write_text
-from hf_ingrain.losses import runner_up
+from hf_ingrain.verification.statistics import runner_up
 from hf_ingrain.models import build_classifier
 from hf_ingrain.scripts import DataArguments, IngrainParser
 from hf_ingrain.suspects import collect_scores

@@ -36,7 +36,7 @@ result) and `label_only.md` (agreement vs null rate, p-value).
 
 The queries go in one order, fixed and recorded (`query_commitments`, each key's ordered digest) before any suspect
 is tested: `--query_order test_first` (the test split, then the owner's images) or `hardest_first`
-(`hf_ingrain.queries.hardest_first`), every query sorted by the probability a key-free model of the owner (a plain
+(`hf_ingrain.verification.hardest_first`), every query sorted by the probability a key-free model of the owner (a plain
 small CNN on the owner split) gives its true label, lowest first, so that a budget meets more of the images on which
 a thief's labels are wrong. The order model never sees the key or a suspect.
 """
@@ -56,7 +56,8 @@ from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.attacks import ExtractionAttack
 from hf_ingrain.files import write_json, write_text
 from hf_ingrain.models import build_classifier
-from hf_ingrain.queries import hardest_first, read_queries
+from hf_ingrain.verification.label_only import hardest_first
+from hf_ingrain.data.query_set import read_queries
 from hf_ingrain.scripts import DataArguments, IngrainParser
 from hf_ingrain.suspects import load_or_train
 from hf_ingrain.verification import format_p_value

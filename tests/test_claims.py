@@ -40,8 +40,8 @@ def test_an_ingrainer_cannot_start_from_a_trained_classifier():
 def test_queries_chosen_after_seeing_the_suspect_are_not_the_committed_set(key):
     test = splits()["test"]
     committed_key = WatermarkKey(
-        key.carriers, key.carrier_labels, key.num_labels, key.salt, key.seed, key.input_shape, key.value_range,
-        key.vocab_size, key.ingrainer, key.training_info,
+        key.carriers, key.carrier_labels, key.num_labels, key.salt, key.seed, input_shape=key.input_shape,
+        value_range=key.value_range, vocab_size=key.vocab_size, ingrainer=key.ingrainer, training_info=key.training_info,
     )
     committed_key.commit_queries(test)
     suspect = independent_model(0)
@@ -62,7 +62,7 @@ def test_a_query_budget_is_the_committed_test_only_in_the_committed_order(small_
     # front the inputs where it agrees with the key: the same set, so the set's digest alone would call it committed.
     import copy
 
-    from hf_ingrain.model_card import watermark_metadata
+    from hf_ingrain.hub.model_card import watermark_metadata
 
     key, test, suspect = copy.deepcopy(small_key), embedded_splits["test"].select(range(300)), tiny_cnn(seed=3)
     key.commit_queries(test)
@@ -89,7 +89,7 @@ def test_a_query_budget_is_the_committed_test_only_in_the_committed_order(small_
 def test_hardest_first_puts_the_queries_an_order_model_finds_least_likely_first():
     from datasets import Dataset
 
-    from hf_ingrain.queries import hardest_first
+    from hf_ingrain.verification.label_only import hardest_first
 
     class Fixed(torch.nn.Module):  # the probability of class 0 is the input's single value
         def forward(self, pixel_values):
@@ -120,7 +120,8 @@ def test_a_hardest_first_order_is_committed_before_the_suspect_and_a_suspect_tai
     # counts) is the tailored choice the commitment exists to refuse, even if the owner calls it "hardest first".
     import copy
 
-    from hf_ingrain.queries import hardest_first, read_queries
+    from hf_ingrain.verification.label_only import hardest_first
+    from hf_ingrain.data.query_set import read_queries
 
     key, test = copy.deepcopy(small_key), embedded_splits["test"].select(range(300))
     order_model, suspect = tiny_cnn(seed=5), tiny_cnn(seed=3)
@@ -151,7 +152,7 @@ def test_deduplicated_queries_read_like_a_dataset(small_key):
     """The in-memory queries `read_queries` keeps are selected and batched as the `datasets.Dataset` they replace
     (the false-positive recipe selects the first `n` of them)."""
     from hf_ingrain.data import iterate_batches
-    from hf_ingrain.queries import read_queries
+    from hf_ingrain.data.query_set import read_queries
 
     dataset = random_image_dataset(12, seed=3)
     dataset = concatenate_datasets([dataset, dataset.select(range(4))])
@@ -192,8 +193,8 @@ def _edit_json(path, edit):
 def test_a_key_whose_files_disagree_is_refused_on_load(damage, message, small_key, tmp_path):
     reference = WatermarkKey(
         small_key.carriers, small_key.carrier_labels, small_key.num_labels, small_key.salt, small_key.seed,
-        small_key.input_shape, small_key.value_range, small_key.vocab_size, small_key.ingrainer,
-        {**small_key.training_info, "carrier_accuracy": 0.9},
+        input_shape=small_key.input_shape, value_range=small_key.value_range, vocab_size=small_key.vocab_size,
+        ingrainer=small_key.ingrainer, training_info={**small_key.training_info, "carrier_accuracy": 0.9},
     )
     folder = _saved(reference, tmp_path)
     WatermarkKey.load(folder)  # intact: loads
@@ -307,8 +308,8 @@ def test_a_model_of_another_key_is_not_claimed_where_the_binomial_test_alone_wou
     queries = Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": labels.numpy()}, features=features)
     queries = queries.with_format("torch")
     drawn = WatermarkKey.generate(num_labels=10, input_shape=(1, 4, 4), num_carriers=3, seed=0)
-    key = WatermarkKey(drawn.carriers, drawn.carrier_labels, 10, drawn.salt, 0, (1, 4, 4), (0.0, 1.0), None,
-                       _RegionIngrainer(ours), {}, reference_ingrainers=[_RegionIngrainer(t) for t in references])
+    key = WatermarkKey(drawn.carriers, drawn.carrier_labels, 10, drawn.salt, 0, input_shape=(1, 4, 4),
+                       ingrainer=_RegionIngrainer(ours), reference_ingrainers=[_RegionIngrainer(t) for t in references])
     result = verify(_RegionIngrainer(theirs), key, queries, batch_size=2048)  # follows the other key exactly
     print(result, result.details["key_draw"])
     # the binomial test counts 10,000 queries as 10,000 independent coins: it would make a false claim...
@@ -321,7 +322,7 @@ def test_a_model_of_another_key_is_not_claimed_where_the_binomial_test_alone_wou
 def test_the_key_draw_p_value_is_the_t_prediction_tail():
     from scipy.stats import t
 
-    from hf_ingrain.statistics import key_draw_p_value
+    from hf_ingrain.verification.statistics import key_draw_p_value
 
     references = [0.10, 0.12, 0.11, 0.13, 0.09, 0.12, 0.10, 0.11]
     p_value, numbers = key_draw_p_value(0.30, references, num_queries=100000)

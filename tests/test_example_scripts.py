@@ -138,7 +138,7 @@ def test_the_text_classification_script_shape_trains_with_padded_batches_and_ver
 def test_a_text_model_trained_by_the_script_shape_verifies_from_its_output_folder_and_its_plain_twin_does_not(
     tmp_path, capsys
 ):
-    # Real labelled text (emoji names in 8 languages, hf_ingrain.text_data), a tokenizer trained here, a tiny BERT
+    # Real labelled text (emoji names in 8 languages, hf_ingrain.data.text), a tokenizer trained here, a tiny BERT
     # from config; the script's path: HfArgumentParser + --ingrain_key, map(tokenize), DataCollatorWithPadding,
     # processing_class. Measured on 2026-12-02 with these settings: the ingrained model agrees with the key on 0.628
     # of the 7,703 distinct test names against a null rate of 0.193, p = 6e-17 (key-draw test); the plain Trainer's
@@ -147,9 +147,9 @@ def test_a_text_model_trained_by_the_script_shape_verifies_from_its_output_folde
     from transformers import Trainer, TrainingArguments
 
     from hf_ingrain import verify
-    from hf_ingrain.model_inputs import load_processor
+    from hf_ingrain.data.preparation import load_processor
     from hf_ingrain.suspects import load_model
-    from hf_ingrain.text_data import load_text_dataset
+    from hf_ingrain.data.text import load_text_dataset
 
     splits = load_text_dataset(seed=0)
     tokenizer = local_tokenizer(list(splits["owner"]["text"]), vocab_size=2000)
@@ -222,7 +222,7 @@ def test_an_image_model_trained_by_the_script_shape_verifies_from_its_output_fol
     from transformers import Trainer, TrainingArguments
 
     from hf_ingrain import verify
-    from hf_ingrain.model_inputs import load_processor
+    from hf_ingrain.data.preparation import load_processor
     from hf_ingrain.suspects import load_model
 
     processor = vit_processor()

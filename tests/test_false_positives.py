@@ -18,7 +18,7 @@ from trained_models import (  # noqa: F401 (single_thread: autouse)
 )
 
 from hf_ingrain import verify
-from hf_ingrain.calibration import calibrate_null
+from hf_ingrain.verification.calibration import calibrate_null
 from hf_ingrain.verification import DEFAULT_ALPHA, ingrain_queries
 
 PROTOCOLS = {
@@ -104,7 +104,7 @@ def test_degenerate_models_sitting_on_the_bound_do_not_verify(setting):
 def test_the_false_positive_table_is_verify_on_every_pair(small_key, embedded_splits):
     from conftest import tiny_cnn
 
-    from hf_ingrain.calibration import false_positive_table
+    from hf_ingrain.verification.calibration import false_positive_table
     from hf_ingrain.suspects import collect_scores
 
     queries = embedded_splits["test"].select(range(200))

@@ -23,9 +23,8 @@ from hf_ingrain.hub import (
     is_hub_id,
     push_to_hub,
     verify_from_hub,
-    verify_model_or_repo,
 )
-from hf_ingrain.model_card import WATERMARK_FIELDS
+from hf_ingrain.hub.model_card import WATERMARK_FIELDS
 
 pytestmark = pytest.mark.hub
 
@@ -292,8 +291,9 @@ def test_tampered_key_is_reported_as_commitment_mismatch(loopback_hub, watermark
     sha = push_to_hub(watermarked.model, "tester/claimed", key, dataset=queries)
     carriers = key.carriers.clone()
     carriers[0, 0, 0, 0] = 1.0 - carriers[0, 0, 0, 0]  # one changed pixel
-    tampered = WatermarkKey(carriers, key.carrier_labels, key.num_labels, key.salt, key.seed, key.input_shape,
-                            key.value_range, key.vocab_size, key.ingrainer, key.training_info)
+    tampered = WatermarkKey(carriers, key.carrier_labels, key.num_labels, key.salt, key.seed, input_shape=key.input_shape,
+                            value_range=key.value_range, vocab_size=key.vocab_size, ingrainer=key.ingrainer,
+                            training_info=key.training_info)
     assert tampered.commitment() != key.commitment()
 
     with caplog.at_level(logging.WARNING, logger="hf_ingrain.hub"):
@@ -348,8 +348,6 @@ def test_push_and_verify_check_their_arguments_before_any_work(small_key, tmp_pa
         verify_from_hub("me/model", "not a key", random_image_dataset(8))
     with pytest.raises(ValueError, match="call `trainer.save_model\\(\\)`"):
         push_to_hub(str(tmp_path), "me/model", small_key, dataset=random_image_dataset(8))
-    with pytest.raises(ValueError, match="Hub ids only"):
-        verify_model_or_repo(model, small_key, random_image_dataset(8), revision="main")
 
 
 # ------------------------------------------------------------------ one loader for every Hub model
@@ -411,8 +409,8 @@ def _claim_key(seed, model, owner):
     """A key whose ingrainer IS `model`: what a thief builds after seeing a public model (the constructor takes any
     ingrainer; train_ingrainer would refuse it)."""
     drawn = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=20, seed=seed)
-    key = WatermarkKey(drawn.carriers, drawn.carrier_labels, 10, drawn.salt, seed, (1, 28, 28), (0.0, 1.0), None,
-                       model, {})
+    key = WatermarkKey(drawn.carriers, drawn.carrier_labels, 10, drawn.salt, seed, input_shape=(1, 28, 28),
+                       ingrainer=model)
     key.commit_queries(owner)
     return key
 
@@ -423,7 +421,7 @@ def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, waterma
     queries = watermarked.queries
     owner_key = WatermarkKey(
         watermarked.key.carriers, watermarked.key.carrier_labels, 10, watermarked.key.salt, watermarked.key.seed,
-        (1, 28, 28), (0.0, 1.0), None, watermarked.key.ingrainer, watermarked.key.training_info,
+        input_shape=(1, 28, 28), ingrainer=watermarked.key.ingrainer, training_info=watermarked.key.training_info,
     )
     owner_key.commit_queries(queries)  # the owner commits to the test split, then publishes: the reference
     push_to_hub(watermarked.model, "owner/model", owner_key, dataset=queries)

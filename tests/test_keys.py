@@ -232,7 +232,7 @@ def test_a_text_ingrainer_is_spread_over_its_data_as_it_is_queried_with_the_mask
     # choices are spread over the data it was trained on, so they are spread as queried only if it saw the mask.
     from datasets import Dataset
 
-    from hf_ingrain.statistics import ingrain_null_rate
+    from hf_ingrain.verification.statistics import ingrain_null_rate
     from hf_ingrain.suspects import forward_logits
 
     ids, mask, labels = _padded_text()

@@ -1,4 +1,4 @@
-"""Verification through labels alone (`protocol="ingrain_labels"` and `"ingrain_errors"`, `hf_ingrain.label_only`):
+"""Verification through labels alone (`protocol="ingrain_labels"` and `"ingrain_errors"`, `hf_ingrain.verification.label_only`):
 what is sent, what is counted, and what is refused. Their false-positive check on ten independent models is in
 `test_false_positives.py`."""
 
@@ -7,7 +7,7 @@ import torch
 from conftest import NUM_LABELS, image_pipeline, local_tokenizer, tiny_bert, tiny_cnn
 
 from hf_ingrain import WatermarkKey, verify
-from hf_ingrain.label_only import degrade
+from hf_ingrain.verification.label_only import degrade
 
 
 class LabelEndpoint:

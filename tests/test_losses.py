@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from hf_ingrain.losses import distillation_kl, hard_label_cross_entropy, runner_up, scores_to_log_probs
+from hf_ingrain.losses import distillation_kl, hard_label_cross_entropy, scores_to_log_probs
+from hf_ingrain.verification.statistics import runner_up
 
 
 def test_distillation_kl_is_zero_for_identical_logits():

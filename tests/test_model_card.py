@@ -1,4 +1,4 @@
-"""The model card of a watermarked model (hf_ingrain.model_card): golden file, metadata, no secrets, packaging."""
+"""The model card of a watermarked model (hf_ingrain.hub.model_card): golden file, metadata, no secrets, packaging."""
 
 import importlib.resources
 import logging
@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 
 import hf_ingrain
 from hf_ingrain import WatermarkKey
-from hf_ingrain.model_card import (
+from hf_ingrain.hub.model_card import (
     TEMPLATE_PATH,
     WATERMARK_FIELDS,
     framework_versions,
@@ -96,19 +96,19 @@ def test_unknown_watermark_field_is_refused():
 def test_malformed_card_reads_as_no_metadata(tmp_path, caplog):
     path = tmp_path / "README.md"
     path.write_text("---\nwatermark: [unclosed\n---\n# card\n")
-    with caplog.at_level(logging.WARNING, logger="hf_ingrain.model_card"):
+    with caplog.at_level(logging.WARNING, logger="hf_ingrain.hub.model_card"):
         assert read_watermark_metadata(str(path)) is None
 
 
 def test_template_ships_inside_the_package():
-    packaged = importlib.resources.files("hf_ingrain").joinpath("templates/ingrain_model_card.md")
+    packaged = importlib.resources.files("hf_ingrain").joinpath("hub/templates/ingrain_model_card.md")
     assert packaged.is_file() and os.path.samefile(str(packaged), TEMPLATE_PATH)
     with open(os.path.join(ROOT, "pyproject.toml"), encoding="utf-8") as f:  # tomllib is 3.11+; 3.10 is supported
         section = f.read().split("[tool.setuptools.package-data]")[1].split("\n[")[0]
     package_data = next(line for line in section.splitlines() if line.startswith("hf_ingrain ="))
-    assert '"templates/*.md"' in package_data
+    assert '"hub/templates/*.md"' in package_data
     for template in ("ingrain_model_card.md", "attacked_model_card.md"):
-        assert importlib.resources.files("hf_ingrain").joinpath("templates", template).is_file(), template
+        assert importlib.resources.files("hf_ingrain").joinpath("hub", "templates", template).is_file(), template
     with open(os.path.join(ROOT, "model_cards", "README.md"), encoding="utf-8") as f:
         assert "hf_ingrain/templates/ingrain_model_card.md" in f.read()  # the pointer in model_cards/ stays true
 

@@ -1,5 +1,5 @@
 """Data as the official example scripts keep it (an image or text column, `label`, a transform, a save_to_disk folder,
-a csv file) verified as the model received it, in Python and through the CLI (`hf_ingrain.model_inputs`)."""
+a csv file) verified as the model received it, in Python and through the CLI (`hf_ingrain.data.preparation`)."""
 
 import json
 
@@ -160,7 +160,7 @@ def test_a_hub_suspect_is_queried_through_the_processor_published_at_the_same_co
 
 
 def test_the_embedded_text_corpus_is_real_labelled_and_split_by_emoji():
-    from hf_ingrain.text_data import LATIN_LANGUAGES, load_text_dataset
+    from hf_ingrain.data.text import LATIN_LANGUAGES, load_text_dataset
 
     splits = load_text_dataset(seed=0)
     assert splits["owner"].features["labels"].names == list(LATIN_LANGUAGES)

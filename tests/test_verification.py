@@ -8,8 +8,8 @@ from conftest import NUM_LABELS, image_pipeline, tiny_cnn
 from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
 from hf_ingrain import verify
-from hf_ingrain.losses import runner_up
-from hf_ingrain.calibration import calibrate_null
+from hf_ingrain.verification.statistics import runner_up
+from hf_ingrain.verification.calibration import calibrate_null
 from hf_ingrain.suspects import as_score_matrix, collect_scores, resolve_model, score_kind
 from hf_ingrain.verification import binomial_p_value, ingrain_null_rate, ingrain_queries
 
@@ -192,7 +192,7 @@ def test_calibrate_null_reports_each_model_and_flags_a_model_above_the_bound(sma
     assert set(calibration.agreements) == {"seed 0", "seed 1", "seed 2"} and not calibration.any_verified
     assert calibration.max_agreement == max(calibration.agreements.values()) and calibration.max_excess < 0
     assert set(calibration.to_dict()) >= {"agreements", "p_values", "max_agreement", "any_verified"}
-    with caplog.at_level(logging.WARNING, logger="hf_ingrain.calibration"):
+    with caplog.at_level(logging.WARNING, logger="hf_ingrain.verification.calibration"):
         leaked = calibrate_null(small_key, queries, [tiny_cnn(seed=0), small_key.ingrainer])
     assert leaked.any_verified and leaked.max_excess > 0 and "above the null rate" in caplog.text
     with pytest.raises(ValueError, match="empty"):

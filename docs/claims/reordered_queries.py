@@ -21,7 +21,7 @@ from transformers import AutoModelForImageClassification
 import hf_ingrain.models  # noqa: F401 (registers the small CNN)
 from hf_ingrain import WatermarkKey, verify
 from hf_ingrain.data import load_image_dataset
-from hf_ingrain.losses import runner_up
+from hf_ingrain.verification.statistics import runner_up
 from hf_ingrain.suspects import collect_scores, inference_copy
 
 if __name__ == "__main__":

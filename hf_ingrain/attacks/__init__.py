@@ -18,7 +18,7 @@ from .noise import WeightNoiseAttack
 from .overwrite import OverwriteAttack
 from .prune import PruneAttack
 from .quantize import QuantizeAttack
-from .queries import make_queries
+from .query_sources import make_queries
 
 __all__ = [
     "DistillationConfig", "DistillationTrainer", "EnsembleModel", "ExtractionAttack", "FinePruneAttack",

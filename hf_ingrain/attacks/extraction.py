@@ -9,7 +9,7 @@ from torch import nn
 
 from ..trainer.distillation_config import TEACHER_OUTPUTS
 from .ensemble import EnsembleModel
-from .queries import QUERY_SOURCES, image_tensor, make_queries
+from .query_sources import QUERY_SOURCES, image_tensor, make_queries
 
 STUDENT_ARCHITECTURES = ("same", "small", "resnet", "convnext", "vit")
 
@@ -113,6 +113,7 @@ class ExtractionAttack:
     def __init__(
         self,
         teacher,
+        *,
         queries: str = "digits",
         num_queries: int = 10_000,
         teacher_output: str = "logits",

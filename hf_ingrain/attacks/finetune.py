@@ -82,6 +82,7 @@ class FineTuneAttack:
     def __init__(
         self,
         model,
+        *,
         mode: str = "FTAL",
         learning_rate: float = 1e-3,
         num_train_epochs: float = 20,

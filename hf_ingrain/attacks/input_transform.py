@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..image_ops import gaussian_blur
+from ..data.image_ops import gaussian_blur
 
 TRANSFORMS = {"jpeg": 75, "blur": 1.0, "noise": 0.05}
 """Each transform and its default strength: JPEG quality (1-95), the blur's standard deviation in pixels, the noise's

@@ -5,7 +5,7 @@ import logging
 import os
 
 from ..files import atomic_folder
-from ..model_card import CARD_FILE, attacked_model_card
+from ..hub.model_card import CARD_FILE, attacked_model_card
 
 logger = logging.getLogger(__name__)
 

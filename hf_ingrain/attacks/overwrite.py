@@ -53,6 +53,7 @@ class OverwriteAttack:
     def __init__(
         self,
         model,
+        *,
         key=None,
         key_seed: int | None = None,
         num_carriers: int = 100,

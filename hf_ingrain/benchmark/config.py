@@ -5,7 +5,7 @@ import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from ..attacks.queries import QUERY_SOURCES
+from ..attacks.query_sources import QUERY_SOURCES
 
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
 # Columns a config may add to the default grid (the demo's time budget leaves them out). Families of names follow

@@ -63,7 +63,7 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     Returns:
         `dict`: the results, as written to `results.json`.
     """
-    from ..plots import plot_lambda_tradeoff, plot_robustness
+    from .plots import plot_lambda_tradeoff, plot_robustness
 
     start = time.time()
     os.makedirs(output_dir, exist_ok=True)
@@ -125,7 +125,7 @@ def run_benchmark_seeds(
     Returns:
         `dict`: the summary, as written to `summary.json`.
     """
-    from ..plots import plot_seed_robustness
+    from .plots import plot_seed_robustness
 
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` must be distinct seeds, at least one, got {seeds}.")

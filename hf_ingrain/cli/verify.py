@@ -12,7 +12,7 @@ EXIT_VERIFIED, EXIT_NOT_VERIFIED = 0, 1
 
 
 def add_parser(subparsers) -> None:
-    from ..label_only import LADDERS
+    from ..verification.label_only import LADDERS
     from ..verification import DEFAULT_ALPHA, PROTOCOLS
 
     parser = subparsers.add_parser(
@@ -88,7 +88,7 @@ def uses_raw_data(args, processor) -> bool:
     """Whether `--data` is read as users keep it and preprocessed by the model's processor (a save_to_disk folder, a
     data file, a processor to apply, or a column named), rather than by `hf_ingrain.data.load_image_dataset`."""
     from ..data import EMBEDDED_DATASET
-    from ..model_inputs import is_saved_dataset
+    from ..data.preparation import is_saved_dataset
 
     if args.data == EMBEDDED_DATASET:
         return False
@@ -116,9 +116,9 @@ def run(args) -> int:
 
     from ..hub import verify_from_hub
     from ..keys import WatermarkKey
-    from ..model_inputs import check_model_modality, load_data, load_processor, prepare_dataset
+    from ..data.preparation import check_model_modality, load_data, load_processor, prepare_dataset
     from ..suspects import is_hub_id, load_model
-    from ..verification import LABEL_PROTOCOLS, verify
+    from ..verification import LABEL_PROTOCOLS, summary, verify
     from ..watermarks import load_key
 
     transformers_logging.disable_progress_bar()  # the summary (or the JSON) is the whole output
@@ -170,74 +170,5 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        print(summary(report))
+        print(summary(report))  # the one printout of a result (hf_ingrain.verification.summary)
     return EXIT_VERIFIED if result.verified else EXIT_NOT_VERIFIED
-
-
-def summary(report: dict) -> str:
-    """The human-readable form of a verification report (what `--json` prints as JSON)."""
-    from ..verification import format_p_value
-
-    p_value = format_p_value(report["p_value"], relation=False)
-    if report["verified"]:
-        headline = f"VERIFIED: {report['model']} carries the watermark of the key."
-    else:
-        headline = (
-            f"NOT VERIFIED: the test does not find the watermark in {report['model']} at alpha = {report['alpha']:g}."
-        )
-    unit = "bits" if report["protocol"] == "uchida" else "queries"
-    lines = [
-        headline,
-        f"  protocol      {report['protocol']}",
-        f"  agreement     {report['agreement']:.3f} ({report['num_agreements']} of {report['num_queries']} {unit})",
-        f"  null rate     {report['null_rate']:.3f}",
-        f"  p-value       {p_value} (verified when <= alpha = {report['alpha']:g})",
-    ]
-    details = report.get("details") or {}
-    for name, value in (details.get("null_rate_terms") or {}).items():
-        if isinstance(value, dict):  # a label-only route: its own null rate over the inputs it compared
-            lines.append(f"    {name:<14}{value['null_rate']:.3f} over {value['num_compared']} compared inputs")
-        else:
-            lines.append(f"    {name:<14}{value:.3f}")
-    if "queries_sent" in details:
-        lines.append(
-            f"  sent          {details['queries_sent']} queries for {details['inputs_used']} inputs "
-            f"({details['unanswered']} whose label never changed)"
-        )
-    key_draw = details.get("key_draw") or {}
-    if "t" in key_draw:
-        key_draw_p = format_p_value(key_draw["p_value"], relation=False)
-        lines.append(
-            f"  key draw      agreement with {key_draw['num_references']} reference keys {key_draw['mean']:.3f} "
-            f"(sd {key_draw['sd']:.3f}): t = {key_draw['t']:.1f}, p {key_draw_p}"
-        )
-    elif "p_value_binomial" in details:
-        lines.append("  key draw      none: this key has no reference ingrainers (binomial test alone)")
-    if "accuracy" in details:
-        lines.append(f"  accuracy      {details['accuracy']:.3f} on the labelled queries")
-    if "bit_error_rate" in details:
-        lines.append(f"  bit errors    {details['bit_error_rate']:.3f}")
-    if report.get("data"):
-        lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
-    if report.get("query_digest"):
-        committed = {True: "the committed set", None: "no set was committed",
-                     False: "NOT the committed set, or under a budget not in its committed order"}
-        lines.append(f"  query set     {report['query_digest']} ({committed[report.get('committed_queries')]})")
-    if report.get("num_duplicates"):
-        lines.append(f"  duplicates    {report['num_duplicates']} repeated queries dropped before counting")
-    if report.get("commit_sha"):
-        lines.append(f"  model         {report.get('repo_id') or report['model']} @ {report.get('revision')}, "
-                     f"commit {report['commit_sha']}")
-        match = {True: "matches the key", False: "DOES NOT match the key", None: "absent from the model card"}
-        lines.append(f"  published     commitment {match[report.get('commitment_match')]}"
-                     + (f" ({report['published_commitment']})" if report.get("published_commitment") else ""))
-    claim = report.get("claim")
-    if claim:
-        lines.append(f"  test          {'verified' if report.get('test_verified') else 'not verified'} on its own")
-        lines.append(f"  reference     {claim['reference_repo_id']} @ {claim['reference_commit_sha']}")
-        lines.append(f"  first published  {claim['first_published_at']} ({claim['first_published_sha']})")
-        lines.append(f"  suspect since    {claim['suspect_created_at']} ({claim['suspect_first_sha']})")
-        for reason in claim["refusals"]:
-            lines.append(f"  REFUSED       {reason}")
-    lines.append(f"  key           commitment {report['key_commitment']}")
-    return "\n".join(lines)

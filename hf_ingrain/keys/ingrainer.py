@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
+from ..data.preparation import prepare_dataset
 from ..losses import ingrainer_spread_loss
-from ..model_inputs import prepare_dataset
-from ..models import build_classifier
+from ..models import build_classifier, register_auto_classes
 from ..processes import worker_pool
-from ..suspects import forward_logits, model_logits
+from ..suspects import collect_scores, forward_logits, inference_copy, model_logits
 from .inputs import benign_inputs as benign_inputs_of
 from .inputs import carrier_batch, select
 
@@ -142,6 +142,7 @@ def ingrainer_from(key, architecture):
         config.num_labels = key.num_labels
         config.id2label = {i: f"LABEL_{i}" for i in range(key.num_labels)}
         config.label2id = {name: i for i, name in config.id2label.items()}
+    register_auto_classes()  # the architecture may be one of the package's small models
     auto = AutoModelForImageClassification if key.modality == "image" else AutoModelForSequenceClassification
     return auto.from_config(config)
 
@@ -198,3 +199,8 @@ def _scale_output_layer(model, scale: float) -> None:
     last_linear.weight.mul_(scale)
     if last_linear.bias is not None:
         last_linear.bias.mul_(scale)
+
+
+def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch.Tensor]:
+    """The logits `(n, K)` of each of a key's ingrainers on `queries` (a data set, read in order)."""
+    return [collect_scores(inference_copy(model), queries, batch_size=batch_size)[0] for model in models]

@@ -160,3 +160,55 @@ def pad_rows(rows: list, value: int) -> torch.Tensor:
 def select(batch: dict, index) -> dict:
     """The rows `index` of every tensor of a batch dict."""
     return {name: value[index] for name, value in batch.items()}
+
+
+def validate_key(key, models: dict, references_dir: str) -> None:
+    """Refuses a loaded [`WatermarkKey`] whose files disagree, naming the field: labels, shapes, value range,
+    vocabulary, the carriers' mask, the ingrainers' labels and count, and whether the ingrainer still fits the carriers
+    as `key.json` records."""
+    carriers, labels = key.carriers, key.carrier_labels
+    if labels.ndim != 1 or len(labels) != len(carriers) or labels.is_floating_point():
+        raise ValueError(
+            f"Invalid key: `carrier_labels` has shape {tuple(labels.shape)} and dtype {labels.dtype}, but there are "
+            f"{len(carriers)} carriers: one integer label each."
+        )
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= key.num_labels):
+        raise ValueError(
+            f"Invalid key: `carrier_labels` runs from {int(labels.min())} to {int(labels.max())}, outside the "
+            f"{key.num_labels} labels of `num_labels` in key.json."
+        )
+    if key.modality == "image":
+        if tuple(carriers.shape[1:]) != key.input_shape:
+            raise ValueError(
+                f"Invalid key: the carriers have shape {tuple(carriers.shape[1:])} but `input_shape` in key.json is "
+                f"{key.input_shape}."
+            )
+        low, high = key.value_range
+        if len(carriers) and (float(carriers.min()) < low - 1e-6 or float(carriers.max()) > high + 1e-6):
+            raise ValueError(f"Invalid key: the carriers leave `value_range` {key.value_range} of key.json.")
+    elif carriers.is_floating_point() or (len(carriers) and int(carriers.max()) >= key.vocab_size):
+        raise ValueError(f"Invalid key: the carriers must be token ids below `vocab_size` ({key.vocab_size}).")
+    validate_carrier_mask(key)
+    if key.ingrainer is None:
+        return
+    for name, model in models.items():
+        model_labels = getattr(getattr(model, "config", None), "num_labels", key.num_labels)
+        if model_labels != key.num_labels:
+            raise ValueError(
+                f"Invalid key: `{name}/` predicts {model_labels} labels but `num_labels` in key.json is "
+                f"{key.num_labels}."
+            )
+    recorded_references = key.training_info.get("num_reference_keys")
+    if recorded_references is not None and recorded_references != len(key.reference_ingrainers):
+        raise ValueError(
+            f"Invalid key: key.json records {recorded_references} reference ingrainers but `{references_dir}/` holds "
+            f"{len(key.reference_ingrainers)}."
+        )
+    recorded = key.training_info.get("carrier_accuracy")
+    if recorded is not None:
+        fitted = (key.ingrainer_logits(carrier_batch(key)).argmax(-1) == labels).float().mean().item()
+        if fitted < recorded - 1e-6:
+            raise ValueError(
+                f"Invalid key: its ingrainer fits {fitted:.3f} of the carriers but key.json records "
+                f"`carrier_accuracy` {recorded:.3f}: the ingrainer or the carriers were changed."
+            )

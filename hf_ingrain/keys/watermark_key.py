@@ -10,12 +10,13 @@ import secrets
 
 import torch
 
-from ..model_inputs import prepare_dataset
-from ..queries import QuerySet, read_queries
+from ..data.preparation import prepare_dataset
+from ..data.query_set import QuerySet, read_queries
+from ..models import register_auto_classes
 from ..suspects import forward_logits
 from .base import SALT_BYTES, SecretKey
-from .ingrainer import train_ingrainer
-from .inputs import carrier_batch, check_generate_arguments, check_inputs, draw_text_carriers, validate_carrier_mask
+from .ingrainer import query_ingrainers, train_ingrainer
+from .inputs import check_generate_arguments, check_inputs, draw_text_carriers, validate_key
 from .preprocessing import input_spec
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class WatermarkKey(SecretKey):
         num_labels: int,
         salt: bytes,
         seed: int,
+        *,
         input_shape: tuple[int, ...] | None = None,
         value_range: tuple[float, float] = (0.0, 1.0),
         vocab_size: int | None = None,
@@ -138,8 +140,9 @@ class WatermarkKey(SecretKey):
         carrier_labels = torch.randint(0, num_labels, (num_carriers,), generator=generator)
         salt = secrets.token_bytes(SALT_BYTES)  # never from the seed: the commitment must not be recomputable
         return cls(
-            carriers, carrier_labels, num_labels, salt, seed, input_shape, value_range, vocab_size,
-            carrier_attention_mask=None if input_shape is not None else mask, preprocessing=preprocessing,
+            carriers, carrier_labels, num_labels, salt, seed, input_shape=input_shape, value_range=value_range,
+            vocab_size=vocab_size, carrier_attention_mask=None if input_shape is not None else mask,
+            preprocessing=preprocessing,
         )
 
     @classmethod
@@ -188,6 +191,7 @@ class WatermarkKey(SecretKey):
     def train_ingrainer(
         self,
         benign_dataset=None,
+        *,
         architecture=None,
         num_steps: int = 600,
         learning_rate: float = 1e-3,
@@ -271,7 +275,7 @@ class WatermarkKey(SecretKey):
     def commit_queries(self, dataset, processor=None, **columns) -> "QuerySet":
         r"""
         Commits the key to a set of benign queries, before any suspect is seen: their digests (of the distinct examples
-        as a set, and in their order, which fixes what a query budget sends; see `hf_ingrain.queries`) go into the
+        as a set, and in their order, which fixes what a query budget sends; see `hf_ingrain.data.query_set`) go into the
         key's metadata, covered by its commitment; [`verify`] reports whether a claim was made on this set.
 
         Args:
@@ -297,6 +301,23 @@ class WatermarkKey(SecretKey):
         if self.ingrainer is None:
             raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
         return forward_logits(self.ingrainer, batch)
+
+    def ingrainer_scores(self, queries, batch_size: int = 256) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        r"""
+        The logits of the ingrainer and of every reference ingrainer on `queries`, in the order of the queries: what
+        the ingrain statistic compares a suspect with (`hf_ingrain.verification.statistics.key_agreements`).
+
+        Args:
+            queries (`datasets.Dataset` or `TensorQueries`): the benign queries, as the model receives them.
+            batch_size (`int`, *optional*, defaults to 256): queries per forward pass.
+
+        Returns:
+            `tuple[torch.Tensor, list[torch.Tensor]]`: the ingrainer's logits `(n, K)`, and each reference's.
+        """
+        if self.ingrainer is None:
+            raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
+        scores = query_ingrainers([self.ingrainer, *self.reference_ingrainers], queries, batch_size)
+        return scores[0], scores[1:]
 
     # ----------------------------------------------------------------------------------------------- storage
     # save(), load() and commitment() come from SecretKey: `key.json`, `carriers.safetensors`, `ingrainer/`.
@@ -327,6 +348,7 @@ class WatermarkKey(SecretKey):
     def _load_models(cls, save_directory: str, metadata: dict) -> dict:
         from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
 
+        register_auto_classes()  # a default ingrainer is one of the package's small models
         auto = AutoModelForImageClassification if metadata["input_shape"] is not None else AutoModelForSequenceClassification
         folders = [INGRAINER_DIR] if os.path.isdir(os.path.join(save_directory, INGRAINER_DIR)) else []
         references = os.path.join(save_directory, REFERENCES_DIR)
@@ -350,66 +372,21 @@ class WatermarkKey(SecretKey):
             metadata["num_labels"],
             salt,
             metadata["seed"],
-            metadata["input_shape"],
-            tuple(metadata["value_range"]),
-            metadata["vocab_size"],
-            models.get(INGRAINER_DIR),
-            metadata.get("training_info"),
-            metadata.get("committed_queries"),
-            [model for name, model in models.items() if name.startswith(f"{REFERENCES_DIR}/")],
-            tensors.get("carrier_attention_mask"),
-            metadata.get("preprocessing"),
+            input_shape=metadata["input_shape"],
+            value_range=tuple(metadata["value_range"]),
+            vocab_size=metadata["vocab_size"],
+            ingrainer=models.get(INGRAINER_DIR),
+            training_info=metadata.get("training_info"),
+            committed_queries=metadata.get("committed_queries"),
+            reference_ingrainers=[model for name, model in models.items() if name.startswith(f"{REFERENCES_DIR}/")],
+            carrier_attention_mask=tensors.get("carrier_attention_mask"),
+            preprocessing=metadata.get("preprocessing"),
         )
 
     def _validate(self) -> None:
         """Refuses a loaded key whose files disagree, naming the field (see `SecretKey._validate`)."""
         super()._validate()
-        carriers, labels = self.carriers, self.carrier_labels
-        if labels.ndim != 1 or len(labels) != len(carriers) or labels.is_floating_point():
-            raise ValueError(
-                f"Invalid key: `carrier_labels` has shape {tuple(labels.shape)} and dtype {labels.dtype}, but there are "
-                f"{len(carriers)} carriers: one integer label each."
-            )
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_labels):
-            raise ValueError(
-                f"Invalid key: `carrier_labels` runs from {int(labels.min())} to {int(labels.max())}, outside the "
-                f"{self.num_labels} labels of `num_labels` in key.json."
-            )
-        if self.modality == "image":
-            if tuple(carriers.shape[1:]) != self.input_shape:
-                raise ValueError(
-                    f"Invalid key: the carriers have shape {tuple(carriers.shape[1:])} but `input_shape` in key.json is "
-                    f"{self.input_shape}."
-                )
-            low, high = self.value_range
-            if len(carriers) and (float(carriers.min()) < low - 1e-6 or float(carriers.max()) > high + 1e-6):
-                raise ValueError(f"Invalid key: the carriers leave `value_range` {self.value_range} of key.json.")
-        elif carriers.is_floating_point() or (len(carriers) and int(carriers.max()) >= self.vocab_size):
-            raise ValueError(f"Invalid key: the carriers must be token ids below `vocab_size` ({self.vocab_size}).")
-        validate_carrier_mask(self)
-        if self.ingrainer is None:
-            return
-        for name, model in self._models().items():
-            model_labels = getattr(getattr(model, "config", None), "num_labels", self.num_labels)
-            if model_labels != self.num_labels:
-                raise ValueError(
-                    f"Invalid key: `{name}/` predicts {model_labels} labels but `num_labels` in key.json is "
-                    f"{self.num_labels}."
-                )
-        recorded_references = self.training_info.get("num_reference_keys")
-        if recorded_references is not None and recorded_references != len(self.reference_ingrainers):
-            raise ValueError(
-                f"Invalid key: key.json records {recorded_references} reference ingrainers but `{REFERENCES_DIR}/` holds "
-                f"{len(self.reference_ingrainers)}."
-            )
-        recorded = self.training_info.get("carrier_accuracy")
-        if recorded is not None:
-            fitted = (self.ingrainer_logits(carrier_batch(self)).argmax(-1) == labels).float().mean().item()
-            if fitted < recorded - 1e-6:
-                raise ValueError(
-                    f"Invalid key: its ingrainer fits {fitted:.3f} of the carriers but key.json records "
-                    f"`carrier_accuracy` {recorded:.3f}: the ingrainer or the carriers were changed."
-                )
+        validate_key(self, self._models(), REFERENCES_DIR)
 
     def __repr__(self) -> str:  # never print secret material
         return (

@@ -34,7 +34,13 @@ from .loading import (
     weight_files,
 )
 from .querying import (
-    collect_scores, forward_logits, inference_copy, model_input_names, model_inputs, model_logits, unwrap_model,
+    collect_scores,
+    forward_logits,
+    inference_copy,
+    model_input_names,
+    model_inputs,
+    model_logits,
+    unwrap_model,
 )
 from .scores import SCORE_KINDS, as_score_matrix, keep_top, restrict_scores, score_kind
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..files import atomic_folder
+from ..models import register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ def _load_folder(folder: str, where: str, allow_pickle: bool) -> nn.Module:
             raw_config = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{where} has an unreadable config.json: {error}") from error
+    register_auto_classes()  # the package's own small models are classifiers transformers then knows
     check_config_is_safe(raw_config, where, files)
     use_safetensors = _check_weights(files, where, allow_pickle)
     from transformers import AutoConfig

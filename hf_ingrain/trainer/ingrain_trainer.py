@@ -10,7 +10,7 @@ from transformers import Trainer
 from ..data import first_example, iterate_batches
 from ..keys import KEY_FILE, WatermarkKey
 from ..losses import distillation_kl
-from ..model_card import CARD_FILE, INGRAIN_TAGS, WATERMARK_FILE, save_watermark_card
+from ..hub.model_card import CARD_FILE, INGRAIN_TAGS, WATERMARK_FILE, save_watermark_card
 from ..suspects.loading import published_files
 from ..suspects import forward_logits, inference_copy, model_input_names
 from ..verification import verify

@@ -59,7 +59,7 @@ class TriggerSetKey(SchemeKey):
     default_share = 0.25
     """Default size of the mixed-in trigger copies relative to the owner's data (see [`mix_trigger_set`])."""
 
-    def __init__(self, inputs, labels, num_labels, seed, salt, controls=None, pattern=None, params=None):
+    def __init__(self, inputs, labels, num_labels, seed, salt, *, controls=None, pattern=None, params=None):
         self.inputs = inputs.float()
         self.labels = labels.long()
         self.num_labels = int(num_labels)
@@ -92,9 +92,9 @@ class TriggerSetKey(SchemeKey):
             metadata["num_labels"],
             metadata["seed"],
             salt,
-            tensors.get("controls"),
-            tensors.get("pattern"),
-            metadata.get("params"),
+            controls=tensors.get("controls"),
+            pattern=tensors.get("pattern"),
+            params=metadata.get("params"),
         )
 
     def dataset(self, repeats: int = 1, features=None):

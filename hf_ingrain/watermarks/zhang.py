@@ -101,7 +101,7 @@ class ZhangKey(TriggerSetKey):
                 params.update(noise_std=noise_std)
                 inputs = (controls + pattern).clamp(0, 1)
         labels = torch.full((num_triggers,), target_label, dtype=torch.long)
-        return cls(inputs, labels, num_labels, seed, salt, controls, pattern, params)
+        return cls(inputs, labels, num_labels, seed, salt, controls=controls, pattern=pattern, params=params)
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """Applies this key's trigger (`"content"` or `"noise"`) to new images in `[0, 1]`."""

@@ -17,9 +17,9 @@ evidence twice. So:
   and a model not derived from the key could then verify on "the committed set". So a test that used a prefix is on
   the committed queries only when their order is the committed one (the ordered digest matches); a commitment
   without an order (made before it was recorded, or a digest string) does not cover a budgeted test.
-- [`hardest_first`] orders the queries before they are committed: the images a key-free model of the owner finds
-  hardest first, where the label-only routes find their evidence. The order depends on no suspect, and the ordered
-  digest fixes it.
+- [`~hf_ingrain.verification.hardest_first`] orders the queries before they are committed: the images a key-free
+  model of the owner finds hardest first, where the label-only routes find their evidence. The order depends on no
+  suspect, and the ordered digest fixes it.
 """
 
 import hashlib
@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import iterate_batches
-from .suspects import collect_scores
+from .images import iterate_batches
 
 DIGEST_DOMAIN = b"hf_ingrain-queries-v1\0"
 ORDERED_DIGEST_DOMAIN = b"hf_ingrain-ordered-queries-v1\0"
@@ -178,49 +177,6 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
     return QuerySet(
         digest=digest, num_examples=count, unique_indices=unique, ordered_digest=ordered_digest, tensors=tensors
     )
-
-
-def hardest_first(queries, model, batch_size: int = 512):
-    r"""
-    The queries sorted by the probability `model` gives each one's true label, lowest first (ties keep their order):
-    the order in which to commit them (`key.commit_queries(hardest_first(queries, model))`) before a label-only
-    verification with a budget.
-
-    A label-only test learns about the key only where the suspect's label moves off the true class: on the images it
-    gets wrong (`protocol="ingrain_errors"`) or that little occlusion flips (`"ingrain_labels"`). Sent in their
-    natural order, most queries of a budget are images every model gets right, and say nothing. Sorted hardest
-    first, a budget meets more of the images where students of the owner's model err. On full MNIST (three keys,
-    `recipes/label_only.py`) the error route then verified the students at T = 1 and 4 of every key with 1,000
-    queries (before: 10,000 and 5,000) and the hard-label students with 5,000 (before: 10,000), with none of 36
-    independent (model, key) pairs verifying (README, "A suspect that answers with labels only").
-
-    The p-value stays valid because the order is fixed before any suspect is seen: `model` must be a plain classifier
-    of the owner's (trained on the owner's data without the key, so it knows nothing of any suspect), and the
-    ordered digest that `commit_queries` records fixes the order. An order chosen after a suspect's answers (its own
-    errors first) is what [`is_committed`] refuses for a budgeted test.
-
-    Args:
-        queries (`datasets.Dataset` or [`TensorQueries`]): benign queries with their `labels`.
-        model (`nn.Module`, `str` or callable): the order model, anything [`~hf_ingrain.suspects.collect_scores`]
-            reads; it must expose every class's score (logits).
-        batch_size (`int`, *optional*, defaults to 512): queries per forward pass.
-
-    Returns:
-        The same queries, reordered (`queries.select(order)`).
-    """
-    if "labels" not in queries.column_names:
-        raise ValueError(
-            "hardest_first orders queries by the probability of their true label, and these have no `labels` column: "
-            "pass the labelled benign data (the test split, as the model receives it)."
-        )
-    scores, labels = collect_scores(model, queries, batch_size=batch_size)
-    if not torch.isfinite(scores).all():
-        raise ValueError(
-            "The order model exposes only some of its scores (a top-k or label-only model): hardest_first needs every "
-            "class's score; pass the owner's own classifier."
-        )
-    confidence = scores.softmax(-1).gather(1, labels[:, None]).squeeze(1)
-    return queries.select(torch.argsort(confidence, stable=True).tolist())
 
 
 def committed_set(committed, key) -> dict:

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .model_inputs import IMAGE_COLUMNS, LABEL_COLUMNS
+from .preparation import IMAGE_COLUMNS, LABEL_COLUMNS
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .model_inputs import LABEL_COLUMNS, TEXT_COLUMNS
+from .preparation import LABEL_COLUMNS, TEXT_COLUMNS
 
 EMBEDDED_TEXT_DATASET = "emoji-names"
 LATIN_LANGUAGES = ("en", "de", "es", "fr", "id", "it", "pt", "tr")
@@ -70,7 +70,7 @@ def load_text_dataset(
     Example:
 
     ```python
-    >>> from hf_ingrain.text_data import load_text_dataset
+    >>> from hf_ingrain.data import load_text_dataset
     >>> splits = load_text_dataset()
     >>> splits["owner"].features["labels"].names[:3]
     ['en', 'de', 'es']
@@ -78,7 +78,7 @@ def load_text_dataset(
     """
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    from .data import split_indices
+    from .images import split_indices
 
     name_or_path = name_or_path or EMBEDDED_TEXT_DATASET
     if name_or_path != EMBEDDED_TEXT_DATASET:
@@ -103,7 +103,7 @@ def load_text_dataset(
 def _load_external_text(name_or_path, seed, fractions):
     from datasets import DatasetDict, load_dataset
 
-    from .data import split_indices
+    from .images import split_indices
 
     loaded = load_dataset(name_or_path)
     columns = next(iter(loaded.values())).column_names

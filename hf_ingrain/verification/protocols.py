@@ -30,11 +30,11 @@ only has no runner-up: the label-only protocols read a runner-up-like class from
 compares that first other label with the key's choice; on labelled data, where the suspect errs, it compares the
 wrong label with the key's choice among the classes other than the true one. `"ingrain_errors"` is that error route
 alone (one query per input). Both use the same null rate and key-draw test; `max_queries` caps what the suspect is
-sent. See [`hf_ingrain.label_only`].
+sent. See [`hf_ingrain.verification.label_only`].
 
 ## The null rate, and the key-draw test
 The statistics of the ingrain protocol, and the argument why they bound what a model not derived from the key can
-reach, are in [`hf_ingrain.statistics`]: the binomial test against the null rate, and the key-draw test against
+reach, are in [`hf_ingrain.verification.statistics`]: the binomial test against the null rate, and the key-draw test against
 the key's reference ingrainers. Both must pass.
 
 ## The carriers protocol
@@ -47,17 +47,17 @@ which is the point of ingrain.
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+import warnings
 
 import torch
 
-from .keys import WatermarkKey
-from .keys.inputs import carrier_batch
-from .losses import runner_up
-from .model_inputs import check_model_modality, prepare_dataset
-from .statistics import binomial_p_value, format_p_value, ingrain_null_rate, key_draw_p_value
-from .queries import committed_set, is_committed, read_queries
-from .suspects import collect_scores, inference_copy, resolve_model, restrict_scores
+from ..data.preparation import check_model_modality, prepare_dataset
+from ..data.query_set import committed_set, is_committed, read_queries
+from ..keys import WatermarkKey
+from ..keys.inputs import carrier_batch
+from ..suspects import collect_scores, resolve_model, restrict_scores
+from .result import VerificationResult
+from .statistics import ingrain_null_rate, ingrain_p_value, key_agreements, runner_up
 
 logger = logging.getLogger(__name__)
 
@@ -66,82 +66,12 @@ PROTOCOLS = ("ingrain",) + LABEL_PROTOCOLS + ("carriers",)
 DEFAULT_ALPHA = 1e-6
 
 
-@dataclass
-class VerificationResult:
-    r"""
-    The outcome of [`verify`] (and of the baseline schemes' verify functions).
-
-    Args:
-        verified (`bool`): `p_value <= alpha`.
-        p_value (`float`): one-sided binomial p-value of the agreement count under the null rate.
-        agreement (`float`): share of queries on which the suspect agrees with the key.
-        null_rate (`float`): the agreement bound for models not derived from the key.
-        num_queries (`int`): number of queries used.
-        num_agreements (`int`): number of agreeing queries.
-        alpha (`float`): the significance level.
-        protocol (`str`): `"ingrain"`, `"carriers"`, or a baseline's protocol (`"trigger_set"`, `"uchida"`).
-        details (`dict`): protocol-specific extras (the terms of the null rate, accuracy on labelled data, ...).
-        query_digest (`str`, *optional*): digest of the distinct benign queries counted (see `hf_ingrain.queries`).
-        num_duplicates (`int`): repeated queries dropped before counting.
-        committed_queries (`bool`, *optional*): whether the queries are the set the owner committed to (in the key
-            or the model card); `None` when no set was committed. A claim on other queries is weaker: the owner
-            could have chosen them after seeing the suspect.
-    """
-
-    verified: bool
-    p_value: float
-    agreement: float
-    null_rate: float
-    num_queries: int
-    num_agreements: int
-    alpha: float
-    protocol: str
-    details: dict = field(default_factory=dict)
-    query_digest: str | None = None
-    num_duplicates: int = 0
-    committed_queries: bool | None = None
-
-    @classmethod
-    def from_counts(
-        cls, num_agreements: int, num_queries: int, null_rate: float, alpha: float, protocol: str, details: dict
-    ) -> "VerificationResult":
-        """The result of `num_agreements` among `num_queries` against `null_rate`: the binomial p-value and verdict."""
-        p_value = binomial_p_value(num_agreements, num_queries, null_rate)
-        return cls(
-            verified=p_value <= alpha,
-            p_value=p_value,
-            agreement=num_agreements / num_queries if num_queries else math.nan,
-            null_rate=null_rate,
-            num_queries=num_queries,
-            num_agreements=num_agreements,
-            alpha=alpha,
-            protocol=protocol,
-            details=details,
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        verdict = "VERIFIED" if self.verified else "not verified"
-        text = f"{verdict} ({self.protocol}): no query compared, no evidence (alpha = {self.alpha:g})"
-        if self.num_queries:
-            text = (
-                f"{verdict} ({self.protocol}): agreement {self.agreement:.3f} on {self.num_queries} queries "
-                f"vs null rate {self.null_rate:.3f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
-            )
-        if self.committed_queries is False:
-            text += "; NOT the committed query set (or, under a query budget, not in its committed order)"
-        if self.num_duplicates:
-            text += f"; {self.num_duplicates} repeated queries dropped"
-        return text
-
-
 # ------------------------------------------------------------------------------------------- the tests
 def verify(
     model,
     key,
     dataset=None,
+    *,
     protocol: str = "ingrain",
     alpha: float = DEFAULT_ALPHA,
     batch_size: int = 256,
@@ -168,7 +98,7 @@ def verify(
         dataset (`datasets.Dataset`, *optional*):
             Benign queries, required for `"ingrain"`: the model's inputs (`pixel_values`, or `input_ids` and
             `attention_mask`; `labels` or `label` optional), a data set with a transform that makes them
-            (`set_transform`), or raw images or texts with `processor` (see `hf_ingrain.model_inputs`).
+            (`set_transform`), or raw images or texts with `processor` (see `hf_ingrain.data.preparation`).
         protocol (`str`, *optional*, defaults to `"ingrain"`):
             `"ingrain"` (runner-up agreement on benign data), `"ingrain_labels"` (labels only: the first other
             label along a degradation ladder, and the wrong labels on labelled data), `"ingrain_errors"` (labels
@@ -189,16 +119,16 @@ def verify(
             The query set the owner committed to: a model card's `queries` block (its `digest` and `ordered_digest`),
             or a digest alone; defaults to the one recorded in the key by [`~WatermarkKey.commit_queries`]. The
             result says whether `dataset` is it. Under `max_queries`, a test that sent only the first queries is on
-            the committed set only in the committed order (see `hf_ingrain.queries`), which a digest alone lacks.
+            the committed set only in the committed order (see `hf_ingrain.data.query_set`), which a digest alone lacks.
         processor (*optional*):
             The model's image processor or tokenizer, for a data set of raw images or texts.
         max_queries (`int`, *optional*):
             Label-only protocols: the most queries sent to the suspect (each rung of a ladder is one).
         ladder (`str`, *optional*, defaults to `"occlusion"`):
-            `"ingrain_labels"`: the degradation, one of `hf_ingrain.label_only.LADDERS`.
+            `"ingrain_labels"`: the degradation, one of `hf_ingrain.verification.LADDERS`.
         **columns:
             `image_column`, `text_column`, `label_column`, `max_length`: the raw data's columns (found by name when
-            not given) and the padded text length (see [`~hf_ingrain.model_inputs.prepare_dataset`]).
+            not given) and the padded text length (see [`~hf_ingrain.data.prepare_dataset`]).
 
     Returns:
         [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and
@@ -236,40 +166,40 @@ def verify(
         return _verify_carriers(model, key, alpha, batch_size, scores, top_k)
     if protocol in LABEL_PROTOCOLS:
         return _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_queries, ladder, committed_digest)
-    queries = ingrain_queries(model, key, dataset, batch_size, show_progress, scores, top_k)
-    agreements = queries["runner_up"] == queries["ingrainer_choice"]
+    statistics = ingrain_statistics(model, key, dataset, batch_size, show_progress, scores, top_k)
     details = {
-        "null_rate_terms": queries["null_rate_terms"],
-        "scores": queries["scores"],
-        "labelled": queries["labels"] is not None,
+        "null_rate_terms": statistics["null_rate_terms"],
+        "scores": statistics["scores"],
+        "labelled": statistics["labels"] is not None,
     }
-    if queries["labels"] is not None:
-        details["accuracy"] = (queries["top"] == queries["labels"]).float().mean().item()
-    result = VerificationResult.from_counts(
-        int(agreements.sum()), len(agreements), queries["null_rate"], alpha, "ingrain", details
-    )
-    return _with_key_draw_and_queries(result, queries["reference_agreements"], queries["query_set"], key,
-                                      committed_digest)
+    if statistics["labels"] is not None:
+        details["accuracy"] = (statistics["top"] == statistics["labels"]).float().mean().item()
+    agreements = statistics["runner_up"] == statistics["ingrainer_choice"]
+    return _ingrain_result(agreements, statistics["null_rate"], statistics["reference_agreements"], alpha, "ingrain",
+                           details, key, statistics["query_set"], committed_digest)
 
 
-def _with_key_draw_and_queries(result, reference_agreements, query_set, key, committed_digest, num_used=None):
-    """Adds the key-draw test (the p-value becomes the larger of the two) and the query set's digest to `result`;
-    `num_used`: the distinct queries sent, when a budget sent only the first of them (see `hf_ingrain.queries`)."""
-    if result.num_queries:
-        key_draw_p, key_draw = key_draw_p_value(result.agreement, reference_agreements, result.num_queries)
-    else:  # nothing compared (a label-only budget that met no error): no evidence, the binomial p-value is 1
-        key_draw_p, key_draw = None, {"num_references": len(getattr(key, "reference_ingrainers", []))}
-    result.details["p_value_binomial"], result.details["key_draw"] = result.p_value, key_draw
-    if key_draw_p is not None:
-        result.p_value = max(result.p_value, key_draw_p)
-        result.verified = result.p_value <= result.alpha
-    elif result.num_queries:
+def _ingrain_result(agreements, null_rate, reference_agreements, alpha, protocol, details, key, query_set,
+                    committed_digest, num_used=None) -> VerificationResult:
+    """The verdict of an ingrain protocol (`hf_ingrain.verification.statistics.ingrain_p_value`) and the query set's
+    digest; `num_used`: the distinct queries sent, when a budget sent only the first of them (see
+    `hf_ingrain.data.query_set`)."""
+    count, num_queries = int(agreements.sum()), len(agreements)
+    p_value, p_binomial, key_draw = ingrain_p_value(count, num_queries, null_rate, reference_agreements)
+    if key_draw is None:  # nothing compared (a label-only budget that met no error)
+        key_draw = {"num_references": len(getattr(key, "reference_ingrainers", []))}
+    elif "p_value" not in key_draw:
         logger.warning(
             "This key has no reference ingrainers, so only the binomial test runs; it treats the queries as "
-            "independent and overstates the evidence at large query counts (see hf_ingrain.verification). Train "
-            "the key with `num_reference_keys` > 1."
+            "independent and overstates the evidence at large query counts (see hf_ingrain.verification.statistics). "
+            "Train the key with `num_reference_keys` > 1."
         )
-    result.query_digest, result.num_duplicates = query_set.digest, query_set.num_duplicates
+    result = VerificationResult(
+        verified=p_value <= alpha, p_value=p_value, agreement=count / num_queries if num_queries else math.nan,
+        null_rate=null_rate, num_queries=num_queries, num_agreements=count, alpha=alpha, protocol=protocol,
+        details={**details, "p_value_binomial": p_binomial, "key_draw": key_draw},
+        query_digest=query_set.digest, num_duplicates=query_set.num_duplicates,
+    )
     result.committed_queries = is_committed(query_set, committed_set(committed_digest, key), num_used)
     return result
 
@@ -289,21 +219,17 @@ def _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_qu
             "`labels` column."
         )
     queries = label_only_queries(model, key, dataset, routes, ladder, max_queries=max_queries, batch_size=batch_size)
-    agreements = queries["estimate"] == queries["choice"]
     details = {name: queries[name] for name in ("null_rate_terms", "queries_sent", "inputs_used", "unanswered")}
     details.update(
         ladder=ladder if "ladder" in routes else None, scores="labels",
         compared_by_route={"ladder": int((queries["route"] == 0).sum()), "errors": int((queries["route"] == 1).sum())},
     )
-    result = VerificationResult.from_counts(
-        int(agreements.sum()), len(agreements), queries["null_rate"], alpha, protocol, details
-    )
-    return _with_key_draw_and_queries(
-        result, queries["reference_agreements"], query_set, key, committed_digest, queries["inputs_used"]
-    )
+    agreements = queries["estimate"] == queries["choice"]
+    return _ingrain_result(agreements, queries["null_rate"], queries["reference_agreements"], alpha, protocol, details,
+                           key, query_set, committed_digest, queries["inputs_used"])
 
 
-def ingrain_queries(
+def ingrain_statistics(
     model, key, dataset, batch_size: int = 256, show_progress: bool = False, scores="auto", top_k=None
 ):
     r"""
@@ -315,7 +241,7 @@ def ingrain_queries(
     Returns:
         `dict`: `top` and `runner_up` (the suspect's), `ingrainer_choice`, `reference_agreements` (the suspect's
         agreement with each reference ingrainer of the key), `labels` (or `None`), `null_rate`, `null_rate_terms`,
-        `scores` (what the suspect exposed) and `query_set` (the queries read, see `hf_ingrain.queries`).
+        `scores` (what the suspect exposed) and `query_set` (the queries read, see `hf_ingrain.data.query_set`).
     """
     query_set, dataset = _read_benign_queries(key, dataset, "The ingrain protocol")
     columns = None if isinstance(model, torch.nn.Module) else [key.input_name, "attention_mask"]  # a model reads its own
@@ -327,18 +253,15 @@ def ingrain_queries(
             "The ingrain protocol needs the suspect's two highest scores per query (logits, probabilities or top-k "
             "with k >= 2), but it exposes only its top class. Use protocol='carriers' for a label-only suspect."
         )
-    ingrainer_scores, _ = collect_scores(inference_copy(key.ingrainer), dataset, batch_size=batch_size)
+    ingrainer_scores, reference_scores = key.ingrainer_scores(dataset, batch_size=batch_size)
     top = suspect.argmax(-1)
     suspect_runner_up = runner_up(suspect, top)
+    choice, reference_agreements = key_agreements(suspect_runner_up, top, ingrainer_scores, reference_scores)
     null_rate, terms = ingrain_null_rate(ingrainer_scores, top, labels)
-    reference_agreements = []
-    for reference in getattr(key, "reference_ingrainers", []):
-        reference_scores, _ = collect_scores(inference_copy(reference), dataset, batch_size=batch_size)
-        reference_agreements.append((runner_up(reference_scores, top) == suspect_runner_up).float().mean().item())
     return {
         "top": top,
         "runner_up": suspect_runner_up,
-        "ingrainer_choice": runner_up(ingrainer_scores, top),
+        "ingrainer_choice": choice,
         "reference_agreements": reference_agreements,
         "labels": labels,
         "null_rate": null_rate,
@@ -346,6 +269,12 @@ def ingrain_queries(
         "scores": kind,
         "query_set": query_set,
     }
+
+
+def ingrain_queries(*args, **kwargs):
+    """Deprecated name of [`ingrain_statistics`] (it returns the protocol's statistics, not queries)."""
+    warnings.warn("`ingrain_queries` is deprecated: use `ingrain_statistics`.", FutureWarning, stacklevel=2)
+    return ingrain_statistics(*args, **kwargs)
 
 
 def _read_benign_queries(key, dataset, what: str):

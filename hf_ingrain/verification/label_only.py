@@ -21,7 +21,7 @@ A deployed endpoint often answers with a label only. Two routes recover a runner
 Every input costs what the suspect is sent: one query for the clean answer, one per rung tried. The budget
 `max_queries` is never exceeded; inputs whose ladder never changes the label cost their queries and count nothing.
 
-The statistics are the ingrain protocol's ([`hf_ingrain.statistics`]): the agreements are compared with the null
+The statistics are the ingrain protocol's ([`hf_ingrain.verification.statistics`]): the agreements are compared with the null
 rate's terms on the inputs compared (by top class: "the fallback class is a fixed class for each answer"; by label),
 and with the suspect's agreements with the key's reference ingrainers (the key-draw test). Under the null hypothesis
 the suspect does not depend on the key, and the ladder is fixed by the protocol before any suspect is seen, so the
@@ -32,11 +32,10 @@ Bernoulli variables with different rates is more concentrated than the binomial 
 
 import torch
 
-from .image_ops import gaussian_blur
-from .losses import runner_up
-from .queries import TensorQueries
-from .statistics import ingrain_null_rate
-from .suspects import collect_scores, inference_copy
+from ..data.image_ops import gaussian_blur
+from ..data.query_set import TensorQueries
+from ..suspects import collect_scores
+from .statistics import ingrain_null_rate, key_agreements
 
 LADDERS = ("occlusion", "noise", "blur", "blend")
 DEFAULT_RUNGS = 12
@@ -103,7 +102,7 @@ def label_only_queries(
         model: the suspect; only its top-1 label is read.
         key ([`WatermarkKey`]): an image key with a trained ingrainer.
         dataset (`TensorQueries` or `datasets.Dataset`): the benign queries (`pixel_values`, and `labels` for the
-            error route), already read and deduplicated by [`~hf_ingrain.queries.read_queries`].
+            error route), already read and deduplicated by [`~hf_ingrain.data.read_queries`].
         routes (`tuple[str, ...]`): `"ladder"` and/or `"errors"`.
         ladder (`str`): one of `LADDERS`.
         num_rungs (`int`): rungs of the ladder, levels `1/num_rungs, 2/num_rungs, ..., 1`.
@@ -173,13 +172,8 @@ def label_only_queries(
 def _compare_with_key(key, pixels, estimate, excluded, route, labels, batch_size):
     """The key's choices on the compared inputs, the suspect's agreement with each reference ingrainer's, and the
     null rate (per route, then pooled over the inputs)."""
-    compared = TensorQueries({"pixel_values": pixels})
-    ingrainer_scores, _ = collect_scores(inference_copy(key.ingrainer), compared, batch_size=batch_size)
-    choice = runner_up(ingrainer_scores, excluded)
-    reference_agreements = []
-    for reference in getattr(key, "reference_ingrainers", []):
-        scores, _ = collect_scores(inference_copy(reference), compared, batch_size=batch_size)
-        reference_agreements.append((runner_up(scores, excluded) == estimate).float().mean().item())
+    ingrainer_scores, reference_scores = key.ingrainer_scores(TensorQueries({"pixel_values": pixels}), batch_size)
+    choice, reference_agreements = key_agreements(estimate, excluded, ingrainer_scores, reference_scores)
     null_rates, terms = [], {}
     for code, name in ((0, "ladder"), (1, "errors")):
         mask = route == code
@@ -189,3 +183,46 @@ def _compare_with_key(key, pixels, estimate, excluded, route, labels, batch_size
             terms[name] = {**route_terms, "null_rate": rate, "num_compared": int(mask.sum())}
             null_rates.append(rate * int(mask.sum()))
     return choice, reference_agreements, sum(null_rates) / len(pixels), terms
+
+
+def hardest_first(queries, model, batch_size: int = 512):
+    r"""
+    The queries sorted by the probability `model` gives each one's true label, lowest first (ties keep their order):
+    the order in which to commit them (`key.commit_queries(hardest_first(queries, model))`) before a label-only
+    verification with a budget.
+
+    A label-only test learns about the key only where the suspect's label moves off the true class: on the images it
+    gets wrong (`protocol="ingrain_errors"`) or that little occlusion flips (`"ingrain_labels"`). Sent in their
+    natural order, most queries of a budget are images every model gets right, and say nothing. Sorted hardest
+    first, a budget meets more of the images where students of the owner's model err. On full MNIST (three keys,
+    `recipes/label_only.py`) the error route then verified the students at T = 1 and 4 of every key with 1,000
+    queries (before: 10,000 and 5,000) and the hard-label students with 5,000 (before: 10,000), with none of 36
+    independent (model, key) pairs verifying (README, "A suspect that answers with labels only").
+
+    The p-value stays valid because the order is fixed before any suspect is seen: `model` must be a plain classifier
+    of the owner's (trained on the owner's data without the key, so it knows nothing of any suspect), and the
+    ordered digest that `commit_queries` records fixes the order. An order chosen after a suspect's answers (its own
+    errors first) is what [`is_committed`] refuses for a budgeted test.
+
+    Args:
+        queries (`datasets.Dataset` or [`TensorQueries`]): benign queries with their `labels`.
+        model (`nn.Module`, `str` or callable): the order model, anything [`~hf_ingrain.suspects.collect_scores`]
+            reads; it must expose every class's score (logits).
+        batch_size (`int`, *optional*, defaults to 512): queries per forward pass.
+
+    Returns:
+        The same queries, reordered (`queries.select(order)`).
+    """
+    if "labels" not in queries.column_names:
+        raise ValueError(
+            "hardest_first orders queries by the probability of their true label, and these have no `labels` column: "
+            "pass the labelled benign data (the test split, as the model receives it)."
+        )
+    scores, labels = collect_scores(model, queries, batch_size=batch_size)
+    if not torch.isfinite(scores).all():
+        raise ValueError(
+            "The order model exposes only some of its scores (a top-k or label-only model): hardest_first needs every "
+            "class's score; pass the owner's own classifier."
+        )
+    confidence = scores.softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    return queries.select(torch.argsort(confidence, stable=True).tolist())

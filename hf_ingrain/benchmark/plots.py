@@ -5,7 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .files import atomic_file  # noqa: E402
+from ..files import atomic_file  # noqa: E402
 
 
 def _save(figure, path: str) -> None:

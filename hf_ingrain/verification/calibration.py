@@ -5,7 +5,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .verification import DEFAULT_ALPHA, verify
+from .protocols import DEFAULT_ALPHA, verify
+from .statistics import ingrain_null_rate, ingrain_p_value, key_agreements, runner_up
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def calibrate_null(
     )
     if not named:
         raise ValueError("`null_models` is empty: pass models trained without the key.")
-    results = {name: verify(m, key, dataset, protocol, alpha, **verify_kwargs) for name, m in named.items()}
+    results = {name: verify(m, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs) for name, m in named.items()}
     calibration = NullCalibration(results)
     if calibration.max_excess > 0:
         logger.warning(
@@ -130,33 +131,27 @@ def false_positive_table(
         `dict`: `pairs` (one row per model, key and query count) and `summary` (per query count: independent pairs,
         false claims, largest agreement minus null rate, smallest p-value; and the derived pairs' verdicts).
     """
-    from .losses import runner_up
-    from .statistics import binomial_p_value, ingrain_null_rate, key_draw_p_value
-
     derived = set(map(tuple, derived))
     reference_scores = reference_scores or {}
     rows = []
     for count in query_counts:
         for key_name, ingrainer in key_scores.items():
             ingrainer = ingrainer[:count]
+            references = [reference[:count] for reference in reference_scores.get(key_name, [])]
             for model_name, scores in model_scores.items():
                 scores = scores[:count]
                 top = scores.argmax(-1)
                 null_rate, _ = ingrain_null_rate(ingrainer, top, None if labels is None else labels[:count])
                 suspect_runner_up = runner_up(scores, top)
-                agreements = int((suspect_runner_up == runner_up(ingrainer, top)).sum())
-                p_binomial = binomial_p_value(agreements, len(top), null_rate)
-                references = [
-                    (suspect_runner_up == runner_up(reference[:count], top)).float().mean().item()
-                    for reference in reference_scores.get(key_name, [])
-                ]
-                p_key_draw, _ = key_draw_p_value(agreements / len(top), references, len(top))
-                p_value = p_binomial if p_key_draw is None else max(p_binomial, p_key_draw)
+                choice, reference_agreements = key_agreements(suspect_runner_up, top, ingrainer, references)
+                agreements = int((suspect_runner_up == choice).sum())
+                p_value, p_binomial, key_draw = ingrain_p_value(agreements, len(top), null_rate, reference_agreements)
                 rows.append({
                     "num_queries": len(top), "key": key_name, "model": model_name,
                     "derived": (model_name, key_name) in derived, "agreement": agreements / len(top),
-                    "null_rate": null_rate, "p_value_binomial": p_binomial, "p_value_key_draw": p_key_draw,
-                    "p_value": p_value, "verified": p_value <= alpha,
+                    "null_rate": null_rate, "p_value_binomial": p_binomial,
+                    "p_value_key_draw": (key_draw or {}).get("p_value"), "p_value": p_value,
+                    "verified": p_value <= alpha,
                 })
     summary = []
     for count in sorted({row["num_queries"] for row in rows}):

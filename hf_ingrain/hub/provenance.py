@@ -111,7 +111,7 @@ def check_claim(
     Returns:
         [`ClaimCheck`]: the dates, the shas and the reasons the claim cannot stand, if any.
     """
-    from .suspects.loading import resolve_revision
+    from ..suspects.loading import resolve_revision
 
     check_reference_is_not_suspect(reference_repo_id, suspect_repo_id)
     reference_sha = resolve_revision(api, reference_repo_id, reference_revision).sha

@@ -14,7 +14,7 @@ watermark:
   protocol: ingrain
   parameters: {ingrain_temperature: 4.0, ingrain_lambda: 0.5, alpha: 1.0e-06, num_queries: 1000, num_labels: 10}
   key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
-  queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000}   # the committed query set (hf_ingrain.queries)
+  queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000}   # the committed query set (hf_ingrain.data.query_set)
   verification: {verified: true, agreement: 0.39, null_rate: 0.197, p_value: 2.3e-45, num_queries: 1000, ...}
 ```
 
@@ -30,8 +30,8 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from .files import write_text
-from .verification import format_p_value
+from ..files import write_text
+from ..verification import format_p_value
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def library_version() -> str:
     """The installed version of hf_ingrain (read through `importlib.metadata`)."""
     version = _version("hf_ingrain")
     if version == "not installed":  # running from a source tree that was never installed
-        from . import __version__
+        from .. import __version__
 
         version = __version__
     return version
@@ -184,7 +184,7 @@ def render_model_card(
     Example:
 
     ```python
-    >>> from hf_ingrain.model_card import render_model_card, watermark_metadata
+    >>> from hf_ingrain.hub.model_card import render_model_card, watermark_metadata
     >>> card = render_model_card(watermark_metadata(key, result), model_name="my-model", repo_id="me/my-model")
     >>> card.data.watermark["key_commitment"] == key.commitment()
     True
@@ -261,6 +261,7 @@ def save_watermark_card(
     model=None,
     key=None,
     result=None,
+    *,
     model_name: str | None = None,
     repo_id: str | None = None,
     tags: list[str] | None = None,

@@ -44,7 +44,7 @@ Honest caveats:
   them. At 1,000 queries the null rate's terms, measured on few queries, leave enough slack; at 10,000 and 30,000
   queries a model ingrained with *another* key verified against ours (p = 2e-21 and 2e-102, see
   `recipes/false_positives.py`). The key-draw test below closes that gap; duplicated queries are dropped before
-  counting (`hf_ingrain.queries`).
+  counting (`hf_ingrain.data.query_set`).
 - The terms are measured on the queries themselves, so they are exact for the rules they describe on these
   queries, not estimates with their own error.
 - A pipeline receives images as 8-bit PIL images, so its inputs are the queries rounded to 1/255.
@@ -78,7 +78,13 @@ import torch
 from scipy.stats import binom
 from scipy.stats import t as student_t
 
-from .losses import runner_up
+
+def runner_up(logits: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """The highest-scoring label other than `exclude` (default: the top-1 label), per row."""
+    if exclude is None:
+        exclude = logits.argmax(-1)
+    masked = logits.float().scatter(-1, exclude.unsqueeze(-1), -math.inf)
+    return masked.argmax(-1)
 
 
 def format_p_value(p_value: float, relation: bool = True, spec: str = ".3g") -> str:
@@ -150,3 +156,41 @@ def ingrain_null_rate(ingrainer_logits: torch.Tensor, model_top: torch.Tensor, l
     if labels is not None:
         terms["by_label"] = _best_rule_agreement(runner_up(ingrainer_logits, labels), labels)
     return max(terms.values()), terms
+
+
+def key_agreements(estimate: torch.Tensor, excluded: torch.Tensor, ingrainer_scores: torch.Tensor, reference_scores=()):
+    r"""
+    The ingrain statistic, computed here once for every protocol: the key's choice on each query and the suspect's
+    agreement with each reference ingrainer's choice.
+
+    Args:
+        estimate (`torch.Tensor` of shape `(n,)`): the class the suspect reveals per query: its runner-up (scores),
+            the first other label along a ladder, or its wrong label (labels only).
+        excluded (`torch.Tensor` of shape `(n,)`): the class the choice leaves out: the suspect's top class (or clean
+            label), or the true label on the error route.
+        ingrainer_scores (`torch.Tensor` of shape `(n, K)`): the key's ingrainer's logits on the queries.
+        reference_scores (`torch.Tensor` of shape `(R, n, K)` or a list of `(n, K)`): the reference ingrainers'.
+
+    Returns:
+        `tuple[torch.Tensor, list[float]]`: the key's choice per query (the suspect agrees where `estimate` equals
+        it), and the suspect's agreement with each reference.
+    """
+    choice = runner_up(ingrainer_scores, excluded)
+    references = [(runner_up(scores, excluded) == estimate).float().mean().item() for scores in reference_scores]
+    return choice, references
+
+
+def ingrain_p_value(num_agreements: int, num_queries: int, null_rate: float, reference_agreements) -> tuple:
+    r"""
+    The p-value of an ingrain verdict: the larger of the binomial test against the null rate and the key-draw test
+    (both must pass; see the module docstring).
+
+    Returns:
+        `tuple[float, float, dict | None]`: the p-value, the binomial p-value, and the key-draw test's numbers
+        (`None` when nothing was compared; `{"num_references": R}` alone with fewer than 2 references).
+    """
+    p_binomial = binomial_p_value(num_agreements, num_queries, null_rate)
+    if not num_queries:  # nothing compared: no evidence
+        return p_binomial, p_binomial, None
+    p_key_draw, key_draw = key_draw_p_value(num_agreements / num_queries, reference_agreements, num_queries)
+    return (p_binomial if p_key_draw is None else max(p_binomial, p_key_draw)), p_binomial, key_draw

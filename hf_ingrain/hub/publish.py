@@ -1,0 +1,176 @@
+r"""
+Publish a watermarked model to the Hub: [`push_to_hub`] uploads, in one commit, the safetensors weights,
+`config.json`, the preprocessing files, a model card (`README.md`) whose YAML metadata holds the `watermark` block
+(the key's commitment, the protocol and its parameters, the verification at publication; see
+[`hf_ingrain.hub.model_card`]) and the same block as `watermark.json`. The key itself never leaves the owner's machine.
+`IngrainTrainer.push_to_hub` publishes through the same function.
+
+The endpoint is huggingface_hub's (`HF_ENDPOINT`), and the token is the usual one (`token=`, `HF_TOKEN` or the
+stored login).
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+
+from torch import nn
+
+from ..data.query_set import read_queries
+from ..keys import WatermarkKey
+from ..suspects import is_hub_id, load_suspect
+from ..suspects.loading import published_files
+from ..verification import DEFAULT_ALPHA, verify
+from .model_card import CARD_FILE, WATERMARK_FILE, save_watermark_card
+
+logger = logging.getLogger(__name__)
+
+
+def check_repo_id(repo_id: str) -> None:
+    if not is_hub_id(repo_id):
+        if os.path.exists(str(repo_id)):
+            raise ValueError(f"{repo_id!r} is a local path, not a Hub repository id; use `verify()` for local models.")
+        raise ValueError(f"{repo_id!r} is not a Hub repository id: write it as `namespace/name`, e.g. `me/my-model`.")
+
+
+def check_key(key, dataset, protocol: str = "ingrain") -> None:
+    if not callable(getattr(key, "commitment", None)):
+        raise ValueError(f"`key` must be a WatermarkKey (see `WatermarkKey.load`), got {type(key).__name__}.")
+    if protocol == "ingrain":
+        if getattr(key, "ingrainer", None) is None:
+            raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
+        if dataset is None:
+            raise ValueError("Pass benign queries as `dataset=` (e.g. your test split): verification needs them.")
+
+
+def push_to_hub(
+    model,
+    repo_id: str,
+    key: WatermarkKey,
+    dataset=None,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    ingrain_lambda: float | None = None,
+    ingrain_temperature: float | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    tags: list[str] | None = None,
+    batch_size: int = 256,
+    committed_queries=None,
+) -> str:
+    r"""
+    Publishes a watermarked model in one commit: safetensors weights, config, model card and `watermark.json`.
+
+    The model is verified with `key` on `dataset` first, and the result is recorded in the card with the key's
+    commitment (never the key). A model that does not verify is still published, with a warning and
+    `verified: false` in its card.
+
+    Args:
+        model (`PreTrainedModel` or `str`):
+            The watermarked model, or a folder written by `save_pretrained` / a Trainer's `output_dir` (only
+            `config.json`, `*.safetensors` and preprocessing files are taken from it).
+        repo_id (`str`):
+            The repository, `namespace/name`; created if it does not exist.
+        key ([`WatermarkKey`]):
+            The owner's key; it stays local, only its commitment is published.
+        dataset (`datasets.Dataset`):
+            Benign queries for the verification recorded in the card (e.g. the test split).
+        private (`bool`, *optional*, defaults to `False`):
+            Create the repository as private (no effect on an existing repository).
+        token (`str`, *optional*):
+            A write token; defaults to `HF_TOKEN` or the stored login.
+        revision (`str`, *optional*):
+            The branch to commit to (must exist); defaults to the main branch.
+        commit_message (`str`, *optional*):
+            Defaults to `"Upload ingrain-watermarked model"`.
+        commit_description (`str`, *optional*):
+            Longer description of the commit.
+        ingrain_lambda (`float`, *optional*):
+            The `ingrain_lambda` the model was trained with, recorded in the card.
+        ingrain_temperature (`float`, *optional*):
+            The `ingrain_temperature` the model was trained with, recorded in the card.
+        alpha (`float`, *optional*, defaults to 1e-6):
+            Significance level of the recorded verification.
+        tags (`list[str]`, *optional*):
+            Extra Hub tags (`hf_ingrain`, `ingrain`, `watermark` are always set).
+        batch_size (`int`, *optional*, defaults to 256):
+            Queries per forward pass during verification.
+        committed_queries (`datasets.Dataset`, *optional*):
+            The benign query set the card commits to (its digest is published; see `hf_ingrain.data.query_set`). Defaults
+            to the set the key commits to ([`~WatermarkKey.commit_queries`]), else `dataset`.
+
+    Returns:
+        `str`: the sha of the commit.
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.hub import push_to_hub
+    >>> sha = push_to_hub(model, "me/my-model", key, dataset=splits["test"], ingrain_lambda=0.5)
+    ```
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    check_repo_id(repo_id)
+    check_key(key, dataset)
+    folder = None
+    if isinstance(model, (str, os.PathLike)):
+        folder = os.fspath(model)
+        if not os.path.isdir(folder):
+            raise ValueError(f"No model folder at {folder!r}: give a folder written by `save_pretrained` or a Trainer.")
+        model = load_suspect(folder).model  # safetensors only, no repository code: what is published loads safely
+    elif not (isinstance(model, nn.Module) and hasattr(model, "save_pretrained")):
+        raise ValueError(
+            "`model` must be a transformers model or a folder saved with `save_pretrained`, got "
+            f"{type(model).__name__}."
+        )
+    result = verify(model, key, dataset, alpha=alpha, batch_size=batch_size)
+    queries = None
+    if committed_queries is not None:
+        queries = read_queries(key, committed_queries).commitment()
+    elif result.committed_queries is False:
+        logger.warning(
+            "The verification recorded in the card used other queries than the set the key commits to; the card "
+            "publishes the key's committed set."
+        )
+    if result.verified:
+        logger.info("Verified before publishing: %s", result)
+    else:
+        logger.warning("The model does NOT verify with this key; publishing anyway, with `verified: false`: %s", result)
+
+    staging = tempfile.mkdtemp(prefix="hf_ingrain_push_")
+    try:
+        if folder is not None:
+            for name in published_files(folder):
+                shutil.copyfile(os.path.join(folder, name), os.path.join(staging, name))
+        else:
+            model.save_pretrained(staging)
+        save_watermark_card(
+            staging, model, key, result, repo_id=repo_id, tags=tags,
+            ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature, queries=queries,
+        )
+        upload = published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
+        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(staging, p)) for p in upload]
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+        except HfHubHTTPError as error:
+            raise ValueError(
+                f"Could not create or open {repo_id!r} at {api.endpoint} ({error}). Log in with `hf auth login`, or "
+                "pass a token with write access (`token=` or `HF_TOKEN`)."
+            ) from error
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or "Upload ingrain-watermarked model",
+            commit_description=commit_description,
+            revision=revision,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("Published %s to %s at commit %s", upload, repo_id, info.oid)
+    return info.oid

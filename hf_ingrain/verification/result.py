@@ -1,0 +1,175 @@
+"""[`VerificationResult`], the outcome of every test of this package, and its one printout ([`summary`]): the one-line
+verdict of `str(result)` and the full report that `hf-ingrain verify` prints."""
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .statistics import binomial_p_value, format_p_value
+
+
+@dataclass
+class VerificationResult:
+    r"""
+    The outcome of [`verify`] (and of the baseline schemes' verify functions).
+
+    Args:
+        verified (`bool`): `p_value <= alpha`.
+        p_value (`float`): one-sided binomial p-value of the agreement count under the null rate.
+        agreement (`float`): share of queries on which the suspect agrees with the key.
+        null_rate (`float`): the agreement bound for models not derived from the key.
+        num_queries (`int`): number of queries used.
+        num_agreements (`int`): number of agreeing queries.
+        alpha (`float`): the significance level.
+        protocol (`str`): `"ingrain"`, `"carriers"`, or a baseline's protocol (`"trigger_set"`, `"uchida"`).
+        details (`dict`): protocol-specific extras (the terms of the null rate, accuracy on labelled data, ...).
+        query_digest (`str`, *optional*): digest of the distinct benign queries counted (see `hf_ingrain.data.query_set`).
+        num_duplicates (`int`): repeated queries dropped before counting.
+        committed_queries (`bool`, *optional*): whether the queries are the set the owner committed to (in the key
+            or the model card); `None` when no set was committed. A claim on other queries is weaker: the owner
+            could have chosen them after seeing the suspect.
+    """
+
+    verified: bool
+    p_value: float
+    agreement: float
+    null_rate: float
+    num_queries: int
+    num_agreements: int
+    alpha: float
+    protocol: str
+    details: dict = field(default_factory=dict)
+    query_digest: str | None = None
+    num_duplicates: int = 0
+    committed_queries: bool | None = None
+
+    @classmethod
+    def from_counts(
+        cls, num_agreements: int, num_queries: int, null_rate: float, alpha: float, protocol: str, details: dict
+    ) -> "VerificationResult":
+        """The result of `num_agreements` among `num_queries` against `null_rate`: the binomial p-value and verdict."""
+        p_value = binomial_p_value(num_agreements, num_queries, null_rate)
+        return cls(
+            verified=p_value <= alpha,
+            p_value=p_value,
+            agreement=num_agreements / num_queries if num_queries else math.nan,
+            null_rate=null_rate,
+            num_queries=num_queries,
+            num_agreements=num_agreements,
+            alpha=alpha,
+            protocol=protocol,
+            details=details,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return summary(self.to_dict(), brief=True)
+
+    def summary(self, **context) -> str:
+        """The full report of this result (what `hf-ingrain verify` prints); `context` adds `model`, `data` and
+        `key_commitment` lines."""
+        return summary({**context, **self.to_dict()})
+
+
+COMMITTED = {
+    True: "the committed set",
+    None: "no set was committed",
+    False: "NOT the committed set, or under a budget not in its committed order",
+}
+COMMITMENT_MATCH = {True: "matches the key", False: "DOES NOT match the key", None: "absent from the model card"}
+
+
+def _verdict_line(report: dict) -> str:
+    verdict = "VERIFIED" if report["verified"] else "not verified"
+    text = f"{verdict} ({report['protocol']}): no query compared, no evidence (alpha = {report['alpha']:g})"
+    if report["num_queries"]:
+        text = (
+            f"{verdict} ({report['protocol']}): agreement {report['agreement']:.3f} on {report['num_queries']} queries "
+            f"vs null rate {report['null_rate']:.3f}, p {format_p_value(report['p_value'])} (alpha = {report['alpha']:g})"
+        )
+    if report.get("committed_queries") is False:
+        text += "; NOT the committed query set (or, under a query budget, not in its committed order)"
+    if report.get("num_duplicates"):
+        text += f"; {report['num_duplicates']} repeated queries dropped"
+    return text
+
+
+def _provenance_lines(report: dict) -> list[str]:
+    """Where a Hub suspect came from, and the claim's provenance (a [`~hf_ingrain.hub.HubVerificationResult`])."""
+    lines = []
+    if report.get("commit_sha"):
+        lines.append(f"  model         {report.get('repo_id') or report.get('model')} @ {report.get('revision')}, "
+                     f"commit {report['commit_sha']}")
+        lines.append(f"  published     commitment {COMMITMENT_MATCH[report.get('commitment_match')]}"
+                     + (f" ({report['published_commitment']})" if report.get("published_commitment") else ""))
+    claim = report.get("claim")
+    if claim:
+        lines.append(f"  test          {'verified' if report.get('test_verified') else 'not verified'} on its own")
+        lines.append(f"  reference     {claim['reference_repo_id']} @ {claim['reference_commit_sha']}")
+        lines.append(f"  first published  {claim['first_published_at']} ({claim['first_published_sha']})")
+        lines.append(f"  suspect since    {claim['suspect_created_at']} ({claim['suspect_first_sha']})")
+        lines += [f"  REFUSED       {reason}" for reason in claim["refusals"]]
+    return lines
+
+
+def summary(report: dict, brief: bool = False) -> str:
+    r"""
+    The one printout of a verification: `report` is `result.to_dict()`, with optional context (`model`, `data`,
+    `key_commitment`) as `hf-ingrain verify` adds it.
+
+    Args:
+        report (`dict`): the result's fields, and the context.
+        brief (`bool`, *optional*, defaults to `False`): the one-line verdict (`str(result)`), and for a Hub suspect
+            where it came from and the claim; else the full report.
+    """
+    if brief:
+        return "\n".join([_verdict_line(report)] + _provenance_lines(report))
+    name = report.get("model") or report.get("repo_id") or "the model"
+    if report["verified"]:
+        headline = f"VERIFIED: {name} carries the watermark of the key."
+    else:
+        headline = f"NOT VERIFIED: the test does not find the watermark in {name} at alpha = {report['alpha']:g}."
+    unit = "bits" if report["protocol"] == "uchida" else "queries"
+    agreement = "no query compared" if not report["num_queries"] else f"{report['agreement']:.3f}"
+    lines = [
+        headline,
+        f"  protocol      {report['protocol']}",
+        f"  agreement     {agreement} ({report['num_agreements']} of {report['num_queries']} {unit})",
+        f"  null rate     {report['null_rate']:.3f}",
+        f"  p-value       {format_p_value(report['p_value'], relation=False)} (verified when <= alpha = "
+        f"{report['alpha']:g})",
+    ]
+    details = report.get("details") or {}
+    for term, value in (details.get("null_rate_terms") or {}).items():
+        if isinstance(value, dict):  # a label-only route: its own null rate over the inputs it compared
+            lines.append(f"    {term:<14}{value['null_rate']:.3f} over {value['num_compared']} compared inputs")
+        else:
+            lines.append(f"    {term:<14}{value:.3f}")
+    if "queries_sent" in details:
+        lines.append(
+            f"  sent          {details['queries_sent']} queries for {details['inputs_used']} inputs "
+            f"({details['unanswered']} whose label never changed)"
+        )
+    key_draw = details.get("key_draw") or {}
+    if "t" in key_draw:
+        lines.append(
+            f"  key draw      agreement with {key_draw['num_references']} reference keys {key_draw['mean']:.3f} "
+            f"(sd {key_draw['sd']:.3f}): t = {key_draw['t']:.1f}, p {format_p_value(key_draw['p_value'], False)}"
+        )
+    elif "p_value_binomial" in details:
+        lines.append("  key draw      none: this key has no reference ingrainers (binomial test alone)")
+    if "accuracy" in details:
+        lines.append(f"  accuracy      {details['accuracy']:.3f} on the labelled queries")
+    if "bit_error_rate" in details:
+        lines.append(f"  bit errors    {details['bit_error_rate']:.3f}")
+    if report.get("data"):
+        lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
+    if report.get("query_digest"):
+        lines.append(f"  query set     {report['query_digest']} ({COMMITTED[report.get('committed_queries')]})")
+    if report.get("num_duplicates"):
+        lines.append(f"  duplicates    {report['num_duplicates']} repeated queries dropped before counting")
+    lines += _provenance_lines(report)
+    if report.get("key_commitment"):
+        lines.append(f"  key           commitment {report['key_commitment']}")
+    return "\n".join(lines)

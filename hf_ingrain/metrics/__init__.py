@@ -1,4 +1,5 @@
-"""`evaluate` metric modules shipped with hf_ingrain, loadable offline by path.
+"""`evaluate` metric modules shipped with hf_ingrain, loadable offline by path (`evaluate` comes with the
+`[metrics]` extra).
 
 Example:
 

@@ -15,6 +15,7 @@ Three kinds, each labelled with one secret target class and embedded by training
 import numpy as np
 import torch
 
+from ..extras import require
 from .base import draw_seed_and_salt
 from .trigger_set import TriggerSetKey
 
@@ -139,7 +140,7 @@ def apply_stamp(images: torch.Tensor, glyph: torch.Tensor, corner: int) -> torch
 def unrelated_images(num_images: int, shape: tuple[int, int, int], generator: torch.Generator) -> torch.Tensor:
     """Random crops of scikit-learn's sample photographs (offline), in the model's channels and size, in `[0, 1]`."""
     from PIL import Image
-    from sklearn.datasets import load_sample_images
+    load_sample_images = require("sklearn.datasets", "Zhang's unrelated-image triggers").load_sample_images
 
     channels, height, width = shape
     photos = [Image.fromarray(np.asarray(photo)) for photo in load_sample_images().images]

@@ -10,7 +10,7 @@ from datasets import concatenate_datasets
 from trained_models import fit, independent_model, single_thread, splits, trained_key  # noqa: F401 (single_thread)
 
 from hf_ingrain import WatermarkKey, verify
-from hf_ingrain.verification import ingrain_queries
+from hf_ingrain.verification import ingrain_statistics
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_queries_chosen_after_seeing_the_suspect_are_not_the_committed_set(key):
     )
     committed_key.commit_queries(test)
     suspect = independent_model(0)
-    per_query = ingrain_queries(suspect, committed_key, test)
+    per_query = ingrain_statistics(suspect, committed_key, test)
     chosen = test.select(torch.nonzero(per_query["runner_up"] == per_query["ingrainer_choice"]).flatten().tolist())
     honest = verify(suspect, committed_key, test)
     cherry_picked = verify(suspect, committed_key, chosen)

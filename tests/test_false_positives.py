@@ -19,7 +19,7 @@ from trained_models import (  # noqa: F401 (single_thread: autouse)
 
 from hf_ingrain import verify
 from hf_ingrain.verification.calibration import calibrate_null
-from hf_ingrain.verification import DEFAULT_ALPHA, ingrain_queries
+from hf_ingrain.verification import DEFAULT_ALPHA, ingrain_statistics
 
 PROTOCOLS = {
     "ingrain": dict(),
@@ -71,7 +71,7 @@ def test_independent_models_never_verify_under_any_protocol(setting):
 def test_degenerate_models_sitting_on_the_bound_do_not_verify(setting):
     key, test, _ = setting
     base = independent_model(0)
-    per_query = ingrain_queries(base, key, test)
+    per_query = ingrain_statistics(base, key, test)
     top, choices, labels = per_query["top"], per_query["ingrainer_choice"], per_query["labels"]
     favourite = int(torch.bincount(choices).argmax())  # the ingrainer's most frequent choice on these queries
 

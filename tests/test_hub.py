@@ -116,7 +116,7 @@ def test_push_then_verify_round_trip(loopback_hub, watermarked, tmp_path):
     repo = "tester/ingrained"
     key, queries = watermarked.key, watermarked.queries
     sha = push_to_hub(
-        watermarked.model, repo, key, dataset=queries, private=True, token="x", ingrain_lambda=0.5,
+        watermarked.model, repo, key, verification_dataset=queries, private=True, token="x", ingrain_lambda=0.5,
         ingrain_temperature=4.0,
     )
 
@@ -144,7 +144,7 @@ def test_push_then_verify_round_trip(loopback_hub, watermarked, tmp_path):
     assert {revision for revision, _ in downloads} == {sha}
 
     # a second push makes a new commit; the first stays verifiable by its sha, and the result names it
-    second = push_to_hub(watermarked.model, repo, key, dataset=queries, token="x", commit_message="again")
+    second = push_to_hub(watermarked.model, repo, key, verification_dataset=queries, token="x", commit_message="again")
     assert second != sha and loopback_hub.commits(repo)[0] == second
     pinned = verify_from_hub(repo, key, queries, revision=sha, token="x", cache_dir=str(tmp_path / "cache"))
     assert (pinned.revision, pinned.commit_sha) == (sha, sha)
@@ -182,7 +182,7 @@ def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainer
 ):
     # What the official example scripts call at the end of training: `trainer.push_to_hub(**kwargs)`.
     key, queries = watermarked.key, watermarked.queries
-    reference = push_to_hub(watermarked.model, "tester/reference", key, dataset=queries, ingrain_lambda=0.5,
+    reference = push_to_hub(watermarked.model, "tester/reference", key, verification_dataset=queries, ingrain_lambda=0.5,
                             ingrain_temperature=4.0)
     card_kwargs = dict(finetuned_from="tester/base-model", dataset_tags="ylecun/mnist", dataset="ylecun/mnist",
                        tasks="image-classification")
@@ -213,7 +213,7 @@ def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainer
 # ------------------------------------------------------------------ what is published
 def test_nothing_of_the_key_is_uploaded_and_the_check_can_see_it(loopback_hub, watermarked):
     key = watermarked.key
-    push_to_hub(watermarked.model, "tester/public", key, dataset=watermarked.queries)
+    push_to_hub(watermarked.model, "tester/public", key, verification_dataset=watermarked.queries)
     assert leaked(loopback_hub, key) == []
     block = card_of(loopback_hub, "tester/public").data.watermark
     assert set(block) <= set(WATERMARK_FIELDS)
@@ -288,7 +288,7 @@ def test_repository_needing_custom_code_is_refused(loopback_hub, small_key, tmp_
 
 def test_tampered_key_is_reported_as_commitment_mismatch(loopback_hub, watermarked, tmp_path, caplog):
     key, queries = watermarked.key, watermarked.queries
-    sha = push_to_hub(watermarked.model, "tester/claimed", key, dataset=queries)
+    sha = push_to_hub(watermarked.model, "tester/claimed", key, verification_dataset=queries)
     carriers = key.carriers.clone()
     carriers[0, 0, 0, 0] = 1.0 - carriers[0, 0, 0, 0]  # one changed pixel
     tampered = WatermarkKey(carriers, key.carrier_labels, key.num_labels, key.salt, key.seed, input_shape=key.input_shape,
@@ -341,13 +341,15 @@ def test_is_hub_id_tells_repository_ids_from_paths(tmp_path, monkeypatch):
 def test_push_and_verify_check_their_arguments_before_any_work(small_key, tmp_path):
     model = tiny_cnn()
     with pytest.raises(ValueError, match="namespace/name"):
-        push_to_hub(model, "no-namespace", small_key, dataset=random_image_dataset(8))
-    with pytest.raises(ValueError, match="dataset="):
+        push_to_hub(model, "no-namespace", small_key, verification_dataset=random_image_dataset(8))
+    with pytest.raises(ValueError, match="verification_dataset="):
         push_to_hub(model, "me/model", small_key)
+    with pytest.warns(FutureWarning, match="verification_dataset"), pytest.raises(ValueError, match="namespace/name"):
+        push_to_hub(model, "no-namespace", small_key, dataset=random_image_dataset(8))  # 0.1's name, still read
     with pytest.raises(ValueError, match="WatermarkKey"):
         verify_from_hub("me/model", "not a key", random_image_dataset(8))
     with pytest.raises(ValueError, match="call `trainer.save_model\\(\\)`"):
-        push_to_hub(str(tmp_path), "me/model", small_key, dataset=random_image_dataset(8))
+        push_to_hub(str(tmp_path), "me/model", small_key, verification_dataset=random_image_dataset(8))
 
 
 # ------------------------------------------------------------------ one loader for every Hub model
@@ -398,7 +400,7 @@ def test_a_teacher_and_an_attack_target_from_the_hub_go_through_the_same_loader(
 def test_the_verify_summary_names_the_commit_and_the_published_commitment(loopback_hub, watermarked, tmp_path, capsys):
     key_dir = tmp_path / "owner_key"
     watermarked.key.save(str(key_dir))
-    sha = push_to_hub(watermarked.model, "tester/summary", watermarked.key, dataset=watermarked.queries)
+    sha = push_to_hub(watermarked.model, "tester/summary", watermarked.key, verification_dataset=watermarked.queries)
     assert main(["verify", "tester/summary", "--key", str(key_dir)]) == 0
     out = capsys.readouterr().out
     assert f"commit {sha}" in out and "commitment matches the key" in out
@@ -424,8 +426,8 @@ def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, waterma
         input_shape=(1, 28, 28), ingrainer=watermarked.key.ingrainer, training_info=watermarked.key.training_info,
     )
     owner_key.commit_queries(queries)  # the owner commits to the test split, then publishes: the reference
-    push_to_hub(watermarked.model, "owner/model", owner_key, dataset=queries)
-    push_to_hub(watermarked.model, "someone/copy", owner_key, dataset=queries)  # a copy published later
+    push_to_hub(watermarked.model, "owner/model", owner_key, verification_dataset=queries)
+    push_to_hub(watermarked.model, "someone/copy", owner_key, verification_dataset=queries)  # a copy published later
     claim = verify_from_hub("someone/copy", owner_key, queries, reference_repo_id="owner/model",
                             cache_dir=str(tmp_path / "c"))
     assert claim.verified and claim.test_verified and claim.claim["refusals"] == []
@@ -434,7 +436,7 @@ def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, waterma
     # The thief: copies the owner's model into an "ingrainer", makes a key of it (any model fits random carriers
     # once it is the ingrainer), publishes that key's commitment after the fact and claims the owner's model.
     thief_key = _claim_key(5, copy.deepcopy(watermarked.model), queries)
-    push_to_hub(watermarked.model, "thief/model", thief_key, dataset=queries)
+    push_to_hub(watermarked.model, "thief/model", thief_key, verification_dataset=queries)
     stolen_claim = verify_from_hub("owner/model", thief_key, queries, reference_repo_id="thief/model",
                                    cache_dir=str(tmp_path / "c"))
     print(stolen_claim)
@@ -452,10 +454,10 @@ def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, waterma
 def test_a_claim_on_other_queries_or_another_commitment_is_refused(loopback_hub, watermarked, tmp_path):
     queries = watermarked.queries
     key = watermarked.key
-    sha = push_to_hub(watermarked.model, "owner/plain", key, dataset=queries)  # commitment, no committed set in key
+    sha = push_to_hub(watermarked.model, "owner/plain", key, verification_dataset=queries)  # commitment, no committed set in key
     card = card_of(loopback_hub, "owner/plain", sha).data.watermark
     assert card["queries"]["digest"] == verify(watermarked.model, key, queries).query_digest  # push's set
-    push_to_hub(watermarked.model, "someone/copy2", key, dataset=queries)
+    push_to_hub(watermarked.model, "someone/copy2", key, verification_dataset=queries)
     other = queries.select(range(500))
     claim = verify_from_hub("someone/copy2", key, other, reference_repo_id="owner/plain", cache_dir=str(tmp_path))
     assert claim.test_verified and not claim.verified and claim.committed_queries is False

@@ -7,7 +7,7 @@ from scipy.stats import binom
 from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
 from hf_ingrain.metrics import metric_path
-from hf_ingrain.verification import ingrain_queries, verify
+from hf_ingrain.verification import ingrain_statistics, verify
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_null_rate_is_required(metric):
 def test_the_metric_reproduces_verify(metric, small_key, embedded_splits):
     queries = embedded_splits["test"].select(range(300))
     for model in (small_key.ingrainer, tiny_cnn(seed=1)):  # verified, then not
-        per_query = ingrain_queries(model, small_key, queries)
+        per_query = ingrain_statistics(model, small_key, queries)
         expected = verify(model, small_key, queries)
         result = metric.compute(
             predictions=per_query["runner_up"].tolist(),

@@ -75,6 +75,25 @@ def test_the_cli_verifies_a_model_folder_with_its_processor_on_a_saved_data_set(
     assert report["query_digest"] == verify(model, key, raw_digits, processor=processor).query_digest
 
 
+
+def test_the_cli_default_data_goes_through_the_model_folders_processor(image_setup, tmp_path, capsys):
+    # `hf-ingrain verify OUT --key KEY` with no --data: the embedded digits as 8-bit images, through the processor the
+    # folder holds (0.1 sent 1-channel [0, 1] pixels to a 3-channel [-1, 1] model and exited 2); and push verifies
+    # the same queries before it publishes
+    from hf_ingrain.data import load_image_dataset
+
+    model, processor, key = image_setup
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    key.save(tmp_path / "key")
+    code = main(["verify", str(tmp_path / "model"), "--key", str(tmp_path / "key"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and report["num_queries"] == 1000, report
+    raw = load_image_dataset(raw=True)["test"]
+    assert raw.column_names == ["image", "label"] and raw[0]["image"].mode == "L"
+    assert report["query_digest"] == verify(model, key, raw, processor=processor).query_digest
+
+
 def test_text_from_a_column_and_a_csv_file_is_tokenized_as_the_model_receives_it(tmp_path, capsys):
     tokenizer = local_tokenizer()
     torch.manual_seed(0)

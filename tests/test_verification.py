@@ -11,7 +11,7 @@ from hf_ingrain import verify
 from hf_ingrain.verification.statistics import runner_up
 from hf_ingrain.verification.calibration import calibrate_null
 from hf_ingrain.suspects import as_score_matrix, collect_scores, resolve_model, score_kind
-from hf_ingrain.verification import binomial_p_value, ingrain_null_rate, ingrain_queries
+from hf_ingrain.verification import binomial_p_value, ingrain_null_rate, ingrain_queries, ingrain_statistics
 
 
 @pytest.fixture(scope="module")
@@ -199,12 +199,22 @@ def test_calibrate_null_reports_each_model_and_flags_a_model_above_the_bound(sma
         calibrate_null(small_key, queries, [])
 
 
-def test_ingrain_queries_are_what_verify_counts(small_key, queries):
+def test_ingrain_statistics_are_what_verify_counts(small_key, queries):
     model = tiny_cnn(seed=2)
-    per_query = ingrain_queries(model, small_key, queries)
+    per_query = ingrain_statistics(model, small_key, queries)
+    with pytest.warns(FutureWarning, match="ingrain_statistics"):
+        assert ingrain_queries(model, small_key, queries)["null_rate"] == per_query["null_rate"]  # 0.1's name
     result = verify(model, small_key, queries)
     assert int((per_query["runner_up"] == per_query["ingrainer_choice"]).sum()) == result.num_agreements
     assert per_query["null_rate"] == result.null_rate and (per_query["runner_up"] != per_query["top"]).all()
+
+
+def test_verify_hands_the_model_back_in_the_mode_it_came_in(small_key, queries):
+    model = tiny_cnn(seed=2).train()
+    verify(model, small_key, queries)
+    assert model.training  # a verification in the middle of training does not switch dropout off for what follows
+    verify(model.eval(), small_key, queries)
+    assert not model.training
 
 
 # ----------------------------------------------------------------------------------------------- trained models

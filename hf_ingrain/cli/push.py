@@ -51,7 +51,7 @@ def add_hub_verify_arguments(parser) -> None:
 
 
 def _push_from_cli(args) -> int:
-    from ..data import load_image_dataset
+    from ..data import load_image_dataset, load_processor, prepare_dataset
     from ..hub import push_to_hub
     from ..keys import WatermarkKey
     from ..suspects import is_hub_id
@@ -63,11 +63,14 @@ def _push_from_cli(args) -> int:
     if not is_hub_id(args.repo_id):
         raise ValueError(f"{args.repo_id!r} is not a Hub repository id: write it as namespace/name.")
     key = WatermarkKey.load(args.key)
-    splits = load_image_dataset(args.data)
+    processor = load_processor(args.model_dir)  # the folder's own: the queries as the model receives them
+    splits = load_image_dataset(args.data, raw=processor is not None)
     if args.split not in splits:
         raise ValueError(f"--split {args.split!r} is not a split of {args.data!r}; choose one of {sorted(splits)}.")
+    queries = splits[args.split] if processor is None else prepare_dataset(splits[args.split], key, processor)
     sha = push_to_hub(
-        args.model_dir, args.repo_id, key, dataset=splits[args.split], private=args.private, revision=args.revision,
+        args.model_dir, args.repo_id, key, verification_dataset=queries, private=args.private,
+        revision=args.revision,
         commit_message=args.commit_message, ingrain_lambda=args.ingrain_lambda,
         ingrain_temperature=args.ingrain_temperature, alpha=args.alpha,
     )

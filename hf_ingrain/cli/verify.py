@@ -12,8 +12,8 @@ EXIT_VERIFIED, EXIT_NOT_VERIFIED = 0, 1
 
 
 def add_parser(subparsers) -> None:
-    from ..verification.label_only import LADDERS
     from ..verification import DEFAULT_ALPHA, PROTOCOLS
+    from ..verification.label_only import LADDERS
 
     parser = subparsers.add_parser(
         "verify",
@@ -90,18 +90,19 @@ def uses_raw_data(args, processor) -> bool:
     from ..data import EMBEDDED_DATASET
     from ..data.preparation import is_saved_dataset
 
-    if args.data == EMBEDDED_DATASET:
-        return False
+    if args.data == EMBEDDED_DATASET:  # the embedded digits: raw images when there is a processor to apply
+        return processor is not None
     saved = is_saved_dataset(args.data)
     named = any(getattr(args, n) is not None for n in ("image_column", "text_column", "label_column", "max_length"))
     return saved or os.path.isfile(args.data) or processor is not None or named
 
 
-def load_queries(name_or_path: str, split: str, seed: int = 0):
-    """The benign queries: one split of an image data set (see `hf_ingrain.data.load_image_dataset`), or all."""
+def load_queries(name_or_path: str, split: str, seed: int = 0, raw: bool = False):
+    """The benign queries: one split of an image data set (see `hf_ingrain.data.load_image_dataset`), or all; with
+    `raw`, as 8-bit images for a processor."""
     from ..data import load_image_dataset
 
-    splits = load_image_dataset(name_or_path, seed=seed)
+    splits = load_image_dataset(name_or_path, seed=seed, raw=raw)
     if split == "all":
         from datasets import concatenate_datasets
 
@@ -114,9 +115,10 @@ def load_queries(name_or_path: str, split: str, seed: int = 0):
 def run(args) -> int:
     from transformers.utils import logging as transformers_logging
 
+    from ..data import EMBEDDED_DATASET
+    from ..data.preparation import check_model_modality, load_data, load_processor, prepare_dataset
     from ..hub import verify_from_hub
     from ..keys import WatermarkKey
-    from ..data.preparation import check_model_modality, load_data, load_processor, prepare_dataset
     from ..suspects import is_hub_id, load_model
     from ..verification import LABEL_PROTOCOLS, summary, verify
     from ..watermarks import load_key
@@ -143,7 +145,10 @@ def run(args) -> int:
         raise ValueError(f"--processor {args.processor}: no image processor or tokenizer files there.")
     columns = {}
     if uses_data and uses_raw_data(args, processor):
-        dataset = load_data(args.data, args.split)
+        if args.data == EMBEDDED_DATASET:
+            dataset = load_queries(args.data, args.split, args.data_seed, raw=True)
+        else:
+            dataset = load_data(args.data, args.split)
         columns = dict(processor=processor, image_column=args.image_column, text_column=args.text_column,
                        label_column=args.label_column, max_length=args.max_length)
         if processor is not None or not hub:  # a Hub suspect's own processor comes with its files, at one commit

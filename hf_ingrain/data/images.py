@@ -84,11 +84,18 @@ def split_indices(num_examples: int, fractions, seed: int):
     return [order[bounds[i] : bounds[i + 1]] for i in range(len(fractions))]
 
 
-def _as_dataset(pixels, labels, label_names):
-    from datasets import Array3D, ClassLabel, Dataset, Features
+def _as_dataset(pixels, labels, label_names, raw: bool = False):
+    from datasets import Array3D, ClassLabel, Dataset, Features, Image
 
     num_labels = int(labels.max()) + 1 if label_names is None else len(label_names)
     names = list(label_names) if label_names is not None else [str(i) for i in range(num_labels)]
+    if raw:  # as the Hub's image data sets hold them: 8-bit PIL images and a `label` column
+        from PIL import Image as PILImage
+
+        arrays = np.rint(pixels * 255).clip(0, 255).astype(np.uint8)
+        images = [PILImage.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)) for a in arrays]
+        features = Features({"image": Image(), "label": ClassLabel(names=names)})
+        return Dataset.from_dict({"image": images, "label": labels}, features=features)
     channels, height, width = pixels.shape[1:]
     features = Features(
         {
@@ -107,6 +114,7 @@ def load_image_dataset(
     num_channels: int | None = None,
     image_size: int | None = None,
     max_examples: int | None = None,
+    raw: bool = False,
 ):
     r"""
     Loads an image classification data set as a `DatasetDict` with disjoint `owner`, `attacker` and `test` splits.
@@ -126,10 +134,13 @@ def load_image_dataset(
             Resize images to this square size (default: keep the source's size).
         max_examples (`int`, *optional*):
             Keep at most this many examples of each source split (a quick run on a large data set).
+        raw (`bool`, *optional*, defaults to `False`):
+            The same splits as users and the example scripts have them, for a model's own image processor: an
+            `image` column of 8-bit PIL images and a `label` column (see [`~hf_ingrain.data.prepare_dataset`]).
 
     Returns:
         `datasets.DatasetDict`: splits `owner`, `attacker`, `test`, each with `pixel_values` and `labels`, in torch
-        format, ready for `Trainer`.
+        format, ready for `Trainer` (with `raw=True`: `image` and `label`).
 
     Example:
 
@@ -161,17 +172,17 @@ def load_image_dataset(
         pixels, labels, names = sources[train_name]
         owner_share = fractions[0] / max(fractions[0] + fractions[1], 1e-12)
         owner, attacker = split_indices(len(labels), (owner_share, 1 - owner_share), seed)
-        splits["owner"] = _as_dataset(pixels[owner], labels[owner], names)
-        splits["attacker"] = _as_dataset(pixels[attacker], labels[attacker], names)
+        splits["owner"] = _as_dataset(pixels[owner], labels[owner], names, raw)
+        splits["attacker"] = _as_dataset(pixels[attacker], labels[attacker], names, raw)
         test_pixels, test_labels, _ = sources["test"]
-        splits["test"] = _as_dataset(test_pixels, test_labels, names)
+        splits["test"] = _as_dataset(test_pixels, test_labels, names, raw)
     else:
         pixels, labels, names = next(iter(sources.values()))
         if max_examples is not None and len(labels) > max_examples:
             keep = np.random.default_rng(seed).permutation(len(labels))[:max_examples]
             pixels, labels = pixels[keep], labels[keep]
         for split, index in zip(SPLITS, split_indices(len(labels), fractions, seed)):
-            splits[split] = _as_dataset(pixels[index], labels[index], names)
+            splits[split] = _as_dataset(pixels[index], labels[index], names, raw)
     logger.info("Loaded %s: %s", name_or_path, {k: len(v) for k, v in splits.items()})
     return DatasetDict(splits)
 

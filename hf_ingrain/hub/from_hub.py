@@ -113,7 +113,7 @@ def verify_from_hub(
     >>> from hf_ingrain.hub import verify_from_hub
     >>> result = verify_from_hub("someone/suspect", key, dataset=splits["test"])
     >>> result.verified, result.p_value, result.commit_sha, result.commitment_match
-    (True, 2.3e-45, '9c1e...', True)
+    (True, 3.3e-10, '9c1e...', True)
     ```
     """
     from huggingface_hub import HfApi

@@ -6,16 +6,16 @@ block that backs a later claim of ownership:
 
 ```yaml
 watermark:
-  schema_version: 1
+  schema_version: 2
   scheme: ingrain
   paper: https://huggingface.co/papers/1906.06046
   library: hf_ingrain
-  library_version: 0.1.0
+  library_version: 0.2.0
   protocol: ingrain
   parameters: {ingrain_temperature: 4.0, ingrain_lambda: 0.5, alpha: 1.0e-06, num_queries: 1000, num_labels: 10}
   key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
   queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000}   # the committed query set (hf_ingrain.data.query_set)
-  verification: {verified: true, agreement: 0.39, null_rate: 0.197, p_value: 2.3e-45, num_queries: 1000, ...}
+  verification: {verified: true, agreement: 0.45, null_rate: 0.196, p_value: 3.3e-10, num_queries: 1000, ...}
 ```
 
 It never holds the key itself: no carrier, carrier label, ingrainer weight, salt or seed. [`save_watermark_card`]

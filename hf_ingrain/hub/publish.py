@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 
 from torch import nn
 
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def check_repo_id(repo_id: str) -> None:
+    """Refuses a local path or a malformed id where a Hub repository id is expected."""
     if not is_hub_id(repo_id):
         if os.path.exists(str(repo_id)):
             raise ValueError(f"{repo_id!r} is a local path, not a Hub repository id; use `verify()` for local models.")
@@ -34,20 +36,24 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def check_key(key, dataset, protocol: str = "ingrain") -> None:
+    """Refuses what is not a trained key, and an ingrain verification without queries, before any work."""
     if not callable(getattr(key, "commitment", None)):
         raise ValueError(f"`key` must be a WatermarkKey (see `WatermarkKey.load`), got {type(key).__name__}.")
     if protocol == "ingrain":
         if getattr(key, "ingrainer", None) is None:
             raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
         if dataset is None:
-            raise ValueError("Pass benign queries as `dataset=` (e.g. your test split): verification needs them.")
+            raise ValueError(
+                "Pass benign queries (e.g. your test split) as `verification_dataset=` (`dataset=` for verify_from_hub): "
+                "verification needs them."
+            )
 
 
 def push_to_hub(
     model,
     repo_id: str,
     key: WatermarkKey,
-    dataset=None,
+    verification_dataset=None,
     *,
     private: bool = False,
     token: str | None = None,
@@ -60,13 +66,15 @@ def push_to_hub(
     tags: list[str] | None = None,
     batch_size: int = 256,
     committed_queries=None,
+    dataset=None,
 ) -> str:
     r"""
     Publishes a watermarked model in one commit: safetensors weights, config, model card and `watermark.json`.
 
-    The model is verified with `key` on `dataset` first, and the result is recorded in the card with the key's
-    commitment (never the key). A model that does not verify is still published, with a warning and
-    `verified: false` in its card.
+    The model is verified with `key` on `verification_dataset` first, and the result is recorded in the card with the
+    key's commitment (never the key). A model that does not verify is still published, with a warning and
+    `verified: false` in its card. `IngrainTrainer.push_to_hub` publishes through the same card writer and the same
+    commit ([`write_watermark_card`], [`publish_folder`]).
 
     Args:
         model (`PreTrainedModel` or `str`):
@@ -76,8 +84,9 @@ def push_to_hub(
             The repository, `namespace/name`; created if it does not exist.
         key ([`WatermarkKey`]):
             The owner's key; it stays local, only its commitment is published.
-        dataset (`datasets.Dataset`):
-            Benign queries for the verification recorded in the card (e.g. the test split).
+        verification_dataset (`datasets.Dataset`):
+            Benign queries for the verification recorded in the card (e.g. the test split); the same argument as
+            `IngrainTrainer.push_to_hub`'s.
         private (`bool`, *optional*, defaults to `False`):
             Create the repository as private (no effect on an existing repository).
         token (`str`, *optional*):
@@ -99,8 +108,10 @@ def push_to_hub(
         batch_size (`int`, *optional*, defaults to 256):
             Queries per forward pass during verification.
         committed_queries (`datasets.Dataset`, *optional*):
-            The benign query set the card commits to (its digest is published; see `hf_ingrain.data.query_set`). Defaults
-            to the set the key commits to ([`~WatermarkKey.commit_queries`]), else `dataset`.
+            The benign query set the card commits to (its digest is published; see `hf_ingrain.data.query_set`).
+            Defaults to the set the key commits to ([`~WatermarkKey.commit_queries`]), else `verification_dataset`.
+        dataset (`datasets.Dataset`, *optional*):
+            Deprecated name of `verification_dataset` (0.1).
 
     Returns:
         `str`: the sha of the commit.
@@ -109,14 +120,15 @@ def push_to_hub(
 
     ```python
     >>> from hf_ingrain.hub import push_to_hub
-    >>> sha = push_to_hub(model, "me/my-model", key, dataset=splits["test"], ingrain_lambda=0.5)
+    >>> sha = push_to_hub(model, "me/my-model", key, verification_dataset=splits["test"], ingrain_lambda=0.5)
     ```
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
+    if dataset is not None:
+        warnings.warn("`push_to_hub(dataset=...)` is deprecated: use `verification_dataset=`.", FutureWarning,
+                      stacklevel=2)
+        verification_dataset = dataset if verification_dataset is None else verification_dataset
     check_repo_id(repo_id)
-    check_key(key, dataset)
+    check_key(key, verification_dataset)
     folder = None
     if isinstance(model, (str, os.PathLike)):
         folder = os.fspath(model)
@@ -128,20 +140,6 @@ def push_to_hub(
             "`model` must be a transformers model or a folder saved with `save_pretrained`, got "
             f"{type(model).__name__}."
         )
-    result = verify(model, key, dataset, alpha=alpha, batch_size=batch_size)
-    queries = None
-    if committed_queries is not None:
-        queries = read_queries(key, committed_queries).commitment()
-    elif result.committed_queries is False:
-        logger.warning(
-            "The verification recorded in the card used other queries than the set the key commits to; the card "
-            "publishes the key's committed set."
-        )
-    if result.verified:
-        logger.info("Verified before publishing: %s", result)
-    else:
-        logger.warning("The model does NOT verify with this key; publishing anyway, with `verified: false`: %s", result)
-
     staging = tempfile.mkdtemp(prefix="hf_ingrain_push_")
     try:
         if folder is not None:
@@ -149,28 +147,104 @@ def push_to_hub(
                 shutil.copyfile(os.path.join(folder, name), os.path.join(staging, name))
         else:
             model.save_pretrained(staging)
-        save_watermark_card(
-            staging, model, key, result, repo_id=repo_id, tags=tags,
-            ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature, queries=queries,
+        write_watermark_card(
+            staging, model, key, verification_dataset, alpha=alpha, batch_size=batch_size,
+            committed_queries=committed_queries, repo_id=repo_id, tags=tags, ingrain_lambda=ingrain_lambda,
+            ingrain_temperature=ingrain_temperature,
         )
-        upload = published_files(staging) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
-        operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(staging, p)) for p in upload]
-        api = HfApi(token=token)
-        try:
-            api.create_repo(repo_id, private=private, exist_ok=True)
-        except HfHubHTTPError as error:
-            raise ValueError(
-                f"Could not create or open {repo_id!r} at {api.endpoint} ({error}). Log in with `hf auth login`, or "
-                "pass a token with write access (`token=` or `HF_TOKEN`)."
-            ) from error
-        info = api.create_commit(
-            repo_id,
-            operations,
-            commit_message=commit_message or "Upload ingrain-watermarked model",
-            commit_description=commit_description,
-            revision=revision,
-        )
+        info = publish_folder(staging, repo_id, token=token, private=private, revision=revision,
+                              commit_message=commit_message, commit_description=commit_description)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("Published %s to %s at commit %s", upload, repo_id, info.oid)
     return info.oid
+
+
+def write_watermark_card(
+    folder: str,
+    model,
+    key,
+    verification_dataset=None,
+    *,
+    alpha: float = DEFAULT_ALPHA,
+    batch_size: int = 256,
+    committed_queries=None,
+    trainer_card=None,
+    **card,
+):
+    r"""
+    Verifies `model` with `key` on `verification_dataset` (when given) and writes the watermark card and
+    `watermark.json` into `folder`: the one card writer of both publishing paths ([`push_to_hub`] and
+    `IngrainTrainer.push_to_hub` / `create_model_card`). The model's train/eval mode is left as it was.
+
+    Args:
+        folder (`str`): the model folder to write the card into.
+        model (`PreTrainedModel`): the model the card describes.
+        key ([`WatermarkKey`], *optional*): the owner's key; only its commitment is written.
+        verification_dataset (`datasets.Dataset`, *optional*): benign queries for the recorded verification.
+        alpha (`float`), batch_size (`int`): of the recorded verification.
+        committed_queries (`datasets.Dataset`, *optional*): the query set the card commits to (default: the key's).
+        trainer_card (`huggingface_hub.ModelCard`, *optional*): what `Trainer.create_model_card` wrote, merged in.
+        **card: `model_name`, `repo_id`, `tags`, `ingrain_lambda`, `ingrain_temperature` for
+            [`~hf_ingrain.hub.model_card.save_watermark_card`].
+
+    Returns:
+        [`VerificationResult`] or `None` (no `verification_dataset`).
+    """
+    result, queries = None, None
+    if key is not None and verification_dataset is not None:
+        result = verify(model, key, verification_dataset, alpha=alpha, batch_size=batch_size)
+        if committed_queries is not None:
+            queries = read_queries(key, committed_queries).commitment()
+        elif result.committed_queries is False:
+            logger.warning(
+                "The verification recorded in the card used other queries than the set the key commits to; the card "
+                "publishes the key's committed set."
+            )
+        if result.verified:
+            logger.info("Verified before publishing: %s", result)
+        else:
+            logger.warning("The model does NOT verify with this key; publishing anyway, with `verified: false`: %s",
+                           result)
+    save_watermark_card(folder, model, key, result, queries=queries, trainer_card=trainer_card, **card)
+    return result
+
+
+def publish_folder(
+    folder: str,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    commit_description: str | None = None,
+    blocking: bool = True,
+):
+    r"""
+    Uploads the safe files of a model folder that holds its watermark card, in one commit: `config.json`, the
+    safetensors weights, the preprocessing files ([`~hf_ingrain.suspects.loading.published_files`]), `README.md` and
+    `watermark.json`. Never a pickle (`training_args.bin`, `pytorch_model.bin`), trainer state, results files or
+    checkpoints. The repository is created if it does not exist.
+
+    Returns:
+        `huggingface_hub.CommitInfo` (a future of it with `blocking=False`).
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    upload = published_files(folder) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
+    operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(folder, p)) for p in upload]
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+    except HfHubHTTPError as error:
+        raise ValueError(
+            f"Could not create or open {repo_id!r} at {api.endpoint} ({error}). Log in with `hf auth login`, or "
+            "pass a token with write access (`token=` or `HF_TOKEN`)."
+        ) from error
+    info = api.create_commit(
+        repo_id, operations, commit_message=commit_message or "Upload ingrain-watermarked model",
+        commit_description=commit_description, revision=revision, run_as_future=not blocking,
+    )
+    logger.info("Publishing %s to %s", upload, repo_id)
+    return info

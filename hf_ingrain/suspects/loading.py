@@ -107,8 +107,11 @@ def published_files(folder: str) -> list[str]:
 
 
 def check_config_is_safe(config: dict, where: str, files=()) -> None:
-    """Refuses a config that needs repository code: an `auto_map`, custom pipelines, or an unknown model type."""
+    """Refuses a config that needs repository code: an `auto_map`, custom pipelines, or an unknown model type (the
+    package's own small models are known: they are registered with transformers first)."""
     from transformers import CONFIG_MAPPING
+
+    register_auto_classes()
 
     never = (
         "hf_ingrain never runs code from a repository (no `trust_remote_code`). Audit the code, load the model "
@@ -178,7 +181,6 @@ def _load_folder(folder: str, where: str, allow_pickle: bool) -> nn.Module:
             raw_config = json.load(f)
         except json.JSONDecodeError as error:
             raise ValueError(f"{where} has an unreadable config.json: {error}") from error
-    register_auto_classes()  # the package's own small models are classifiers transformers then knows
     check_config_is_safe(raw_config, where, files)
     use_safetensors = _check_weights(files, where, allow_pickle)
     from transformers import AutoConfig

@@ -171,11 +171,12 @@ def collect_scores(
     from tqdm.auto import tqdm
 
     model = resolve_model(model)
-    label_to_index = None
+    label_to_index, was_training = None, False
     if _is_pipeline(model):
         score, num_labels, label_to_index = _pipeline_scorer(model, top_k)
         names = ["pixel_values"]
     elif isinstance(model, nn.Module):
+        was_training = model.training  # queried in eval mode, handed back as it came
         model.eval()
         names = input_names if input_names is not None else model_input_names(model)
 
@@ -195,11 +196,15 @@ def collect_scores(
         raise ValueError(f"`model` must be a model, a path, a pipeline or a callable, got {type(model).__name__}.")
     columns = None if names is None else list(names) + ["labels"]
     scores, labels = [], []
-    for batch in tqdm(iterate_batches(dataset, batch_size, columns), desc="Querying", disable=not show_progress):
-        queries = {k: v for k, v in batch.items() if k != "labels"}
-        scores.append(as_score_matrix(score(queries), num_labels, label_to_index))
-        if "labels" in batch:
-            labels.append(batch["labels"])
+    try:
+        for batch in tqdm(iterate_batches(dataset, batch_size, columns), desc="Querying", disable=not show_progress):
+            queries = {k: v for k, v in batch.items() if k != "labels"}
+            scores.append(as_score_matrix(score(queries), num_labels, label_to_index))
+            if "labels" in batch:
+                labels.append(batch["labels"])
+    finally:
+        if was_training:
+            model.train()
     if not scores:
         raise ValueError("The verification data set is empty.")
     return torch.cat(scores), (torch.cat(labels) if labels else None)

@@ -8,12 +8,11 @@ from torch import nn
 from transformers import Trainer
 
 from ..data import first_example, iterate_batches
+from ..hub.model_card import CARD_FILE, INGRAIN_TAGS
+from ..hub.publish import publish_folder, write_watermark_card
 from ..keys import KEY_FILE, WatermarkKey
 from ..losses import distillation_kl
-from ..hub.model_card import CARD_FILE, INGRAIN_TAGS, WATERMARK_FILE, save_watermark_card
-from ..suspects.loading import published_files
 from ..suspects import forward_logits, inference_copy, model_input_names
-from ..verification import verify
 from .ingrain_config import IngrainConfig
 from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
 
@@ -234,35 +233,31 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         Writes the ingrain model card (`README.md` and `watermark.json`, see [`hf_ingrain.hub.push_to_hub`]) into
         `args.output_dir`: what `Trainer.create_model_card` writes (base model from `finetuned_from`, datasets,
         metrics, model-index, hyperparameters; every argument of it is taken) merged with the watermark block: the
-        key's commitment and, with `verification_dataset`, the verification at publication.
+        key's commitment and, with `verification_dataset`, the verification at publication. The card is written by
+        the hub room's one card writer ([`hf_ingrain.hub.publish.write_watermark_card`]).
         """
         if not self.is_world_process_zero():
             return
         from huggingface_hub import ModelCard
 
-        key = key if key is not None else self._watermark_key
         super().create_model_card(model_name=model_name, tags=tags, **kwargs)
         card_path = os.path.join(self.args.output_dir, CARD_FILE)
-        trainer_card = ModelCard.load(card_path) if os.path.isfile(card_path) else None
-        model = self.accelerator.unwrap_model(self.model)
-        result = None
-        if key is not None and verification_dataset is not None:
-            was_training = model.training
-            result = verify(model, key, verification_dataset)
-            model.train(was_training)
-        save_watermark_card(
-            self.args.output_dir, model, key, result, model_name=model_name, tags=tags,
-            repo_id=getattr(self, "hub_model_id", None), ingrain_lambda=self.args.ingrain_lambda,
-            ingrain_temperature=self.args.ingrain_temperature, trainer_card=trainer_card,
+        write_watermark_card(
+            self.args.output_dir, self.accelerator.unwrap_model(self.model),
+            key if key is not None else self._watermark_key, verification_dataset,
+            trainer_card=ModelCard.load(card_path) if os.path.isfile(card_path) else None, model_name=model_name,
+            tags=tags, repo_id=getattr(self, "hub_model_id", None), ingrain_lambda=self.args.ingrain_lambda,
+            ingrain_temperature=self.args.ingrain_temperature,
         )
 
     # ------------------------------------------------------------------------------------------- publishing
     def push_to_hub(self, commit_message="End of training", blocking=True, token=None, revision=None, private=None,
                     verification_dataset=None, key=None, **kwargs):
         r"""
-        Publishes the model like `Trainer.push_to_hub`, through the safe publisher's file list: the weights as
-        safetensors, the config, the processor or tokenizer files, the merged card and `watermark.json`. Never
-        `training_args.bin` (a pickle, which also holds every argument), `trainer_state.json`, results files or
+        Publishes the model like `Trainer.push_to_hub`, through the hub room's publisher
+        ([`hf_ingrain.hub.publish.publish_folder`], as [`hf_ingrain.hub.push_to_hub`] does): the weights as
+        safetensors, the config, the processor or tokenizer files, the merged card and `watermark.json`, in one commit.
+        Never `training_args.bin` (a pickle, which also holds every argument), `trainer_state.json`, results files or
         checkpoints.
 
         Args:
@@ -274,8 +269,6 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
                 `commit_message`, `blocking`, `token`, `revision`, `private` and every argument of
                 `Trainer.create_model_card` (`finetuned_from`, `tasks`, `dataset`, `tags`, ...), as for `Trainer`.
         """
-        from transformers.trainer import hf_api
-
         model_name = kwargs.pop("model_name", None)
         if model_name is None and self.args.should_save:
             model_name = (self.args.hub_model_id or self.args.output_dir.rstrip("/")).split("/")[-1]
@@ -291,10 +284,9 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         self.create_model_card(model_name=model_name, tags=tags, key=key, verification_dataset=verification_dataset,
                                **kwargs)
         self._finish_current_push()
-        files = published_files(self.args.output_dir) + [CARD_FILE, WATERMARK_FILE]
-        return hf_api().upload_folder(
-            repo_id=self.hub_model_id, folder_path=self.args.output_dir, commit_message=commit_message, token=token,
-            run_as_future=not blocking, allow_patterns=files, revision=revision or self.args.hub_revision,
+        return publish_folder(
+            self.args.output_dir, self.hub_model_id, token=token, private=private, commit_message=commit_message,
+            revision=revision or self.args.hub_revision, blocking=blocking,
         )
 
     def _push_from_checkpoint(self, checkpoint_folder):

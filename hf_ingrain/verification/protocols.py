@@ -140,7 +140,7 @@ def verify(
     >>> from hf_ingrain import verify
     >>> result = verify(model, key, splits["test"])
     >>> result.verified, result.p_value
-    (True, 3.1e-45)
+    (True, 3.3e-10)
     >>> from transformers import pipeline
     >>> verify(pipeline("image-classification", model=model, image_processor=processor), key, splits["test"])
     ```

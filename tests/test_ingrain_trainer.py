@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey
+from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 
 from conftest import (
     NUM_LABELS, random_image_dataset, random_text_dataset, tiny_bert, tiny_cnn, tiny_resnet, training_args,
@@ -373,3 +373,37 @@ def test_a_pretrained_model_with_a_new_head_is_ingrained(small_key, tmp_path):
                              train_dataset=random_image_dataset(), ingrainer=small_key)
     trainer.train()
     assert model.config.num_labels == NUM_LABELS and any("ingrain/loss" in e for e in trainer.state.log_history)
+
+
+def test_a_convnext_from_a_default_config_trains_and_verifies_on_28x28_images(small_key, tmp_path):
+    # ConvNextConfig's default image_size is 224, which a convolutional model ignores: 0.1 trained it on 28x28 digits
+    # and then verify refused it ("takes 224x224 images, the key 28x28"). What a model takes is what it runs on.
+    from transformers import AutoModelForImageClassification, ConvNextConfig
+
+    torch.manual_seed(0)
+    config = ConvNextConfig(num_channels=1, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=NUM_LABELS)
+    assert config.image_size == 224
+    model = AutoModelForImageClassification.from_config(config)
+    trainer = IngrainTrainer(model=model, args=IngrainConfig(**training_args(tmp_path, max_steps=2)),
+                             train_dataset=random_image_dataset(), ingrainer=small_key)
+    trainer.train()
+    result = verify(model, small_key, random_image_dataset(32, seed=1))
+    assert result.num_queries == 32
+
+
+def test_a_model_that_cannot_take_the_keys_images_is_refused_when_training_starts_as_verify_refuses_it(
+    small_key, tmp_path
+):
+    from transformers import AutoModelForImageClassification, ViTConfig
+
+    vit = AutoModelForImageClassification.from_config(ViTConfig(  # a ViT runs on the size it was built for only
+        image_size=32, patch_size=8, num_channels=1, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=16, num_labels=NUM_LABELS,
+    ))
+    with pytest.raises(ValueError, match="takes 32x32 images, the key 28x28") as at_training:
+        IngrainTrainer(model=vit, args=IngrainConfig(**training_args(tmp_path)), train_dataset=random_image_dataset(),
+                       ingrainer=small_key)
+    with pytest.raises(ValueError, match="takes 32x32 images, the key 28x28") as at_verification:
+        verify(vit, small_key, random_image_dataset(8))
+    assert str(at_training.value) == str(at_verification.value)
+    assert vit.training  # the probe ran in eval mode and handed the model back as it came

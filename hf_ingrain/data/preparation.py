@@ -150,9 +150,31 @@ def prepare_dataset(
     return dataset.with_transform(transform)
 
 
+def _runs_on(model, shape) -> str | None:
+    """`None` if `model` runs on one zero image of `shape`, else the first line of its error: what a model can take
+    is what it runs on (a convolutional model takes any size whatever its config's `image_size` says; a ViT or a model
+    with a fixed-size linear layer does not)."""
+    import torch
+
+    parameter = next(model.parameters(), None)
+    probe = torch.zeros((1, *shape), dtype=parameter.dtype if parameter is not None and parameter.is_floating_point()
+                        else torch.float32, device=parameter.device if parameter is not None else "cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(pixel_values=probe)
+    except Exception as error:  # any failure to run is the answer: the model cannot take these inputs
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    finally:
+        model.train(was_training)
+    return None
+
+
 def check_model_modality(model, key) -> None:
     """Refuses a key made for images with a text model and the reverse, and a key whose input spec the model cannot
-    take (another number of channels or image size, token ids beyond its embeddings), naming both."""
+    take (another number of channels, an image size it does not run on, token ids beyond its embeddings), naming
+    both. `IngrainTrainer` runs it when it starts and `verify` before any query, so they agree."""
     config = getattr(model, "config", None)
     if config is None:
         return
@@ -171,7 +193,9 @@ def check_model_modality(model, key) -> None:
         if channels is not None and channels != key.input_shape[0]:
             problem = f"{channels} channels, the key {key.input_shape[0]}"
         elif isinstance(size, int) and (size, size) != tuple(key.input_shape[1:]):
-            problem = f"{size}x{size} images, the key {key.input_shape[1]}x{key.input_shape[2]}"
+            error = _runs_on(model, key.input_shape)  # the config's size may be a default the model does not need
+            if error is not None:
+                problem = f"{size}x{size} images, the key {key.input_shape[1]}x{key.input_shape[2]} ({error})"
     elif getattr(config, "vocab_size", None) is not None and key.vocab_size > config.vocab_size:
         problem = f"a vocabulary of {config.vocab_size} tokens, the key {key.vocab_size}"
     if problem:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from ..data import first_example, iterate_batches
+from ..data import check_model_modality, first_example, iterate_batches
 from ..hub.model_card import CARD_FILE, INGRAIN_TAGS
 from ..hub.publish import publish_folder, write_watermark_card
 from ..keys import KEY_FILE, WatermarkKey
@@ -156,6 +156,8 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
                 f"The model predicts {model_labels} labels but the ingrainer predicts {ingrainer_labels}. Generate the "
                 f"key with `num_labels={model_labels}`, or build the model with `num_labels={ingrainer_labels}`."
             )
+        if key is not None:
+            check_model_modality(model, key)  # what verify() will ask of the model, asked before any training
         example = first_example(train_dataset)
         if key is not None and example is not None:
             if key.input_name not in example:

@@ -10,7 +10,7 @@ distillation attack is a `Trainer` pair, kept with the others in `hf_ingrain.tra
 from ..trainer.distillation_config import DistillationConfig
 from ..trainer.distillation_trainer import DistillationTrainer
 from .ensemble import EnsembleModel
-from .extraction import ExtractionAttack, build_student
+from .extraction import ExtractionAttack
 from .fine_prune import FinePruneAttack
 from .finetune import FineTuneAttack
 from .input_transform import InputTransformAttack, TransformedInputModel
@@ -19,6 +19,7 @@ from .overwrite import OverwriteAttack
 from .prune import PruneAttack
 from .quantize import QuantizeAttack
 from .query_sources import make_queries
+from .students import build_student
 
 __all__ = [
     "DistillationConfig", "DistillationTrainer", "EnsembleModel", "ExtractionAttack", "FinePruneAttack",

@@ -5,12 +5,16 @@ before publishing. They compose: `FineTuneAttack(PruneAttack(model, 0.5).run(), 
 without the owner's data (`ExtractionAttack`: other data, synthetic queries, a query budget, other architectures,
 ensembles) and overwriting with the thief's own key (`OverwriteAttack`) are here too. The
 distillation attack is a `Trainer` pair, kept with the others in `hf_ingrain.trainer` and exported here too.
+
+Each attack's file declares it once (`ATTACK = AttackSpec(...)`: its parameters with their help, its benchmark
+columns), and the `hf-ingrain attack` subcommands and the benchmark's columns are built from that registry
+([`~hf_ingrain.attacks.registry`]).
 """
 
 from ..trainer.distillation_config import DistillationConfig
 from ..trainer.distillation_trainer import DistillationTrainer
 from .ensemble import EnsembleModel
-from .extraction import ExtractionAttack, build_student
+from .extraction import ExtractionAttack
 from .fine_prune import FinePruneAttack
 from .finetune import FineTuneAttack
 from .input_transform import InputTransformAttack, TransformedInputModel
@@ -19,9 +23,11 @@ from .overwrite import OverwriteAttack
 from .prune import PruneAttack
 from .quantize import QuantizeAttack
 from .query_sources import make_queries
+from .registry import AttackSpec, BenchmarkColumns, BenchmarkContext, register_attack
+from .students import build_student
 
 __all__ = [
-    "DistillationConfig", "DistillationTrainer", "EnsembleModel", "ExtractionAttack", "FinePruneAttack",
-    "FineTuneAttack", "InputTransformAttack", "OverwriteAttack", "PruneAttack", "QuantizeAttack",
-    "TransformedInputModel", "WeightNoiseAttack", "build_student", "make_queries",
+    "AttackSpec", "BenchmarkColumns", "BenchmarkContext", "DistillationConfig", "DistillationTrainer", "EnsembleModel",
+    "ExtractionAttack", "FinePruneAttack", "FineTuneAttack", "InputTransformAttack", "OverwriteAttack", "PruneAttack",
+    "QuantizeAttack", "TransformedInputModel", "WeightNoiseAttack", "build_student", "make_queries", "register_attack",
 ]

@@ -2,16 +2,23 @@
 owner's data, of any architecture, from the stolen model alone or mixed with others."""
 
 import copy
+import math
 import tempfile
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..trainer.distillation_config import TEACHER_OUTPUTS
+from .arguments import attacker_data
+from .distillation import DistillArguments
 from .ensemble import EnsembleModel
 from .query_sources import QUERY_SOURCES, image_tensor, make_queries
+from .registry import AttackSpec, BenchmarkColumns
+from .students import STUDENT_ARCHITECTURES, build_student
 
-STUDENT_ARCHITECTURES = ("same", "small", "resnet", "convnext", "vit")
+# what the teacher exposes, as a benchmark column's suffix (`extract_data_10k_labels`) and as `teacher_output`
+EXTRACTION_OUTPUTS = {"logits": "logits", "topk": "top_k", "labels": "label"}
 
 
 def input_shape_of(model, example=None) -> tuple[int, int, int] | None:
@@ -24,43 +31,6 @@ def input_shape_of(model, example=None) -> tuple[int, int, int] | None:
         return None
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     return (int(channels), int(height), int(width))
-
-
-def build_student(teacher, architecture="same", input_shape: tuple[int, int, int] | None = None, seed: int = 0):
-    r"""
-    A freshly initialised student for `teacher`, with its labels.
-
-    Args:
-        teacher (`nn.Module`): the stolen model (for an [`EnsembleModel`], its first member).
-        architecture (`str` or `nn.Module`, *optional*, defaults to `"same"`): `"same"` (the teacher's architecture and
-            config), `"small"` (a small CNN: channels 8 and 16, 32 units), or a tiny `transformers` model from config
-            with another inductive bias, `"resnet"`, `"convnext"` or `"vit"` (see
-            [`~hf_ingrain.models.build_classifier`]); a model is used as it is.
-        input_shape (`tuple[int, int, int]`, *optional*): the images' `(channels, height, width)` (needed for all but
-            `"same"`).
-        seed (`int`, *optional*, defaults to 0): seed of the initial weights (the global random state is untouched).
-    """
-    from ..models import build_classifier
-
-    if isinstance(architecture, nn.Module):
-        return architecture
-    if architecture not in STUDENT_ARCHITECTURES:
-        raise ValueError(f"Unknown student architecture {architecture!r}: choose among {list(STUDENT_ARCHITECTURES)}.")
-    base = teacher.members[0] if isinstance(teacher, EnsembleModel) else teacher
-    config = getattr(base, "config", None)
-    if config is None or getattr(config, "num_labels", None) is None:
-        raise ValueError("The teacher has no `config.num_labels`: pass the student model itself.")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if architecture == "same":
-            return type(base)(copy.deepcopy(config))
-        if input_shape is None:
-            raise ValueError(f"A {architecture!r} student needs the images' `input_shape=(channels, height, width)`.")
-        sizes = {"small": dict(hidden_sizes=[8, 16], hidden_size=32), "convnext": dict(hidden_sizes=[16, 32, 64])}
-        return build_classifier(
-            "small_cnn" if architecture == "small" else architecture, num_labels=config.num_labels,
-            input_shape=tuple(input_shape), id2label=getattr(config, "id2label", None), **sizes.get(architecture, {}),
-        )
 
 
 class ExtractionAttack:
@@ -188,3 +158,112 @@ class ExtractionAttack:
             )
             DistillationTrainer(model=student, teacher=teacher, args=args, train_dataset=self.query_set).train()
         return student.eval()
+
+
+@dataclass
+class ExtractArguments:
+    r"""
+    Extraction without the owner's data (see [`~hf_ingrain.attacks.ExtractionAttack`]): the student learns the
+    teacher's answers to `num_queries` queries from `queries`.
+
+    Args:
+        queries (`str`, *optional*, defaults to `"digits"`): `data` (the attacker's images of `--data`, cycled with
+            random shifts), `digits` (scikit-learn's 8 x 8 digits, upscaled), `noise`, `strokes` or `mixup` (of
+            `--num_images` of the attacker's images).
+        num_queries (`int`, *optional*, defaults to 10,000): the query budget.
+        num_images (`int`, *optional*): how many of the attacker's images `data` and `mixup` use.
+        ensemble_with (`list[str]`, *optional*): the thief's own models (folders or Hub ids), averaged with the target.
+        value_range (`list[float]`, *optional*, defaults to `[0, 1]`): the model's pixel range after preprocessing.
+    """
+
+    queries: str = field(
+        default="digits",
+        metadata={"help": "Where the queries come from.", "choices": ["data", "digits", "noise", "strokes", "mixup"]},
+    )
+    num_queries: int = field(default=10_000, metadata={"help": "The query budget: inputs sent to the target."})
+    num_images: int | None = field(default=None, metadata={"help": "Attacker's images used by data and mixup."})
+    ensemble_with: list[str] = field(
+        default_factory=list, metadata={"help": "The thief's own models, averaged with the target.", "nargs": "*"}
+    )
+    value_range: list[float] = field(
+        default_factory=lambda: [0.0, 1.0], metadata={"help": "The model's pixel range (low high) after preprocessing."}
+    )
+
+    def __post_init__(self):
+        if self.num_queries < 1:
+            raise ValueError(f"`--num_queries` (the query budget) must be >= 1, got {self.num_queries}.")
+        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
+            raise ValueError(f"`--value_range` takes two numbers LOW HIGH with LOW < HIGH, got {self.value_range}.")
+
+
+def _run_cli(teacher, target, training, distill, extract: ExtractArguments):
+    from ..suspects import load_model
+
+    if distill.teacher_weight != 1.0 or distill.alpha is not None:
+        raise ValueError(
+            "`extract` learns from the target's answers alone (its queries have no labels): drop --teacher_weight, or "
+            "use `distill` on labelled data."
+        )
+    others = [load_model(path) for path in extract.ensemble_with]
+    data = attacker_data(training)  # the images of `data` and `mixup`; the input shape for every source
+    attack = ExtractionAttack(
+        teacher, queries=extract.queries, num_queries=extract.num_queries, teacher_output=distill.teacher_output,
+        temperature=distill.temperature, top_k=distill.top_k, student=distill.student_arch, ensemble_with=others,
+        images=data, num_images=extract.num_images, value_range=tuple(extract.value_range),
+        num_train_epochs=training.epochs, max_steps=training.max_steps, batch_size=training.batch_size or 64,
+        learning_rate=training.learning_rate, seed=target.seed,
+    )
+    student = attack.run()
+    return student, {**attack.parameters, "data": training.data or "mnist-5k", "ensemble_with": extract.ensemble_with}
+
+
+def _extract_column(match, teacher, context):
+    """extract_<source>_<N>k[_logits|_topk|_labels]: as many steps as distill_T4, only the queries differ."""
+    source, thousands, output = match.groups()
+    config, attacker = context.config, context.attacker
+    return ExtractionAttack(
+        teacher, queries=source, num_queries=int(thousands) * 1000, temperature=4.0,
+        teacher_output=EXTRACTION_OUTPUTS[output or "logits"], student=context.new_model(context.seed),
+        images=attacker, max_steps=config.attack_epochs * math.ceil(len(attacker) / config.batch_size),
+        batch_size=config.batch_size, learning_rate=config.learning_rate, seed=context.seed,
+    ).run()
+
+
+def _check_budget(match):
+    if int(match[2]) < 1:
+        raise ValueError(f"Attack {match[0]!r}: the query budget must be at least 1k.")
+
+
+def _ensemble_column(match, teacher, context):
+    """ensemble_<n>: distill_T4 from the average of the teacher and n - 1 models of the thief's own."""
+    others = [context.thief_model(index) for index in range(int(match[1]) - 1)]
+    config, attacker = context.config, context.attacker
+    return ExtractionAttack(
+        teacher, queries="data", num_queries=len(attacker), images=attacker, ensemble_with=others, temperature=4.0,
+        student=context.new_model(context.seed), num_train_epochs=config.attack_epochs, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, seed=context.seed,
+    ).run()
+
+
+_SOURCES, _OUTPUTS = "|".join(QUERY_SOURCES), "|".join(EXTRACTION_OUTPUTS)
+ATTACK = AttackSpec(
+    name="extract",
+    help="Extract a student from the model's answers to queries other than the owner's data.",
+    arguments=(DistillArguments, ExtractArguments),
+    run_cli=_run_cli,
+    trains=True,
+    columns=(
+        BenchmarkColumns(
+            rf"extract_({_SOURCES})_(\d+)k(?:_({_OUTPUTS}))?", _extract_column,
+            names=(
+                "extract_data_1k", "extract_data_10k", "extract_data_30k", "extract_data_10k_labels",
+                "extract_digits_10k", "extract_strokes_10k", "extract_mixup_10k", "extract_noise_10k",
+            ),
+            grammar=f"extract_<source>_<N>k[_logits|_topk|_labels] with a source of {list(QUERY_SOURCES)}",
+            check=_check_budget,
+        ),
+        BenchmarkColumns(
+            r"ensemble_([23])", _ensemble_column, names=("ensemble_2", "ensemble_3"), grammar="ensemble_<2|3>",
+        ),
+    ),
+)

@@ -2,13 +2,16 @@
 
 import copy
 import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..data import iterate_batches
 from ..suspects import forward_logits
+from .arguments import attacker_data, data_parameters
 from .finetune import FineTuneAttack, find_last_layer
+from .registry import AttackSpec, BenchmarkColumns
 
 logger = logging.getLogger(__name__)
 
@@ -119,3 +122,37 @@ class FinePruneAttack:
         tuned_layer._forward_pre_hooks.pop(handle.id, None)
         self.pruned_channels = pruned.tolist()
         return tuned
+
+
+@dataclass
+class FinePruneArguments:
+    """Fine-pruning (see [`~hf_ingrain.attacks.FinePruneAttack`]): prune dormant channels, then fine-tune (FTAL)."""
+
+    rate: float = field(default=0.5, metadata={"help": "Share of the last convolution's channels to prune."})
+    layer: str | None = field(default=None, metadata={"help": "Name of the convolution to prune (default: the last)."})
+
+
+def _run_cli(model, target, training, fineprune: FinePruneArguments):
+    data = attacker_data(training)
+    attack = FinePruneAttack(
+        model, rate=fineprune.rate, layer=fineprune.layer, learning_rate=training.learning_rate,
+        num_train_epochs=training.epochs, batch_size=training.batch_size or 100, max_steps=training.max_steps,
+        seed=target.seed,
+    )
+    return attack.run(data), {**attack.parameters, **data_parameters(training, data)}
+
+
+def _column(match, teacher, context):  # fineprune_<percent of the channels>
+    return FinePruneAttack(
+        teacher, rate=int(match[1]) / 100, num_train_epochs=context.config.finetune_epochs, seed=context.seed,
+    ).run(context.attacker)
+
+
+ATTACK = AttackSpec(
+    name="fineprune",
+    help="Prune the channels dormant on clean data, then fine-tune (Liu et al. 2018).",
+    arguments=(FinePruneArguments,),
+    run_cli=_run_cli,
+    trains=True,
+    columns=(BenchmarkColumns(r"fineprune_(\d+)", _column, names=("fineprune_50",)),),
+)

@@ -3,10 +3,15 @@
 import copy
 import logging
 import tempfile
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
+
+from .arguments import attacker_data, data_parameters
+from .registry import AttackSpec, BenchmarkColumns
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +152,48 @@ class FineTuneAttack:
         for parameter, flag in requires_grad.items():
             parameter.requires_grad_(flag)
         return model.eval()
+
+
+@dataclass
+class FinetuneArguments:
+    """The fine-tuning attack of Adi et al. (see [`~hf_ingrain.attacks.FineTuneAttack`])."""
+
+    mode: Literal["FTLL", "FTAL", "RTLL", "RTAL"] = field(
+        default="FTAL",
+        metadata={"help": "FT/RT: keep/re-initialise the last layer; LL/AL: then train the last layer/all layers."},
+    )
+
+
+def _run_cli(model, target, training, finetune: FinetuneArguments):
+    data = attacker_data(training)
+    attack = FineTuneAttack(
+        model, mode=finetune.mode, learning_rate=training.learning_rate, num_train_epochs=training.epochs,
+        batch_size=training.batch_size or 100, max_steps=training.max_steps, seed=target.seed,
+    )
+    return attack.run(data), {**attack.parameters, **data_parameters(training, data)}
+
+
+def _mode_column(match, teacher, context):  # finetune_<mode>, the paper's learning rate and batch size
+    return FineTuneAttack(
+        teacher, mode=match[1], num_train_epochs=context.config.finetune_epochs, seed=context.seed,
+    ).run(context.attacker)
+
+
+def _label_smoothing_column(match, teacher, context):  # retraining with label smoothing: FTAL on smoothed targets
+    return FineTuneAttack(
+        teacher, mode="FTAL", num_train_epochs=context.config.finetune_epochs, seed=context.seed,
+        training_args={"label_smoothing_factor": float(match[1])},
+    ).run(context.attacker)
+
+
+ATTACK = AttackSpec(
+    name="finetune",
+    help="Fine-tune it (Adi et al. 2018).",
+    arguments=(FinetuneArguments,),
+    run_cli=_run_cli,
+    trains=True,
+    columns=(
+        BenchmarkColumns(rf"finetune_({'|'.join(MODES)})", _mode_column, names=("finetune_FTAL",)),
+        BenchmarkColumns(r"finetune_ls_(\d+(?:\.\d+)?)", _label_smoothing_column, names=("finetune_ls_0.1",)),
+    ),
+)

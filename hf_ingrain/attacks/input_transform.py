@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..data.image_ops import gaussian_blur
+from .registry import AttackSpec, BenchmarkColumns
 
 TRANSFORMS = {"jpeg": 75, "blur": 1.0, "noise": 0.05}
 """Each transform and its default strength: JPEG quality (1-95), the blur's standard deviation in pixels, the noise's
@@ -121,3 +122,20 @@ class InputTransformAttack:
         low, high = self.value_range
         noise = torch.randn(pixels.shape, generator=generator) * self.strength * (high - low)
         return (pixels + noise.to(device=pixels.device, dtype=pixels.dtype)).clamp(low, high)
+
+
+def _column(match, teacher, context):  # <jpeg|blur|input_noise>_<strength>; the benchmark's images are in [0, 1]
+    transform = {"input_noise": "noise"}.get(match[1], match[1])
+    return InputTransformAttack(teacher, transform=transform, strength=float(match[2]), seed=context.seed).run()
+
+
+# no subcommand: the transformed model is a deployment, not weights, and has no saved form
+ATTACK = AttackSpec(
+    name="input_transform",
+    help="Transform every query before the model answers (JPEG, blur, additive noise).",
+    columns=(
+        BenchmarkColumns(
+            r"(jpeg|blur|input_noise)_(\d+(?:\.\d+)?)", _column, names=("jpeg_50", "blur_1.0", "input_noise_0.1"),
+        ),
+    ),
+)

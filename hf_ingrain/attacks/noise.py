@@ -2,10 +2,12 @@
 
 import copy
 import logging
+from dataclasses import dataclass, field
 
 import torch
 
 from .prune import prunable_modules
+from .registry import AttackSpec, BenchmarkColumns
 
 logger = logging.getLogger(__name__)
 
@@ -64,3 +66,34 @@ class WeightNoiseAttack:
             weight.add_((noise * self.scale * weight.float().std()).to(device=weight.device, dtype=weight.dtype))
         logger.info("Added Gaussian noise at %.3g x each weight tensor's standard deviation", self.scale)
         return model
+
+
+@dataclass
+class NoiseArguments:
+    """Gaussian noise on the weights (see [`~hf_ingrain.attacks.WeightNoiseAttack`])."""
+
+    scale: float = field(default=0.1, metadata={"help": "Noise std relative to each weight tensor's std (> 0)."})
+
+    def __post_init__(self):
+        if not self.scale > 0:
+            raise ValueError(
+                f"`--scale` must be > 0 (the noise's spread relative to each weight tensor's), got {self.scale}."
+            )
+
+
+def _run_cli(model, target, noise: NoiseArguments):
+    attack = WeightNoiseAttack(model, scale=noise.scale, seed=target.seed)
+    return attack.run(), attack.parameters
+
+
+def _column(match, teacher, context):  # noise_<scale>
+    return WeightNoiseAttack(teacher, scale=float(match[1]), seed=context.seed).run()
+
+
+ATTACK = AttackSpec(
+    name="noise",
+    help="Add Gaussian noise to its weights (relative to each tensor's spread).",
+    arguments=(NoiseArguments,),
+    run_cli=_run_cli,
+    columns=(BenchmarkColumns(r"noise_(\d+(?:\.\d+)?)", _column, names=("noise_0.05", "noise_0.1", "noise_0.3")),),
+)

@@ -1,12 +1,16 @@
 """[`OverwriteAttack`]: the thief ingrains a key of their own into the stolen model, to claim it as theirs."""
 
 import copy
+import os
 import tempfile
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..data import first_example
+from .arguments import attacker_data, data_parameters
+from .registry import AttackSpec, BenchmarkColumns
 
 
 class OverwriteAttack:
@@ -130,3 +134,85 @@ class OverwriteAttack:
             IngrainTrainer(model=model, args=args, train_dataset=dataset, ingrainer=self.key).train()
         self.parameters["thief_key_commitment"] = self.key.commitment()
         return model.eval()
+
+
+@dataclass
+class OverwriteArguments:
+    r"""
+    Overwriting (see [`~hf_ingrain.attacks.OverwriteAttack`]): ingrain a key of the thief's own into the model.
+
+    Args:
+        key_output (`str`): a new folder for the thief's key (never inside the model's folder).
+        key_seed (`int`, *optional*): seed of the thief's key (default: drawn from the operating system).
+        num_carriers (`int`), ingrainer_steps (`int`), num_reference_keys (`int`): the key's settings.
+        ingrain_lambda (`float`), ingrain_temperature (`float`): the thief's ingrain term.
+        value_range (`list[float]`, *optional*, defaults to `[0, 1]`): the model's pixel range, for the carriers.
+    """
+
+    key_output: str = field(metadata={"help": "New folder for the thief's key (kept apart from the model)."})
+    key_seed: int | None = field(default=None, metadata={"help": "Seed of the thief's key (experiments only)."})
+    num_carriers: int = field(default=100, metadata={"help": "Carriers of the thief's key."})
+    ingrainer_steps: int = field(default=600, metadata={"help": "Training steps of the thief's ingrainer."})
+    num_reference_keys: int = field(default=16, metadata={"help": "Reference ingrainers of the thief's key."})
+    ingrain_lambda: float = field(default=0.5, metadata={"help": "Weight of the thief's ingrain term."})
+    ingrain_temperature: float = field(default=4.0, metadata={"help": "Temperature of the thief's ingrain term."})
+    value_range: list[float] = field(
+        default_factory=lambda: [0.0, 1.0], metadata={"help": "The model's pixel range (low high) after preprocessing."}
+    )
+
+
+def _check_key_output(target, training, overwrite: OverwriteArguments):
+    """The thief's key goes to a new folder outside the model's (checked before any long work)."""
+    from ..files import check_new_folder
+
+    key_output = overwrite.key_output
+    check_new_folder(key_output, what="the thief's key")
+    inside = os.path.commonpath([os.path.abspath(key_output), os.path.abspath(target.output)])
+    if inside == os.path.abspath(target.output):
+        raise ValueError(
+            f"`--key_output` {key_output!r} is inside the model's folder {target.output!r}: a key never travels "
+            "with its model. Choose a folder outside it."
+        )
+
+
+def _run_cli(model, target, training, overwrite: OverwriteArguments):
+    data = attacker_data(training)
+    attack = OverwriteAttack(
+        model, key_seed=overwrite.key_seed, num_carriers=overwrite.num_carriers,
+        ingrainer_steps=overwrite.ingrainer_steps, num_reference_keys=overwrite.num_reference_keys,
+        value_range=tuple(overwrite.value_range), ingrain_lambda=overwrite.ingrain_lambda,
+        ingrain_temperature=overwrite.ingrain_temperature, num_train_epochs=training.epochs,
+        max_steps=training.max_steps, batch_size=training.batch_size or 64, learning_rate=training.learning_rate,
+        seed=target.seed,
+    )
+    attacked = attack.run(data)
+    attack.key.save(overwrite.key_output)
+    # `run_cli` is the subcommand's body: it tells the user where the key went, as the CLI does
+    print(f"overwrite: saved the thief's key to {overwrite.key_output} (commitment {attack.key.commitment()})")
+    return attacked, {**attack.parameters, **data_parameters(training, data)}
+
+
+def _overwrite_column(match, teacher, context):
+    """The thief's key is drawn once per run, like the owner's, with the owner's key settings; the benchmark reads it
+    from `context.state["thief_key"]` for the two claims on one model."""
+    config = context.config
+    attack = OverwriteAttack(
+        teacher, key=context.state.get("thief_key"), key_seed=config.seed + 1000, num_carriers=config.num_carriers,
+        ingrainer_steps=config.ingrainer_steps, num_reference_keys=config.num_reference_keys,
+        ingrain_temperature=config.ingrain_temperature, num_train_epochs=config.finetune_epochs,
+        batch_size=config.batch_size, learning_rate=config.learning_rate, seed=context.seed,
+    )
+    attacked = attack.run(context.attacker)
+    context.state["thief_key"] = attack.key
+    return attacked
+
+
+ATTACK = AttackSpec(
+    name="overwrite",
+    help="Ingrain a key of the thief's own into the model (saved apart, in --key_output).",
+    arguments=(OverwriteArguments,),
+    run_cli=_run_cli,
+    trains=True,
+    check_cli=_check_key_output,
+    columns=(BenchmarkColumns("overwrite", _overwrite_column, names=("overwrite",)),),
+)

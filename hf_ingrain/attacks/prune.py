@@ -2,10 +2,13 @@
 
 import copy
 import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+
+from .registry import AttackSpec, BenchmarkColumns
 
 logger = logging.getLogger(__name__)
 
@@ -79,3 +82,28 @@ class PruneAttack:
             torch_prune.remove(module, name)
         logger.info("Pruned %d of %d weights (%.1f%%)", num_pruned, total, 100 * self.rate)
         return model
+
+
+@dataclass
+class PruneArguments:
+    """Global magnitude pruning (see [`~hf_ingrain.attacks.PruneAttack`])."""
+
+    rate: float = field(default=0.5, metadata={"help": "Fraction of the weights set to zero."})
+
+
+def _run_cli(model, target, prune: PruneArguments):
+    attack = PruneAttack(model, rate=prune.rate)
+    return attack.run(), attack.parameters
+
+
+def _column(match, teacher, context):  # prune_<percent of the weights>
+    return PruneAttack(teacher, rate=int(match[1]) / 100).run()
+
+
+ATTACK = AttackSpec(
+    name="prune",
+    help="Zero its smallest weights (global magnitude pruning).",
+    arguments=(PruneArguments,),
+    run_cli=_run_cli,
+    columns=(BenchmarkColumns(r"prune_(\d+)", _column, names=("prune_50",)),),
+)

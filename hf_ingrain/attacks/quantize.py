@@ -2,11 +2,13 @@
 
 import copy
 import logging
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .prune import prunable_weights
+from .registry import AttackSpec, BenchmarkColumns
 
 logger = logging.getLogger(__name__)
 
@@ -84,3 +86,29 @@ class QuantizeAttack:
                 weight.copy_((level * step + low).to(weight.dtype))
         logger.info("Quantized the weights to %d bits per tensor", self.bits)
         return model
+
+
+@dataclass
+class QuantizeArguments:
+    """Uniform weight quantization (see [`~hf_ingrain.attacks.QuantizeAttack`]; its int8 `method="dynamic"` makes a
+    model that cannot be saved as safetensors, so it is for Python only)."""
+
+    bits: int = field(default=8, metadata={"help": "Bits per weight."})
+
+
+def _run_cli(model, target, quantize: QuantizeArguments):
+    attack = QuantizeAttack(model, bits=quantize.bits, method="uniform")
+    return attack.run(), attack.parameters
+
+
+def _column(match, teacher, context):  # quantize_<bits>bit
+    return QuantizeAttack(teacher, bits=int(match[1]), method="uniform").run()
+
+
+ATTACK = AttackSpec(
+    name="quantize",
+    help="Quantize its weights to k bits per tensor.",
+    arguments=(QuantizeArguments,),
+    run_cli=_run_cli,
+    columns=(BenchmarkColumns(r"quantize_(\d+)bit", _column, names=("quantize_4bit",)),),
+)

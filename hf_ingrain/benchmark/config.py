@@ -1,44 +1,19 @@
-"""The benchmark's grid and settings: its rows (schemes), its columns (attacks, their families and chains) and
-[`ExperimentConfig`]."""
+"""The benchmark's grid and settings: its rows (schemes), its columns (the attacks of `hf_ingrain.attacks.registry`,
+their families and chains) and [`ExperimentConfig`]."""
 
-import re
 import warnings
 from dataclasses import asdict, dataclass, field
 
-from ..attacks.query_sources import QUERY_SOURCES
+from ..attacks.registry import check_attack_name, column_names, open_families
 
+# The default grid's columns (the demo's time budget leaves the others out). Every attack's columns are declared in
+# its file (`hf_ingrain.attacks.registry`); a config may add any of them, and `a+b+c` chains attacks (each applied
+# to the previous one's result) as one column.
 ATTACKS = ("distill_T1", "distill_T4", "distill_T4_small", "hard_label", "finetune_FTAL", "prune_50", "quantize_4bit")
-# Columns a config may add to the default grid (the demo's time budget leaves them out). Families of names follow
-# `ATTACK_PATTERNS`, and `a+b+c` chains attacks (each applied to the previous one's result) as one column.
-OPTIONAL_ATTACKS = (
-    "finetune_ls_0.1", "fineprune_50", "noise_0.05", "noise_0.1", "noise_0.3", "jpeg_50", "blur_1.0", "input_noise_0.1",
-    "extract_data_1k", "extract_data_10k", "extract_data_30k", "extract_data_10k_labels", "extract_digits_10k",
-    "extract_strokes_10k", "extract_mixup_10k", "extract_noise_10k", "distill_T4_vit", "distill_T4_convnext",
-    "ensemble_2", "ensemble_3", "overwrite", "prune_50+finetune_FTAL+distill_T4",
-)
-# extract_<source>_<budget in thousands>k[_<what the teacher exposes>], distill_T4_<student architecture>,
-# ensemble_<models averaged>
-EXTRACTION_OUTPUTS = {"logits": "logits", "topk": "top_k", "labels": "label"}
-ATTACK_PATTERNS = (
-    re.compile(rf"extract_({'|'.join(QUERY_SOURCES)})_(\d+)k(?:_({'|'.join(EXTRACTION_OUTPUTS)}))?"),
-    re.compile(r"distill_T(\d+(?:\.\d+)?)_(resnet|convnext|vit)"),
-    re.compile(r"ensemble_([23])"),
-)
-
-
-def check_attack_name(name: str) -> None:
-    """Raises a `ValueError` naming the fix unless `name` is a column of the grid: a known attack, a name of one of
-    the families of `ATTACK_PATTERNS`, or a chain `a+b+...` of those."""
-    for part in name.split("+"):
-        if part in ATTACKS or part in OPTIONAL_ATTACKS or any(p.fullmatch(part) for p in ATTACK_PATTERNS):
-            if part.startswith("extract_") and int(part.split("_")[2][:-1]) < 1:
-                raise ValueError(f"Attack {part!r}: the query budget must be at least 1k.")
-            continue
-        raise ValueError(
-            f"Unknown attack {part!r}; choose among {list(ATTACKS + OPTIONAL_ATTACKS)}, or extract_<source>_<N>k"
-            f"[_logits|_topk|_labels] with a source of {list(QUERY_SOURCES)}, distill_T<T>_<resnet|convnext|vit>, "
-            "ensemble_<2|3>, and chain them with '+'."
-        )
+OPTIONAL_ATTACKS = tuple(name for name in column_names() if name not in ATTACKS) + ("prune_50+finetune_FTAL+distill_T4",)
+# the families that take any name of their pattern: extract_<source>_<budget in thousands>k[_<what the teacher
+# exposes>], distill_T<T>_<student architecture>, ensemble_<models averaged>
+ATTACK_PATTERNS = tuple(family.compiled for family in open_families())
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
 # Fields that choose which cells exist, or how they are computed, not what a cell computes: a resumed run may change
 # them.

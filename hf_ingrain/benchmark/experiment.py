@@ -1,25 +1,20 @@
 """[`_Experiment`]: the data, keys, models and attacks shared by every cell of one benchmark run."""
 
-import copy
 import logging
-import math
 import os
 
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..attacks import (
-    ExtractionAttack, FinePruneAttack, FineTuneAttack, InputTransformAttack, OverwriteAttack, PruneAttack,
-    QuantizeAttack, WeightNoiseAttack, build_student,
-)
+from ..attacks.registry import BenchmarkContext, attack_for_column
 from ..data import load_image_dataset
 from ..keys import WatermarkKey
 from ..models import SmallCNNConfig, build_classifier
 from ..suspects import collect_scores, load_or_train
-from ..trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
+from ..trainer import IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
 from ..verification import verify
 from ..watermarks import AdiKey, UchidaKey, ZhangKey, embed_trigger_set
-from .config import ATTACK_PATTERNS, EXTRACTION_OUTPUTS, ExperimentConfig
+from .config import ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +28,8 @@ class _Experiment:
         self.num_labels = len(self.splits["owner"].features["labels"].names)
         self.input_shape = tuple(self.splits["owner"][0]["pixel_values"].shape)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self._keys, self._thief_key = {}, None
+        self._keys = {}
+        self._attack_state = {}  # what attacks keep for the rest of the run (overwrite: the thief's key)
 
     # -- models -----------------------------------------------------------------------------------------------
     def new_model(self, seed: int, small: bool = False):
@@ -119,77 +115,23 @@ class _Experiment:
 
     # -- attacks -------------------------------------------------------------------------------------------------
     def attack(self, name: str, teacher, scratch: str):
-        seed, attacker, config = self.config.seed + 7, self.splits["attacker"], self.config
-        if "+" in name:  # a chain: each attack on the previous one's result
+        """The column `name` applied to `teacher`: the attack its file registered (`hf_ingrain.attacks.registry`), or
+        a chain `a+b+c`, each attack on the previous one's result."""
+        if "+" in name:
             for step in name.split("+"):
                 teacher = self.attack(step, teacher, scratch)
             return teacher
-        training = dict(batch_size=config.batch_size, learning_rate=config.learning_rate, seed=seed)
-        extraction = ATTACK_PATTERNS[0].fullmatch(name)
-        if extraction:  # as many steps as distill_T4: only the queries differ
-            source, thousands, output = extraction.groups()
-            return ExtractionAttack(
-                teacher, queries=source, num_queries=int(thousands) * 1000, temperature=4.0,
-                teacher_output=EXTRACTION_OUTPUTS[output or "logits"], student=self.new_model(seed), images=attacker,
-                max_steps=config.attack_epochs * math.ceil(len(attacker) / config.batch_size), **training,
-            ).run()
-        ensemble = ATTACK_PATTERNS[2].fullmatch(name)
-        if ensemble:  # distill_T4 from the average of the teacher and the thief's own models
-            others = [self.thief_model(index, scratch) for index in range(int(ensemble.group(1)) - 1)]
-            return ExtractionAttack(
-                teacher, queries="data", num_queries=len(attacker), images=attacker, ensemble_with=others,
-                temperature=4.0, student=self.new_model(seed), num_train_epochs=config.attack_epochs, **training,
-            ).run()
-        if name == "overwrite":  # the thief's key is drawn once per run, like the owner's
-            attack = OverwriteAttack(
-                teacher, key=self._thief_key, key_seed=config.seed + 1000, num_carriers=config.num_carriers,
-                ingrainer_steps=config.ingrainer_steps, num_reference_keys=config.num_reference_keys,
-                ingrain_temperature=config.ingrain_temperature, num_train_epochs=config.finetune_epochs, **training,
-            )
-            attacked = attack.run(attacker)
-            self._thief_key = attack.key
-            return attacked
-        if name.startswith("distill") or name == "hard_label":
-            architecture = ATTACK_PATTERNS[1].fullmatch(name)
-            if architecture:
-                student = build_student(teacher, architecture.group(2), self.input_shape, seed=seed)
-            else:
-                student = self.new_model(seed, small=name.endswith("small"))
-            extra = (
-                dict(teacher_output="label")
-                if name == "hard_label"
-                else dict(temperature=float(name.split("_")[1][1:]), teacher_output="logits")
-            )
-            args = DistillationConfig(
-                **self.args(scratch, seed, self.config.attack_epochs), teacher_weight=1.0, **extra
-            )
-            # the trainer freezes its teacher: give it a copy, the model goes on to the next attacks
-            DistillationTrainer(model=student, teacher=copy.deepcopy(teacher), args=args, train_dataset=attacker).train()
-            return student.eval()
-        if name == "finetune_FTAL":
-            return FineTuneAttack(
-                teacher, mode="FTAL", num_train_epochs=self.config.finetune_epochs, seed=seed,
-            ).run(attacker)
-        if name == "finetune_ls_0.1":  # retraining with label smoothing: FTAL on smoothed targets
-            return FineTuneAttack(
-                teacher, mode="FTAL", num_train_epochs=self.config.finetune_epochs, seed=seed,
-                training_args={"label_smoothing_factor": 0.1},
-            ).run(attacker)
-        if name == "fineprune_50":
-            return FinePruneAttack(
-                teacher, rate=0.5, num_train_epochs=self.config.finetune_epochs, seed=seed,
-            ).run(attacker)
-        if name == "prune_50":
-            return PruneAttack(teacher, rate=0.5).run()
-        if name == "quantize_4bit":
-            return QuantizeAttack(teacher, bits=4, method="uniform").run()
-        if name.startswith(("jpeg_", "blur_", "input_noise_")):  # the data sets here are in [0, 1]
-            transform, strength = name.rsplit("_", 1)
-            transform = {"input_noise": "noise"}.get(transform, transform)
-            return InputTransformAttack(teacher, transform=transform, strength=float(strength), seed=seed).run()
-        if name.startswith("noise_"):
-            return WeightNoiseAttack(teacher, scale=float(name.split("_")[1]), seed=seed).run()
-        raise ValueError(f"Unknown attack {name!r}.")
+        return attack_for_column(name)(teacher, self.attack_context(scratch))
+
+    def attack_context(self, scratch: str) -> BenchmarkContext:
+        """What every attack of the run is given: the attacker's split, the attacks' seed (the run's + 7), the run's
+        scale, its models and the state the attacks keep."""
+        return BenchmarkContext(
+            config=self.config, attacker=self.splits["attacker"], seed=self.config.seed + 7,
+            input_shape=self.input_shape, new_model=self.new_model,
+            thief_model=lambda index: self.thief_model(index, scratch),
+            training_args=lambda seed, epochs: self.args(scratch, seed, epochs), state=self._attack_state,
+        )
 
     def thief_model(self, index: int, scratch: str):
         """The thief's own model number `index` (trained plainly on the attacker's split), for ensembles."""
@@ -204,10 +146,11 @@ class _Experiment:
     def thief_claims(self, original, attacked) -> dict:
         """The thief's key on the overwritten model and on the owner's original: the two sides of a dispute."""
         claims = {}
+        thief_key = self._attack_state["thief_key"]
         for name, model in (("thief", attacked), ("thief_on_original", original)):
-            result = verify(model, self._thief_key, self.splits["test"], alpha=self.config.verify_alpha)
+            result = verify(model, thief_key, self.splits["test"], alpha=self.config.verify_alpha)
             claims.update({f"{name}_verified": bool(result.verified), f"{name}_p_value": result.p_value})
-        claims["thief_key_commitment"] = self._thief_key.commitment()
+        claims["thief_key_commitment"] = thief_key.commitment()
         return claims
 
     def accuracy(self, model) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hf_ingrain"
-MAX_LINES = 420  # "about 400": the largest module may exceed it by a docstring paragraph, not by a concern
+MAX_LINES = 400  # "about 400": a module that grows past it holds two concerns; split it by concern
 
 
 def _module_name(path: Path) -> str:

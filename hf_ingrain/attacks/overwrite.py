@@ -187,9 +187,8 @@ def _run_cli(model, target, training, overwrite: OverwriteArguments):
     )
     attacked = attack.run(data)
     attack.key.save(overwrite.key_output)
-    # `run_cli` is the subcommand's body: it tells the user where the key went, as the CLI does
-    print(f"overwrite: saved the thief's key to {overwrite.key_output} (commitment {attack.key.commitment()})")
-    return attacked, {**attack.parameters, **data_parameters(training, data)}
+    saved = f"overwrite: saved the thief's key to {overwrite.key_output} (commitment {attack.key.commitment()})"
+    return attacked, {**attack.parameters, **data_parameters(training, data)}, [saved]
 
 
 def _overwrite_column(match, teacher, context):

@@ -73,7 +73,8 @@ class AttackSpec:
             [`~hf_ingrain.attacks.arguments.AttackTrainingArguments`]. Every field is a flag (with underscores or
             dashes) and its `metadata["help"]` the flag's help, as `HfArgumentParser` reads them.
         run_cli (`Callable`, *optional*): the subcommand's body, `run_cli(model, *parsed)`, `parsed` being one
-            instance of each dataclass in that order; returns the attacked model and the parameters its card records.
+            instance of each dataclass in that order; returns the attacked model and the parameters its card records,
+            and optionally a list of lines for the CLI to print (library code never prints).
             Without it the attack has no subcommand (an input transform is a deployment, not weights: nothing to save).
         trains (`bool`, *optional*, defaults to `False`): the attack trains on the attacker's data; its subcommand takes
             `--data`, `--epochs`, `--max_steps`, `--batch_size` and `--learning_rate` too.

@@ -58,7 +58,9 @@ def run(args, rest: list[str]) -> int:
     if spec.check_cli is not None:
         spec.check_cli(*parsed)
     model = load_model(target.model, revision=target.revision)
-    attacked, parameters = spec.run_cli(model, *parsed)
+    attacked, parameters, *notes = spec.run_cli(model, *parsed)
+    for line in notes[0] if notes else []:  # what the attack has to tell the user (overwrite: where its key went)
+        print(line)
     name = spec.card_name or spec.name
     path = save_attacked_model(attacked, target.output, name, parameters, source=target.model)
     print(f"{name}: saved the attacked model and its card to {path}")

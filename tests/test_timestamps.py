@@ -80,3 +80,4 @@ def test_the_timestamp_command_writes_a_verified_token_and_keeps_an_earlier_one(
                  str(tmp_path / "x.tsr")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hf-ingrain: error: Could not obtain a timestamp") and len(err.strip().splitlines()) == 1
+

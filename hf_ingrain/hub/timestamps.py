@@ -30,7 +30,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ class TimestampInfo:
         hash_algorithm (`str`): the imprint's hash (`sha256`).
         serial (`str`): the token's serial number.
         nonce (`str`, *optional*): the request's nonce, echoed.
+        accuracy (`datetime.timedelta`): how far the true time may lie from `time`, as the TSA declares it (zero when
+            the token leaves it unspecified).
     """
 
     time: datetime
@@ -61,6 +63,12 @@ class TimestampInfo:
     hash_algorithm: str
     serial: str
     nonce: str | None = None
+    accuracy: timedelta = timedelta(0)
+
+    @property
+    def latest(self) -> datetime:
+        """The latest time the token allows (`time + accuracy`): what a claim compares with the suspect's date."""
+        return self.time + self.accuracy
 
     def to_block(self, file: str = TIMESTAMP_FILE) -> dict:
         """The `timestamp` entry of a card's watermark block: the file, the TSA and the time."""
@@ -165,6 +173,15 @@ def _parse_time(text: str) -> datetime:
                     min(micro, 999999), tzinfo=timezone.utc)
 
 
+def _parse_accuracy(text: str | None) -> timedelta:
+    """openssl's `0x01 seconds, unspecified millis, 0x0A micros` (or `unspecified`) as a timedelta."""
+    values = {}
+    for value, unit in re.findall(r"(0x[0-9A-Fa-f]+|\d+|unspecified) (seconds|millis|micros)", text or ""):
+        values[unit] = 0 if value == "unspecified" else int(value, 0)
+    return timedelta(seconds=values.get("seconds", 0), milliseconds=values.get("millis", 0),
+                     microseconds=values.get("micros", 0))
+
+
 def _first_certificate_subject(scratch: _Scratch, response: str) -> str | None:
     token = os.path.join(scratch.folder, "token.der")
     if _openssl("ts", "-reply", "-in", response, "-token_out", "-out", token).returncode != 0:
@@ -211,6 +228,7 @@ def read_timestamp(token) -> TimestampInfo:
             hash_algorithm=_field(text, "Hash Algorithm") or "",
             serial=_field(text, "Serial number") or "",
             nonce=_field(text, "Nonce"),
+            accuracy=_parse_accuracy(_field(text, "Accuracy")),
         )
 
 

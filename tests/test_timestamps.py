@@ -30,8 +30,9 @@ def test_a_token_states_its_time_and_tsa_and_verifies_against_the_trusted_ca_onl
     # what a third party runs, with OpenSSL alone (the module's docstring)
     (tmp_path / "commitment.txt").write_text(COMMITMENT)
     (tmp_path / "commitment.tsr").write_bytes(token)
-    checked = subprocess.run(["openssl", "ts", "-verify", "-data", "commitment.txt", "-in", "commitment.tsr",
-                              "-CAfile", local_tsa.ca_file], cwd=tmp_path, capture_output=True, text=True)
+    third_party = ["openssl", "ts", "-verify", "-data", "commitment.txt", "-in", "commitment.tsr", "-CAfile",
+                   local_tsa.ca_file]
+    checked = subprocess.run(third_party, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert checked.returncode == 0 and "Verification: OK" in checked.stdout
 
     with pytest.raises(ValueError, match="covers another commitment"):
@@ -81,3 +82,18 @@ def test_the_timestamp_command_writes_a_verified_token_and_keeps_an_earlier_one(
     err = capsys.readouterr().err
     assert err.startswith("hf-ingrain: error: Could not obtain a timestamp") and len(err.strip().splitlines()) == 1
 
+
+def test_a_tokens_declared_accuracy_counts_against_its_precedence(local_tsa):
+    from hf_ingrain.hub.provenance import ClaimCheck
+
+    info = read_timestamp(local_tsa.stamp(COMMITMENT))
+    assert info.accuracy == datetime.timedelta(milliseconds=1) and info.latest == info.time + info.accuracy
+    stamp = {"verified": True, "time": info.time.isoformat(), "latest": (info.time + datetime.timedelta(seconds=1))
+             .isoformat()}  # a TSA that answers to within a second
+    check = ClaimCheck("owner/model", "0" * 40, timestamp=stamp)
+    check.suspect_created_at = (info.time + datetime.timedelta(milliseconds=500)).isoformat()
+    assert not check.precedence  # within the token's accuracy: not strictly before
+    check.suspect_created_at = (info.time + datetime.timedelta(seconds=2)).isoformat()
+    assert check.precedence
+    check.timestamp = {**stamp, "verified": False}
+    assert not check.precedence  # a token nobody verified establishes nothing

@@ -168,7 +168,7 @@ def _parse_time(text: str) -> datetime:
     if not match or match.group(1) not in MONTHS:
         raise ValueError(f"Unreadable time {text!r} in the timestamp token.")
     month, day, hour, minute, second, fraction, year = match.groups()
-    micro = int(round(float(fraction) * 1e6)) if fraction else 0
+    micro = round(float(fraction) * 1e6) if fraction else 0
     return datetime(int(year), MONTHS.index(month) + 1, int(day), int(hour), int(minute), int(second),
                     min(micro, 999999), tzinfo=timezone.utc)
 
@@ -299,7 +299,7 @@ def request_timestamp(commitment: str, tsa_url: str, timeout: float = 30.0) -> b
         tsa_url, data=request, method="POST", headers={"Content-Type": QUERY_CONTENT_TYPE, "Accept": REPLY_CONTENT_TYPE}
     )
     try:
-        with urllib.request.urlopen(http_request, timeout=timeout) as answer:  # noqa: S310 - http(s) checked above
+        with urllib.request.urlopen(http_request, timeout=timeout) as answer:  # http(s) only: checked above
             response = answer.read()
     except (urllib.error.URLError, OSError) as error:
         raise ValueError(f"Could not obtain a timestamp from {tsa_url}: {error}") from error

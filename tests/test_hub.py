@@ -437,6 +437,9 @@ def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, local_t
     unchecked = verify_from_hub("someone/copy", owner_key, queries, reference_repo_id="owner/model",
                                 cache_dir=str(tmp_path / "c"))
     assert unchecked.test_verified and not unchecked.verified and unchecked.claim["hub_precedence"]
+    published = card_of(loopback_hub, "owner/model").data.watermark  # the token is named; nothing of the key
+    assert published["timestamp"]["file"] == "commitment.tsr" and set(published) <= set(WATERMARK_FIELDS)
+    assert not SECRET_NAMES & set(walk_keys(published)) and leaked(loopback_hub, owner_key) == []
 
     # The thief: copies the owner's model into an "ingrainer", makes a key of it (any model fits random carriers
     # once it is the ingrainer), publishes that key's commitment after the fact and claims the owner's model.

@@ -181,3 +181,20 @@ def loopback_hub(monkeypatch, loopback_only):
         server.configure_client(monkeypatch)
         yield server
     assert server.errors == []
+
+
+# ------------------------------------------------------------------ RFC 3161 timestamps (a TSA made with openssl, tests/local_tsa.py)
+@pytest.fixture(scope="session")
+def local_tsa(tmp_path_factory):
+    """A time-stamping authority and its CA, made with `openssl` (what the claims' verifier trusts: `ca_file`)."""
+    from local_tsa import LocalTSA
+
+    return LocalTSA(tmp_path_factory.mktemp("tsa"), "Test TSA")
+
+
+@pytest.fixture(scope="session")
+def untrusted_tsa(tmp_path_factory):
+    """Another TSA under its own CA: valid tokens, but from an authority the verifier did not choose to trust."""
+    from local_tsa import LocalTSA
+
+    return LocalTSA(tmp_path_factory.mktemp("rogue_tsa"), "Rogue TSA")

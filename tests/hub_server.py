@@ -20,7 +20,10 @@ Endpoints (``{type}`` is ``model``, ``dataset``, ``space`` or ``kernel``; repo i
     HEAD/GET /[{type}s/]{repo_id}/resolve/{rev}/{path}        ETag, X-Repo-Commit, Content-Length; no redirect
 
 Revisions are ``main`` (the only branch) and full 40-hex commit shas;
-every commit stays downloadable. Errors carry the ``X-Error-Code`` header the client maps to its exceptions:
+every commit stays downloadable. Files are uploaded as regular files, but those the repository's ``.gitattributes``
+sends to LFS (``*.safetensors``, ``*.bin``) are described as the Hub describes them, with ``lfs: {oid: <sha256>}`` in
+tree and paths-info entries (``lfs: {sha256}`` in ``?blobs=true`` siblings). ``git_push`` makes a commit dated by
+its author, as a ``git push`` does (commits through the API are dated by the server). Errors carry the ``X-Error-Code`` header the client maps to its exceptions:
 ``RepoNotFound`` (404; 401 for a private repo without a token), ``RevisionNotFound``, ``EntryNotFound``.
 """
 
@@ -45,6 +48,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 USER = "tester"
 REPO_TYPES = ("model", "dataset", "space", "kernel")
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
+LFS_SUFFIXES = (".safetensors", ".bin")  # what GITATTRIBUTES sends to LFS
 
 
 def git_blob_oid(data: bytes) -> str:
@@ -153,6 +157,7 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self._repos: dict[tuple[str, str], Repo] = {}
         self._sizes: dict[str, int] = {}  # blob oid -> size
+        self._sha256: dict[str, str] = {}  # blob oid -> sha256 of the content (an LFS file's oid)
         self._uploads: list[tuple[str, str, str]] = []  # (repo_id, path, oid) of every committed file
         self._samples: list[tuple[str, str, bytes]] = []  # preupload samples (first bytes of each file)
         self._lock = threading.RLock()
@@ -227,6 +232,25 @@ class HubServer:
             files = self._resolve(self._repos[(repo_type, repo_id)], revision).files
         return {path: self._blob(oid) for path, oid in files.items()}
 
+    def git_push(self, repo_id: str, files: dict[str, bytes], date: str, *, title: str = "git push",
+                 force: bool = False, repo_type: str = "model") -> str:
+        """A commit on ``main`` as ``git push`` makes it: dated by its author (``date``, ISO 8601 such as
+        ``"2020-01-01T00:00:00.000Z"``), not by the Hub. ``files`` are added to the head's; with ``force`` they, and
+        ``.gitattributes``, are the whole history (a force-push of one commit). The repository is created (public) if
+        missing. Returns the commit sha."""
+        with self._lock:
+            repo = self._repos.get((repo_type, repo_id))
+            if repo is None:
+                repo = self._repos[(repo_type, repo_id)] = Repo(repo_type, repo_id, False, date)
+            base = {} if force or "main" not in repo.refs else dict(repo.commits[repo.refs["main"]].files)
+            if force:
+                repo.refs.pop("main", None)
+                base[".gitattributes"] = self._store(GITATTRIBUTES)
+            for path, data in files.items():
+                base[path] = self._store(data)
+                self._uploads.append((repo_id, path, base[path]))
+            return self._commit(repo, "main", base, title, date=date).sha
+
     def commits(self, repo_id: str, repo_type: str = "model") -> list[str]:
         """Commit shas of ``main``, newest first."""
         with self._lock:
@@ -243,12 +267,14 @@ class HubServer:
         if not path.exists():
             path.write_bytes(data)
         self._sizes[oid] = len(data)
+        self._sha256[oid] = hashlib.sha256(data).hexdigest()
         return oid
 
-    def _commit(self, repo: Repo, branch: str, files: dict[str, str], title: str, message: str = "") -> Commit:
+    def _commit(self, repo: Repo, branch: str, files: dict[str, str], title: str, message: str = "",
+                date: str | None = None) -> Commit:
         parent = repo.refs.get(branch)
         seed = json.dumps([repo.repo_id, parent, title, sorted(files.items()), next(self._counter), _now()])
-        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, title, message, _now(), files)
+        commit = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, title, message, date or _now(), files)
         repo.commits[commit.sha] = commit
         repo.refs[branch] = commit.sha
         return commit
@@ -279,7 +305,10 @@ class HubServer:
         return f"{self.endpoint}/{prefix}{repo.repo_id}"
 
     def _file_entry(self, path: str, oid: str) -> dict:
-        return {"type": "file", "oid": oid, "size": self._sizes[oid], "path": path}
+        entry = {"type": "file", "oid": oid, "size": self._sizes[oid], "path": path}
+        if path.endswith(LFS_SUFFIXES):
+            entry["lfs"] = {"oid": self._sha256[oid], "size": self._sizes[oid], "pointerSize": 134}
+        return entry
 
     @staticmethod
     def _dir_entry(path: str) -> dict:
@@ -377,7 +406,10 @@ class HubServer:
         siblings = [{"rfilename": p} for p in sorted(commit.files)]
         if blobs:
             for s in siblings:
-                s.update(size=self._sizes[commit.files[s["rfilename"]]], blobId=commit.files[s["rfilename"]])
+                oid = commit.files[s["rfilename"]]
+                s.update(size=self._sizes[oid], blobId=oid)
+                if s["rfilename"].endswith(LFS_SUFFIXES):
+                    s["lfs"] = {"sha256": self._sha256[oid], "size": self._sizes[oid], "pointerSize": 134}
         return _json({"_id": hashlib.sha1(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id,
                       "modelId": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
                       "lastModified": commit.date, "createdAt": repo.created, "private": repo.private,

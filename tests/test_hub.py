@@ -417,7 +417,7 @@ def _claim_key(seed, model, owner):
     return key
 
 
-def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, watermarked, tmp_path, capsys):
+def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, local_tsa, watermarked, tmp_path, capsys):
     import copy
 
     queries = watermarked.queries
@@ -425,27 +425,37 @@ def test_a_key_made_after_seeing_the_model_cannot_claim_it(loopback_hub, waterma
         watermarked.key.carriers, watermarked.key.carrier_labels, 10, watermarked.key.salt, watermarked.key.seed,
         input_shape=(1, 28, 28), ingrainer=watermarked.key.ingrainer, training_info=watermarked.key.training_info,
     )
-    owner_key.commit_queries(queries)  # the owner commits to the test split, then publishes: the reference
-    push_to_hub(watermarked.model, "owner/model", owner_key, verification_dataset=queries)
+    owner_key.commit_queries(queries)  # the owner commits to the test split, timestamps it, publishes: the reference
+    token = local_tsa.stamp(owner_key.commitment())
+    push_to_hub(watermarked.model, "owner/model", owner_key, verification_dataset=queries, timestamp=token)
     push_to_hub(watermarked.model, "someone/copy", owner_key, verification_dataset=queries)  # a copy published later
     claim = verify_from_hub("someone/copy", owner_key, queries, reference_repo_id="owner/model",
-                            cache_dir=str(tmp_path / "c"))
+                            timestamp_ca=local_tsa.ca_file, cache_dir=str(tmp_path / "c"))
     assert claim.verified and claim.test_verified and claim.claim["refusals"] == []
-    assert claim.claim["first_published_at"] < claim.claim["suspect_created_at"] and claim.committed_queries is True
+    assert claim.claim["precedence"] and claim.claim["timestamp"]["verified"] and claim.committed_queries is True
+    # the Hub's dates alone (no CA to check the token with) establish nothing, whoever the owner is
+    unchecked = verify_from_hub("someone/copy", owner_key, queries, reference_repo_id="owner/model",
+                                cache_dir=str(tmp_path / "c"))
+    assert unchecked.test_verified and not unchecked.verified and unchecked.claim["hub_precedence"]
+    published = card_of(loopback_hub, "owner/model").data.watermark  # the token is named; nothing of the key
+    assert published["timestamp"]["file"] == "commitment.tsr" and set(published) <= set(WATERMARK_FIELDS)
+    assert not SECRET_NAMES & set(walk_keys(published)) and leaked(loopback_hub, owner_key) == []
 
     # The thief: copies the owner's model into an "ingrainer", makes a key of it (any model fits random carriers
     # once it is the ingrainer), publishes that key's commitment after the fact and claims the owner's model.
     thief_key = _claim_key(5, copy.deepcopy(watermarked.model), queries)
+    thief_dir = tmp_path / "thief_key"
+    thief_key.save(str(thief_dir))
+    thief_key = WatermarkKey.load(str(thief_dir))  # as kept: a trained model's config holds `use_cache` until saved
     push_to_hub(watermarked.model, "thief/model", thief_key, verification_dataset=queries)
     stolen_claim = verify_from_hub("owner/model", thief_key, queries, reference_repo_id="thief/model",
                                    cache_dir=str(tmp_path / "c"))
     print(stolen_claim)
     assert stolen_claim.test_verified and stolen_claim.agreement == 1.0  # the test alone is fooled, as in 0.1...
     assert not stolen_claim.verified  # ...the claim is not: the thief's commitment is younger than the model
-    assert any("not before the suspect's first commit" in reason for reason in stolen_claim.claim["refusals"])
+    reasons = stolen_claim.claim["refusals"]
+    assert any("Hub commit dates alone" in r and "not before the suspect's first publication" in r for r in reasons)
     # and from the shell: exit 1, with both dates and the reason
-    thief_dir = tmp_path / "thief_key"
-    thief_key.save(str(thief_dir))
     assert main(["verify", "owner/model", "--key", str(thief_dir), "--reference", "thief/model"]) == 1
     out = capsys.readouterr().out
     assert "REFUSED" in out and "first published" in out and "suspect since" in out

@@ -80,6 +80,16 @@ def test_card_metadata_carries_the_commitment_and_result_and_no_secret(tmp_path)
     assert card.data.tags[:3] == ["hf_ingrain", "ingrain", "watermark"] and "mnist" in card.data.tags
 
 
+def test_the_card_names_the_commitments_timestamp_and_says_when_there_is_none():
+    stamp = {"file": "commitment.tsr", "tsa": "/O=Some TSA/CN=TSA 1", "time": "2025-03-01T12:00:00.000+00:00"}
+    block = watermark_metadata(_FixedCommitment(), RESULT, version="0.1.0", timestamp=stamp)
+    assert block["timestamp"] == stamp
+    text = str(render_model_card(block, model_name="m", repo_id="tester/m", versions=FIXED_VERSIONS))
+    assert "timestamped by an RFC 3161 time-stamping authority (/O=Some TSA/CN=TSA 1) at 2025-03-01T12:00" in text
+    assert "`commitment.tsr` in this repository" in text and "not timestamped" not in text
+    assert "not timestamped" in golden_card() and "--timestamp-ca" in golden_card()
+
+
 def test_card_without_key_or_verification_says_so():
     text = str(render_model_card(watermark_metadata(), model_name="m", versions=FIXED_VERSIONS))
     assert "(no commitment recorded)" in text

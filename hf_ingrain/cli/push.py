@@ -38,6 +38,11 @@ def add_parser(subparsers) -> None:
         "--ingrain-temperature", type=float, default=None, help="ingrain_temperature used in training (recorded)."
     )
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="Significance level (default: 1e-6).")
+    parser.add_argument(
+        "--timestamp", default=None, metavar="FILE",
+        help="The RFC 3161 timestamp of the key's commitment (from `hf-ingrain timestamp`), uploaded as "
+        "commitment.tsr and named in the card: the date a claim of ownership stands on.",
+    )
     parser.set_defaults(func=_push_from_cli)
 
 
@@ -72,9 +77,13 @@ def _push_from_cli(args) -> int:
         args.model_dir, args.repo_id, key, verification_dataset=queries, private=args.private,
         revision=args.revision,
         commit_message=args.commit_message, ingrain_lambda=args.ingrain_lambda,
-        ingrain_temperature=args.ingrain_temperature, alpha=args.alpha,
+        ingrain_temperature=args.ingrain_temperature, alpha=args.alpha, timestamp=args.timestamp,
     )
     print(f"Published {args.model_dir} to {args.repo_id} at commit {sha}")
     data = "" if args.data == "mnist-5k" else f" --data {args.data}"
     print(f"Verify it with: hf-ingrain verify {args.repo_id} --key {args.key} --revision {sha}{data}")
+    if args.timestamp is None:
+        print("Not timestamped: the commitment is dated only by this commit, which cannot back a claim of ownership. "
+              "Next time, first run `hf-ingrain timestamp --key KEY --tsa URL --output commitment.tsr` and push with "
+              "--timestamp commitment.tsr.")
     return 0

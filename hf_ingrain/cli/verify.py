@@ -77,9 +77,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--reference", default=None, metavar="OWNER/REPO",
         help="For a Hub id: the owner's repository where the key's commitment was published. Makes this a claim: "
-        "verified only if the commitment (and its query set) was published before the suspect's first commit.",
+        "verified only if an RFC 3161 timestamp of the commitment (verified with --timestamp-ca) is older than the "
+        "suspect's first publication, and the queries are the committed set.",
     )
     parser.add_argument("--reference-revision", default=None, help="Revision of --reference to read (default: main).")
+    parser.add_argument(
+        "--timestamp-ca", default=None, metavar="FILE",
+        help="With --reference: PEM certificate of the time-stamping authority's CA you trust, to verify the "
+        "commitment's timestamp (commitment.tsr in the reference). Hub commit dates alone establish nothing.",
+    )
     add_hub_verify_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -133,6 +139,8 @@ def run(args) -> int:
     hub = is_hub_id(args.model)
     if args.reference is not None and not hub:
         raise ValueError("--reference applies to a suspect on the Hub (its first commit is dated there); drop it.")
+    if args.timestamp_ca is not None and args.reference is None:
+        raise ValueError("--timestamp-ca verifies the timestamp of a claim: add --reference OWNER/REPO.")
     # A local model is loaded once, now: a missing or unsafe folder fails before the data is loaded.
     model = None if hub else load_model(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
     if model is not None and isinstance(key, WatermarkKey):
@@ -161,7 +169,8 @@ def run(args) -> int:
     if hub:
         result = verify_from_hub(
             args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,
-            reference_repo_id=args.reference, reference_revision=args.reference_revision, **options,
+            reference_repo_id=args.reference, reference_revision=args.reference_revision,
+            timestamp_ca=args.timestamp_ca, **options,
         )
     else:
         result = verify(model, key, dataset, **options)

@@ -6,7 +6,10 @@ What publishes, and what a later claim stands on: the Hub side of a watermark.
 - `from_hub`: [`verify_from_hub`], a model downloaded at one commit, its card's commitment compared with the key, and
   with `reference_repo_id` a claim of ownership.
 - `model_card`: the card and its `watermark` block (the key's commitment, never the key).
-- `provenance`: which came first, the owner's commitment or the suspect ([`~provenance.check_claim`]).
+- `provenance`: which came first, the owner's commitment or the suspect ([`~provenance.check_claim`]), each date with
+  its source.
+- `timestamps`: RFC 3161 timestamps of the commitment (`openssl ts`), the one date a claimant cannot write.
+- `lineage`: the suspect's first publication of the tested weights, through the `base_model` its card declares.
 """
 
 from ..suspects import is_hub_id

@@ -6,11 +6,13 @@ code), compares the card's commitment with the owner's key, runs [`~hf_ingrain.v
 """
 
 import logging
-from dataclasses import asdict, dataclass, fields
+import os
+from dataclasses import dataclass, fields
 
 from ..data.preparation import load_processor
 from ..keys import WatermarkKey
 from ..suspects import load_suspect
+from ..suspects.loading import weight_files
 from ..verification import DEFAULT_ALPHA, VerificationResult, verify
 from .model_card import read_watermark_metadata
 from .provenance import check_claim, check_reference_is_not_suspect
@@ -32,7 +34,8 @@ class HubVerificationResult(VerificationResult):
             `key.commitment()`; `None` when the card has no commitment.
         published_commitment (`str` or `None`): the commitment found in the card.
         claim (`dict` or `None`): with `reference_repo_id`, the provenance of the claim (see
-            [`hf_ingrain.hub.provenance.ClaimCheck`]): both shas, both dates, `precedence` and the `refusals`.
+            [`hf_ingrain.hub.provenance.ClaimCheck`]): the endpoint, the shas, each date with its source, the
+            commitment's timestamp, the suspect's first publication, `precedence` and the `refusals`.
         test_verified (`bool` or `None`): with `reference_repo_id`, the watermark test's own verdict; `verified` is
             then the claim's (the test and the provenance).
     """
@@ -59,6 +62,7 @@ def verify_from_hub(
     alpha: float = DEFAULT_ALPHA,
     reference_repo_id: str | None = None,
     reference_revision: str | None = None,
+    timestamp_ca: str | None = None,
     **verify_kwargs,
 ) -> HubVerificationResult:
     r"""
@@ -94,11 +98,16 @@ def verify_from_hub(
         reference_repo_id (`str`, *optional*):
             The owner's repository, where the key's commitment (and its committed query set) was published: makes
             this a claim of ownership (see [`hf_ingrain.hub.provenance`]). The claim is verified only if the test
-            verifies, the reference publishes this key's commitment, it did so strictly before the suspect
-            repository's first commit, and the queries are the set it committed to; `claim` in the result holds
-            both dates, both shas and the reasons for a refusal.
+            verifies, the reference publishes this key's commitment, an RFC 3161 timestamp of it (`commitment.tsr`,
+            verified against `timestamp_ca`) is strictly older than the suspect's first publication (of the tested
+            weights, or of a `base_model` it declares), and the queries are the set it committed to. Hub commit dates
+            are reported and decide nothing. `claim` in the result holds the endpoint, the shas, each date with its
+            source and the reasons for a refusal.
         reference_revision (`str`, *optional*):
             The revision of the reference to read (default: its main branch).
+        timestamp_ca (`str`, *optional*):
+            With `reference_repo_id`: the PEM certificate(s) of the time-stamping authority's CA that you trust.
+            Without it no timestamp is verified, and the claim cannot stand.
         **verify_kwargs:
             Further options of [`verify`] (`batch_size`, `show_progress`, `processor`, the column names, ...). For
             raw images or texts without `processor`, the image processor or tokenizer published with the model, at
@@ -123,6 +132,11 @@ def verify_from_hub(
     if reference_repo_id is not None:
         check_repo_id(reference_repo_id)
         check_reference_is_not_suspect(reference_repo_id, repo_id)
+    if timestamp_ca is not None:
+        if reference_repo_id is None:
+            raise ValueError("`timestamp_ca` verifies the timestamp of a claim: pass `reference_repo_id` too.")
+        if not os.path.isfile(timestamp_ca):
+            raise ValueError(f"No CA certificate at {timestamp_ca!r}: pass the PEM certificate of the TSA's CA.")
     suspect = load_suspect(repo_id, revision, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
     where = f"{repo_id!r} at commit {suspect.commit_sha}"
     block = read_watermark_metadata(suspect.card_path) if suspect.card_path else None
@@ -141,8 +155,10 @@ def verify_from_hub(
 
     claim = None
     if reference_repo_id is not None:  # before the test: the committed query set comes from the owner's card
+        safetensors, pickles = weight_files(suspect.files)
         claim = check_claim(
-            HfApi(token=token), key, reference_repo_id, repo_id, suspect.commit_sha, reference_revision, cache_dir
+            HfApi(token=token), key, reference_repo_id, repo_id, suspect.commit_sha, reference_revision, cache_dir,
+            timestamp_ca=timestamp_ca, weight_paths=safetensors or pickles,
         )
         verify_kwargs.setdefault("committed_digest", claim.published_queries or None)
     elif commitment_match and (block or {}).get("queries"):  # the owner's own published model: its card's set
@@ -166,7 +182,7 @@ def verify_from_hub(
                 f"The queries (digest {result.query_digest}) are not the set {reference_repo_id} committed to "
                 f"({claim.published_queries.get('digest')}): queries chosen after seeing the suspect prove nothing."
             )
-        hub_result.claim = {**asdict(claim), "precedence": claim.precedence, "refusals": refusals}
+        hub_result.claim = {**claim.to_dict(), "refusals": refusals}
         hub_result.test_verified = result.verified
         hub_result.verified = result.verified and not refusals
     return hub_result

@@ -6,7 +6,7 @@ block that backs a later claim of ownership:
 
 ```yaml
 watermark:
-  schema_version: 2
+  schema_version: 3
   scheme: ingrain
   paper: https://huggingface.co/papers/1906.06046
   library: hf_ingrain
@@ -16,7 +16,12 @@ watermark:
   key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
   queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000}   # the committed query set (hf_ingrain.data.query_set)
   verification: {verified: true, agreement: 0.45, null_rate: 0.196, p_value: 3.3e-10, num_queries: 1000, ...}
+  timestamp: {file: commitment.tsr, tsa: /O=Some TSA/CN=..., time: '2025-03-01T12:00:00.000+00:00'}   # or null
 ```
+
+`timestamp` names the RFC 3161 token of the commitment that the repository publishes beside the card (see
+[`hf_ingrain.hub.timestamps`]): the date a third party can check, which a claim of ownership needs. The TSA and time
+written here are what the token says; a verifier reads them from the token, never from the card.
 
 It never holds the key itself: no carrier, carrier label, ingrainer weight, salt or seed. [`save_watermark_card`]
 writes the card and the same block as `watermark.json` into a model folder; [`attacked_model_card`] is the card of a
@@ -35,7 +40,7 @@ from ..verification import format_p_value
 
 logger = logging.getLogger(__name__)
 
-WATERMARK_SCHEMA_VERSION = 2  # 2: the committed query set (`queries`)
+WATERMARK_SCHEMA_VERSION = 3  # 2: the committed query set (`queries`); 3: the commitment's timestamp (`timestamp`)
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TEMPLATE_PATH = os.path.join(TEMPLATES, "ingrain_model_card.md")
 ATTACKED_TEMPLATE_PATH = os.path.join(TEMPLATES, "attacked_model_card.md")
@@ -49,8 +54,9 @@ FRAMEWORKS = ("hf_ingrain", "transformers", "torch", "huggingface_hub", "safeten
 # every key the `watermark` block may hold; a test checks that nothing else (no key material) gets in
 WATERMARK_FIELDS = (
     "schema_version", "scheme", "paper", "library", "library_version", "protocol", "parameters", "key_commitment",
-    "queries", "verification",
+    "queries", "verification", "timestamp",
 )
+TIMESTAMP_FIELDS = ("file", "tsa", "time")
 VERIFICATION_FIELDS = ("verified", "agreement", "null_rate", "p_value", "num_queries", "num_agreements", "alpha")
 
 
@@ -90,6 +96,7 @@ def watermark_metadata(
     ingrain_temperature: float | None = None,
     version: str | None = None,
     queries: dict | None = None,
+    timestamp: dict | None = None,
 ) -> dict:
     r"""
     The `watermark` block of a model card: scheme, protocol and parameters, the key's commitment and the result of
@@ -110,6 +117,9 @@ def watermark_metadata(
             The committed benign query set, `{"digest", "ordered_digest", "num_queries"}` (the order where known: it
             fixes what a query budget sends); defaults to the one the key commits to
             ([`~WatermarkKey.commit_queries`]), else the set the recorded verification used.
+        timestamp (`dict`, *optional*):
+            The RFC 3161 timestamp of the commitment published beside the card, `{"file", "tsa", "time"}`
+            ([`~hf_ingrain.hub.timestamps.TimestampInfo.to_block`]).
 
     Returns:
         `dict`: the block, with `None` for what is unknown.
@@ -147,6 +157,7 @@ def watermark_metadata(
         "key_commitment": None if key is None else key.commitment(),
         "queries": None if queries is None else _queries_block(queries),
         "verification": verification,
+        "timestamp": None if timestamp is None else {name: str(timestamp[name]) for name in TIMESTAMP_FIELDS},
     }
 
 
@@ -209,6 +220,7 @@ def render_model_card(
         queries=watermark.get("queries"),
         protocol=watermark.get("protocol"),
         verification=verification,
+        timestamp=watermark.get("timestamp"),
         p_value=format_p_value(verification["p_value"], relation=False) if verification else None,
         framework_versions=versions if versions is not None else framework_versions(),
     )
@@ -268,6 +280,7 @@ def save_watermark_card(
     ingrain_lambda: float | None = None,
     ingrain_temperature: float | None = None,
     queries: dict | None = None,
+    timestamp: dict | None = None,
     trainer_card: ModelCard | None = None,
 ):
     r"""
@@ -284,6 +297,8 @@ def save_watermark_card(
         ingrain_lambda (`float`, *optional*): training parameter to record.
         ingrain_temperature (`float`, *optional*): training parameter to record.
         queries (`dict`, *optional*): the committed query set (see [`watermark_metadata`]).
+        timestamp (`dict`, *optional*): the commitment's RFC 3161 timestamp published beside the card (see
+            [`watermark_metadata`]); the token file itself is the caller's to write.
         trainer_card (`huggingface_hub.ModelCard`, *optional*): the card `Trainer.create_model_card` wrote; its
             metadata (base model, datasets, metrics, model-index, license, language, tags) and its text are merged
             in (see [`merge_trainer_card`]).
@@ -293,7 +308,7 @@ def save_watermark_card(
     """
     if isinstance(tags, str):
         tags = [tags]
-    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature, queries=queries)
+    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature, queries=queries, timestamp=timestamp)
     if key is None:
         logger.warning("No key given: the model card carries no commitment, so it cannot back a claim of ownership.")
     name = model_name or (repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.abspath(folder)))

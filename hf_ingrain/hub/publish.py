@@ -2,7 +2,9 @@ r"""
 Publish a watermarked model to the Hub: [`push_to_hub`] uploads, in one commit, the safetensors weights,
 `config.json`, the preprocessing files, a model card (`README.md`) whose YAML metadata holds the `watermark` block
 (the key's commitment, the protocol and its parameters, the verification at publication; see
-[`hf_ingrain.hub.model_card`]) and the same block as `watermark.json`. The key itself never leaves the owner's machine.
+[`hf_ingrain.hub.model_card`]) and the same block as `watermark.json`, with the commitment's RFC 3161 timestamp
+(`commitment.tsr`, see [`hf_ingrain.hub.timestamps`]) when the owner has one. The key itself never leaves the owner's
+machine.
 `IngrainTrainer.push_to_hub` publishes through the same function.
 
 The endpoint is huggingface_hub's (`HF_ENDPOINT`), and the token is the usual one (`token=`, `HF_TOKEN` or the
@@ -18,11 +20,13 @@ import warnings
 from torch import nn
 
 from ..data.query_set import read_queries
+from ..files import atomic_file
 from ..keys import WatermarkKey
 from ..suspects import is_hub_id, load_suspect
 from ..suspects.loading import published_files
 from ..verification import DEFAULT_ALPHA, verify
 from .model_card import CARD_FILE, WATERMARK_FILE, save_watermark_card
+from .timestamps import TIMESTAMP_FILE, check_token_covers, read_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def push_to_hub(
     tags: list[str] | None = None,
     batch_size: int = 256,
     committed_queries=None,
+    timestamp=None,
     dataset=None,
 ) -> str:
     r"""
@@ -110,6 +115,11 @@ def push_to_hub(
         committed_queries (`datasets.Dataset`, *optional*):
             The benign query set the card commits to (its digest is published; see `hf_ingrain.data.query_set`).
             Defaults to the set the key commits to ([`~WatermarkKey.commit_queries`]), else `verification_dataset`.
+        timestamp (`bytes` or path, *optional*):
+            The RFC 3161 timestamp of the key's commitment (`hf-ingrain timestamp`, or
+            [`~hf_ingrain.hub.timestamps.request_timestamp`]), obtained before this push: uploaded as `commitment.tsr`
+            and named in the card. A claim of ownership stands only on such a date; a token over another commitment
+            is refused before any work.
         dataset (`datasets.Dataset`, *optional*):
             Deprecated name of `verification_dataset` (0.1).
 
@@ -129,6 +139,8 @@ def push_to_hub(
         verification_dataset = dataset if verification_dataset is None else verification_dataset
     check_repo_id(repo_id)
     check_key(key, verification_dataset)
+    if timestamp is not None:
+        read_commitment_timestamp(timestamp, key)  # a wrong token fails before any work
     folder = None
     if isinstance(model, (str, os.PathLike)):
         folder = os.fspath(model)
@@ -149,8 +161,8 @@ def push_to_hub(
             model.save_pretrained(staging)
         write_watermark_card(
             staging, model, key, verification_dataset, alpha=alpha, batch_size=batch_size,
-            committed_queries=committed_queries, repo_id=repo_id, tags=tags, ingrain_lambda=ingrain_lambda,
-            ingrain_temperature=ingrain_temperature,
+            committed_queries=committed_queries, timestamp=timestamp, repo_id=repo_id, tags=tags,
+            ingrain_lambda=ingrain_lambda, ingrain_temperature=ingrain_temperature,
         )
         info = publish_folder(staging, repo_id, token=token, private=private, revision=revision,
                               commit_message=commit_message, commit_description=commit_description)
@@ -168,6 +180,7 @@ def write_watermark_card(
     alpha: float = DEFAULT_ALPHA,
     batch_size: int = 256,
     committed_queries=None,
+    timestamp=None,
     trainer_card=None,
     **card,
 ):
@@ -183,6 +196,8 @@ def write_watermark_card(
         verification_dataset (`datasets.Dataset`, *optional*): benign queries for the recorded verification.
         alpha (`float`), batch_size (`int`): of the recorded verification.
         committed_queries (`datasets.Dataset`, *optional*): the query set the card commits to (default: the key's).
+        timestamp (`bytes` or path, *optional*): the RFC 3161 token of the key's commitment, written as
+            `commitment.tsr` and named in the card's `timestamp` entry.
         trainer_card (`huggingface_hub.ModelCard`, *optional*): what `Trainer.create_model_card` wrote, merged in.
         **card: `model_name`, `repo_id`, `tags`, `ingrain_lambda`, `ingrain_temperature` for
             [`~hf_ingrain.hub.model_card.save_watermark_card`].
@@ -190,7 +205,12 @@ def write_watermark_card(
     Returns:
         [`VerificationResult`] or `None` (no `verification_dataset`).
     """
-    result, queries = None, None
+    result, queries, stamped = None, None, None
+    if timestamp is not None:
+        token, info = read_commitment_timestamp(timestamp, key)
+        with atomic_file(os.path.join(folder, TIMESTAMP_FILE)) as temporary, open(temporary, "wb") as f:
+            f.write(token)
+        stamped = info.to_block(TIMESTAMP_FILE)
     if key is not None and verification_dataset is not None:
         result = verify(model, key, verification_dataset, alpha=alpha, batch_size=batch_size)
         if committed_queries is not None:
@@ -205,8 +225,25 @@ def write_watermark_card(
         else:
             logger.warning("The model does NOT verify with this key; publishing anyway, with `verified: false`: %s",
                            result)
-    save_watermark_card(folder, model, key, result, queries=queries, trainer_card=trainer_card, **card)
+    save_watermark_card(folder, model, key, result, queries=queries, timestamp=stamped, trainer_card=trainer_card,
+                        **card)
     return result
+
+
+def read_commitment_timestamp(timestamp, key):
+    """The token's bytes and what it states, refused unless it is a granted RFC 3161 token over `key`'s commitment.
+    Its signature is checked by whoever relies on it, against the CA they trust (see [`verify_from_hub`])."""
+    if key is None:
+        raise ValueError("A timestamp covers a key's commitment: pass the key it was obtained for.")
+    token = bytes(timestamp) if isinstance(timestamp, (bytes, bytearray)) else None
+    if token is None:
+        if not os.path.isfile(os.fspath(timestamp)):
+            raise ValueError(f"No timestamp token at {os.fspath(timestamp)!r}: obtain one with `hf-ingrain timestamp`.")
+        with open(os.fspath(timestamp), "rb") as f:
+            token = f.read()
+    info = read_timestamp(token)
+    check_token_covers(info, key.commitment())
+    return token, info
 
 
 def publish_folder(
@@ -222,8 +259,8 @@ def publish_folder(
 ):
     r"""
     Uploads the safe files of a model folder that holds its watermark card, in one commit: `config.json`, the
-    safetensors weights, the preprocessing files ([`~hf_ingrain.suspects.loading.published_files`]), `README.md` and
-    `watermark.json`. Never a pickle (`training_args.bin`, `pytorch_model.bin`), trainer state, results files or
+    safetensors weights, the preprocessing files ([`~hf_ingrain.suspects.loading.published_files`]), `README.md`,
+    `watermark.json` and the commitment's timestamp `commitment.tsr` if the folder holds one. Never a pickle (`training_args.bin`, `pytorch_model.bin`), trainer state, results files or
     checkpoints. The repository is created if it does not exist.
 
     Returns:
@@ -233,6 +270,8 @@ def publish_folder(
     from huggingface_hub.errors import HfHubHTTPError
 
     upload = published_files(folder) + [CARD_FILE, WATERMARK_FILE]  # never a pickle: not a safe pattern
+    if os.path.isfile(os.path.join(folder, TIMESTAMP_FILE)):  # the commitment's RFC 3161 token, when there is one
+        upload.append(TIMESTAMP_FILE)
     operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=os.path.join(folder, p)) for p in upload]
     api = HfApi(token=token)
     try:

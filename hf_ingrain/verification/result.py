@@ -106,10 +106,47 @@ def _provenance_lines(report: dict) -> list[str]:
     claim = report.get("claim")
     if claim:
         lines.append(f"  test          {'verified' if report.get('test_verified') else 'not verified'} on its own")
-        lines.append(f"  reference     {claim['reference_repo_id']} @ {claim['reference_commit_sha']}")
-        lines.append(f"  first published  {claim['first_published_at']} ({claim['first_published_sha']})")
-        lines.append(f"  suspect since    {claim['suspect_created_at']} ({claim['suspect_first_sha']})")
-        lines += [f"  REFUSED       {reason}" for reason in claim["refusals"]]
+        lines += _claim_lines(claim)
+    return lines
+
+
+def _claim_lines(claim: dict) -> list[str]:
+    """A claim's provenance (a [`~hf_ingrain.hub.provenance.ClaimCheck`]'s dict): what a third party re-checks."""
+    lines = []
+    if claim.get("endpoint"):
+        lines.append(f"  endpoint      {claim['endpoint']} (every file, sha and Hub date below was read there)")
+    lines.append(f"  reference     {claim['reference_repo_id']} @ {claim['reference_commit_sha']}")
+    lines.append(f"  first published  {claim['first_published_at']} ({claim['first_published_sha']}): "
+                 f"{claim.get('first_published_source') or 'Hub commit date'}; proves nothing on its own")
+    stamp = claim.get("timestamp")
+    if stamp and stamp.get("verified"):
+        accuracy = f" ± {stamp['accuracy']:g} s" if stamp.get("accuracy") else ""
+        lines.append(f"  timestamped   {stamp['time']}{accuracy} ({stamp['file']} @ {stamp['commit_sha']}): "
+                     f"{stamp['source']}")
+    elif stamp:
+        checked = f"against {stamp['ca_file']}" if stamp.get("ca_file") else "(no trusted TSA CA given)"
+        lines.append(f"  timestamped   {stamp['file']} @ {stamp['commit_sha']}: NOT verified {checked}")
+    elif "timestamp" in claim:
+        lines.append("  timestamped   no RFC 3161 timestamp of the commitment is published")
+    if claim.get("suspect_commit_sha"):
+        weights = ", ".join(f"{path} {content}" for path, content in (claim.get("suspect_weights") or {}).items())
+        lines.append(f"  suspect       {claim['suspect_repo_id']} @ {claim['suspect_commit_sha']}"
+                     + (f", weights {weights}" if weights else ""))
+    where = claim.get("suspect_first_repo_id")
+    sha = f"{where}@{claim['suspect_first_sha']}" if where else claim["suspect_first_sha"]
+    what = f", {claim['suspect_date_what']}" if claim.get("suspect_date_what") else ""
+    source = f": {claim['suspect_date_source']}" if claim.get("suspect_date_source") else ""
+    lines.append(f"  suspect since    {claim['suspect_created_at']} ({sha}{what}){source}")
+    for publication in claim.get("suspect_lineage") or []:
+        if (publication["repo_id"], publication["commit_sha"]) != (where, claim["suspect_first_sha"]):
+            lines.append(f"  lineage       {publication['repo_id']}@{publication['commit_sha']} at "
+                         f"{publication['date']}: {publication['what']}")
+    lines += [f"  lineage       {note}" for note in claim.get("suspect_notes") or []]
+    if "precedence" in claim:
+        lines.append("  precedence    " + ("ESTABLISHED by the verified timestamp" if claim["precedence"] else
+                                         "NOT established: only a verified RFC 3161 timestamp older than the suspect's first "
+                                         "publication establishes it"))
+    lines += [f"  REFUSED       {reason}" for reason in claim["refusals"]]
     return lines
 
 
@@ -126,8 +163,13 @@ def summary(report: dict, brief: bool = False) -> str:
     if brief:
         return "\n".join([_verdict_line(report)] + _provenance_lines(report))
     name = report.get("model") or report.get("repo_id") or "the model"
+    claim = report.get("claim")
     if report["verified"]:
         headline = f"VERIFIED: {name} carries the watermark of the key."
+        if claim:
+            headline += " The claim's precedence is established by a verified timestamp."
+    elif claim and report.get("test_verified"):
+        headline = f"CLAIM REFUSED: the test finds the watermark of the key in {name}, but the claim cannot stand."
     else:
         headline = f"NOT VERIFIED: the test does not find the watermark in {name} at alpha = {report['alpha']:g}."
     unit = "bits" if report["protocol"] == "uchida" else "queries"

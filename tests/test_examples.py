@@ -135,7 +135,8 @@ def python_blocks(page: Path) -> list[str]:
 
 
 def readme_blocks() -> tuple[str, list[str]]:
-    """The README's quick start (the one Python block under its "Quick start" heading), and its other blocks in order."""
+    """The README's quick start (the one Python block under its "Quick start" heading), and its other blocks, in
+    order."""
     blocks = python_blocks(README)
     section = README.read_text().split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
     assert CODE_BLOCK.findall(section) == blocks[:1], "the quick start is the README's first Python block, and its only"

@@ -501,9 +501,9 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ arch_cost.py
 def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architecture(tmp_path, capsys):
-    # docs/arch_cost/README.md's table of costs on transformers' ResNet, ConvNeXt and ViT: the images go through the processor
-    # (3 channels in [-1, 1]), the key is made for that input with generate_for, and plain and ingrained models start
-    # from the same weights. A few images and steps: the plumbing, not the numbers.
+    # docs/arch_cost/README.md's table of costs on transformers' ResNet, ConvNeXt and ViT: the images go through the
+    # processor (3 channels in [-1, 1]), the key is made for that input with generate_for, and plain and ingrained
+    # models start from the same weights. A few images and steps: the plumbing, not the numbers.
     data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
     splits = arch_cost.load_splits(str(data), train_size=24)
     assert {name: len(split) for name, split in splits.items()} == {"owner": 24, "attacker": 24, "test": 32}
@@ -562,7 +562,7 @@ def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():
 @pytest.mark.slow  # ~9 s: CI runs it; the default pytest stays within its 5 minutes
 def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_claims(tmp_path):
     # Two keys, a T = 1 and a T = 4 student, three independent models (the third label-smoothed) and, for each key, the
-    # model ingrained with the other: the plumbing of the README's label-only tables, at a toy scale.
+    # model ingrained with the other: the plumbing of docs/label_only/README.md's tables, at a toy scale.
     args = label_only.LabelOnlyArguments(
         key_seeds=[0, 1], ingrainer_steps=5, num_reference_keys=2, epochs=0.1, student_temperatures=[1.0, 4.0],
         num_independent=3, budgets=[60], output_dir=str(tmp_path / "out"),

@@ -111,9 +111,9 @@ def test_scripts_import_the_package_not_each_other():
     for script in scripts:
         text = script.read_text()
         assert "sys.path" not in text, script
-        imported = {node.module for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom) and node.module}
-        imported |= {alias.name for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import)
-                     for alias in node.names}
+        tree = ast.parse(text)
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not imported & local, (script, imported & local)
 
 
@@ -211,8 +211,8 @@ def test_documented_names_are_importable_where_the_docs_show_them(where):
 
 def test_the_documented_list_covers_the_readme():
     shown = set()
-    docs = [ROOT / "README.md", ROOT / "recipes" / "README.md", ROOT / "model_cards" / "README.md",
-            *sorted((ROOT / "docs").rglob("*.md"))]
+    docs = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "recipes" / "README.md",
+            ROOT / "model_cards" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
     for doc in docs:
         for module, names in re.findall(r"from (hf_ingrain[\w.]*) import ([\w, ]+)", doc.read_text()):
             shown |= {f"{module}:{name.strip()}" for name in names.split(",")}

@@ -41,6 +41,6 @@ cp "$WORK/mnist_resnet_distilled/distill_results.json" "$RESULTS_DIR/"
 
 # bf16 as in single_gpu.yaml, when the GPU supports it (the bench runs without accelerate launch)
 BF16=$(python -c "import torch; print(str(torch.cuda.is_available() and torch.cuda.is_bf16_supported()).lower())")
-time python recipes/bench_overhead.py --config recipes/configs/mnist_resnet.yaml --dataset "$DATA_DIR" \
+time python docs/overhead/bench_overhead.py --config recipes/configs/mnist_resnet.yaml --dataset "$DATA_DIR" \
     --key_dir "$WORK/keys" --output_dir "$WORK/bench" --bf16 "$BF16" --repeats 3 \
     --results_file "$RESULTS_DIR/bench_overhead.json" "$@" 2>&1 | tee "$RESULTS_DIR/bench.log"

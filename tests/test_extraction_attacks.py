@@ -174,8 +174,8 @@ def test_overwriting_makes_the_thiefs_key_verify_but_not_on_the_owners_original(
           f"p = {thief.p_value:.1e} on the overwritten model, {thief_on_original.p_value:.1e} on the original")
     # Measured with thief's key seeds 5, 1000 and 7: the thief's key 3e-7 to 2e-15 on the overwritten model and 1.0 on
     # the original; the owner's 2e-11 before and 1.0 after. At this scale 4 epochs of the thief's pull replace the
-    # owner's runner-up preferences: overwriting removes the owner's trace (the README says so). 1e-4 and 0.01 leave
-    # margins.
+    # owner's runner-up preferences: overwriting removes the owner's trace (docs/guides/disputes.md says so). 1e-4 and
+    # 0.01 leave margins.
     assert thief.p_value < 1e-4 and thief_on_original.p_value > 0.01
     assert owner_before.p_value < 1e-6
     assert attack.parameters["thief_key_commitment"] == attack.key.commitment() != key.commitment()

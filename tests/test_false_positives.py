@@ -129,7 +129,7 @@ def test_the_false_positive_recipe_runs_and_finds_no_false_claim(tmp_path, capsy
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "recipes" / "false_positives.py"
+    path = Path(__file__).resolve().parents[1] / "docs" / "false_positives" / "false_positives.py"
     spec = importlib.util.spec_from_file_location("false_positives", path)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)

@@ -120,7 +120,7 @@ def test_template_ships_inside_the_package():
     for template in ("ingrain_model_card.md", "attacked_model_card.md"):
         assert importlib.resources.files("hf_ingrain").joinpath("hub", "templates", template).is_file(), template
     with open(os.path.join(ROOT, "model_cards", "README.md"), encoding="utf-8") as f:
-        assert "hf_ingrain/templates/ingrain_model_card.md" in f.read()  # the pointer in model_cards/ stays true
+        assert "hf_ingrain/hub/templates/ingrain_model_card.md" in f.read()  # the pointer in model_cards/ stays true
 
 
 def test_framework_versions_are_the_installed_ones():

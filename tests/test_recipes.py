@@ -1,4 +1,5 @@
-"""The accelerate recipes: real two-process CPU runs (gloo), loss parity with one process, resuming, argument files.
+"""The accelerate recipes: real two-process CPU runs (gloo), loss parity with one process, resuming, argument files;
+and the research scripts that live beside their results in `docs/<topic>/` (their plumbing, on a few images).
 
 The multi-process tests launch `recipes/ingrain.py` and `recipes/distill_attack.py` in subprocesses exactly as the
 README says (`accelerate launch --config_file recipes/accelerate_configs/cpu.yaml`, which is
@@ -27,6 +28,7 @@ from hf_ingrain.scripts import DataArguments, IngrainParser, ModelArguments, che
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
+DOCS = ROOT / "docs"
 SMOKE_CONFIG = RECIPES / "configs" / "mnist5k_small_cnn_cpu.yaml"
 CPU_ACCELERATE_CONFIG = RECIPES / "accelerate_configs" / "cpu.yaml"
 # A two-process run here takes ~30 s on 2 quiet cores, several minutes when other jobs share them; the limit is for a
@@ -34,9 +36,9 @@ CPU_ACCELERATE_CONFIG = RECIPES / "accelerate_configs" / "cpu.yaml"
 LAUNCH_TIMEOUT_S = 900
 
 
-def _load_recipe(name: str):
-    """A recipe script as a module (the scripts are not a package: they import only from hf_ingrain)."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+def _load_recipe(name: str, folder: Path = RECIPES):
+    """A recipe or research script as a module (the scripts are not a package: they import only from hf_ingrain)."""
+    spec = importlib.util.spec_from_file_location(f"recipe_{name}", folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -44,10 +46,10 @@ def _load_recipe(name: str):
 
 ingrain = _load_recipe("ingrain")
 distill_attack = _load_recipe("distill_attack")
-bench_overhead = _load_recipe("bench_overhead")
-arch_cost = _load_recipe("arch_cost")
-label_only = _load_recipe("label_only")
-hard_label_trace = _load_recipe("hard_label_trace")
+bench_overhead = _load_recipe("bench_overhead", DOCS / "overhead")  # research scripts, beside their results
+arch_cost = _load_recipe("arch_cost", DOCS / "arch_cost")
+label_only = _load_recipe("label_only", DOCS / "label_only")
+hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
@@ -480,7 +482,7 @@ def test_gpu_check_script_runs_every_step_on_a_cpu(tmp_path):
 # ------------------------------------------------------------------------------------------------ full_mnist_tables
 @pytest.mark.slow
 def test_the_full_mnist_tables_come_from_one_command(tmp_path):
-    # recipes/README.md's full-MNIST tables: every run, then the tables, from `full_mnist_tables.sh` (here on a
+    # docs/full_mnist/README.md's tables: every run, then the tables, from `full_mnist_tables.sh` (here on a
     # small local copy, 2 steps per run and a quick key: the plumbing, not the numbers).
     import subprocess
 
@@ -488,7 +490,7 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "EXTRA_ARGS": "--max_steps 2 --disable_tqdm true --dataloader_num_workers 0",
            "KEY_ARGS": "--ingrainer_steps 5 --num_reference_keys 2"}
     output = tmp_path / "tables.json"
-    run = subprocess.run(["bash", str(RECIPES / "full_mnist_tables.sh"), str(data), str(tmp_path / "runs"),
+    run = subprocess.run(["bash", str(DOCS / "full_mnist" / "full_mnist_tables.sh"), str(data), str(tmp_path / "runs"),
                           str(output)], cwd=RECIPES.parent, env=env, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stderr[-3000:]
     tables = json.loads(output.read_text())
@@ -499,9 +501,9 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ arch_cost.py
 def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architecture(tmp_path, capsys):
-    # The README's table of costs on transformers' ResNet, ConvNeXt and ViT: the images go through the processor
-    # (3 channels in [-1, 1]), the key is made for that input with generate_for, and plain and ingrained models start
-    # from the same weights. A few images and steps: the plumbing, not the numbers.
+    # docs/arch_cost/README.md's table of costs on transformers' ResNet, ConvNeXt and ViT: the images go through the
+    # processor (3 channels in [-1, 1]), the key is made for that input with generate_for, and plain and ingrained
+    # models start from the same weights. A few images and steps: the plumbing, not the numbers.
     data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
     splits = arch_cost.load_splits(str(data), train_size=24)
     assert {name: len(split) for name, split in splits.items()} == {"owner": 24, "attacker": 24, "test": 32}
@@ -560,7 +562,7 @@ def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():
 @pytest.mark.slow  # ~9 s: CI runs it; the default pytest stays within its 5 minutes
 def test_label_only_recipe_tests_every_suspect_of_every_key_and_counts_false_claims(tmp_path):
     # Two keys, a T = 1 and a T = 4 student, three independent models (the third label-smoothed) and, for each key, the
-    # model ingrained with the other: the plumbing of the README's label-only tables, at a toy scale.
+    # model ingrained with the other: the plumbing of docs/label_only/README.md's tables, at a toy scale.
     args = label_only.LabelOnlyArguments(
         key_seeds=[0, 1], ingrainer_steps=5, num_reference_keys=2, epochs=0.1, student_temperatures=[1.0, 4.0],
         num_independent=3, budgets=[60], output_dir=str(tmp_path / "out"),

@@ -1,6 +1,7 @@
 #!/bin/bash
-# The full-MNIST tables of recipes/README.md in one command (about 3 hours on 2 CPU cores, one run after another):
-#   bash recipes/full_mnist_tables.sh /path/to/mnist OUT_DIR [RESULTS_JSON]
+# The full-MNIST tables of docs/full_mnist/README.md in one command (about 3 hours on 2 CPU cores, one run after
+# another):
+#   bash docs/full_mnist/full_mnist_tables.sh /path/to/mnist OUT_DIR [RESULTS_JSON]
 # /path/to/mnist: a local copy of ylecun/mnist (its parquet layout) or the Hub id itself. Every run is a command of
 # recipes/README.md with one flag changed; runs already finished in OUT_DIR are kept. Keys go to OUT_DIR/keys (secret).
 # EXTRA_ARGS (flags for every run) and KEY_ARGS (flags for the runs that make a key) shorten a trial run; PYTHON
@@ -24,4 +25,4 @@ done_ T4s2 distill_results.json || $DIS --teacher $R/teacher0 --key_dir $R/keys/
 for s in 1 2 3 4; do  # independent models: ingrain_lambda 0 is exactly the plain Trainer's loss
   done_ indep$s ingrain_results.json || $ING --key_dir $R/keys/k0 --ingrain_lambda 0 --seed $s --output_dir $R/indep$s
 done
-$PY recipes/full_mnist_tables.py --runs $R --dataset $D --output $OUT
+$PY docs/full_mnist/full_mnist_tables.py --runs $R --dataset $D --output $OUT

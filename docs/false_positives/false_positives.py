@@ -3,10 +3,10 @@ The false-positive rate of the ingrain test, measured: models that never saw a k
 query counts, with the statistics of `verify()`.
 
     # full MNIST (a local parquet copy of ylecun/mnist): 5 keys x 25 models, 1,000 / 10,000 / 30,000 queries
-    python recipes/false_positives.py --dataset /path/to/mnist --output_dir outputs/false_positives
+    python docs/false_positives/false_positives.py --dataset /path/to/mnist --output_dir outputs/false_positives
 
     # the same on the embedded 5,000 digits, in a few minutes (100 / 1,000 / 3,000 queries)
-    python recipes/false_positives.py --dataset mnist-5k --query_counts 100 1000 3000 --epochs 5
+    python docs/false_positives/false_positives.py --dataset mnist-5k --query_counts 100 1000 3000 --epochs 5
 
 For each key (its own seed, its ingrainer trained on the owner split) the suspects are models that never saw it:
 small CNNs of two widths and seeds, trained on the attacker split or on the owner split (the very images the queries

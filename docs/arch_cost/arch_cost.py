@@ -1,13 +1,13 @@
 r"""
 The accuracy cost of `IngrainTrainer` on `transformers`' own ResNet, ConvNeXt and ViT (built from config), against a
 plain `Trainer` at equal training, and whether the watermark verifies in each model and in a student distilled from it
-at T = 4. One command gives the README's table:
+at T = 4. One command gives a table of `docs/arch_cost/README.md`:
 
     # full MNIST (a local parquet copy laid out like ylecun/mnist): the owner's 30,000 images, 3 seeds
-    python recipes/arch_cost.py --data ../shared/data/mnist --key_dir keys/arch_cost --results_file full.json
+    python docs/arch_cost/arch_cost.py --data ../shared/data/mnist --key_dir keys/arch_cost --results_file full.json
 
     # the owner's first 6,000 images
-    python recipes/arch_cost.py --data ../shared/data/mnist --train_size 6000 --key_dir keys/arch_cost \
+    python docs/arch_cost/arch_cost.py --data ../shared/data/mnist --train_size 6000 --key_dir keys/arch_cost \
         --results_file 6k.json
 
 The images go through the processor an image-classification script uses (`ViTImageProcessor`: RGB, 28 x 28, mean and
@@ -18,10 +18,10 @@ ingrained model start from the same weights and see the same batches; the studen
 learns the ingrained model's logits at T = 4 on as many images of the attacker's split, which never overlaps the
 owner's. Every model is verified on the 10,000 test images with the key-draw test (`verify`).
 
-The variants of the loss measured in the README are flags: `--ingrain_target_scale` (`IngrainConfig`'s field:
-multiplies the ingrainer's logits, for flatter or sharper targets), `--lambda_warmup` (λ ramps from 0 over this
-share of the steps), `--ingrain_exclude_label` (`IngrainConfig`'s field: the KL over the classes other than the
-true one, both distributions renormalised).
+The variants of the loss measured in `docs/arch_cost/README.md` are flags: `--ingrain_target_scale`
+(`IngrainConfig`'s field: multiplies the ingrainer's logits, for flatter or sharper targets), `--lambda_warmup` (λ
+ramps from 0 over this share of the steps), `--ingrain_exclude_label` (`IngrainConfig`'s field: the KL over the classes
+other than the true one, both distributions renormalised).
 """
 
 import logging

@@ -1,11 +1,12 @@
 r"""
-The full-MNIST tables of `recipes/README.md`, from the outputs of the recipe runs that `full_mnist_tables.sh` makes:
-reads each run's results file (verification on the 10,000 test images), verifies every hard-label student and the
-independent models on the owner's 30,000 training images too (benign queries the students never saw), and prints
+The full-MNIST tables of `docs/full_mnist/README.md`, from the outputs of the recipe runs that `full_mnist_tables.sh`
+makes: reads each run's results file (verification on the 10,000 test images), verifies every hard-label student and
+the independent models on the owner's 30,000 training images too (benign queries the students never saw), and prints
 the tables as Markdown and writes them, with every number, to `--output` (JSON).
 
-    bash recipes/full_mnist_tables.sh /path/to/mnist OUT_DIR    # trains everything, then runs this script
-    python recipes/full_mnist_tables.py --runs OUT_DIR --dataset /path/to/mnist --output docs/full_mnist/results.json
+    bash docs/full_mnist/full_mnist_tables.sh /path/to/mnist OUT_DIR    # trains everything, then runs this script
+    python docs/full_mnist/full_mnist_tables.py --runs OUT_DIR --dataset /path/to/mnist \
+        --output docs/full_mnist/results.json
 """
 
 import argparse

@@ -1,13 +1,14 @@
 r"""
 What strengthens the trace a hard-label thief keeps, measured: ingrained small CNNs trained with several weights of the
 ingrain term, with and without more of it on the examples the model is least sure of, and the students that learn
-their top-1 labels. One command gives the README's table (the label-only issue's third item):
+their top-1 labels. One command gives the table of `docs/hard_label_trace/README.md` (the label-only issue's third
+item):
 
     # full MNIST (a local parquet copy of ylecun/mnist), 2 seeds: 74 minutes on 2 CPU cores shared with two other runs
-    python recipes/hard_label_trace.py --dataset /path/to/mnist --output_dir outputs/hard_label_trace
+    python docs/hard_label_trace/hard_label_trace.py --dataset /path/to/mnist --output_dir outputs/hard_label_trace
 
     # the embedded 5,000 digits, a few minutes
-    python recipes/hard_label_trace.py --variants 0.5:0 0.5:3 --seeds 0 --budget 2000
+    python docs/hard_label_trace/hard_label_trace.py --variants 0.5:0 0.5:3 --seeds 0 --budget 2000
 
 A variant `LAMBDA:WEIGHT` trains with `ingrain_lambda=LAMBDA` and multiplies each example's ingrain term by
 `1 + WEIGHT * (1 - p_y)`, `p_y` the model's current probability of the true class (not differentiated), divided by
@@ -174,7 +175,7 @@ def _write(args, data_args, key, rows) -> dict:
 
 
 def markdown(rows: list[dict], budget: int) -> str:
-    """`hard_label_trace.md`: the means over seeds (the README's table), then every row."""
+    """`hard_label_trace.md`: the means over seeds (the table of `docs/hard_label_trace/README.md`), then every row."""
     return means(rows) + "\n" + per_seed(rows, budget)
 
 

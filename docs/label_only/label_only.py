@@ -2,22 +2,23 @@ r"""
 Verification through labels alone, measured: an ingrained model, its students (soft labels at T = 4, hard labels) and
 independent models, tested with the runner-up protocol and with the label-only protocols at several query budgets.
 
-    # the embedded 5,000 digits, about 6 minutes on 2 CPU cores (the README's table)
-    python recipes/label_only.py --output_dir outputs/label_only
+    # the embedded 5,000 digits, about 6 minutes on 2 CPU cores (`docs/label_only/README.md`'s first table)
+    python docs/label_only/label_only.py --output_dir outputs/label_only
 
-    # full MNIST (a local parquet copy of ylecun/mnist), the budgets of the label-only issue (the README's table)
-    python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
+    # full MNIST (a local parquet copy of ylecun/mnist), the budgets of the label-only issue
+    # (`docs/label_only/README.md`'s second table)
+    python docs/label_only/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
         --epochs 3 --budgets 1000 5000 10000 30000 --output_dir outputs/label_only_full
 
     # the same at the issue's standard: three keys, students at T = 1 and 4, ten independent models (every third
     # label-smoothed) and, for each key, the models ingrained with the other keys
-    python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
+    python docs/label_only/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
         --num_independent 10 --output_dir outputs/label_only_3keys
 
     # the same with the hardest queries first (2 hours on 2 CPU cores; rerun the command to resume it; each
     # key's 17 ingrainers in 2 processes, run it with OMP_NUM_THREADS=1 for keys equal to a one-process run's)
-    python recipes/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
+    python docs/label_only/label_only.py --dataset /path/to/mnist --ingrainer_steps 600 --num_reference_keys 16 \
         --epochs 3 --budgets 1000 5000 10000 30000 --key_seeds 0 1 2 --student_temperatures 1 4 \
         --num_independent 10 --query_order hardest_first --key_num_proc 2 --output_dir outputs/label_only_3keys_hardest
 

@@ -4,10 +4,10 @@ Seconds per epoch and test accuracy of `IngrainTrainer` against a plain `Trainer
 Reads the same `--config` files and flags as `ingrain.py`, so it measures exactly the setting a recipe trains:
 
     # CPU: the embedded 5,000 MNIST digits and the small CNN
-    python recipes/bench_overhead.py --config recipes/configs/mnist5k_small_cnn_cpu.yaml --num_train_epochs 5
+    python docs/overhead/bench_overhead.py --config recipes/configs/mnist5k_small_cnn_cpu.yaml --num_train_epochs 5
 
     # one GPU (or CPU): full MNIST and the recipe's ResNet, from the Hub or a local parquet copy of ylecun/mnist
-    python recipes/bench_overhead.py --config recipes/configs/mnist_resnet.yaml --repeats 1 \
+    python docs/overhead/bench_overhead.py --config recipes/configs/mnist_resnet.yaml --repeats 1 \
         --results_file outputs/bench_overhead_mnist_resnet.json
 
 Three configurations are trained from the same initial weights with the same training arguments: a plain

@@ -113,7 +113,7 @@ def test_docstring_example_runs(where, block, context, loopback_hub, tmp_path, m
     monkeypatch.chdir(tmp_path)
     (tmp_path / "recipes").symlink_to(ROOT / "recipes")  # examples name repository files from its root
     if "someone/suspect" in block:
-        push_to_hub(context["model"], "someone/suspect", context["key"], dataset=context["splits"]["test"])
+        push_to_hub(context["model"], "someone/suspect", context["key"], verification_dataset=context["splits"]["test"])
     namespace = {name: copy.deepcopy(value) for name, value in context.items()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -201,7 +201,7 @@ def run_page(blocks: list[str], where: str, quick_start, hub, tmp_path, monkeypa
     if any("someone/suspect" in block for block in blocks):
         from hf_ingrain.hub import push_to_hub
 
-        push_to_hub(names["model"], "someone/suspect", names["key"], dataset=names["splits"]["test"])
+        push_to_hub(names["model"], "someone/suspect", names["key"], verification_dataset=names["splits"]["test"])
     for index, block in enumerate(blocks, start=1):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(index)
@@ -212,17 +212,9 @@ def run_page(blocks: list[str], where: str, quick_start, hub, tmp_path, monkeypa
 @pytest.mark.slow
 @pytest.mark.hub
 def test_the_readme_examples_run_in_order(quick_start, loopback_hub, tmp_path, monkeypatch, capsys):
-    try:
-        namespace = run_page(readme_blocks()[1], "README", quick_start, loopback_hub, tmp_path, monkeypatch)
-    except ValueError as error:
-        # A known bug of 0.2.0's loader, which this example found: in a process that has loaded neither a key nor a
-        # small-CNN model yet (the quick start made its key in memory), `verify_from_hub` on a small-CNN repository
-        # checks its config before `register_auto_classes()` has run and refuses it as custom code
-        # (hf_ingrain/suspects/loading.py, `_load_from_hub`). Only this error is expected; once the loader registers
-        # first, the test passes and this branch is dead code, to remove.
-        if "'hf_ingrain_small_cnn', which transformers does not know" in str(error):
-            pytest.xfail(f"known loader bug: {error}")
-        raise
+    # the quick start made its key in memory: the Hub block loads a small-CNN repository in a process that has loaded
+    # no small model yet (which 0.2's loader first refused as custom code; it registers the package's models first)
+    namespace = run_page(readme_blocks()[1], "README", quick_start, loopback_hub, tmp_path, monkeypatch)
     print(capsys.readouterr().out)
     # the Hub block: the quick start's model, published as someone/suspect, verifies with its card's commitment
     assert namespace["result"].verified and namespace["result"].commitment_match

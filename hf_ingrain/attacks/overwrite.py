@@ -23,7 +23,7 @@ class OverwriteAttack:
     Threat model: white-box access to the stolen model and labelled data of the task (not the owner's). What decides
     between two claims that both verify is not this attack's output but the record: the owner's key was committed (its
     commitment published with the model) before the thief's copy existed, and the owner's original model, published
-    first, does not verify under the thief's key (see the README, "Two claims on one model").
+    first, does not verify under the thief's key (`docs/guides/disputes.md`, "Two claims on one model").
 
     Args:
         model (`nn.Module`): the stolen model (left untouched: a copy is trained).

@@ -43,7 +43,7 @@ class ExperimentConfig:
             ingrainer and its references are (the `architecture` of [`~WatermarkKey.train_ingrainer`]); the defaults
             are the package's default ingrainer. At half that width the demo's key trains in 5 minutes instead of 8
             on 2 CPU cores and its λ = 0.5 models lose 1 to 3 points less accuracy, but the key is weaker: 7 of 8
-            same-architecture students verified against 8 of 8 (README, "What the demo shows").
+            same-architecture students verified against 8 of 8 (`docs/demo/README.md`).
         ingrain_lambdas (`list[float]`): λ values of ingrain, one model each.
         ingrain_temperature (`float`): the ingrain temperature `T`.
         schemes (`list[str]`): baselines to include (default all).

@@ -102,7 +102,7 @@ class ModelArguments:
 @dataclass
 class IngrainScriptArguments:
     r"""
-    The arguments of `recipes/ingrain.py` that are not training arguments (also read by `recipes/bench_overhead.py`,
+    The arguments of `recipes/ingrain.py` that are not training arguments (also read by `docs/overhead/bench_overhead.py`,
     so that both take the same YAML files): where the owner's key lives, how a new one is drawn, and what to do with
     the trained model.
 

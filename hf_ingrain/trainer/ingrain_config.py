@@ -30,23 +30,23 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             its watermark verifies in every distilled student of the same architecture (T = 1 and 4, p = 3e-7 to
             6e-10), and in a half-width student for 2 keys of 4; λ = 0.25 costs 0 to 2.4 points and fails
             distillation at T = 1 for every key; λ = 1 cost 20 points in an earlier run.
-            On full MNIST (a small ResNet, 5 epochs, 3 keys) λ = 0.5 costs 0.4 to 0.7 points (`recipes/README.md`). λ = 0 gives exactly the plain `Trainer`
+            On full MNIST (a small ResNet, 5 epochs, 3 keys) λ = 0.5 costs 0.4 to 0.7 points (`docs/full_mnist/README.md`). λ = 0 gives exactly the plain `Trainer`
             loss.
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):
             Temperature `T` of the ingrain term (the paper's value).
         ingrain_target_scale (`float`, *optional*, defaults to `1.0`):
             Multiplies the ingrainer's logits in the ingrain term: below 1 the targets are flatter and pull less on the
             model. Verification reads rankings only, so it is unaffected; only the strength of the pull changes.
-            Measured with `recipes/arch_cost.py` (3 seeds, see the README): on full MNIST, 0.5 keeps the cost of
-            transformers' ResNet, ConvNeXt and ViT within 1 point (0.4, 0.7 and 0.0), every model and T = 4 student
+            Measured with `docs/arch_cost/arch_cost.py` (3 seeds, `docs/arch_cost/README.md`): on full MNIST, 0.5
+            keeps the cost of transformers' ResNet, ConvNeXt and ViT within 1 point (0.4, 0.7 and 0.0), every model and T = 4 student
             verifying (p <= 4e-7); on 6,000 digits it cuts the ResNet's cost from 3.6 to 0.7 points, but a ConvNeXt
             at 0.5 costs nothing because its watermark no longer verifies. Check your model before lowering it.
         ingrain_exclude_label (`bool`, *optional*, defaults to `False`):
             Takes the ingrain term over the classes other than each example's label (both distributions
             renormalised over them), so the watermark never pulls against the task: the ingrainer's ranking of the
             wrong classes, which is what verification reads, is ingrained and the true class is left to the task
-            loss. Single-label classification only. Measured on 6,000 MNIST digits (`recipes/arch_cost.py`, see
-            the README): the cost falls from 3.6 to 2.0 points for a transformers ResNet and from 3.9 to 2.5 for a
+            loss. Single-label classification only. Measured on 6,000 MNIST digits
+            (`docs/arch_cost/README.md`): the cost falls from 3.6 to 2.0 points for a transformers ResNet and from 3.9 to 2.5 for a
             ConvNeXt, every model and T = 4 student still verifying (p <= 9e-8).
         ingrain_cache_logits (`bool`, *optional*, defaults to `False`):
             Compute the ingrainer's logits once per training example before training instead of at every step.
@@ -70,12 +70,12 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
     ingrain_target_scale: float = field(
         default=1.0,
         metadata={"help": "Multiplies the ingrainer's logits in the loss: below 1, flatter targets, a smaller accuracy "
-                  "cost and a weaker watermark (see the README). Verification itself is unaffected."},
+                  "cost and a weaker watermark (docs/arch_cost/README.md). Verification itself is unaffected."},
     )
     ingrain_exclude_label: bool = field(
         default=False,
         metadata={"help": "Leave the true class out of the ingrain term (KL over the other classes): a smaller "
-                  "accuracy cost on small data sets (see the README). Verification is unaffected."},
+                  "accuracy cost on small data sets (docs/arch_cost/README.md). Verification is unaffected."},
     )
     ingrain_cache_logits: bool = field(
         default=False,

@@ -220,7 +220,7 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     def ingrain_loss(self, logits: torch.Tensor, ingrainer_logits: torch.Tensor, labels=None) -> torch.Tensor:
         """The ingrain term per example: `T² · KL(softmax(s · g / T) ‖ softmax(f / T))`, `s` the
         `ingrain_target_scale`, over the classes other than the label with `ingrain_exclude_label`. Override it to try
-        another form of the loss (`recipes/arch_cost.py` does, to measure variants)."""
+        another form of the loss (`docs/arch_cost/arch_cost.py` does, to measure variants)."""
         targets = ingrainer_logits * self.args.ingrain_target_scale
         if self.args.ingrain_exclude_label and labels is not None:
             logits, targets = _without_label(logits, labels), _without_label(targets, labels)

@@ -10,7 +10,7 @@ A deployed endpoint often answers with a label only. Two routes recover a runner
   other than `a(x)`), exactly as the runner-up is in the ingrain protocol. The default ladder occludes a growing
   central square with black. Additive noise, blur and blending towards grey are there to compare (`ladder=`); noise
   pushes every input towards the few classes noise looks like, and its first labels were measured to say little
-  (`recipes/label_only.py`; the README's table).
+  (`docs/label_only/label_only.py`; `docs/label_only/README.md`).
 - **The error route** (`protocol="ingrain_errors"`; also part of `"ingrain_labels"` on labelled data). Where the
   suspect errs on labelled benign data, its wrong label is compared with the key's choice among the classes other
   than the true label. A model trained with the ingrain term, and a student that learned its labels, errs towards
@@ -195,9 +195,9 @@ def hardest_first(queries, model, batch_size: int = 512):
     gets wrong (`protocol="ingrain_errors"`) or that little occlusion flips (`"ingrain_labels"`). Sent in their
     natural order, most queries of a budget are images every model gets right, and say nothing. Sorted hardest
     first, a budget meets more of the images where students of the owner's model err. On full MNIST (three keys,
-    `recipes/label_only.py`) the error route then verified the students at T = 1 and 4 of every key with 1,000
+    `docs/label_only/`) the error route then verified the students at T = 1 and 4 of every key with 1,000
     queries (before: 10,000 and 5,000) and the hard-label students with 5,000 (before: 10,000), with none of 36
-    independent (model, key) pairs verifying (README, "A suspect that answers with labels only").
+    independent (model, key) pairs verifying (`docs/label_only/README.md`).
 
     The p-value stays valid because the order is fixed before any suspect is seen: `model` must be a plain classifier
     of the owner's (trained on the owner's data without the key, so it knows nothing of any suspect), and the

@@ -43,7 +43,7 @@ Honest caveats:
   regions), so a model that shares a few regions with the key agrees far above the null rate on every query of
   them. At 1,000 queries the null rate's terms, measured on few queries, leave enough slack; at 10,000 and 30,000
   queries a model ingrained with *another* key verified against ours (p = 2e-21 and 2e-102, see
-  `recipes/false_positives.py`). The key-draw test below closes that gap; duplicated queries are dropped before
+  `docs/false_positives/`). The key-draw test below closes that gap; duplicated queries are dropped before
   counting (`hf_ingrain.data.query_set`).
 - The terms are measured on the queries themselves, so they are exact for the rules they describe on these
   queries, not estimates with their own error.
@@ -62,9 +62,9 @@ close to normal (the 45 pairs above: Shapiro-Wilk p = 0.58). The test adapts to 
 agrees with every key alike (sd about 0.013 on full MNIST), a model ingrained with some key agrees with other keys as
 keys agree with each other (sd about 0.038), so its agreement with our key must stand out of that spread. With
 `R = 16` a verdict at alpha = 1e-6 needs `a` about 7.7 `sd` above `m`. Measured on full MNIST
-(`recipes/false_positives.py`, 5 keys x 25 models that never saw them, 2026-12-02): no false claim at 1,000, 10,000
+(`docs/false_positives/`, 5 keys x 25 models that never saw them, 2026-12-02): no false claim at 1,000, 10,000
 or 30,000 queries, the smallest key-draw p-value 0.016; the five models ingrained with a key verified against it at
-key-draw p = 2e-8 to 3e-16 (README, "False positives, measured").
+key-draw p = 2e-8 to 3e-16 (`docs/false_positives/README.md`).
 
 `verify()` reports `p_value = max(binomial p-value, key-draw p-value)`: both tests must pass. A key without
 reference ingrainers (keys made by 0.1, or with `num_reference_keys=0`) has the binomial test only, and a warning says

@@ -266,7 +266,7 @@ def test_the_owners_flow_from_the_shell_timestamp_push_verify(model, loopback_hu
     claim_args = ["verify", "someone/shell-copy", "--key", str(key_dir), "--reference", "owner/shell"]
     assert main(claim_args + ["--timestamp-ca", local_tsa.ca_file]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("VERIFIED") and "precedence    ESTABLISHED" in out and loopback_hub.endpoint in out
+    assert out.startswith("CLAIM STANDS") and "precedence    ESTABLISHED" in out and loopback_hub.endpoint in out
     assert main(claim_args) == 1  # the same evidence, with no CA to check the token against
     out = capsys.readouterr().out
     assert out.startswith("CLAIM REFUSED") and "no trusted TSA CA was given" in out

@@ -17,11 +17,12 @@ def add_parser(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "verify",
-        help="Test whether a model carries the watermark of a key (exit 0 verified, 1 not, 2 error).",
+        help="Test whether a model carries the watermark of a key (exit 0 present, 1 not, 2 error).",
         description=(
             "Queries MODEL on benign data (ingrain protocol) or on the key's carriers (carriers protocol) and tests "
             "the agreement against the null rate. Keys of the baseline schemes (Zhang, Adi, Uchida) are verified by "
-            "their own test. Exit status: 0 verified, 1 not verified, 2 error."
+            "their own test. Exit status: 0 the watermark is present (with --reference: the claim stands), 1 not (the "
+            "claim is refused), 2 error."
         ),
     )
     parser.add_argument(

@@ -150,6 +150,22 @@ def _claim_lines(claim: dict) -> list[str]:
     return lines
 
 
+def _headline(report: dict, name: str) -> str:
+    """Two verdicts, named apart: whether the watermark is present (the statistical test, what an owner checks before
+    publishing) and, for a claim (`claim` in the report), whether the claim stands (that test plus its provenance).
+    A test is never called a claim: without one, the headline says that precedence was not checked."""
+    if report.get("claim"):
+        if report["verified"]:
+            return f"CLAIM STANDS: {name} carries the watermark of the key, and the claim's precedence is established."
+        if report.get("test_verified"):
+            return f"CLAIM REFUSED: the test finds the watermark of the key in {name}, but the claim cannot stand."
+        return f"CLAIM REFUSED: the test does not find the watermark in {name} at alpha = {report['alpha']:g}."
+    if report["verified"]:
+        return (f"WATERMARK PRESENT: {name} carries the watermark of the key (a test, not a claim: precedence not "
+                "checked; a claim names the owner's repository with --reference).")
+    return f"WATERMARK NOT FOUND: the test does not find the watermark in {name} at alpha = {report['alpha']:g}."
+
+
 def summary(report: dict, brief: bool = False) -> str:
     r"""
     The one printout of a verification: `report` is `result.to_dict()`, with optional context (`model`, `data`,
@@ -163,19 +179,10 @@ def summary(report: dict, brief: bool = False) -> str:
     if brief:
         return "\n".join([_verdict_line(report)] + _provenance_lines(report))
     name = report.get("model") or report.get("repo_id") or "the model"
-    claim = report.get("claim")
-    if report["verified"]:
-        headline = f"VERIFIED: {name} carries the watermark of the key."
-        if claim:
-            headline += " The claim's precedence is established by a verified timestamp."
-    elif claim and report.get("test_verified"):
-        headline = f"CLAIM REFUSED: the test finds the watermark of the key in {name}, but the claim cannot stand."
-    else:
-        headline = f"NOT VERIFIED: the test does not find the watermark in {name} at alpha = {report['alpha']:g}."
+    lines = [_headline(report, name)]
     unit = "bits" if report["protocol"] == "uchida" else "queries"
     agreement = "no query compared" if not report["num_queries"] else f"{report['agreement']:.3f}"
-    lines = [
-        headline,
+    lines += [
         f"  protocol      {report['protocol']}",
         f"  agreement     {agreement} ({report['num_agreements']} of {report['num_queries']} {unit})",
         f"  null rate     {report['null_rate']:.3f}",

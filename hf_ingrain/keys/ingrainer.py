@@ -368,7 +368,7 @@ def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch
     for model in models:
         model.eval()
     names = model_input_names(models[0])
-    device = next(models[0].parameters()).device
+    device = next(iter([*models[0].parameters(), *models[0].buffers()]), torch.empty(0)).device
     stacked = len(models) > 1 and stacks_on(device) and can_batch(models)
     params = stack_parameters(models, device) if stacked else None
     scores = [[] for _ in models]

@@ -257,10 +257,8 @@ class WatermarkKey(SecretKey):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
             processor (*optional*): the model's image processor or tokenizer, for raw `benign_dataset` columns.
             num_proc (`int`, *optional*):
-                For an `architecture` other than the default ingrainer's: spawned processes training the ingrainers
-                one after another, sharing the threads (in a script, call this under `if __name__ == "__main__":`).
-                With one thread per process the key equals a one-thread training, bit for bit. The default ingrainers
-                need none: they train as one batched model, on every core.
+                For an `architecture` that cannot batch: spawned processes training its ingrainers, one thread each
+                (in a script, call this under `if __name__ == "__main__":`), the same key bit for bit.
             device (`str` or `torch.device`, *optional*):
                 Where the default ingrainers train: a GPU when there is one, else the CPU. On a GPU a member equals
                 its training alone up to float rounding; on a CPU, bit for bit (pass `"cpu"` to re-derive a key
@@ -277,20 +275,9 @@ class WatermarkKey(SecretKey):
         return model
 
     def rederive_ingrainer(self, benign_dataset=None, reference: int | None = None, processor=None):
-        r"""
-        Trains the key's ingrainer (or its reference ingrainer number `reference`) again, alone, from the key's seed
-        and the recipe `training_info` records, on the benign data it was trained on: on a CPU it equals the saved one
-        bit for bit (see `hf_ingrain.keys.ingrainer.rederive_ingrainer`), an audit of the key from its seed.
-
-        Example:
-
-        ```python
-        >>> import torch
-        >>> again = key.rederive_ingrainer(benign_dataset=splits["owner"])
-        >>> all(torch.equal(again.state_dict()[name], weight) for name, weight in key.ingrainer.state_dict().items())
-        True
-        ```
-        """
+        """The ingrainer (or reference ingrainer `reference`) trained again from the key's seed and the recipe
+        `training_info` records, on the data it was trained on: on a CPU, the saved one bit for bit (an audit; see
+        `hf_ingrain.keys.ingrainer.rederive_ingrainer`)."""
         return rederive_ingrainer(self, benign_dataset, reference, processor)
 
     def check_inputs(self, inputs: torch.Tensor, where: str) -> None:

@@ -10,10 +10,10 @@ Two ways to run the members together, chosen by the device:
   [`SmallTextForSequenceClassification`]; one Adam over the stacked tensors (Adam works element by element, so each
   member gets its own moments), each member's loss on its own carriers and its own benign batches. A member's result
   equals its training alone up to float rounding (a grouped convolution sums in another order).
-- **Member-parallel** (CPU): a grouped convolution runs a member 1.7 to 2.7 times slower than its plain convolution on
-  a CPU (measured in `docs/fast_keys/results.md`), so there each member runs its own plain operations, on one thread, and the
-  members are shared out to `torch.get_num_threads()` worker threads. Small models use intra-op threads poorly, so
-  this is also what made `num_proc` processes pay; threads need no spawned processes. Each member is computed on one
+- **Member-parallel** (CPU): a grouped convolution runs a member 1.6 to 3.4 times slower than its plain convolution on
+  a CPU (measured in `docs/fast_keys/results.md`), so there each member runs its own plain operations, on one thread,
+  and the members are shared out to `torch.get_num_threads()` worker threads. Small models use intra-op threads
+  poorly (what made `num_proc` processes pay; threads need no spawned processes). Each member is computed on one
   thread whatever the number of workers, so it equals, bit for bit, its training alone on one thread: a key does
   not depend on the number of threads, and any member can be re-derived from its seed and the recipe.
 

@@ -381,8 +381,8 @@ def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch
         for index, member in enumerate(logits):
             if not torch.isfinite(member).all():
                 raise ValueError(
-                    f"Ingrainer {index} of the key returned NaN or infinite logits on {len(member)} queries: its weights "
-                    "are broken (the key folder was changed or damaged)."
+                    f"Ingrainer {index} of the key returned NaN or infinite logits on {len(member)} queries: its "
+                    "weights are broken (the key folder was changed or damaged)."
                 )
             scores[index].append(member)
     if not scores[0]:

@@ -143,7 +143,7 @@ class IngrainScriptArguments:
         default=16, metadata={"help": "Reference ingrainers of a new key, for the key-draw test of verify (0: none)."}
     )
     key_num_proc: int = field(
-        default=1, metadata={"help": "Processes training a new key's ingrainers if they cannot batch (default ingrainers: unused)."}
+        default=1, metadata={"help": "Processes training a new key's ingrainers if their architecture cannot batch."}
     )
     verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of the verification."})
     publish_repo_id: str | None = field(

@@ -165,3 +165,35 @@ def signature_loss(weight: torch.Tensor, projection: torch.Tensor, bits: torch.T
     `w = embedding_vector(weight)`, `X` the secret projection and `b` the signature bits."""
     logits = projection.to(weight.device, torch.float32) @ embedding_vector(weight)
     return F.binary_cross_entropy_with_logits(logits, bits.to(weight.device, torch.float32), reduction="sum")
+
+
+def ingrainer_spread_loss_per_member(
+    logits: torch.Tensor, labels: torch.Tensor | None, num_labels: int, sharpness_weight: float = 0.3
+) -> torch.Tensor:
+    r"""
+    [`ingrainer_spread_loss`] of several ingrainers at once, each on its own inputs: the same value for each (up to
+    float rounding: the class groups are summed with a one-hot product instead of one at a time), without a loop or a
+    data-dependent shape, for a batched model.
+
+    Args:
+        logits (`torch.Tensor` of shape `(members, batch, num_labels)`): each ingrainer's logits on its benign inputs.
+        labels (`torch.Tensor` of shape `(members, batch)`, *optional*): their true labels.
+        num_labels (`int`): number of classes `K`.
+        sharpness_weight (`float`, *optional*, defaults to 0.3): weight of the per-input entropy.
+
+    Returns:
+        `torch.Tensor` of shape `(members,)`: each ingrainer's loss.
+    """
+    logits = logits.float()
+    if labels is not None:
+        groups = F.one_hot(labels, num_labels).to(logits.dtype)  # (M, N, K): the inputs of each class
+        logits = logits.masked_fill(groups.bool(), -1e4)
+    else:
+        groups = torch.ones_like(logits[..., :1])  # one group of all inputs
+    probs = F.softmax(logits, dim=-1)
+    per_input_entropy = -(probs * torch.log(probs + 1e-8)).sum(-1).mean(-1)
+    counts = groups.sum(1)  # (M, G)
+    marginals = torch.einsum("mng,mnk->mgk", groups, probs) / counts.clamp(min=1).unsqueeze(-1)
+    shares = counts / logits.shape[1]  # an empty group has share 0 and a zero marginal: it adds nothing
+    negative_marginal_entropy = ((marginals * torch.log(marginals + 1e-8)).sum(-1) * shares).sum(-1)
+    return negative_marginal_entropy + sharpness_weight * per_input_entropy

@@ -75,3 +75,19 @@ def test_runner_up_excludes_the_given_class():
     logits = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.6]])
     assert runner_up(logits).tolist() == [2, 2]
     assert runner_up(logits, exclude=torch.tensor([2, 0])).tolist() == [1, 2]
+
+
+def test_the_spread_loss_of_several_ingrainers_is_each_ones_spread_loss():
+    from hf_ingrain.losses import ingrainer_spread_loss, ingrainer_spread_loss_per_member
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, 5, generator=generator) * 3
+    labels = torch.randint(0, 5, (3, 40), generator=generator)
+    labels[1] = labels[1] % 4  # member 1 has no input of class 4: an empty group adds nothing
+    for with_labels in (True, False):
+        batched = ingrainer_spread_loss_per_member(logits, labels if with_labels else None, 5, 0.3)
+        assert batched.shape == (3,)
+        for member in range(3):
+            alone = ingrainer_spread_loss(logits[member], labels[member] if with_labels else None, 5, 0.3)
+            torch.testing.assert_close(batched[member], alone, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(batched[0], batched[1])

@@ -43,3 +43,24 @@ def test_memory_does_not_grow_between_logs_and_modes_stay_apart():
     recorder.model.training = False
     recorder.log({})
     assert recorder.logged == {"eval_ingrain/loss": pytest.approx(4.0)}
+
+
+def test_the_task_loss_per_batch_needs_no_sync_and_is_unchanged():
+    # IngrainTrainer passes the batch's labelled items as a tensor (0.2 read it with int(), a device sync every step):
+    # the logged task loss is the same number as with the int, bit for bit, and a batch with none keeps its loss.
+    from hf_ingrain.trainer.mixins import AuxiliaryLossMixin
+
+    class _Trainer(AuxiliaryLossMixin):
+        model_accepts_loss_kwargs, compute_loss_func = True, None
+        args = SimpleNamespace(average_tokens_across_devices=True)
+        accelerator = SimpleNamespace(num_processes=2)
+
+    trainer = _Trainer()
+    labels = torch.tensor([3, -100, 1, 4, -100, 0, 2])
+    task_loss = torch.tensor(0.8123457)
+    for num_items_in_batch in (torch.tensor(23), 23):
+        with_int = task_loss * num_items_in_batch / (2 * int((labels != -100).sum()))
+        with_tensor = trainer._task_loss_per_batch(task_loss, num_items_in_batch, (labels != -100).sum())
+        assert torch.equal(with_tensor, with_int)
+    assert torch.equal(trainer._task_loss_per_batch(task_loss, 23, (labels[[1, 4]] != -100).sum()), task_loss)
+    assert torch.equal(trainer._task_loss_per_batch(task_loss, None, (labels != -100).sum()), task_loss)

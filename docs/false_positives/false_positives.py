@@ -163,11 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
             model = train_ingrained(key, splits, input_shape, num_labels, args.epochs, scratch, seed=40 + index)
             model_scores[f"ingrained_{key_name}"] = collect_scores(model, pool, batch_size=1024)[0]
             derived.append((f"ingrained_{key_name}", key_name))
-    key_scores = {name: collect_scores(key.ingrainer, pool, batch_size=1024)[0] for name, key in keys.items()}
-    reference_scores = {
-        name: [collect_scores(reference, pool, batch_size=1024)[0] for reference in key.reference_ingrainers]
-        for name, key in keys.items()
-    }
+    answers = {name: key.ingrainer_scores(pool, batch_size=1024) for name, key in keys.items()}  # one pass a key
+    key_scores = {name: scores for name, (scores, _) in answers.items()}
+    reference_scores = {name: references for name, (_, references) in answers.items()}
     table = false_positive_table(
         model_scores, key_scores, labels, args.query_counts, args.alpha, derived, reference_scores
     )

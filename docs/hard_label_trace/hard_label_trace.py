@@ -144,7 +144,7 @@ def main(args: TraceArguments, data_args: DataArguments) -> dict:
     key = WatermarkKey.generate(10, shape, 100, seed=args.key_seed)
     key.train_ingrainer(benign_dataset=owner, num_steps=args.ingrainer_steps, num_reference_keys=args.num_reference_keys)
     queries = concatenate_datasets([splits["test"], owner])  # the test split first, as label_only.py
-    key_scores = collect_scores(key.ingrainer, queries, batch_size=1024)[0]
+    key_scores = key.ingrainer_scores(queries, batch_size=1024)[0]
     rows = []
     for seed in args.seeds:
         independent = train(small_cnn(10 + 100 * seed, shape), attacker, args.epochs, 10 + 100 * seed)

@@ -87,8 +87,9 @@ class LabelOnlyArguments:
             students' temperatures. num_independent (`int`): independent models (every third label-smoothed).
         budgets (`list[int]`): the most queries each label-only test may send.
         query_order (`str`): `"test_first"` or `"hardest_first"` (see the module's docstring).
-        key_num_proc (`int`): processes training each key's ingrainers (one thread each: the same keys as in one
-            process of one thread, bit for bit, so a resumed run may change it).
+        key_num_proc (`int`): processes training each key's ingrainers if their architecture cannot batch (the
+            default ingrainers train as one batched model and need none); the keys do not depend on it, so a resumed
+            run may change it.
         output_dir (`str`): where the results go (and what a rerun resumes from).
     """
 

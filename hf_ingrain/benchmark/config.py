@@ -49,11 +49,12 @@ class ExperimentConfig:
         schemes (`list[str]`): baselines to include (default all).
         attacks (`list[str]`): attacks to run (default all).
         verify_alpha (`float`): significance level of every test.
-        num_proc (`int`): processes computing the grid (the ingrain key's ingrainers, then the schemes, each with its
-            attacks), sharing the machine's threads. On a few CPU cores the small models use threads poorly: on 2
-            cores the demo's grid took 12 minutes in 2 processes of 1 thread against 17 in 1 of 2 threads. A cell's
-            result does not depend on it beyond floating-point rounding (the thread count changes the order of sums;
-            with one thread per process the cells equal a one-thread run's, bit for bit).
+        num_proc (`int`): processes computing the grid (the schemes, each with its attacks; the ingrain key's
+            ingrainers train as one batched model on every core), sharing the machine's threads. On a few CPU cores
+            the small models use threads poorly: on 2 cores the demo's grid took 12 minutes in 2 processes of 1
+            thread against 17 in 1 of 2 threads. A cell's result does not depend on it beyond floating-point
+            rounding (the thread count changes the order of sums; with one thread per process the cells equal a
+            one-thread run's, bit for bit).
         temperature (`float`, *optional*): deprecated name of `ingrain_temperature`.
         alpha (`float`, *optional*): deprecated name of `verify_alpha`.
     """

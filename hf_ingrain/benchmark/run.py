@@ -51,7 +51,7 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
     cell of the grid (scheme x attack), then every key's test on the unattacked models not derived from it
     (`false_claims`: the other schemes' models and the thief's own).
 
-    With `config.num_proc > 1` the keys are made here (the ingrain key's ingrainers in `num_proc` processes), then
+    With `config.num_proc > 1` the keys are made here (the ingrain key's ingrainers as one batched model), then
     the schemes are shared out to `num_proc` spawned processes, each computing its schemes' cells; in a script, call
     this under `if __name__ == "__main__":`.
 

@@ -37,8 +37,10 @@ SALT_BYTES = 32
 SCHEMES: dict[str, type] = {}
 """Scheme name -> key class, filled as the key classes are defined (`hf_ingrain.watermarks` defines the baselines)."""
 # Fields of a model config that saving adds or that change with the library version: not part of the commitment.
+# fields that say nothing of a classifier's outputs and that saving or loading may add or drop (`use_cache`: a
+# Trainer sets it on a model's config, and `from_pretrained` does not restore it)
 VOLATILE_CONFIG_FIELDS = ("transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path",
-                          "_commit_hash")
+                          "_commit_hash", "use_cache")
 
 
 def model_fingerprint(model) -> dict:

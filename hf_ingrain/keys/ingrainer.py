@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
+from ..data import iterate_batches
 from ..data.preparation import prepare_dataset
-from ..losses import ingrainer_spread_loss
-from ..models import build_classifier, register_auto_classes
+from ..losses import ingrainer_spread_loss, ingrainer_spread_loss_per_member
+from ..models import SmallCNNConfig, SmallTextConfig, build_classifier, register_auto_classes
 from ..processes import worker_pool
-from ..suspects import collect_scores, forward_logits, inference_copy, model_logits
+from ..suspects import forward_logits, model_input_names, model_inputs, model_logits
+from .batched import can_batch, member_logits, run_members, stack_parameters, stacked_logits, stacks_on
 from .inputs import benign_inputs as benign_inputs_of
 from .inputs import carrier_batch, select
 
@@ -28,11 +30,12 @@ def subseed(seed: int, purpose: str) -> int:
 
 def train_ingrainer(
     key, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-    batch_size, show_progress, num_reference_keys=0, model=None, processor=None, num_proc=None,
+    batch_size, show_progress, num_reference_keys=0, model=None, processor=None, num_proc=None, device=None,
 ):
     """Trains a new ingrainer for `key`, and `num_reference_keys` reference ingrainers by the same procedure (see
-    [`WatermarkKey.train_ingrainer`]), in `num_proc` processes; returns the ingrainer, the references and the training
-    record."""
+    [`WatermarkKey.train_ingrainer`]), as one batched model where the architecture allows (see
+    `hf_ingrain.keys.batched`), else one after another (in `num_proc` processes); returns the ingrainer, the references
+    and the training record."""
     if model is not None:
         raise ValueError(
             "`train_ingrainer` takes the ingrainer's architecture, not a model: pass `architecture=model.config`. "
@@ -53,8 +56,65 @@ def train_ingrainer(
     benign_inputs, benign_labels = benign_tensors(key, benign_dataset)
     options = (architecture, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
                logit_std, batch_size)
-    # The same procedure from other seeds, fixed by the key's seed: keys the owner could have drawn instead
-    references = [
+    fitted = fit_ingrainers(
+        [key] + reference_keys(key, num_reference_keys), options, show_progress=show_progress, num_proc=num_proc,
+        device=device,
+    )
+    (ingrainer, carrier_accuracy, scale), references = fitted[0], [entry[0] for entry in fitted[1:]]
+    training_info = {
+        "num_steps": num_steps,
+        "carrier_accuracy": carrier_accuracy,
+        "spread": benign_inputs is not None and spread_weight > 0,
+        "logit_scale": scale,
+        "num_reference_keys": num_reference_keys,
+        # what else decides every member besides its seed and the benign data (see `rederive_ingrainer`)
+        "recipe": {
+            "architecture": "default" if architecture is None else "config",
+            "learning_rate": learning_rate,
+            "spread_weight": spread_weight,
+            "sharpness_weight": sharpness_weight,
+            "logit_std": logit_std,
+            "batch_size": batch_size,
+        },
+    }
+    if carrier_accuracy < 0.99:
+        logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
+    return ingrainer, references, training_info
+
+
+def rederive_ingrainer(key, benign_dataset=None, reference: int | None = None, processor=None, device="cpu"):
+    r"""
+    Trains `key`'s ingrainer (or its reference ingrainer number `reference`) again, alone, from the key's seed and the
+    recipe its `training_info` records, on `benign_dataset` (the data the key was trained on): on a CPU the result
+    equals the saved ingrainer bit for bit, which anyone holding the key and the data can check (compare the
+    `state_dict`s). Keys saved before the recipe was recorded were trained with the defaults of
+    [`WatermarkKey.train_ingrainer`], which are then used.
+
+    Returns:
+        The re-derived ingrainer (frozen, on the CPU).
+    """
+    info = key.training_info or {}
+    recipe = {"learning_rate": 1e-3, "spread_weight": 1.0, "sharpness_weight": 0.3, "logit_std": 2.0,
+              "batch_size": 256, "architecture": "default", **info.get("recipe", {})}
+    if reference is not None and not 0 <= reference < info.get("num_reference_keys", len(key.reference_ingrainers)):
+        raise ValueError(f"The key has no reference ingrainer {reference}.")
+    if recipe["architecture"] == "default":
+        architecture = None
+    else:  # the saved ingrainer's own configuration is the architecture it was made from
+        architecture = copy.deepcopy(key.ingrainer.config)
+    member = key if reference is None else reference_keys(key, reference + 1)[reference]
+    if benign_dataset is not None:
+        benign_dataset = prepare_dataset(benign_dataset, key, processor)
+    benign_inputs, benign_labels = benign_tensors(key, benign_dataset)
+    options = (architecture, benign_inputs, benign_labels, info.get("num_steps", 600), recipe["learning_rate"],
+               recipe["spread_weight"], recipe["sharpness_weight"], recipe["logit_std"], recipe["batch_size"])
+    return fit_ingrainers([member], options, device=device)[0][0]
+
+
+def reference_keys(key, num_reference_keys: int) -> list:
+    """The keys of `key`'s reference ingrainers: the same procedure from other seeds, fixed by the key's seed (keys the
+    owner could have drawn instead); reference `i` has the seed `subseed(key.seed, f"reference:{i}")`."""
+    return [
         type(key).generate(
             key.num_labels, key.input_shape, len(key.carriers), seed=subseed(key.seed, f"reference:{index}"),
             value_range=key.value_range, vocab_size=key.vocab_size,
@@ -63,25 +123,53 @@ def train_ingrainer(
         )
         for index in range(num_reference_keys)
     ]
-    if num_proc is not None and num_proc > 1 and num_reference_keys > 0:
-        fitted = _fit_in_processes([key] + references, options, num_proc, show_progress)
-        (ingrainer, carrier_accuracy, scale), references = fitted[0], [entry[0] for entry in fitted[1:]]
-    else:
-        ingrainer, carrier_accuracy, scale = fit_ingrainer(key, *options, show_progress=show_progress)
-        references = [
-            fit_ingrainer(reference, *options, show_progress=False)[0]
-            for reference in tqdm(references, desc="Reference ingrainers", disable=not show_progress)
+
+
+def fit_ingrainers(keys, options, show_progress=False, num_proc=None, device=None, stacked=None) -> list:
+    r"""
+    [`fit_ingrainer`] for each of `keys`: the ingrainer of each, its carrier accuracy and its logit scale, in the order
+    of `keys`. Each ingrainer is a function of its key's seed and `options` alone, however they are run.
+
+    The default ingrainers (see `hf_ingrain.keys.batched.BATCHED_CLASSES`) train as one batched model on `device`
+    (default: a GPU when there is one, else the CPU): stacked on a GPU, member-parallel on a CPU, where each equals
+    its training alone by [`fit_ingrainer`] on one thread bit for bit. Any other architecture trains one after another,
+    in `num_proc` spawned processes when it is above 1.
+
+    Args:
+        stacked (`bool`, *optional*): run the members stacked (`True`) or member-parallel (`False`) whatever the
+            device; for tests and measurements.
+    """
+    architecture = options[0]
+    if architecture is not None and not _batchable_architecture(keys[0], architecture):
+        if num_proc is not None and num_proc > 1 and len(keys) > 1:
+            return _fit_in_processes(keys, options, num_proc, show_progress)
+        return [
+            fit_ingrainer(key, *options, show_progress=show_progress and index == 0)
+            for index, key in enumerate(tqdm(keys, desc="Ingrainers", disable=not show_progress or len(keys) == 1))
         ]
-    training_info = {
-        "num_steps": num_steps,
-        "carrier_accuracy": carrier_accuracy,
-        "spread": benign_inputs is not None and spread_weight > 0,
-        "logit_scale": scale,
-        "num_reference_keys": num_reference_keys,
-    }
-    if carrier_accuracy < 0.99:
-        logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
-    return ingrainer, references, training_info
+    if num_proc is not None and num_proc > 1:
+        logger.info("`num_proc` is not needed by the default ingrainers: they train as one batched model.")
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    models = [initial_ingrainer(key, architecture) for key in keys]
+    (_, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
+     batch_size) = options
+    recipe = (benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight, batch_size)
+    if stacked if stacked is not None else stacks_on(device):
+        _optimise_stacked(keys, models, *recipe, device, show_progress)
+        return [finish_ingrainer(key, model, benign_inputs, logit_std, device) for key, model in zip(keys, models)]
+
+    def train(pair):
+        key, model = pair
+        model.to(device)
+        optimise(key, model, *recipe, show_progress=False, forward=lambda batch: member_logits(model, batch))
+        return finish_ingrainer(key, model, benign_inputs, logit_std, device)
+
+    return run_members(train, list(zip(keys, models)), show_progress, description="Ingrainers (batched)")
+
+
+def _batchable_architecture(key, architecture) -> bool:
+    """Whether an ingrainer of `architecture` (a config) for `key` is one of the batched architectures."""
+    return type(architecture) is (SmallCNNConfig if key.modality == "image" else SmallTextConfig)
 
 
 def _fit_in_processes(keys, options, num_proc, show_progress):
@@ -105,29 +193,47 @@ def fit_ingrainer(
     key, architecture, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
     logit_std, batch_size, show_progress=False,
 ):
-    """One ingrainer for `key`'s carriers, from the key's seed; returns it (frozen), its carrier accuracy and the
-    logit scale applied."""
+    """One ingrainer for `key`'s carriers, from the key's seed, trained alone as a plain module; returns it (frozen),
+    its carrier accuracy and the logit scale applied. The reference for every other way of training it."""
     # The ingrainer starts from the key's own randomness (its initialisation and dropout are seeded by the key),
     # and the caller's global random state is left as it was.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(subseed(key.seed, "init"))
-        model = default_ingrainer(key) if architecture is None else ingrainer_from(key, architecture)
-        num_model_labels = getattr(getattr(model, "config", None), "num_labels", key.num_labels)
-        if num_model_labels != key.num_labels:
-            raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {key.num_labels}.")
+        model = initial_ingrainer(key, architecture, fork=False)
         optimise(
             key, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
             batch_size, show_progress,
         )
+    return finish_ingrainer(key, model, benign_inputs, logit_std)
+
+
+def initial_ingrainer(key, architecture, fork: bool = True):
+    """`key`'s ingrainer before training: drawn after seeding torch's global random state with the key's seed (in a
+    fork of that state, which the caller gets back untouched, unless `fork=False`: then the state stays seeded, for
+    the dropout of the training that follows)."""
+    with torch.random.fork_rng(devices=[], enabled=fork):
+        torch.manual_seed(subseed(key.seed, "init"))
+        model = default_ingrainer(key) if architecture is None else ingrainer_from(key, architecture)
+    num_model_labels = getattr(getattr(model, "config", None), "num_labels", key.num_labels)
+    if num_model_labels != key.num_labels:
+        raise ValueError(f"The ingrainer predicts {num_model_labels} labels but the key has {key.num_labels}.")
+    return model
+
+
+def finish_ingrainer(key, model, benign_inputs, logit_std, device=None):
+    """The trained ingrainer frozen on the CPU, its carrier accuracy, and its logits rescaled to `logit_std` on benign
+    data (the scale applied is returned)."""
     model.eval()
+    if device is not None:
+        model.to(device)
     with torch.no_grad():
-        carrier_accuracy = (forward_logits(model, carrier_batch(key)).argmax(-1) == key.carrier_labels)
+        carrier_accuracy = (forward_logits(model, carrier_batch(key)).argmax(-1).cpu() == key.carrier_labels)
         carrier_accuracy = carrier_accuracy.float().mean().item()
         scale = 1.0
         if benign_inputs is not None and logit_std is not None:
             std = forward_logits(model, select(benign_inputs, slice(0, 2048))).std(-1).mean().item()
             scale = logit_std / max(std, 1e-6)
             _scale_output_layer(model, scale)
+    model.to("cpu")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model, carrier_accuracy, scale
@@ -170,27 +276,78 @@ def benign_tensors(key, benign_dataset):
 
 def optimise(
     key, model, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight,
-    batch_size, show_progress,
+    batch_size, show_progress, forward=None,
 ) -> None:
-    """Fits `model` to the key's carriers and, with benign data, spreads its choices (see `train_ingrainer`)."""
+    """Fits `model` to the key's carriers and, with benign data, spreads its choices (see `train_ingrainer`).
+    `forward(batch)` computes the model's logits (default `model_logits(model, batch)`)."""
+    if forward is None:
+        def forward(batch):
+            return model_logits(model, batch)
+
     generator = torch.Generator().manual_seed(subseed(key.seed, "batches"))
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     carriers = carrier_batch(key)
     num_benign = 0 if benign_inputs is None else len(benign_inputs[key.input_name])
     for _ in tqdm(range(num_steps), desc="Training ingrainer", disable=not show_progress):
-        loss = F.cross_entropy(model_logits(model, carriers), key.carrier_labels)
+        logits = forward(carriers)
+        loss = F.cross_entropy(logits, key.carrier_labels.to(logits.device))
         if benign_inputs is not None and spread_weight > 0:
             index = torch.randint(0, num_benign, (min(batch_size, num_benign),), generator=generator)
+            logits = forward(select(benign_inputs, index))
             loss = loss + spread_weight * ingrainer_spread_loss(
-                model_logits(model, select(benign_inputs, index)),
-                None if benign_labels is None else benign_labels[index],
+                logits,
+                None if benign_labels is None else benign_labels[index].to(logits.device),
                 key.num_labels,
                 sharpness_weight,
             )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+def _optimise_stacked(
+    keys, models, benign_inputs, benign_labels, num_steps, learning_rate, spread_weight, sharpness_weight, batch_size,
+    device, show_progress,
+) -> None:
+    """[`optimise`] for every member at once, its parameters stacked (see `hf_ingrain.keys.batched`): each member on its
+    own carriers and its own benign batches (drawn from its own seed), with its own Adam moments; the trained weights
+    are written back into `models`."""
+    template, num_labels = models[0], keys[0].num_labels
+    shapes = {tuple(key.carriers.shape) for key in keys}
+    if len(shapes) != 1:
+        raise ValueError(f"Members trained as one batched model need carriers of one shape, got {sorted(shapes)}.")
+    params = {name: value.requires_grad_() for name, value in stack_parameters(models, device).items()}
+    optimizer = torch.optim.Adam(params.values(), lr=learning_rate)
+    carriers = [carrier_batch(key) for key in keys]
+    carriers = {name: torch.stack([batch[name] for batch in carriers]).to(device) for name in carriers[0]}
+    carrier_labels = torch.stack([key.carrier_labels for key in keys]).to(device)
+    generators = [torch.Generator().manual_seed(subseed(key.seed, "batches")) for key in keys]
+    spread = benign_inputs is not None and spread_weight > 0
+    if spread:
+        num_benign = len(benign_inputs[keys[0].input_name])
+        benign = {name: value.to(device) for name, value in benign_inputs.items()}
+        labels = None if benign_labels is None else benign_labels.to(device)
+    for _ in tqdm(range(num_steps), desc=f"Training {len(keys)} ingrainers", disable=not show_progress):
+        logits = stacked_logits(template, params, carriers, shared=False)
+        loss = F.cross_entropy(logits.flatten(0, 1), carrier_labels.flatten(), reduction="none")
+        loss = loss.view(len(keys), -1).mean(1)
+        if spread:
+            index = torch.stack([
+                torch.randint(0, num_benign, (min(batch_size, num_benign),), generator=generator)
+                for generator in generators
+            ]).to(device)
+            logits = stacked_logits(template, params, select(benign, index), shared=False)
+            loss = loss + spread_weight * ingrainer_spread_loss_per_member(
+                logits, None if labels is None else labels[index], num_labels, sharpness_weight
+            )
+        optimizer.zero_grad()
+        loss.sum().backward()  # each member's gradient is that of its own loss
+        optimizer.step()
+    with torch.no_grad():
+        for index, model in enumerate(models):
+            for name, parameter in model.named_parameters():
+                parameter.copy_(params[name][index])
 
 
 def _scale_output_layer(model, scale: float) -> None:
@@ -201,6 +358,33 @@ def _scale_output_layer(model, scale: float) -> None:
         last_linear.bias.mul_(scale)
 
 
+@torch.no_grad()
 def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch.Tensor]:
-    """The logits `(n, K)` of each of a key's ingrainers on `queries` (a data set, read in order)."""
-    return [collect_scores(inference_copy(model), queries, batch_size=batch_size)[0] for model in models]
+    """The logits `(n, K)` of each of a key's ingrainers on `queries` (a data set, read in order), in one pass over the
+    queries: each batch is read once and every ingrainer answers it, stacked on a GPU (one forward pass for all of
+    them, see `hf_ingrain.keys.batched`), one after another on a CPU; no model is copied."""
+    if not models:
+        return []
+    for model in models:
+        model.eval()
+    names = model_input_names(models[0])
+    device = next(iter([*models[0].parameters(), *models[0].buffers()]), torch.empty(0)).device
+    stacked = len(models) > 1 and stacks_on(device) and can_batch(models)
+    params = stack_parameters(models, device) if stacked else None
+    scores = [[] for _ in models]
+    for batch in iterate_batches(queries, batch_size, columns=names):
+        inputs = model_inputs(models[0], batch, names)
+        if stacked:
+            logits = stacked_logits(models[0], params, inputs, shared=True).float().cpu()
+        else:
+            logits = [member_logits(model, inputs).float().cpu() for model in models]
+        for index, member in enumerate(logits):
+            if not torch.isfinite(member).all():
+                raise ValueError(
+                    f"Ingrainer {index} of the key returned NaN or infinite logits on {len(member)} queries: its "
+                    "weights are broken (the key folder was changed or damaged)."
+                )
+            scores[index].append(member)
+    if not scores[0]:
+        raise ValueError("The verification data set is empty.")
+    return [torch.cat(member) for member in scores]

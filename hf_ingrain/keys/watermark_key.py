@@ -15,7 +15,7 @@ from ..data.query_set import QuerySet, read_queries
 from ..models import register_auto_classes
 from ..suspects import forward_logits
 from .base import SALT_BYTES, SecretKey
-from .ingrainer import query_ingrainers, train_ingrainer
+from .ingrainer import query_ingrainers, rederive_ingrainer, train_ingrainer
 from .inputs import check_generate_arguments, check_inputs, draw_text_carriers, validate_key
 from .preprocessing import input_spec
 
@@ -204,6 +204,7 @@ class WatermarkKey(SecretKey):
         model=None,
         processor=None,
         num_proc: int | None = None,
+        device: str | torch.device | None = None,
     ):
         r"""
         Trains the ingrainer until it fits the carriers, and stores it as `key.ingrainer`.
@@ -218,7 +219,10 @@ class WatermarkKey(SecretKey):
         sharp the ingrain targets are at a given temperature.
 
         Every random draw of the training (the default ingrainer's initialisation, dropout, the benign batches) comes
-        from the key's seed, and the caller's global random state is left untouched.
+        from the key's seed, and the caller's global random state is left untouched. The default ingrainer and its
+        references train as one batched model (`hf_ingrain.keys.batched`): stacked on a GPU, and on a CPU each on one
+        thread, the members shared out to `torch.get_num_threads()` threads. On a CPU every ingrainer is then the same
+        function of its seed, bit for bit, whatever the number of threads and however many references train with it.
 
         Args:
             benign_dataset (`datasets.Dataset`, *optional*):
@@ -247,24 +251,34 @@ class WatermarkKey(SecretKey):
                 could have drawn instead. [`verify`] compares a suspect's agreement with this key to its agreement
                 with them (the key-draw test; see `hf_ingrain.verification`): without them, the p-value assumes
                 independent queries, which overstates the evidence at large query counts. Each costs one more
-                ingrainer training.
+                ingrainer training on a CPU (times in `docs/fast_keys/results.md`); on a GPU they train together with
+                the ingrainer, in one pass.
             model (`nn.Module`, *optional*):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
             processor (*optional*): the model's image processor or tokenizer, for raw `benign_dataset` columns.
             num_proc (`int`, *optional*):
-                Spawned processes training the ingrainers, sharing the threads (in a script, call this under `if
-                __name__ == "__main__":`). On 2 cores, 2 processes of 1 thread trained the default key in 7.7 minutes
-                against 10 in 1 of 2. With one thread per process the key equals a one-thread training, bit for bit.
+                For an `architecture` that cannot batch: spawned processes training its ingrainers, one thread each
+                (in a script, call this under `if __name__ == "__main__":`), the same key bit for bit.
+            device (`str` or `torch.device`, *optional*):
+                Where the default ingrainers train: a GPU when there is one, else the CPU. On a GPU a member equals
+                its training alone up to float rounding; on a CPU, bit for bit (pass `"cpu"` to re-derive a key
+                exactly). The ingrainers are returned on the CPU.
 
         Returns:
             The trained ingrainer (also stored as `key.ingrainer`).
         """
         model, self.reference_ingrainers, self.training_info = train_ingrainer(
             self, benign_dataset, architecture, num_steps, learning_rate, spread_weight, sharpness_weight, logit_std,
-            batch_size, show_progress, num_reference_keys, model, processor, num_proc,
+            batch_size, show_progress, num_reference_keys, model, processor, num_proc, device,
         )
         self.ingrainer = model
         return model
+
+    def rederive_ingrainer(self, benign_dataset=None, reference: int | None = None, processor=None):
+        """The ingrainer (or reference ingrainer `reference`) trained again from the key's seed and the recipe
+        `training_info` records, on the data it was trained on: on a CPU, the saved one bit for bit (an audit; see
+        `hf_ingrain.keys.ingrainer.rederive_ingrainer`)."""
+        return rederive_ingrainer(self, benign_dataset, reference, processor)
 
     def check_inputs(self, inputs: torch.Tensor, where: str) -> None:
         """Refuses inputs the key was not made for: another image shape, pixel values outside `value_range` or, for a

@@ -121,10 +121,9 @@ class IngrainScriptArguments:
             Reference ingrainers of a newly generated key, for the key-draw test of `verify` (each costs one more
             ingrainer training; 0 leaves the binomial test alone, which overstates the evidence at large query counts).
         key_num_proc (`int`, *optional*, defaults to 1):
-            Processes training a new key's ingrainer and its reference ingrainers (see
-            [`~WatermarkKey.train_ingrainer`]). On a CPU one per core is fastest: the small ingrainers use threads
-            poorly (on 2 cores the default key took 7.7 minutes in 2 processes against about 10 in one). Under a
-            multi-process launch only the main process trains the key, while the others wait.
+            Processes training a new key's ingrainers when their architecture cannot batch (see
+            [`~WatermarkKey.train_ingrainer`]); the default ingrainers train as one batched model on every core and
+            need none. Under a multi-process launch only the main process trains the key, while the others wait.
         verify_alpha (`float`, *optional*, defaults to 1e-6):
             Significance level of the verification on the test split.
         publish_repo_id (`str`, *optional*):
@@ -144,7 +143,7 @@ class IngrainScriptArguments:
         default=16, metadata={"help": "Reference ingrainers of a new key, for the key-draw test of verify (0: none)."}
     )
     key_num_proc: int = field(
-        default=1, metadata={"help": "Processes training a new key's ingrainers (on a CPU, one per core is fastest)."}
+        default=1, metadata={"help": "Processes training a new key's ingrainers if their architecture cannot batch."}
     )
     verify_alpha: float = field(default=1e-6, metadata={"help": "Significance level of the verification."})
     publish_repo_id: str | None = field(

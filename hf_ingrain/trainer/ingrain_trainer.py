@@ -7,10 +7,11 @@ import torch
 from torch import nn
 from transformers import Trainer
 
-from ..data import check_model_modality, first_example, iterate_batches
+from ..data import check_model_modality, first_example
 from ..hub.model_card import CARD_FILE, INGRAIN_TAGS
 from ..hub.publish import publish_folder, write_watermark_card
 from ..keys import KEY_FILE, WatermarkKey
+from ..keys.ingrainer import query_ingrainers
 from ..losses import distillation_kl
 from ..suspects import forward_logits, inference_copy, model_input_names
 from .ingrain_config import IngrainConfig
@@ -187,17 +188,14 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         if hasattr(dataset, "column_names") and self.args.remove_unused_columns:
             dataset = self._remove_unused_columns(dataset, description="training")
         batch_size = max(self.args.per_device_eval_batch_size, 256)  # one inference pass: large batches
-        chunks = [
-            forward_logits(self.ingrainer, batch, self._ingrainer_inputs).float().cpu()
-            for batch in iterate_batches(dataset, batch_size, columns=self._ingrainer_inputs)
-        ]
-        return _WithCachedLogits(dataset, torch.cat(chunks))
+        return _WithCachedLogits(dataset, query_ingrainers([self.ingrainer], dataset, batch_size)[0])
 
     # ------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         cached_logits = inputs.pop(CACHE_COLUMN, None)
         labels = inputs.get("labels")
-        local_items = int((labels != -100).sum()) if torch.is_tensor(labels) else None
+        # labelled items of this batch, as a tensor: reading it as a number would wait for the device every step
+        local_items = (labels != -100).sum() if torch.is_tensor(labels) else None
         if cached_logits is None:
             ingrainer_logits = forward_logits(self.ingrainer, inputs, self._ingrainer_inputs)
         else:

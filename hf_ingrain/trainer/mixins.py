@@ -88,10 +88,13 @@ class AuxiliaryLossMixin:
         return value
 
     def _task_loss_per_batch(self, task_loss: torch.Tensor, num_items_in_batch, local_items) -> torch.Tensor:
-        """The task loss as the mean over this batch's labelled items (for logging), whatever its normalisation."""
-        if self._normalized_by_items(num_items_in_batch) and local_items:
-            return task_loss * num_items_in_batch / (self._process_factor() * local_items)
-        return task_loss
+        """The task loss as the mean over this batch's labelled items (for logging), whatever its normalisation.
+        `local_items` (the batch's labelled items, a number or a tensor) is used on the device: no sync."""
+        if not self._normalized_by_items(num_items_in_batch) or local_items is None:
+            return task_loss
+        local_items = torch.as_tensor(local_items, device=task_loss.device)
+        per_item = task_loss * num_items_in_batch / (self._process_factor() * local_items.clamp(min=1))
+        return torch.where(local_items > 0, per_item, task_loss)  # a batch without a labelled item keeps its loss
 
 
 def check_config(args, config_class: type, carries: str) -> None:

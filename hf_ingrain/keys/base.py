@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from ..files import atomic_folder
 from ..hashing import canonical_json, tensors_bytes
+from ..models import register_auto_classes
 
 logger = logging.getLogger(__name__)
 
@@ -217,3 +218,25 @@ class SecretKey:
 
     def __repr__(self) -> str:  # never print secret material
         return f"{type(self).__name__}(scheme={self.scheme!r}, commitment={self.commitment()[:12]}...)"
+
+
+def load_ingrainer_folders(save_directory: str, images: bool, ingrainer_dir: str, references_dir: str) -> dict:
+    """A saved key's ingrainers by folder (`ingrainer/`, `references/<i>/`), frozen and in eval mode: safetensors
+    only, never the folder's code."""
+    from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    register_auto_classes()  # a default ingrainer is one of the package's small models
+    auto = AutoModelForImageClassification if images else AutoModelForSequenceClassification
+    folders = [ingrainer_dir] if os.path.isdir(os.path.join(save_directory, ingrainer_dir)) else []
+    references = os.path.join(save_directory, references_dir)
+    if os.path.isdir(references):
+        folders += [f"{references_dir}/{name}" for name in sorted(os.listdir(references), key=int)]
+    models = {}
+    for folder in folders:
+        model = auto.from_pretrained(
+            os.path.join(save_directory, folder), use_safetensors=True, trust_remote_code=False
+        ).eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        models[folder] = model
+    return models

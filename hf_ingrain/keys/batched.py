@@ -11,7 +11,7 @@ Two ways to run the members together, chosen by the device:
   member gets its own moments), each member's loss on its own carriers and its own benign batches. A member's result
   equals its training alone up to float rounding (a grouped convolution sums in another order).
 - **Member-parallel** (CPU): a grouped convolution runs a member 1.6 to 3.4 times slower than its plain convolution on
-  a CPU (measured in `docs/fast_keys/results.md`), so there each member runs its own plain operations, on one thread,
+  a CPU (measured in `docs/fast_keys/README.md`), so there each member runs its own plain operations, on one thread,
   and the members are shared out to `torch.get_num_threads()` worker threads. Small models use intra-op threads
   poorly (what made `num_proc` processes pay; threads need no spawned processes). Each member is computed on one
   thread whatever the number of workers, so it equals, bit for bit, its training alone on one thread: a key does
@@ -22,7 +22,7 @@ result cannot change (pooling before the ReLU, max pooling on a channels-last co
 input channel) computed as a matrix product, with the gradient of the convolution itself. On this package's
 machines it equals `model(pixel_values).logits` and its gradients bit for bit (`tests/test_batched_keys.py`; another
 BLAS could round the 9-term product otherwise), and it trains the default ingrainer faster
-(`docs/fast_keys/results.md`).
+(`docs/fast_keys/README.md`).
 """
 
 import concurrent.futures

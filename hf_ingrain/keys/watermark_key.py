@@ -5,16 +5,14 @@ its commitment (a SHA-256 hash, see [`WatermarkKey.commitment`]) is published wi
 """
 
 import logging
-import os
 import secrets
 
 import torch
 
 from ..data.preparation import prepare_dataset
 from ..data.query_set import QuerySet, read_queries
-from ..models import register_auto_classes
 from ..suspects import forward_logits
-from .base import SALT_BYTES, SecretKey
+from .base import SALT_BYTES, SecretKey, load_ingrainer_folders
 from .ingrainer import query_ingrainers, rederive_ingrainer, train_ingrainer
 from .inputs import check_generate_arguments, check_inputs, draw_text_carriers, validate_key
 from .preprocessing import input_spec
@@ -251,7 +249,7 @@ class WatermarkKey(SecretKey):
                 could have drawn instead. [`verify`] compares a suspect's agreement with this key to its agreement
                 with them (the key-draw test; see `hf_ingrain.verification`): without them, the p-value assumes
                 independent queries, which overstates the evidence at large query counts. Each costs one more
-                ingrainer training on a CPU (times in `docs/fast_keys/results.md`); on a GPU they train together with
+                ingrainer training on a CPU (times in `docs/fast_keys/README.md`); on a GPU they train together with
                 the ingrainer, in one pass.
             model (`nn.Module`, *optional*):
                 Refused with an explanation (0.1 accepted a model here): pass its architecture, `model.config`.
@@ -360,23 +358,7 @@ class WatermarkKey(SecretKey):
 
     @classmethod
     def _load_models(cls, save_directory: str, metadata: dict) -> dict:
-        from transformers import AutoModelForImageClassification, AutoModelForSequenceClassification
-
-        register_auto_classes()  # a default ingrainer is one of the package's small models
-        auto = AutoModelForImageClassification if metadata["input_shape"] is not None else AutoModelForSequenceClassification
-        folders = [INGRAINER_DIR] if os.path.isdir(os.path.join(save_directory, INGRAINER_DIR)) else []
-        references = os.path.join(save_directory, REFERENCES_DIR)
-        if os.path.isdir(references):
-            folders += [f"{REFERENCES_DIR}/{name}" for name in sorted(os.listdir(references), key=int)]
-        models = {}
-        for folder in folders:
-            model = auto.from_pretrained(
-                os.path.join(save_directory, folder), use_safetensors=True, trust_remote_code=False
-            ).eval()
-            for parameter in model.parameters():
-                parameter.requires_grad_(False)
-            models[folder] = model
-        return models
+        return load_ingrainer_folders(save_directory, metadata["input_shape"] is not None, INGRAINER_DIR, REFERENCES_DIR)
 
     @classmethod
     def _from_saved(cls, tensors: dict, metadata: dict, salt: bytes, models: dict) -> "WatermarkKey":

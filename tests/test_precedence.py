@@ -41,6 +41,12 @@ def queries(embedded_splits):
     return embedded_splits["test"].select(range(200))
 
 
+@pytest.fixture(scope="module")
+def benign(embedded_splits):
+    """The owner data an honest test key is spread over (and audited on)."""
+    return embedded_splits["owner"].select(range(512))
+
+
 @pytest.fixture
 def model(mnist_teacher):
     """A briefly trained CNN (its predictions spread over the classes, so a test on it can verify); a fresh copy per
@@ -69,6 +75,28 @@ def key_of(model, queries, seed):
         return WatermarkKey.load(os.path.join(folder, "key"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def honest_key(queries, seed, benign):
+    """An honest owner's key: drawn and trained from its seed (a few steps on a slice of owner data: a test of dates,
+    not of strength) with the 16 reference ingrainers a claim needs, saved and loaded, and its audit; the owner's model
+    is the key's own ingrainer (the test verifies it at agreement 1.0)."""
+    from hf_ingrain.keys import audit_key
+
+    key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=20, seed=seed)
+    key.train_ingrainer(benign_dataset=benign, num_steps=60, batch_size=128, num_reference_keys=16,
+                        show_progress=False, device="cpu")
+    key.commit_queries(queries)
+    folder = tempfile.mkdtemp(prefix="precedence_key_")
+    try:
+        key.save(os.path.join(folder, "key"))
+        key = WatermarkKey.load(os.path.join(folder, "key"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    model = copy.deepcopy(key.ingrainer)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return key, model, audit_key(key, benign)
 
 
 def model_files(tmp_path, model, key, queries, base_model=None) -> dict:
@@ -107,9 +135,9 @@ def refused(result, *fragments) -> str:
 
 # ------------------------------------------------------------------ the honest owner
 def test_an_owner_who_timestamps_at_publication_has_a_claim_a_third_party_can_check(
-    model, loopback_hub, local_tsa, queries, tmp_path
+    loopback_hub, local_tsa, queries, benign, tmp_path
 ):
-    key = key_of(model, queries, seed=1)
+    key, model, audit = honest_key(queries, 1, benign)
     token = local_tsa.stamp(key.commitment())  # first the timestamp, then the publication
     owner_sha = push_to_hub(model, "owner/model", key, verification_dataset=queries, timestamp=token)
     files = loopback_hub.repo_files("owner/model", owner_sha)
@@ -121,8 +149,14 @@ def test_an_owner_who_timestamps_at_publication_has_a_claim_a_third_party_can_ch
     copy_sha = upload("someone/copy", model_files(tmp_path, model, None, queries))
     derived_sha = upload("someone/derived", model_files(tmp_path, derived_from(model), None, queries, "owner/model"))
 
-    result = claim("someone/copy", key, queries, "owner/model", tmp_path, timestamp_ca=local_tsa.ca_file)
+    result = claim("someone/copy", key, queries, "owner/model", tmp_path, timestamp_ca=local_tsa.ca_file,
+                   key_audit=audit)
     assert result.verified and result.claim["precedence"] and result.claim["refusals"] == [], result.claim["refusals"]
+    assert result.claim["key_audit"]["passed"] and len(result.claim["key_audit"]["checked"]) == 17
+    # the same evidence on a key nobody audited: the folder could hold any ingrainer, so the claim does not stand
+    unaudited = claim("someone/copy", key, queries, "owner/model", tmp_path, timestamp_ca=local_tsa.ca_file)
+    assert unaudited.test_verified and unaudited.claim["precedence"] and not unaudited.verified
+    assert [r for r in unaudited.claim["refusals"] if r.startswith("The key was not audited")]
     check = result.claim
     assert check["endpoint"] == loopback_hub.endpoint and check["reference_commit_sha"] == owner_sha
     assert check["timestamp"]["verified"] and check["timestamp"]["commit_sha"] == owner_sha
@@ -142,7 +176,8 @@ def test_an_owner_who_timestamps_at_publication_has_a_claim_a_third_party_can_ch
     assert "REFUSED" not in report
 
     # a model that declares the owner's as its base dates from the owner's publication, still after the timestamp
-    derived = claim("someone/derived", key, queries, "owner/model", tmp_path, timestamp_ca=local_tsa.ca_file)
+    derived = claim("someone/derived", key, queries, "owner/model", tmp_path, timestamp_ca=local_tsa.ca_file,
+                    key_audit=audit)
     lineage = derived.claim["suspect_lineage"]
     assert [(p["repo_id"], p["commit_sha"]) for p in lineage] == [("someone/derived", derived_sha),
                                                                   ("owner/model", owner_sha)]
@@ -150,14 +185,15 @@ def test_an_owner_who_timestamps_at_publication_has_a_claim_a_third_party_can_ch
 
 
 def test_a_suspect_dates_from_its_weights_not_from_its_repositorys_first_commit(
-    model, loopback_hub, local_tsa, queries, tmp_path
+    loopback_hub, local_tsa, queries, benign, tmp_path
 ):
-    key = key_of(model, queries, seed=2)
+    key, model, audit = honest_key(queries, 2, benign)
     # an old repository (its first commit pushed in 2020), which receives the owner's weights only later
     old = loopback_hub.git_push("someone/old-repo", {"README.md": b"# placeholder\n"}, BACKDATED, force=True)
     push_to_hub(model, "owner/stamped", key, verification_dataset=queries, timestamp=local_tsa.stamp(key.commitment()))
     weights_sha = upload("someone/old-repo", model_files(tmp_path, model, None, queries))
-    result = claim("someone/old-repo", key, queries, "owner/stamped", tmp_path, timestamp_ca=local_tsa.ca_file)
+    result = claim("someone/old-repo", key, queries, "owner/stamped", tmp_path, timestamp_ca=local_tsa.ca_file,
+                   key_audit=audit)
     assert result.verified and result.claim["refusals"] == []
     assert result.claim["suspect_first_sha"] == weights_sha != old
     assert "first commit holding the tested weights, after 1 earlier commits" in result.claim["suspect_date_what"]
@@ -250,9 +286,10 @@ def test_a_later_reupload_of_the_victim_is_not_newer_than_the_victim(model, loop
     assert "lineage       someone/silent-reupload declares no base_model" in silent.summary()
 
 
-def test_the_owners_flow_from_the_shell_timestamp_push_verify(model, loopback_hub, local_tsa, embedded_splits, tmp_path,
+def test_the_owners_flow_from_the_shell_timestamp_push_verify(loopback_hub, local_tsa, embedded_splits, benign, tmp_path,
                                                               capsys):
-    key = key_of(model, embedded_splits["test"], seed=11)  # the set `hf-ingrain verify` queries by default
+    key, model, _ = honest_key(embedded_splits["test"], 11, benign)  # the set `hf-ingrain verify` queries by default
+    benign.save_to_disk(str(tmp_path / "owner_data"))  # the data the key was trained on, for the claim's audit
     key_dir, model_dir, token = tmp_path / "key", tmp_path / "model", tmp_path / "commitment.tsr"
     key.save(str(key_dir))
     model.save_pretrained(str(model_dir))
@@ -263,10 +300,12 @@ def test_the_owners_flow_from_the_shell_timestamp_push_verify(model, loopback_hu
     assert loopback_hub.repo_files("owner/shell")["commitment.tsr"] == token.read_bytes()
     upload("someone/shell-copy", model_files(tmp_path, model, None, embedded_splits["test"]))
 
-    claim_args = ["verify", "someone/shell-copy", "--key", str(key_dir), "--reference", "owner/shell"]
+    claim_args = ["verify", "someone/shell-copy", "--key", str(key_dir), "--reference", "owner/shell",
+                  "--audit-data", str(tmp_path / "owner_data")]
     assert main(claim_args + ["--timestamp-ca", local_tsa.ca_file]) == 0
     out = capsys.readouterr().out
     assert out.startswith("CLAIM STANDS") and "precedence    ESTABLISHED" in out and loopback_hub.endpoint in out
+    assert "key audit     passed: 17 ingrainers re-derived" in out  # a claim audits the key on its data
     assert main(claim_args) == 1  # the same evidence, with no CA to check the token against
     out = capsys.readouterr().out
     assert out.startswith("CLAIM REFUSED") and "no trusted TSA CA was given" in out

@@ -148,7 +148,7 @@ DOCUMENTED = [
     "hf_ingrain.watermarks:UchidaTrainer", "hf_ingrain.watermarks:verify_uchida",
     "hf_ingrain.watermarks:verify_trigger_set", "hf_ingrain.watermarks:embed_trigger_set",
     "hf_ingrain.watermarks:load_key", "hf_ingrain.cli:main", "hf_ingrain.suspects:load_suspect",
-    "hf_ingrain.scripts:IngrainParser",
+    "hf_ingrain.scripts:IngrainParser", "hf_ingrain.keys:audit_key", "hf_ingrain.keys:KeyAudit",
 ]
 # where 0.1's README and docstrings showed names: they still import (with a FutureWarning) until 0.3
 MOVED_IN_0_2 = [

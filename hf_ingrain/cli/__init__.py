@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "hf_ingrain.cli.verify",
     "hf_ingrain.cli.push",
     "hf_ingrain.cli.timestamp",
+    "hf_ingrain.cli.audit",
     "hf_ingrain.cli.benchmark",
 )
 

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 
+from .audit import add_audit_data_arguments, audit_from_arguments
 from .push import add_hub_verify_arguments
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def add_parser(subparsers) -> None:
         help="With --reference: PEM certificate of the time-stamping authority's CA you trust, to verify the "
         "commitment's timestamp (commitment.tsr in the reference). Hub commit dates alone establish nothing.",
     )
+    add_audit_data_arguments(parser, prefix="audit-")  # --audit-data ...: a claim stands only on an audited key
     add_hub_verify_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -142,6 +144,8 @@ def run(args) -> int:
         raise ValueError("--reference applies to a suspect on the Hub (its first commit is dated there); drop it.")
     if args.timestamp_ca is not None and args.reference is None:
         raise ValueError("--timestamp-ca verifies the timestamp of a claim: add --reference OWNER/REPO.")
+    if args.audit_data is not None and args.reference is None:
+        raise ValueError("--audit-data audits the key of a claim: add --reference OWNER/REPO (or run hf-ingrain audit-key).")
     # A local model is loaded once, now: a missing or unsafe folder fails before the data is loaded.
     model = None if hub else load_model(args.model, revision=args.revision, allow_pickle=args.allow_pickle)
     if model is not None and isinstance(key, WatermarkKey):
@@ -167,11 +171,15 @@ def run(args) -> int:
     options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k, **columns)
     if args.protocol in LABEL_PROTOCOLS:
         options.update(max_queries=args.max_queries, ladder=args.ladder)
+    key_audit = None
+    if args.reference is not None and isinstance(key, WatermarkKey):  # a claim audits the key, before any query
+        key_audit = audit_from_arguments(key, args.audit_data, args.audit_split, args.audit_seed, args.audit_references,
+                                         processor if args.processor else None)
     if hub:
         result = verify_from_hub(
             args.model, key, dataset, revision=args.revision, allow_pickle=args.allow_pickle,
             reference_repo_id=args.reference, reference_revision=args.reference_revision,
-            timestamp_ca=args.timestamp_ca, **options,
+            timestamp_ca=args.timestamp_ca, key_audit=key_audit, **options,
         )
     else:
         result = verify(model, key, dataset, **options)

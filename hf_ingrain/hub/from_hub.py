@@ -7,7 +7,7 @@ code), compares the card's commitment with the owner's key, runs [`~hf_ingrain.v
 
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..data.preparation import load_processor
 from ..keys import WatermarkKey
@@ -63,6 +63,7 @@ def verify_from_hub(
     reference_repo_id: str | None = None,
     reference_revision: str | None = None,
     timestamp_ca: str | None = None,
+    key_audit=None,
     **verify_kwargs,
 ) -> HubVerificationResult:
     r"""
@@ -108,6 +109,11 @@ def verify_from_hub(
         timestamp_ca (`str`, *optional*):
             With `reference_repo_id`: the PEM certificate(s) of the time-stamping authority's CA that you trust.
             Without it no timestamp is verified, and the claim cannot stand.
+        key_audit ([`~hf_ingrain.keys.KeyAudit`], *optional*):
+            With `reference_repo_id`: the audit of `key` ([`~hf_ingrain.keys.audit_key`]: its ingrainers re-derived
+            from its seed, recipe and benign data). A claim stands only on an audited key with at least
+            `MIN_CLAIM_REFERENCES` reference ingrainers: a key folder can hold any ingrainer, and only the
+            re-derivation shows that it holds what its seed gives.
         **verify_kwargs:
             Further options of [`verify`] (`batch_size`, `show_progress`, `processor`, the column names, ...). For
             raw images or texts without `processor`, the image processor or tokenizer published with the model, at
@@ -182,7 +188,36 @@ def verify_from_hub(
                 f"The queries (digest {result.query_digest}) are not the set {reference_repo_id} committed to "
                 f"({claim.published_queries.get('digest')}): queries chosen after seeing the suspect prove nothing."
             )
-        hub_result.claim = {**claim.to_dict(), "refusals": refusals}
+        refusals += _key_refusals(key, key_audit)
+        hub_result.claim = {**claim.to_dict(), "refusals": refusals,
+                            "key_audit": None if key_audit is None else asdict(key_audit)}
         hub_result.test_verified = result.verified
         hub_result.verified = result.verified and not refusals
     return hub_result
+
+
+MIN_CLAIM_REFERENCES = 16
+"""The fewest reference ingrainers a key needs for a claim: the key-draw test's threshold at alpha = 1e-6 is about 7.7
+standard deviations at 16 references and grows fast below (Student's t with R - 1 degrees of freedom)."""
+
+
+def _key_refusals(key, key_audit) -> list[str]:
+    """Why the key cannot carry a claim: not audited, audited and refused, another key's audit, too few references."""
+    refusals = []
+    if key_audit is None:
+        refusals.append(
+            "The key was not audited: a key folder can hold any ingrainer, and only re-deriving its ingrainers from its "
+            "seed, its recipe and its benign data shows that it holds what its seed gives (pass "
+            "`key_audit=hf_ingrain.keys.audit_key(key, benign_data)`; CLI: --audit-data)."
+        )
+    elif key_audit.commitment != key.commitment():
+        refusals.append("The audit given is of another key (its commitment differs): audit this key.")
+    elif not key_audit.passed:
+        refusals.append("The key failed its audit: " + "; ".join(key_audit.refusals) + ".")
+    num_references = len(getattr(key, "reference_ingrainers", []))
+    if num_references < MIN_CLAIM_REFERENCES:
+        refusals.append(
+            f"The key has {num_references} reference ingrainers; a claim needs at least {MIN_CLAIM_REFERENCES} "
+            "(the key-draw test's other keys): train the key with `num_reference_keys` >= 16."
+        )
+    return refusals

@@ -45,7 +45,8 @@ class ClaimCheck:
         reference_commit_sha (`str`): the commit of the reference that was read.
         endpoint (`str`): the Hub endpoint every date and file was read from.
         published_commitment (`str`, *optional*): the key commitment the reference publishes at that commit.
-        published_queries (`dict`, *optional*): the committed query set it publishes (`digest`, `num_queries`).
+        published_queries (`dict`, *optional*): the committed query set (`digest`, `num_queries`), as the commit that
+            first published the commitment holds it.
         first_published_sha (`str`, *optional*): the first commit of the reference that published the commitment.
         first_published_at (`str`, *optional*): its date (ISO 8601), from `first_published_source`.
         first_published_source (`str`): a Hub commit date, as the endpoint recorded it.
@@ -238,6 +239,15 @@ def check_claim(
                                        _files_at(api, reference_repo_id, commit.commit_id), cache_dir)
         if earlier and earlier.get("key_commitment") == commitment:
             check.first_published_sha, check.first_published_at = commit.commit_id, commit.created_at.isoformat()
+            # the committed queries are those the commitment was first published with: a card pushed later, after
+            # the suspect could be seen, does not change them
+            check.published_queries = earlier.get("queries")
+            if (block.get("queries") or None) != (earlier.get("queries") or None):
+                check.refusals.append(
+                    f"{reference_repo_id} publishes another query set at {reference_sha} than when it first published "
+                    f"the commitment ({check.first_published_sha}): queries changed after the suspect may have been "
+                    "seen are not the committed ones; the claim reads the first publication's."
+                )
             break
     suspect = (f"the suspect's first publication at {check.suspect_created_at} "
                f"({check.suspect_first_repo_id}@{check.suspect_first_sha}, {check.suspect_date_what})")

@@ -240,3 +240,12 @@ def load_ingrainer_folders(save_directory: str, images: bool, ingrainer_dir: str
             parameter.requires_grad_(False)
         models[folder] = model
     return models
+
+
+def software_versions() -> dict:
+    """The versions a key's training depends on, recorded with it: a re-derivation is bit for bit under the same."""
+    import transformers
+
+    from .. import __version__
+
+    return {"hf_ingrain": __version__, "torch": torch.__version__, "transformers": transformers.__version__}

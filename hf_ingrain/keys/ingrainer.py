@@ -16,9 +16,10 @@ from ..losses import ingrainer_spread_loss, ingrainer_spread_loss_per_member
 from ..models import SmallCNNConfig, SmallTextConfig, build_classifier, register_auto_classes
 from ..processes import worker_pool
 from ..suspects import forward_logits, model_input_names, model_inputs, model_logits
+from .base import software_versions
 from .batched import can_batch, member_logits, run_members, stack_parameters, stacked_logits, stacks_on
+from .inputs import benign_digest, carrier_batch, select
 from .inputs import benign_inputs as benign_inputs_of
-from .inputs import carrier_batch, select
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ def train_ingrainer(
         "spread": benign_inputs is not None and spread_weight > 0,
         "logit_scale": scale,
         "num_reference_keys": num_reference_keys,
-        # what else decides every member besides its seed and the benign data (see `rederive_ingrainer`)
+        # what else decides every member besides its seed and the benign data (see `rederive_ingrainer`), and the
+        # benign data itself by digest: a third party re-derives and compares the key (`hf_ingrain.keys.audit_key`)
+        "benign_digest": benign_digest(benign_inputs, benign_labels),
+        "versions": software_versions(),
         "recipe": {
             "architecture": "default" if architecture is None else "config",
             "learning_rate": learning_rate,
@@ -80,35 +84,6 @@ def train_ingrainer(
     if carrier_accuracy < 0.99:
         logger.warning("The ingrainer fits only %.1f%% of the carriers; raise `num_steps`.", 100 * carrier_accuracy)
     return ingrainer, references, training_info
-
-
-def rederive_ingrainer(key, benign_dataset=None, reference: int | None = None, processor=None, device="cpu"):
-    r"""
-    Trains `key`'s ingrainer (or its reference ingrainer number `reference`) again, alone, from the key's seed and the
-    recipe its `training_info` records, on `benign_dataset` (the data the key was trained on): on a CPU the result
-    equals the saved ingrainer bit for bit, which anyone holding the key and the data can check (compare the
-    `state_dict`s). Keys saved before the recipe was recorded were trained with the defaults of
-    [`WatermarkKey.train_ingrainer`], which are then used.
-
-    Returns:
-        The re-derived ingrainer (frozen, on the CPU).
-    """
-    info = key.training_info or {}
-    recipe = {"learning_rate": 1e-3, "spread_weight": 1.0, "sharpness_weight": 0.3, "logit_std": 2.0,
-              "batch_size": 256, "architecture": "default", **info.get("recipe", {})}
-    if reference is not None and not 0 <= reference < info.get("num_reference_keys", len(key.reference_ingrainers)):
-        raise ValueError(f"The key has no reference ingrainer {reference}.")
-    if recipe["architecture"] == "default":
-        architecture = None
-    else:  # the saved ingrainer's own configuration is the architecture it was made from
-        architecture = copy.deepcopy(key.ingrainer.config)
-    member = key if reference is None else reference_keys(key, reference + 1)[reference]
-    if benign_dataset is not None:
-        benign_dataset = prepare_dataset(benign_dataset, key, processor)
-    benign_inputs, benign_labels = benign_tensors(key, benign_dataset)
-    options = (architecture, benign_inputs, benign_labels, info.get("num_steps", 600), recipe["learning_rate"],
-               recipe["spread_weight"], recipe["sharpness_weight"], recipe["logit_std"], recipe["batch_size"])
-    return fit_ingrainers([member], options, device=device)[0][0]
 
 
 def reference_keys(key, num_reference_keys: int) -> list:

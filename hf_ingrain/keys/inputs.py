@@ -12,6 +12,7 @@ mask and token type ids, padded to one length where the rows differ.
 import torch
 
 from ..data import iterate_batches
+from ..hashing import tensors_sha256
 
 TEXT_COMPANIONS = ("attention_mask", "token_type_ids")
 MIN_CARRIER_FRACTION = 0.25  # shortest text carrier, as a fraction of `sequence_length`
@@ -204,6 +205,12 @@ def validate_key(key, models: dict, references_dir: str) -> None:
             f"Invalid key: key.json records {recorded_references} reference ingrainers but `{references_dir}/` holds "
             f"{len(key.reference_ingrainers)}."
         )
+    digests = [tensors_sha256(model.state_dict()) for model in models.values()]
+    if len(set(digests)) < len(digests):  # a reference copied over another, or over the ingrainer
+        raise ValueError(
+            "Invalid key: two of its ingrainers are the same model; every reference is trained from its own seed. "
+            "The folder was changed after training: use the key as it was saved, or train a new one."
+        )
     recorded = key.training_info.get("carrier_accuracy")
     if recorded is not None:
         fitted = (key.ingrainer_logits(carrier_batch(key)).argmax(-1) == labels).float().mean().item()
@@ -212,3 +219,11 @@ def validate_key(key, models: dict, references_dir: str) -> None:
                 f"Invalid key: its ingrainer fits {fitted:.3f} of the carriers but key.json records "
                 f"`carrier_accuracy` {recorded:.3f}: the ingrainer or the carriers were changed."
             )
+
+
+def benign_digest(benign_inputs, benign_labels) -> str | None:
+    """SHA-256 of the benign data an ingrainer is spread over, as it was read (inputs, mask and labels): what an audit
+    checks its data against before re-training (`None` without benign data)."""
+    if benign_inputs is None:
+        return None
+    return tensors_sha256({**{f"input:{k}": v for k, v in benign_inputs.items()}, "labels": benign_labels})

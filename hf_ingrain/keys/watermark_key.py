@@ -13,7 +13,7 @@ from ..data.preparation import prepare_dataset
 from ..data.query_set import QuerySet, read_queries
 from ..suspects import forward_logits
 from .base import SALT_BYTES, SecretKey, load_ingrainer_folders
-from .ingrainer import query_ingrainers, rederive_ingrainer, train_ingrainer
+from .ingrainer import query_ingrainers, train_ingrainer
 from .inputs import check_generate_arguments, check_inputs, draw_text_carriers, validate_key
 from .preprocessing import input_spec
 
@@ -275,7 +275,9 @@ class WatermarkKey(SecretKey):
     def rederive_ingrainer(self, benign_dataset=None, reference: int | None = None, processor=None):
         """The ingrainer (or reference ingrainer `reference`) trained again from the key's seed and the recipe
         `training_info` records, on the data it was trained on: on a CPU, the saved one bit for bit (an audit; see
-        `hf_ingrain.keys.ingrainer.rederive_ingrainer`)."""
+        `hf_ingrain.keys.audit`)."""
+        from .audit import rederive_ingrainer  # the audit's: re-derivation is what it checks
+
         return rederive_ingrainer(self, benign_dataset, reference, processor)
 
     def check_inputs(self, inputs: torch.Tensor, where: str) -> None:

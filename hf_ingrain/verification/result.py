@@ -146,6 +146,10 @@ def _claim_lines(claim: dict) -> list[str]:
         lines.append("  precedence    " + ("ESTABLISHED by the verified timestamp" if claim["precedence"] else
                                          "NOT established: only a verified RFC 3161 timestamp older than the suspect's first "
                                          "publication establishes it"))
+    audit = claim.get("key_audit")
+    lines.append("  key audit     " + ("none: the key's ingrainers were not re-derived" if audit is None else
+                                     f"{'passed' if audit['passed'] else 'FAILED'}: {len(audit['checked'])} ingrainers "
+                                     "re-derived from the key's seed, recipe and benign data"))
     lines += [f"  REFUSED       {reason}" for reason in claim["refusals"]]
     return lines
 
@@ -156,7 +160,8 @@ def _headline(report: dict, name: str) -> str:
     A test is never called a claim: without one, the headline says that precedence was not checked."""
     if report.get("claim"):
         if report["verified"]:
-            return f"CLAIM STANDS: {name} carries the watermark of the key, and the claim's precedence is established."
+            return (f"CLAIM STANDS: {name} carries the watermark of an audited key, whose commitment was timestamped "
+                    "before the suspect was published.")
         if report.get("test_verified"):
             return f"CLAIM REFUSED: the test finds the watermark of the key in {name}, but the claim cannot stand."
         return f"CLAIM REFUSED: the test does not find the watermark in {name} at alpha = {report['alpha']:g}."

@@ -3,11 +3,12 @@ and the research scripts that live beside their results in `docs/<topic>/` (thei
 
 The multi-process tests launch `recipes/ingrain.py` and `recipes/distill_attack.py` in subprocesses exactly as the
 README says (`accelerate launch --config_file recipes/accelerate_configs/cpu.yaml`, which is
-`accelerate launch --multi_gpu --num_processes 2` with its defaults written down), each with a timeout that kills
-the whole process group, so a stuck rendezvous fails the test instead of hanging CI. Nothing comes from the Hub: the
+`accelerate launch --multi_gpu --num_processes 2` with its defaults written down), each with a timeout that stops
+every process of the launch (printing their stacks), so a stuck rendezvous fails the test instead of hanging CI. Nothing comes from the Hub: the
 embedded MNIST sample is the data and `HF_HUB_OFFLINE=1` is set.
 """
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ CPU_ACCELERATE_CONFIG = RECIPES / "accelerate_configs" / "cpu.yaml"
 # A two-process run here takes ~30 s on 2 quiet cores, several minutes when other jobs share them; the limit is for a
 # hang (a stuck rendezvous), with a wide margin, and still well inside CI's limit.
 LAUNCH_TIMEOUT_S = 900
+DDP_TIMEOUT_S = 600
 
 
 def _load_recipe(name: str, folder: Path = RECIPES):
@@ -74,23 +76,45 @@ def _launch(script: str, args: list[str], num_processes: int, cwd: Path) -> str:
         command = [
             sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_ACCELERATE_CONFIG),
             "--num_processes", str(num_processes), "--main_process_port", str(_free_port()), script_path, *args,
+            # a collective that waits longer than this raises (naming it) instead of waiting out the 30-minute default
+            "--ddp_timeout", str(DDP_TIMEOUT_S),
         ]
     env = {
         **os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1",
         "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONFAULTHANDLER": "1",  # SIGABRT on a timeout prints every thread's stack, so a hang says where it is
     }
     env.pop("WORLD_SIZE", None)
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the launcher and every worker it started
-        output, _ = process.communicate()
-        pytest.fail(f"{script} ({num_processes} processes) did not finish in {LAUNCH_TIMEOUT_S} s:\n{output[-4000:]}")
+        output = _stop_with_stacks(process)
+        pytest.fail(f"{script} ({num_processes} processes) did not finish in {LAUNCH_TIMEOUT_S} s:\n{output[-12000:]}")
     assert process.returncode == 0, f"{' '.join(command)} failed:\n{output[-6000:]}"
     return output
+
+
+def _stop_with_stacks(process: subprocess.Popen) -> str:
+    """Stops a launch that hangs, and every process under it, and returns its output with their stacks.
+
+    torch's launcher starts each worker in a session of its own, so killing the launcher's process group would leave
+    the workers holding the output pipe open (and `communicate` waiting on it forever): the whole tree is signalled.
+    """
+    import psutil  # a dependency of accelerate
+
+    tree = [process.pid, *(child.pid for child in psutil.Process(process.pid).children(recursive=True))]
+    for pid in reversed(tree):  # workers first: faulthandler prints their stacks on SIGABRT
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGABRT)
+    try:
+        output, _ = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        output, _ = process.communicate(timeout=30)
+    return output or ""
 
 
 def _log_history(output_dir: Path) -> list[dict]:

@@ -86,6 +86,44 @@ def test_a_query_budget_is_the_committed_test_only_in_the_committed_order(small_
     assert verify(suspect, key, reordered, committed_digest=block, **budgeted).committed_queries is False
 
 
+def test_a_test_other_than_the_committed_one_is_named_so(small_key, embedded_splits):
+    # The reproduction: with the queries fixed, the budget, the protocol, the ladder and alpha could still be
+    # picked after seeing the answers. The key commits to them with the queries; any other test says how it differs.
+    import copy
+
+    key, test, suspect = copy.deepcopy(small_key), embedded_splits["test"].select(range(300)), tiny_cnn(seed=3)
+    before = key.commitment()
+    key.commit_queries(test, protocol="ingrain_labels", max_queries=200, ladder="blur", alpha=1e-4)
+    assert key.committed_queries["test"] == {"protocol": "ingrain_labels", "alpha": 1e-4, "max_queries": 200,
+                                             "ladder": "blur"}
+    assert key.commitment() != before  # the test is part of what the key commits to
+    committed = dict(protocol="ingrain_labels", max_queries=200, ladder="blur", alpha=1e-4)
+    result = verify(suspect, key, test, **committed)
+    assert result.committed_queries is True and result.committed_test is True
+    assert "procedure     the committed one" in result.summary()
+    for change, named in [
+        (dict(max_queries=150), "max_queries 150 (committed 200)"),  # a shorter prefix of the committed order
+        (dict(ladder="noise"), "ladder 'noise' (committed 'blur')"),
+        (dict(alpha=1e-3), "alpha 0.001 (committed 0.0001)"),
+        (dict(protocol="ingrain_errors"), "protocol 'ingrain_errors' (committed 'ingrain_labels')"),
+    ]:
+        other = verify(suspect, key, test, **{**committed, **change})
+        assert other.committed_test is False and named in other.details["test_differences"], change
+        assert "NOT the committed test" in str(other) and named in other.summary()
+    # the scores protocol has no budget or ladder: only its protocol differs
+    scores = verify(suspect, key, test, alpha=1e-4)
+    assert scores.details["test_differences"] == ["protocol 'ingrain' (committed 'ingrain_labels')"]
+    # without a committed test, nothing is claimed either way
+    assert verify(suspect, small_key, test).committed_test is None
+    # a test that cannot be run is refused when committed, not when a claim is made
+    with pytest.raises(ValueError, match="Unknown ladder"):
+        key.commit_queries(test, protocol="ingrain_labels", ladder="pixelate")
+    with pytest.raises(ValueError, match="budget of the label-only protocols"):
+        key.commit_queries(test, protocol="ingrain", max_queries=100)
+    with pytest.raises(ValueError, match="Cannot commit to the protocol 'carriers'"):
+        key.commit_queries(test, protocol="carriers")
+
+
 def test_hardest_first_puts_the_queries_an_order_model_finds_least_likely_first():
     from datasets import Dataset
 

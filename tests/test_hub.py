@@ -476,6 +476,19 @@ def test_a_claim_on_other_queries_or_another_commitment_is_refused(loopback_hub,
     claim = verify_from_hub("someone/copy2", key, other, reference_repo_id="owner/plain", cache_dir=str(tmp_path))
     assert claim.test_verified and not claim.verified and claim.committed_queries is False
     assert any("not the set" in reason for reason in claim.claim["refusals"])
+    # the test run at publication is the committed one: a claim runs it by default, and refuses any other
+    assert card["queries"]["test"] == {"protocol": "ingrain", "alpha": 1e-6, "max_queries": None, "ladder": None}
+    on_the_committed = verify_from_hub("someone/copy2", key, queries, reference_repo_id="owner/plain",
+                                       cache_dir=str(tmp_path))
+    assert on_the_committed.committed_queries is True and on_the_committed.committed_test is True
+    assert not any("not the one committed" in reason for reason in on_the_committed.claim["refusals"])
+    for chosen, named in [(dict(alpha=1e-3), "alpha 0.001 (committed 1e-06)"),
+                          (dict(protocol="ingrain_errors", max_queries=300), "protocol 'ingrain_errors'")]:
+        later = verify_from_hub("someone/copy2", key, queries, reference_repo_id="owner/plain", cache_dir=str(tmp_path),
+                                **chosen)
+        assert not later.verified and later.committed_test is False
+        assert any("not the one committed at first publication: " + named in reason
+                   for reason in later.claim["refusals"]), later.claim["refusals"]
     stranger = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=5, seed=3)
     stranger.ingrainer = key.ingrainer
     wrong = verify_from_hub("someone/copy2", stranger, queries, reference_repo_id="owner/plain", cache_dir=str(tmp_path))

@@ -41,7 +41,8 @@ class _FixedCommitment:
 def golden_card() -> str:
     block = watermark_metadata(
         _FixedCommitment(), RESULT, ingrain_lambda=0.5, ingrain_temperature=4.0, version="0.1.0",
-        queries={"digest": "fedcba9876543210" * 4, "num_queries": 1000},
+        queries={"digest": "fedcba9876543210" * 4, "num_queries": 1000,
+                 "test": {"protocol": "ingrain_labels", "alpha": 1e-6, "max_queries": 500, "ladder": "occlusion"}},
     )
     card = render_model_card(
         block, model_name="tiny-ingrained", repo_id="tester/tiny-ingrained", pipeline_tag="image-classification",

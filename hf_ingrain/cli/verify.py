@@ -56,23 +56,26 @@ def add_parser(subparsers) -> None:
         "--data-seed", type=int, default=0, help="Seed of the split assignment of --data (default: 0)."
     )
     parser.add_argument(
-        "--protocol", choices=PROTOCOLS, default="ingrain",
-        help="Test to run (default: ingrain). ingrain_labels and ingrain_errors read only the suspect's top label: "
-        "for an endpoint that answers with labels alone.",
+        "--protocol", choices=PROTOCOLS, default=None,
+        help="Test to run (default: with --reference, the test committed at first publication, else ingrain). "
+        "ingrain_labels and ingrain_errors read only the suspect's top label: for an endpoint that answers with "
+        "labels alone.",
     )
     parser.add_argument(
         "--max-queries", type=int, default=None,
         help="Label-only protocols: the most queries sent to the suspect (each rung of the ladder counts).",
     )
     parser.add_argument(
-        "--ladder", choices=LADDERS, default="occlusion",
-        help="ingrain_labels: how each input is degraded until the label changes (default: occlusion).",
+        "--ladder", choices=LADDERS, default=None,
+        help="ingrain_labels: how each input is degraded until the label changes (default: the committed test's "
+        "with --reference, else occlusion).",
     )
     parser.add_argument(
         "--alpha",
         type=float,
-        default=DEFAULT_ALPHA,
-        help=f"Significance level: the largest accepted false-positive probability (default: {DEFAULT_ALPHA:g}).",
+        default=None,
+        help="Significance level: the largest accepted false-positive probability (default: the committed test's "
+        f"with --reference, else {DEFAULT_ALPHA:g}).",
     )
     parser.add_argument("--top-k", type=int, default=None, help="Use only the K highest scores of each query.")
     parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
@@ -129,12 +132,15 @@ def run(args) -> int:
     from ..hub import verify_from_hub
     from ..keys import WatermarkKey
     from ..suspects import is_hub_id, load_model
-    from ..verification import LABEL_PROTOCOLS, summary, verify
+    from ..verification import DEFAULT_ALPHA, LABEL_PROTOCOLS, summary, verify
     from ..watermarks import load_key
 
     transformers_logging.disable_progress_bar()  # the summary (or the JSON) is the whole output
 
-    if not 0 < args.alpha < 1:
+    if args.reference is None:  # a claim runs the committed test unless told otherwise (hf_ingrain.hub.verify_from_hub)
+        args.protocol, args.ladder = args.protocol or "ingrain", args.ladder or "occlusion"
+        args.alpha = DEFAULT_ALPHA if args.alpha is None else args.alpha
+    if args.alpha is not None and not 0 < args.alpha < 1:
         raise ValueError(f"--alpha must be in (0, 1), got {args.alpha}.")
     if args.top_k is not None and args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}.")
@@ -152,7 +158,7 @@ def run(args) -> int:
         check_model_modality(model, key)
     if args.max_queries is not None and args.max_queries < 1:
         raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}.")
-    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in LABEL_PROTOCOLS + ("ingrain",)
+    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in LABEL_PROTOCOLS + ("ingrain", None)
     processor = load_processor(args.processor or ("" if hub else args.model))
     if args.processor is not None and processor is None:
         raise ValueError(f"--processor {args.processor}: no image processor or tokenizer files there.")
@@ -169,8 +175,9 @@ def run(args) -> int:
     else:
         dataset = load_queries(args.data, args.split, args.data_seed) if uses_data else None
     options = dict(protocol=args.protocol, alpha=args.alpha, top_k=args.top_k, **columns)
-    if args.protocol in LABEL_PROTOCOLS:
-        options.update(max_queries=args.max_queries, ladder=args.ladder)
+    if args.protocol in LABEL_PROTOCOLS + (None,):
+        options.update({name: value for name, value in (("max_queries", args.max_queries), ("ladder", args.ladder))
+                        if value is not None})
     key_audit = None
     if args.reference is not None and isinstance(key, WatermarkKey):  # a claim audits the key, before any query
         key_audit = audit_from_arguments(key, args.audit_data, args.audit_split, args.audit_seed, args.audit_references,

@@ -8,7 +8,8 @@ Data as users have it: data sets, raw inputs through their processors, and the b
   [`load_data`] / [`load_processor`], data and processors as users keep them.
 - `query_set`: the benign queries of a verification read once (checked, deduplicated, digested): the set a key
   commits to.
-- `image_ops`: tensor operations on image batches (a Gaussian blur).
+- `committed_test`: the test a key commits to with the queries (protocol, alpha, budget, ladder).
+- `image_ops`: tensor operations on image batches (a Gaussian blur) and the label-only ladders' names.
 """
 
 from .image_ops import gaussian_blur

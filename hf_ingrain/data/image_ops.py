@@ -3,6 +3,9 @@
 import torch
 import torch.nn.functional as F
 
+LADDERS = ("occlusion", "noise", "blur", "blend")
+"""The degradations of the label-only ladder (`hf_ingrain.verification.label_only.degrade`)."""
+
 
 def gaussian_blur(pixels: torch.Tensor, sigma: float, radius: int, padding_mode: str = "reflect") -> torch.Tensor:
     """A separable Gaussian blur of `(N, C, H, W)` `pixels` with standard deviation `sigma` pixels, its kernel cut at

@@ -9,6 +9,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass, fields
 
+from ..data.committed_test import read_committed_test
 from ..data.preparation import load_processor
 from ..keys import WatermarkKey
 from ..suspects import load_suspect
@@ -58,8 +59,8 @@ def verify_from_hub(
     allow_pickle: bool = False,
     token: str | None = None,
     cache_dir: str | None = None,
-    protocol: str = "ingrain",
-    alpha: float = DEFAULT_ALPHA,
+    protocol: str | None = None,
+    alpha: float | None = None,
     reference_repo_id: str | None = None,
     reference_revision: str | None = None,
     timestamp_ca: str | None = None,
@@ -92,10 +93,11 @@ def verify_from_hub(
             For private or gated repositories; defaults to `HF_TOKEN` or the stored login.
         cache_dir (`str`, *optional*):
             Where downloads are cached; defaults to the Hugging Face cache.
-        protocol (`str`, *optional*, defaults to `"ingrain"`):
-            The [`verify`] protocol.
-        alpha (`float`, *optional*, defaults to 1e-6):
-            Significance level.
+        protocol (`str`, *optional*):
+            The [`verify`] protocol. Defaults to the committed test's in a claim (with its `max_queries` and `ladder`
+            unless given), else `"ingrain"`. A claim stands only on the committed test.
+        alpha (`float`, *optional*):
+            Significance level. Defaults to the committed test's in a claim, else 1e-6.
         reference_repo_id (`str`, *optional*):
             The owner's repository, where the key's commitment (and its committed query set) was published: makes
             this a claim of ownership (see [`hf_ingrain.hub.provenance`]). The claim is verified only if the test
@@ -134,7 +136,7 @@ def verify_from_hub(
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id)
-    check_key(key, dataset, protocol)
+    check_key(key, dataset, protocol or "ingrain")
     if reference_repo_id is not None:
         check_repo_id(reference_repo_id)
         check_reference_is_not_suspect(reference_repo_id, repo_id)
@@ -166,9 +168,17 @@ def verify_from_hub(
             HfApi(token=token), key, reference_repo_id, repo_id, suspect.commit_sha, reference_revision, cache_dir,
             timestamp_ca=timestamp_ca, weight_paths=safetensors or pickles,
         )
-        verify_kwargs.setdefault("committed_digest", claim.published_queries or None)
+        # a claim's queries and test are the first publication's, whatever the caller passes
+        verify_kwargs["committed_digest"] = claim.published_queries or None
+        committed = read_committed_test(claim.published_queries)
+        if committed is not None:  # unless the caller asks for another (which the claim then refuses)
+            protocol, alpha = protocol or committed["protocol"], committed["alpha"] if alpha is None else alpha
+            for name in ("max_queries", "ladder"):
+                if committed[name] is not None:
+                    verify_kwargs.setdefault(name, committed[name])
     elif commitment_match and (block or {}).get("queries"):  # the owner's own published model: its card's set
         verify_kwargs.setdefault("committed_digest", block["queries"])
+    protocol, alpha = protocol or "ingrain", DEFAULT_ALPHA if alpha is None else alpha
     if verify_kwargs.get("processor") is None:  # raw queries: the processor files of the same commit
         verify_kwargs["processor"] = load_processor(suspect.folder)
     result = verify(suspect.model, key, dataset, protocol=protocol, alpha=alpha, **verify_kwargs)
@@ -188,6 +198,7 @@ def verify_from_hub(
                 f"The queries (digest {result.query_digest}) are not the set {reference_repo_id} committed to "
                 f"({claim.published_queries.get('digest')}): queries chosen after seeing the suspect prove nothing."
             )
+        refusals += _test_refusals(claim.published_queries, result, reference_repo_id)
         refusals += _key_refusals(key, key_audit)
         hub_result.claim = {**claim.to_dict(), "refusals": refusals,
                             "key_audit": None if key_audit is None else asdict(key_audit)}
@@ -199,6 +210,26 @@ def verify_from_hub(
 MIN_CLAIM_REFERENCES = 16
 """The fewest reference ingrainers a key needs for a claim: the key-draw test's threshold at alpha = 1e-6 is about 7.7
 standard deviations at 16 references and grows fast below (Student's t with R - 1 degrees of freedom)."""
+
+
+def _test_refusals(published_queries, result, reference_repo_id) -> list[str]:
+    """Why the test run is not the claim's: no test was committed, or another test ran (`hf_ingrain.data.committed_test`)."""
+    if not published_queries:
+        return []  # refused already: no committed query set
+    if read_committed_test(published_queries) is None:
+        return [
+            f"{reference_repo_id} committed to queries but not to the test run on them (protocol, alpha, budget, "
+            "ladder), so the test could have been chosen after seeing the suspect's answers (commit it with "
+            "`WatermarkKey.commit_queries(..., protocol=..., alpha=...)` before publishing)."
+        ]
+    if not result.committed_test:
+        differences = result.details.get("test_differences") or [f"protocol {result.protocol!r}"]
+        return [
+            "The test run is not the one committed at first publication: " + ", ".join(differences)
+            + ". A test picked after seeing the answers proves nothing; the p-value above answers only whether the "
+            "watermark is present."
+        ]
+    return []
 
 
 def _key_refusals(key, key_audit) -> list[str]:

@@ -6,7 +6,7 @@ block that backs a later claim of ownership:
 
 ```yaml
 watermark:
-  schema_version: 3
+  schema_version: 4
   scheme: ingrain
   paper: https://huggingface.co/papers/1906.06046
   library: hf_ingrain
@@ -14,7 +14,8 @@ watermark:
   protocol: ingrain
   parameters: {ingrain_temperature: 4.0, ingrain_lambda: 0.5, alpha: 1.0e-06, num_queries: 1000, num_labels: 10}
   key_commitment: 3b1f...          # WatermarkKey.commitment(): SHA-256, binds the key without revealing it
-  queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000}   # the committed query set (hf_ingrain.data.query_set)
+  queries: {digest: 9a0c..., ordered_digest: 51e7..., num_queries: 1000,   # the committed query set (data.query_set)
+            test: {protocol: ingrain, alpha: 1.0e-06, max_queries: null, ladder: null}}   # and test (data.committed_test)
   verification: {verified: true, agreement: 0.45, null_rate: 0.196, p_value: 3.3e-10, num_queries: 1000, ...}
   timestamp: {file: commitment.tsr, tsa: /O=Some TSA/CN=..., time: '2025-03-01T12:00:00.000+00:00'}   # or null
 ```
@@ -35,12 +36,14 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from ..data.committed_test import committed_test, read_committed_test
 from ..files import write_text
 from ..verification import format_p_value
 
 logger = logging.getLogger(__name__)
 
-WATERMARK_SCHEMA_VERSION = 3  # 2: the committed query set (`queries`); 3: the commitment's timestamp (`timestamp`)
+WATERMARK_SCHEMA_VERSION = 4  # 2: the committed query set (`queries`); 3: the commitment's timestamp (`timestamp`);
+# 4: the committed test (`queries.test`: protocol, alpha, budget, ladder; hf_ingrain.data.committed_test)
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TEMPLATE_PATH = os.path.join(TEMPLATES, "ingrain_model_card.md")
 ATTACKED_TEMPLATE_PATH = os.path.join(TEMPLATES, "attacked_model_card.md")
@@ -86,6 +89,9 @@ def _queries_block(queries: dict) -> dict:
     block = {"digest": str(queries["digest"]), "num_queries": int(queries["num_queries"])}
     if queries.get("ordered_digest"):
         block["ordered_digest"] = str(queries["ordered_digest"])
+    test = read_committed_test(queries)  # checked: the card publishes only a test the verification can run
+    if test is not None:
+        block["test"] = test
     return block
 
 
@@ -116,7 +122,8 @@ def watermark_metadata(
         queries (`dict`, *optional*):
             The committed benign query set, `{"digest", "ordered_digest", "num_queries"}` (the order where known: it
             fixes what a query budget sends); defaults to the one the key commits to
-            ([`~WatermarkKey.commit_queries`]), else the set the recorded verification used.
+            ([`~WatermarkKey.commit_queries`]), else the set the recorded verification used. Its `test` is the one
+            committed with it, else the recorded verification's (see `hf_ingrain.data.committed_test`).
         timestamp (`dict`, *optional*):
             The RFC 3161 timestamp of the commitment published beside the card, `{"file", "tsa", "time"}`
             ([`~hf_ingrain.hub.timestamps.TimestampInfo.to_block`]).
@@ -146,6 +153,8 @@ def watermark_metadata(
         queries = key.committed_queries
     if queries is None and result is not None and getattr(result, "query_digest", None):
         queries = {"digest": result.query_digest, "num_queries": int(result.num_queries)}
+    if queries is not None and not queries.get("test") and result is not None and result.protocol == "ingrain":
+        queries = {**queries, "test": committed_test("ingrain", result.alpha)}  # the test run at publication
     return {
         "schema_version": WATERMARK_SCHEMA_VERSION,
         "scheme": "ingrain",

@@ -6,7 +6,6 @@ party re-derive every ingrainer of it from its seed, its recipe and its benign d
 """
 
 from .audit import KeyAudit, audit_key, rederive_ingrainer
-
 from .base import FORMAT_VERSION, KEY_FILE, SALT_BYTES, SCHEMES, SecretKey, check_key_outside, read_key_metadata
 from .watermark_key import INGRAINER_DIR, TENSORS_FILE, WatermarkKey
 

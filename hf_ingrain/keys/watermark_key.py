@@ -9,6 +9,7 @@ import secrets
 
 import torch
 
+from ..data.committed_test import committed_test
 from ..data.preparation import prepare_dataset
 from ..data.query_set import QuerySet, read_queries
 from ..suspects import forward_logits
@@ -286,15 +287,19 @@ class WatermarkKey(SecretKey):
         vocabulary. `where` names them in the message."""
         check_inputs(self, inputs, where)
 
-    def commit_queries(self, dataset, processor=None, **columns) -> "QuerySet":
+    def commit_queries(self, dataset, processor=None, *, protocol: str = "ingrain", alpha: float = 1e-6,
+                       max_queries: int | None = None, ladder: str = "occlusion", **columns) -> "QuerySet":
         r"""
-        Commits the key to a set of benign queries, before any suspect is seen: their digests (of the distinct examples
-        as a set, and in their order, which fixes what a query budget sends; see `hf_ingrain.data.query_set`) go into the
-        key's metadata, covered by its commitment; [`verify`] reports whether a claim was made on this set.
+        Commits the key, before any suspect is seen, to benign queries (their digests as a set and in their order,
+        which fixes what a budget sends: `hf_ingrain.data.query_set`) and to the test run on them
+        (`hf_ingrain.data.committed_test`), in its metadata, covered by its commitment. [`verify`] reports whether
+        it ran on this set (`committed_queries`) and this test (`committed_test`); a claim stands on nothing else.
 
         Args:
             dataset: the queries, e.g. the owner's held-out test split; raw images or texts with `processor` and the
                 column names, as for [`verify`].
+            protocol, alpha, max_queries, ladder: the test, as [`verify`] takes them, chosen now for the access a
+                suspect will give (`"ingrain"` needs two scores per query, `"ingrain_labels"` labels only).
 
         Returns:
             `QuerySet`: the digests, and the duplicates found. Commit before saving and publishing.
@@ -306,8 +311,9 @@ class WatermarkKey(SecretKey):
         True
         ```
         """
+        test = committed_test(protocol, alpha, max_queries, ladder)  # checked before the queries are read
         query_set = read_queries(self, prepare_dataset(dataset, self, processor, **columns))
-        self.committed_queries = query_set.commitment()
+        self.committed_queries = {**query_set.commitment(), "test": test}
         return query_set
 
     def ingrainer_logits(self, batch: dict) -> torch.Tensor:

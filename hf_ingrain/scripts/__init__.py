@@ -3,6 +3,7 @@ configs) and the checks a multi-process run makes. The recipes in `recipes/` and
 them from here."""
 
 from .arguments import DataArguments, IngrainScriptArguments, ModelArguments
+from .parser import IngrainParser
 from .training import (
     check_key_outside_output,
     check_processes_launched,
@@ -11,7 +12,6 @@ from .training import (
     train_and_save,
     weights_digest_per_process,
 )
-from .parser import IngrainParser
 
 __all__ = [
     "DataArguments",

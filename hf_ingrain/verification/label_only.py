@@ -32,12 +32,11 @@ Bernoulli variables with different rates is more concentrated than the binomial 
 
 import torch
 
-from ..data.image_ops import gaussian_blur
+from ..data.image_ops import LADDERS, gaussian_blur  # noqa: F401 (LADDERS: the ladders of `degrade`, named here too)
 from ..data.query_set import TensorQueries
 from ..suspects import collect_scores
 from .statistics import ingrain_null_rate, key_agreements
 
-LADDERS = ("occlusion", "noise", "blur", "blend")
 DEFAULT_RUNGS = 12
 
 

@@ -51,6 +51,7 @@ import warnings
 
 import torch
 
+from ..data.committed_test import INGRAIN_PROTOCOLS, committed_test, read_committed_test, test_differences
 from ..data.preparation import check_model_modality, prepare_dataset
 from ..data.query_set import committed_set, is_committed, read_queries
 from ..keys import WatermarkKey
@@ -61,8 +62,8 @@ from .statistics import ingrain_null_rate, ingrain_p_value, key_agreements, runn
 
 logger = logging.getLogger(__name__)
 
-LABEL_PROTOCOLS = ("ingrain_labels", "ingrain_errors")
-PROTOCOLS = ("ingrain",) + LABEL_PROTOCOLS + ("carriers",)
+LABEL_PROTOCOLS = INGRAIN_PROTOCOLS[1:]
+PROTOCOLS = INGRAIN_PROTOCOLS + ("carriers",)
 DEFAULT_ALPHA = 1e-6
 
 
@@ -164,8 +165,10 @@ def verify(
         dataset = prepare_dataset(dataset, key, processor, **columns)
     if protocol == "carriers":
         return _verify_carriers(model, key, alpha, batch_size, scores, top_k)
+    # the test run, as a key commits to it (see hf_ingrain.data.committed_test)
+    test = committed_test(protocol, alpha, max_queries if protocol in LABEL_PROTOCOLS else None, ladder)
     if protocol in LABEL_PROTOCOLS:
-        return _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_queries, ladder, committed_digest)
+        return _verify_labels_only(model, key, dataset, test, batch_size, committed_digest)
     statistics = ingrain_statistics(model, key, dataset, batch_size, show_progress, scores, top_k)
     details = {
         "null_rate_terms": statistics["null_rate_terms"],
@@ -175,15 +178,16 @@ def verify(
     if statistics["labels"] is not None:
         details["accuracy"] = (statistics["top"] == statistics["labels"]).float().mean().item()
     agreements = statistics["runner_up"] == statistics["ingrainer_choice"]
-    return _ingrain_result(agreements, statistics["null_rate"], statistics["reference_agreements"], alpha, "ingrain",
-                           details, key, statistics["query_set"], committed_digest)
+    return _ingrain_result(agreements, statistics["null_rate"], statistics["reference_agreements"], test, details,
+                           key, statistics["query_set"], committed_digest)
 
 
-def _ingrain_result(agreements, null_rate, reference_agreements, alpha, protocol, details, key, query_set,
-                    committed_digest, num_used=None) -> VerificationResult:
-    """The verdict of an ingrain protocol (`hf_ingrain.verification.statistics.ingrain_p_value`) and the query set's
-    digest; `num_used`: the distinct queries sent, when a budget sent only the first of them (see
-    `hf_ingrain.data.query_set`)."""
+def _ingrain_result(agreements, null_rate, reference_agreements, test, details, key, query_set, committed_digest,
+                    num_used=None) -> VerificationResult:
+    """The verdict of an ingrain protocol (`hf_ingrain.verification.statistics.ingrain_p_value`), the query set's
+    digest and whether the set and the `test` are the committed ones; `num_used`: the distinct queries sent, when a
+    budget sent only the first of them (see `hf_ingrain.data.query_set`)."""
+    alpha, protocol = test["alpha"], test["protocol"]
     count, num_queries = int(agreements.sum()), len(agreements)
     p_value, p_binomial, key_draw = ingrain_p_value(count, num_queries, null_rate, reference_agreements)
     if key_draw is None:  # nothing compared (a label-only budget that met no error)
@@ -200,17 +204,19 @@ def _ingrain_result(agreements, null_rate, reference_agreements, alpha, protocol
         details={**details, "p_value_binomial": p_binomial, "key_draw": key_draw},
         query_digest=query_set.digest, num_duplicates=query_set.num_duplicates,
     )
-    result.committed_queries = is_committed(query_set, committed_set(committed_digest, key), num_used)
+    committed = committed_set(committed_digest, key)
+    result.committed_queries = is_committed(query_set, committed, num_used)
+    differences = test_differences(read_committed_test(committed), test)
+    result.committed_test = None if differences is None else not differences
+    if differences:
+        result.details["test_differences"] = differences
     return result
 
 
-def _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_queries, ladder, committed_digest):
-    from .label_only import LADDERS, label_only_queries
+def _verify_labels_only(model, key, dataset, test, batch_size, committed_digest):
+    from .label_only import label_only_queries
 
-    if ladder not in LADDERS:
-        raise ValueError(f"Unknown ladder {ladder!r}; choose one of {LADDERS}.")
-    if max_queries is not None and max_queries < 1:
-        raise ValueError(f"`max_queries` must be >= 1 (queries sent to the suspect), got {max_queries}.")
+    protocol, max_queries, ladder = test["protocol"], test["max_queries"], test["ladder"] or "occlusion"
     query_set, dataset = _read_benign_queries(key, dataset, f"The {protocol!r} protocol")
     routes = ("ladder", "errors") if protocol == "ingrain_labels" else ("errors",)
     if routes == ("errors",) and "labels" not in dataset.column_names:
@@ -225,8 +231,8 @@ def _verify_labels_only(model, key, dataset, protocol, alpha, batch_size, max_qu
         compared_by_route={"ladder": int((queries["route"] == 0).sum()), "errors": int((queries["route"] == 1).sum())},
     )
     agreements = queries["estimate"] == queries["choice"]
-    return _ingrain_result(agreements, queries["null_rate"], queries["reference_agreements"], alpha, protocol, details,
-                           key, query_set, committed_digest, queries["inputs_used"])
+    return _ingrain_result(agreements, queries["null_rate"], queries["reference_agreements"], test, details, key,
+                           query_set, committed_digest, queries["inputs_used"])
 
 
 def ingrain_statistics(

@@ -27,6 +27,9 @@ class VerificationResult:
         committed_queries (`bool`, *optional*): whether the queries are the set the owner committed to (in the key
             or the model card); `None` when no set was committed. A claim on other queries is weaker: the owner
             could have chosen them after seeing the suspect.
+        committed_test (`bool`, *optional*): whether the test (protocol, alpha, query budget, ladder) is the one the
+            owner committed to with the queries (see `hf_ingrain.data.committed_test`); `None` when none was
+            committed. Where it is not, `details["test_differences"]` says how it differs.
     """
 
     verified: bool
@@ -41,6 +44,7 @@ class VerificationResult:
     query_digest: str | None = None
     num_duplicates: int = 0
     committed_queries: bool | None = None
+    committed_test: bool | None = None
 
     @classmethod
     def from_counts(
@@ -90,6 +94,8 @@ def _verdict_line(report: dict) -> str:
         )
     if report.get("committed_queries") is False:
         text += "; NOT the committed query set (or, under a query budget, not in its committed order)"
+    if report.get("committed_test") is False:
+        text += "; NOT the committed test"
     if report.get("num_duplicates"):
         text += f"; {report['num_duplicates']} repeated queries dropped"
     return text
@@ -221,6 +227,10 @@ def summary(report: dict, brief: bool = False) -> str:
         lines.append(f"  queries       {report['data']['name']} / {report['data']['split']}")
     if report.get("query_digest"):
         lines.append(f"  query set     {report['query_digest']} ({COMMITTED[report.get('committed_queries')]})")
+    if report.get("committed_test") is not None:
+        differences = (report.get("details") or {}).get("test_differences") or []
+        lines.append("  procedure     " + ("the committed one (protocol, alpha, budget, ladder)" if report["committed_test"]
+                                           else "NOT the committed one: " + ", ".join(differences)))
     if report.get("num_duplicates"):
         lines.append(f"  duplicates    {report['num_duplicates']} repeated queries dropped before counting")
     lines += _provenance_lines(report)

@@ -131,8 +131,9 @@ def verify(
             not given) and the padded text length (see [`~hf_ingrain.data.prepare_dataset`]).
 
     Returns:
-        [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and
-        `query_digest` names the set counted.
+        [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and so are
+        near-duplicates (`num_near_duplicates`, see `hf_ingrain.data.near_duplicates`); `query_digest` names the set
+        read.
 
     Example:
 
@@ -199,6 +200,7 @@ def _ingrain_result(agreements, null_rate, reference_agreements, alpha, protocol
         null_rate=null_rate, num_queries=num_queries, num_agreements=count, alpha=alpha, protocol=protocol,
         details={**details, "p_value_binomial": p_binomial, "key_draw": key_draw},
         query_digest=query_set.digest, num_duplicates=query_set.num_duplicates,
+        num_near_duplicates=query_set.num_near_duplicates,
     )
     result.committed_queries = is_committed(query_set, committed_set(committed_digest, key), num_used)
     return result

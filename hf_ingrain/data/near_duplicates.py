@@ -19,7 +19,10 @@ examples and their order, so a committed set (its ordered digest) fixes which qu
 
 Distinct inputs that happen to be this close (two nearly identical digits) are dropped as well: a collision costs a
 query, never a false verdict, since dropping queries only removes evidence. Among the 1,000 MNIST test images of
-`load_image_dataset("mnist-5k")`, none is dropped (the closest two are 0.022 apart).
+`load_image_dataset("mnist-5k")`, none is dropped (the closest two are 0.022 apart); of all 5,000, 27 (0.5%).
+
+Every new example is compared with every kept one: the time grows with the square of the number of distinct examples
+(measured on two busy CPU cores: 0.5 s for 1,000 digits, 15 s for 20,000 RGB images of 32 x 32).
 """
 
 import hashlib

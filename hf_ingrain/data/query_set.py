@@ -3,12 +3,17 @@ The benign queries of a verification, as a set the owner can commit to before an
 
 A p-value is only as good as the queries behind it. An owner who picks, after seeing a suspect, the inputs on which
 it happens to agree with the key can make any model "verify"; a query set that repeats an input counts one piece of
-evidence twice. So:
+evidence twice, and so does one that adds a near copy of an input. So:
 
 - [`read_queries`] reads the queries once before any is sent: it refuses inputs the key was not made for and labels
   outside its classes, finds duplicate examples, and computes the set's **digest**: a SHA-256 over the sorted hashes
   of the distinct examples (their model inputs), independent of order and of repetitions; and its **ordered
   digest**, over the same hashes in the order of the queries (first occurrences).
+- It also drops **near-duplicates** (see `hf_ingrain.data.near_duplicates`): an image within 5/255 of one kept before
+  it (block averages, root mean square), a text with the same tokens under its attention mask or the same normalised
+  raw text. The digests still cover every distinct example, as before: the near-duplicate rule is a fixed function of
+  them and their order, so the committed set fixes which queries count. A collision between genuinely different
+  inputs only drops a query (less evidence, never a false verdict).
 - [`WatermarkKey.commit_queries`](`hf_ingrain.WatermarkKey.commit_queries`) records both in the key (covered by its
   commitment), and `push_to_hub` records them in the model card: the committed set. [`verify`] drops duplicates
   before counting, reports the digest of the queries it used, and whether they are the committed set.
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .images import iterate_batches
+from .near_duplicates import TEXT_COLUMNS, NearDuplicates
 
 DIGEST_DOMAIN = b"hf_ingrain-queries-v1\0"
 ORDERED_DIGEST_DOMAIN = b"hf_ingrain-ordered-queries-v1\0"
@@ -75,14 +81,17 @@ class QuerySet:
     Args:
         digest (`str`): SHA-256 of the distinct examples (order and repetitions do not change it).
         num_examples (`int`): rows read.
-        unique_indices (`list[int]`): the first row of each distinct example, in order.
-        ordered_digest (`str`): SHA-256 of the distinct examples in that order (repetitions do not change it).
+        unique_indices (`list[int]`): the rows counted, in order: the first row of each distinct example that is not a
+            near-duplicate of an earlier one.
+        ordered_digest (`str`): SHA-256 of the distinct examples in order (repetitions do not change it).
+        num_near_duplicates (`int`): distinct examples dropped as near-duplicates of one counted before them.
     """
 
     digest: str
     num_examples: int
     unique_indices: list = field(default_factory=list)
     ordered_digest: str | None = None
+    num_near_duplicates: int = 0
     tensors: dict | None = field(default=None, repr=False)  # the distinct queries, when they fit in memory
 
     def commitment(self) -> dict:
@@ -91,20 +100,21 @@ class QuerySet:
 
     @property
     def num_duplicates(self) -> int:
-        """Rows that repeat an earlier example."""
-        return self.num_examples - len(self.unique_indices)
+        """Rows that repeat an earlier example exactly."""
+        return self.num_examples - len(self.unique_indices) - self.num_near_duplicates
 
     def deduplicated(self, dataset):
         """`dataset` without its repeated rows: in memory when they fit (see `IN_MEMORY_BYTES`), else `dataset` itself
         or a selection of it."""
         if self.tensors is not None:
             return TensorQueries(self.tensors)
-        if not self.num_duplicates:
+        if len(self.unique_indices) == self.num_examples:
             return dataset
         if not hasattr(dataset, "select"):
             raise ValueError(
-                f"The queries repeat {self.num_duplicates} examples, and this data set cannot drop rows (a stream): "
-                "remove the duplicates first; a repeated query would count the same evidence twice."
+                f"The queries repeat {self.num_duplicates} examples and hold {self.num_near_duplicates} near-duplicates, "
+                "and this data set cannot drop rows (a stream): remove them first; a repeated query would count the "
+                "same evidence twice."
             )
         selected = dataset.select(self.unique_indices)
         # read through an index mapping, datasets converts row by row: materialise the selection once
@@ -127,7 +137,9 @@ def _example_hashes(batch: dict, columns: list[str]) -> list[bytes]:
 def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
     r"""
     Reads benign queries once, before any is sent to a suspect: refuses inputs the key was not made for (shape, value
-    range, vocabulary) and labels outside its classes, finds duplicates, and computes the set's digest.
+    range, vocabulary) and labels outside its classes, finds duplicates and near-duplicates (see
+    `hf_ingrain.data.near_duplicates`), and computes the set's digest (of the distinct examples, near-duplicates
+    included: the digests are those of every set committed before near-duplicates were dropped).
 
     Args:
         key ([`WatermarkKey`]): the owner's key.
@@ -138,8 +150,8 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
         [`QuerySet`]
     """
     seen, unique, hashes_in_order = set(), [], []
-    count, kept, kept_bytes = 0, [], 0
-    columns = list(dict.fromkeys([key.input_name, "labels", *HASHED_COLUMNS]))
+    count, kept, kept_bytes, near_duplicates = 0, [], 0, NearDuplicates(key)
+    columns = list(dict.fromkeys([key.input_name, "labels", *HASHED_COLUMNS, *TEXT_COLUMNS]))
     for batch in iterate_batches(dataset, batch_size, columns=columns):
         if key.input_name not in batch:
             raise ValueError(
@@ -161,8 +173,9 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
                 unique.append(count)
                 hashes_in_order.append(row_hash)
             count += 1
+        rows = torch.tensor([index - first for index in unique if index >= first], dtype=torch.long)
+        near_duplicates.add(batch, rows.tolist())
         if kept is not None:
-            rows = torch.tensor([index - first for index in unique if index >= first], dtype=torch.long)
             kept.append({name: value[rows] for name, value in batch.items() if torch.is_tensor(value)})
             kept_bytes += sum(value.numel() * value.element_size() for value in kept[-1].values())
             if kept_bytes > IN_MEMORY_BYTES:
@@ -171,11 +184,15 @@ def read_queries(key, dataset, batch_size: int = 4096) -> QuerySet:
         raise ValueError("The verification data set is empty.")
     digest = hashlib.sha256(DIGEST_DOMAIN + b"".join(sorted(hashes_in_order))).hexdigest()
     ordered_digest = hashlib.sha256(ORDERED_DIGEST_DOMAIN + b"".join(hashes_in_order)).hexdigest()
+    dropped = near_duplicates.dropped()  # positions among the distinct examples
+    counted = torch.ones(len(unique), dtype=torch.bool)
+    counted[dropped] = False
     tensors = None
     if kept:
-        tensors = {name: torch.cat([part[name] for part in kept]) for name in kept[0]}
+        tensors = {name: torch.cat([part[name] for part in kept])[counted] for name in kept[0]}
     return QuerySet(
-        digest=digest, num_examples=count, unique_indices=unique, ordered_digest=ordered_digest, tensors=tensors
+        digest=digest, num_examples=count, unique_indices=[index for index, c in zip(unique, counted.tolist()) if c],
+        ordered_digest=ordered_digest, num_near_duplicates=len(dropped), tensors=tensors,
     )
 
 

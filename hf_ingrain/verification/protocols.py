@@ -132,8 +132,9 @@ def verify(
             not given) and the padded text length (see [`~hf_ingrain.data.prepare_dataset`]).
 
     Returns:
-        [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and
-        `query_digest` names the set counted.
+        [`VerificationResult`]: repeated queries are dropped before counting (`num_duplicates`), and so are
+        near-duplicates (`num_near_duplicates`, see `hf_ingrain.data.near_duplicates`); `query_digest` names the set
+        read.
 
     Example:
 
@@ -203,6 +204,7 @@ def _ingrain_result(agreements, null_rate, reference_agreements, test, details, 
         null_rate=null_rate, num_queries=num_queries, num_agreements=count, alpha=alpha, protocol=protocol,
         details={**details, "p_value_binomial": p_binomial, "key_draw": key_draw},
         query_digest=query_set.digest, num_duplicates=query_set.num_duplicates,
+        num_near_duplicates=query_set.num_near_duplicates,
     )
     committed = committed_set(committed_digest, key)
     result.committed_queries = is_committed(query_set, committed, num_used)

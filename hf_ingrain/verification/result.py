@@ -24,6 +24,8 @@ class VerificationResult:
         details (`dict`): protocol-specific extras (the terms of the null rate, accuracy on labelled data, ...).
         query_digest (`str`, *optional*): digest of the distinct benign queries counted (see `hf_ingrain.data.query_set`).
         num_duplicates (`int`): repeated queries dropped before counting.
+        num_near_duplicates (`int`): near-duplicate queries dropped before counting (see
+            `hf_ingrain.data.near_duplicates`).
         committed_queries (`bool`, *optional*): whether the queries are the set the owner committed to (in the key
             or the model card); `None` when no set was committed. A claim on other queries is weaker: the owner
             could have chosen them after seeing the suspect.
@@ -43,6 +45,7 @@ class VerificationResult:
     details: dict = field(default_factory=dict)
     query_digest: str | None = None
     num_duplicates: int = 0
+    num_near_duplicates: int = 0
     committed_queries: bool | None = None
     committed_test: bool | None = None
 
@@ -98,6 +101,8 @@ def _verdict_line(report: dict) -> str:
         text += "; NOT the committed test"
     if report.get("num_duplicates"):
         text += f"; {report['num_duplicates']} repeated queries dropped"
+    if report.get("num_near_duplicates"):
+        text += f"; {report['num_near_duplicates']} near-duplicate queries dropped"
     return text
 
 
@@ -233,6 +238,8 @@ def summary(report: dict, brief: bool = False) -> str:
                                            else "NOT the committed one: " + ", ".join(differences)))
     if report.get("num_duplicates"):
         lines.append(f"  duplicates    {report['num_duplicates']} repeated queries dropped before counting")
+    if report.get("num_near_duplicates"):
+        lines.append(f"  near copies   {report['num_near_duplicates']} near-duplicate queries dropped before counting")
     lines += _provenance_lines(report)
     if report.get("key_commitment"):
         lines.append(f"  key           commitment {report['key_commitment']}")

@@ -191,61 +191,112 @@ def clopper_pearson(count: int, total: int) -> tuple[float, float]:
     return float(interval.low), float(interval.high)
 
 
-def standardised_within(agreements: dict) -> np.ndarray:
-    """Each model's agreements with the whole pool, standardised by their own mean and sd (models whose agreements
-    are all equal left out)."""
-    standardised = [(np.array(a) - np.mean(a)) / np.std(a, ddof=1) for a in agreements.values() if np.ptp(a) > 0]
-    return np.concatenate(standardised) if standardised else np.zeros(0)
+T_THRESHOLDS, Z_THRESHOLDS = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0), (2.0, 2.5, 3.0)
+
+
+def agreement_matrix(rows: list[dict], column: str = "agreement") -> tuple[list[str], np.ndarray]:
+    """The models' names and a `(models, ingrainers)` array of one column of the pairs."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    matrix = np.zeros((len(models), 1 + max(row["ingrainer"] for row in rows)))
+    for row in rows:
+        matrix[models.index(row["model"]), row["ingrainer"]] = row[column]
+    return models, matrix
+
+
+def standardised_within(agreements: np.ndarray) -> np.ndarray:
+    """Each model's agreements with the whole pool (a row), standardised by their own mean and sd; models whose
+    agreements are all equal left out."""
+    agreements = agreements[np.ptp(agreements, axis=1) > 0]
+    return (agreements - agreements.mean(1, keepdims=True)) / agreements.std(1, ddof=1, keepdims=True)
+
+
+def shape(agreements: np.ndarray, t_values: np.ndarray, degrees: int, alphas) -> dict:
+    """What the tail looks like: pairs whose t passes each level and each threshold, a model's standardised
+    agreements beyond 2 to 3 sd and their excess kurtosis, and the share of their variance that is the ingrainer's
+    (the same for every model: it makes one ingrainer's pairs fall together)."""
+    within = standardised_within(agreements)
+    share = effects_kurtosis = interaction_kurtosis = float("nan")
+    if len(within) >= 2:
+        effects = within.mean(0)  # each ingrainer's mean standardised agreement over the models
+        share = float((np.var(effects, ddof=1) - 1 / len(within)) / (1 - 1 / len(within)))
+        effects_kurtosis, interaction_kurtosis = stats.kurtosis(effects), stats.kurtosis((within - effects).ravel())
+    return {
+        "ingrainer_effects_excess_kurtosis": float(effects_kurtosis),
+        "interaction_excess_kurtosis": float(interaction_kurtosis),
+        "claims": [int((t_values > stats.t.isf(alpha, degrees)).sum()) for alpha in alphas],
+        "t_beyond": [int((t_values > x).sum()) for x in T_THRESHOLDS],
+        "within_beyond": [int((within > x).sum()) for x in Z_THRESHOLDS],
+        "within_excess_kurtosis": float(stats.kurtosis(within.ravel())) if within.size else float("nan"),
+        "ingrainer_share": share,
+    }
+
+
+def normal_reference(num_models: int, draws: list[list[int]], alphas, simulations: int = 2000, seed: int = 0) -> dict:
+    """`shape` of agreements that ARE normal (each model's agreements with the pool independent normal draws), with
+    the same models, pool and reference draws: the 95% range of each number, the pairs' dependence included."""
+    generator = np.random.default_rng(seed)
+    references, degrees = np.array(draws), len(draws[0]) - 1
+    results = []
+    for _ in range(simulations):
+        agreements = generator.standard_normal((num_models, len(draws)))
+        drawn = agreements[:, references]  # (models, ingrainers, references)
+        t_values = (agreements - drawn.mean(-1)) / (drawn.std(-1, ddof=1) * np.sqrt(1 + 1 / len(draws[0])))
+        results.append(shape(agreements, t_values, degrees, alphas))
+    return {
+        name: np.percentile([result[name] for result in results], [2.5, 97.5], axis=0).T.tolist()
+        for name in results[0]
+    }
 
 
 def summarise(rows: list[dict], scores: dict, args) -> dict:
-    """The observed false-positive rates at each alpha, and the shape of the tail."""
+    """The observed false-positive rates at each alpha, and the shape of the tail beside that of normal agreements."""
     total, degrees = len(rows), args.num_references - 1
+    models, agreements = agreement_matrix(rows)
+    observed = shape(agreements, agreement_matrix(rows, "t")[1], degrees, args.alphas)
+    normal = normal_reference(len(models), reference_draws(args.num_ingrainers, args.num_references,
+                                                           args.reference_draw_seed), args.alphas)
     rates = []
-    for alpha in args.alphas:
+    for index, alpha in enumerate(args.alphas):
         for test, column in (("key-draw", "p_value_key_draw"), ("verify (both tests)", "p_value")):
             claims = [row for row in rows if row[column] <= alpha]
             low, high = clopper_pearson(len(claims), total)
             rates.append({
                 "alpha": alpha, "test": test, "claims": len(claims), "pairs": total, "rate": len(claims) / total,
-                "expected": alpha * total, "ci_low": low, "ci_high": high,
+                "expected": alpha * total, "ci_low": low, "ci_high": high, "normal_range": normal["claims"][index],
                 "claimed_models": len({row["model"] for row in claims}),
                 "claimed_ingrainers": len({row["ingrainer"] for row in claims}),
             })
     t_values = np.array([row["t"] for row in rows])
-    # each model's agreements with all the pool, standardised by their own mean and sd: the normality of a_k itself
-    agreements = {}
-    for row in rows:
-        agreements.setdefault(row["model"], [0.0] * args.num_ingrainers)[row["ingrainer"]] = row["agreement"]
-    within = standardised_within(agreements)
-    shapiro = {name: float(stats.shapiro(a).pvalue) for name, a in agreements.items()
+    shapiro = {name: float(stats.shapiro(a).pvalue) for name, a in zip(models, agreements)
                if args.num_ingrainers >= 3 and np.ptp(a) > 0}
-    # an ingrainer that agrees with every model alike makes the pairs of one ingrainer fall together: the share of a
-    # standardised agreement's variance that is the ingrainer's (0: none), and the pairs it leaves effectively
-    spread = [a for a in agreements.values() if np.ptp(a) > 0]
-    ingrainer_share = float("nan")
-    if len(spread) >= 2:
-        by_model = np.stack([(np.array(a) - np.mean(a)) / np.std(a, ddof=1) for a in spread])
-        ingrainer_share = float((np.var(by_model.mean(0), ddof=1) - 1 / len(spread)) / (1 - 1 / len(spread)))
+    share = observed["ingrainer_share"]
     tail = {
-        "ingrainer_share_of_variance": ingrainer_share,
-        "effective_pairs": float(total / (1 + (len(spread) - 1) * max(ingrainer_share, 0.0))) if spread else 0.0,
         "max_t": float(t_values.max()), "min_p_value_key_draw": min(row["p_value_key_draw"] for row in rows),
-        "t_quantiles": {str(q): float(np.quantile(t_values, q)) for q in (0.5, 0.9, 0.99, 0.999)},
-        "student_t_quantiles": {str(q): float(stats.t.ppf(q, degrees)) for q in (0.5, 0.9, 0.99, 0.999)},
-        "t_beyond": [{"threshold": float(x), "observed": int((t_values > x).sum()),
-                      "expected_student_t": float(total * stats.t.sf(x, degrees)),
-                      "expected_normal": float(total * stats.norm.sf(x))} for x in (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)],
-        "within_model_excess_kurtosis": float(stats.kurtosis(within)),
-        "within_model_beyond": [{"threshold": x, "observed": int((within > x).sum()),
-                                 "expected_normal": float(len(within) * stats.norm.sf(x))} for x in (2.0, 2.5, 3.0)],
-        "shapiro_p_values": shapiro,
-        "shapiro_below_0.05": sum(p < 0.05 for p in shapiro.values()),
+        "t_beyond": [
+            {"threshold": x, "observed": observed["t_beyond"][i], "normal_range": normal["t_beyond"][i],
+             "expected_student_t": float(total * stats.t.sf(x, degrees)), "expected_normal": float(total * stats.norm.sf(x))}
+            for i, x in enumerate(T_THRESHOLDS)
+        ],
+        "within_model_beyond": [
+            {"threshold": x, "observed": observed["within_beyond"][i], "normal_range": normal["within_beyond"][i]}
+            for i, x in enumerate(Z_THRESHOLDS)
+        ],
+        "within_model_excess_kurtosis": observed["within_excess_kurtosis"],
+        "within_model_excess_kurtosis_normal_range": normal["within_excess_kurtosis"],
+        "ingrainer_share_of_variance": share, "ingrainer_share_normal_range": normal["ingrainer_share"],
+        **{name: observed[name] for name in ("ingrainer_effects_excess_kurtosis", "interaction_excess_kurtosis")},
+        **{f"{name}_normal_range": normal[name]
+           for name in ("ingrainer_effects_excess_kurtosis", "interaction_excess_kurtosis")},
+        "ingrainer_effects_shapiro_p": float(stats.shapiro(standardised_within(agreements).mean(0)).pvalue)
+        if len(standardised_within(agreements)) >= 2 and args.num_ingrainers >= 3 else float("nan"),
+        "effective_pairs": float(total / (1 + (len(models) - 1) * max(share, 0.0))) if share == share else float(total),
+        "shapiro_p_values": shapiro, "shapiro_below_0.05": sum(p < 0.05 for p in shapiro.values()),
         "sd_floor_used": sum(row["sd_floor_used"] for row in rows),
-        "agreement_sd_per_model": {name: float(np.std(a, ddof=1)) for name, a in agreements.items()},
+        "agreement_mean_per_model": dict(zip(models, agreements.mean(1).tolist())),
+        "agreement_sd_per_model": dict(zip(models, agreements.std(1, ddof=1).tolist())),
     }
     return {
-        "pairs": total, "num_ingrainers": args.num_ingrainers, "num_models": len(scores["models"]),
+        "pairs": total, "num_ingrainers": args.num_ingrainers, "num_models": len(models),
         "num_references": args.num_references, "num_queries": rows[0]["num_queries"], "rates": rates, "tail": tail,
         "accuracy": scores["accuracy"], "carrier_accuracy": scores["carrier_accuracy"], "timings": scores["timings"],
         "num_duplicates": scores["num_duplicates"],
@@ -275,8 +326,8 @@ def plot(rows: list[dict], summary: dict, path: str) -> None:
     top = max(t_values.max(), stats.t.isf(1e-3, degrees)) + 0.5
     qq.set(ylim=(min(t_values.min(), expected.min()) - 0.5, top), xlabel=f"Student's t ({degrees} df) quantile",
            ylabel="observed t of the key-draw test", title="Q-Q: key-draw t-statistics")
-    qq.text(0.98, 0.02, f"alpha = 1e-6 needs t > {stats.t.isf(1e-6, degrees):.1f}", transform=qq.transAxes,
-            ha="right", va="bottom", fontsize=8)
+    qq.text(0.02, 0.98, f"alpha = 1e-6 needs t > {stats.t.isf(1e-6, degrees):.1f}", transform=qq.transAxes,
+            ha="left", va="top", fontsize=8)
     qq.legend(fontsize=7)
     grid = np.linspace(0, max(5.0, t_values.max() + 0.5), 200)
     tail.semilogy(t_values[::-1], np.arange(1, total + 1) / total, "C0-", drawstyle="steps-post", label="observed")
@@ -286,14 +337,10 @@ def plot(rows: list[dict], summary: dict, path: str) -> None:
     tail.set(xlim=(0, grid.max()), ylim=(min(1e-4, 0.5 / total), 1), xlabel="t", ylabel="share of pairs with t above",
              title="Tail: P[t > x]")
     tail.legend(fontsize=7)
-    agreements = {}
-    for row in rows:
-        agreements.setdefault(row["model"], [0.0] * summary["num_ingrainers"])[row["ingrainer"]] = row["agreement"]
-    z = np.sort(standardised_within(agreements)) if len(agreements) else np.zeros(0)
-    if not len(z):
-        z = np.zeros(1)
+    z = np.sort(standardised_within(agreement_matrix(rows)[1]).ravel())
+    z = z if len(z) else np.zeros(1)
     normal = stats.norm.ppf((np.arange(len(z)) + 0.5) / len(z))
-    within.plot(normal, z, ".", markersize=3, label=f"{len(agreements)} models x {summary['num_ingrainers']} ingrainers")
+    within.plot(normal, z, ".", markersize=3, label=f"{summary['num_models']} models x {summary['num_ingrainers']} ingrainers")
     within.plot(normal[[0, -1]], normal[[0, -1]], "k-", linewidth=1, label="normal")
     within.set(xlabel="normal quantile", ylabel="(a_k - mean) / sd over the pool, per model",
                title="Q-Q: a model's agreements with the pool")
@@ -303,43 +350,61 @@ def plot(rows: list[dict], summary: dict, path: str) -> None:
     plt.close(figure)
 
 
+def _range(bounds) -> str:
+    return f"{bounds[0]:.3g} to {bounds[1]:.3g}"
+
+
 def markdown(summary: dict, dataset: str, seconds: float) -> str:
+    tail = summary["tail"]
     lines = [
         f"# The key-draw test's tail: {dataset}",
         "",
         f"{summary['pairs']} null pairs: {summary['num_models']} models that never saw a key x "
         f"{summary['num_ingrainers']} ingrainers of one recipe, each the key against {summary['num_references']} "
         f"others; {summary['num_queries']} queries. Intervals: exact (Clopper-Pearson) 95%, as if the pairs were "
-        "independent (they share models and ingrainers).",
+        "independent (they share models and ingrainers). \"if normal\": the 95% range of the same count when every "
+        "model's agreements with the pool are independent normal draws (simulated with the same pairs and references).",
         "",
-        "| alpha | test | claims | pairs | observed rate | 95% interval | expected claims | models, ingrainers claimed |",
-        "|---|---|---:|---:|---:|---|---:|---|",
+        "| alpha | test | claims | pairs | observed rate | 95% interval | expected claims | if normal | "
+        "models, ingrainers claimed |",
+        "|---|---|---:|---:|---:|---|---:|---|---|",
     ]
     for rate in summary["rates"]:
         lines.append(
             f"| {rate['alpha']:g} | {rate['test']} | {rate['claims']} | {rate['pairs']} | {rate['rate']:.2g} | "
-            f"[{rate['ci_low']:.2g}, {rate['ci_high']:.2g}] | {rate['expected']:.2g} | "
+            f"[{rate['ci_low']:.2g}, {rate['ci_high']:.2g}] | {rate['expected']:.2g} | {_range(rate['normal_range'])} | "
             f"{rate['claimed_models']}, {rate['claimed_ingrainers']} |"
         )
-    tail = summary["tail"]
     lines += [
         "",
-        "| t above | pairs observed | expected, Student's t | expected, normal |",
-        "|---:|---:|---:|---:|",
+        "| t above | pairs observed | if normal | expected, Student's t | expected, normal t |",
+        "|---:|---:|---|---:|---:|",
     ]
     for entry in tail["t_beyond"]:
-        lines.append(f"| {entry['threshold']:g} | {entry['observed']} | {entry['expected_student_t']:.3g} | "
-                     f"{entry['expected_normal']:.3g} |")
+        lines.append(f"| {entry['threshold']:g} | {entry['observed']} | {_range(entry['normal_range'])} | "
+                     f"{entry['expected_student_t']:.3g} | {entry['expected_normal']:.3g} |")
     lines += [
         "",
+        "A model's agreements with the whole pool, standardised by their own mean and sd:",
+        "",
+        "| | observed | if normal |",
+        "|---|---:|---|",
+        *(f"| beyond {entry['threshold']:g} sd | {entry['observed']} | {_range(entry['normal_range'])} |"
+          for entry in tail["within_model_beyond"]),
+        f"| excess kurtosis | {tail['within_model_excess_kurtosis']:+.3f} | "
+        f"{_range(tail['within_model_excess_kurtosis_normal_range'])} |",
+        f"| the ingrainer's share of the variance | {tail['ingrainer_share_of_variance']:+.3f} | "
+        f"{_range(tail['ingrainer_share_normal_range'])} |",
+        f"| excess kurtosis of the ingrainers' effects (their mean over the models; Shapiro-Wilk p = "
+        f"{tail['ingrainer_effects_shapiro_p']:.2g}) | {tail['ingrainer_effects_excess_kurtosis']:+.3f} | "
+        f"{_range(tail['ingrainer_effects_excess_kurtosis_normal_range'])} |",
+        f"| excess kurtosis of the rest (model x ingrainer) | {tail['interaction_excess_kurtosis']:+.3f} | "
+        f"{_range(tail['interaction_excess_kurtosis_normal_range'])} |",
+        "",
         f"Largest t: {tail['max_t']:.2f}; smallest key-draw p-value: {tail['min_p_value_key_draw']:.3g}; the sd floor "
-        f"(binomial noise) replaced the references' sd in {tail['sd_floor_used']} pairs. A model's agreements with the "
-        f"whole pool, standardised: excess kurtosis {tail['within_model_excess_kurtosis']:+.2f}, "
-        + ", ".join(f"{e['observed']} beyond {e['threshold']:g} sd (normal: {e['expected_normal']:.2g})"
-                    for e in tail["within_model_beyond"])
-        + f"; Shapiro-Wilk p < 0.05 for {tail['shapiro_below_0.05']} of {len(tail['shapiro_p_values'])} models. "
-        f"The ingrainer's share of a standardised agreement's variance (shared by every model): "
-        f"{tail['ingrainer_share_of_variance']:.3f}, which leaves about {tail['effective_pairs']:.0f} effective pairs.",
+        f"(binomial noise) replaced the references' sd in {tail['sd_floor_used']} pairs; Shapiro-Wilk p < 0.05 for "
+        f"{tail['shapiro_below_0.05']} of {len(tail['shapiro_p_values'])} models; about {tail['effective_pairs']:.0f} "
+        "effective pairs once the ingrainer's share is counted.",
         "",
         f"Pool {summary['timings'].get('pool_s', 0):.0f} s, models {summary['timings'].get('models_s', 0):.0f} s, "
         f"{seconds:.0f} s in all.",

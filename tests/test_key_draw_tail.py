@@ -28,7 +28,14 @@ def test_the_tail_measurement_writes_every_pair_and_rates_that_count_them(tmp_pa
                  "cnn_narrow_s0", "--epochs", "0.2", "--num_queries", "150", "--alphas", "0.5", "0.1", "0.001"]
     result = script.main([*arguments, "--output_dir", str(tmp_path)])
     summary, pairs = result["summary"], result["pairs"]
-    assert json.loads((tmp_path / "key_draw_tail.json").read_text())["pairs"] == json.loads(json.dumps(pairs))
+    written = json.loads((tmp_path / "key_draw_tail.json").read_text())
+    assert written["summary"]["rates"] == json.loads(json.dumps(summary["rates"]))
+    assert [(row["model"], row["ingrainer"], row["references"]) for row in written["pairs"]] == [
+        (row["model"], row["ingrainer"], row["references"]) for row in pairs
+    ]
+    assert [row["p_value_key_draw"] for row in written["pairs"]] == pytest.approx(
+        [row["p_value_key_draw"] for row in pairs], rel=1e-5
+    )
     assert (tmp_path / "key_draw_tail.png").stat().st_size > 10_000
     assert "| 0.001 | key-draw |" in (tmp_path / "key_draw_tail.md").read_text()
 

@@ -21,6 +21,7 @@ exact 95% intervals, and the tail's shape), `key_draw_tail.png` (Q-Q plot and ta
 Student's t and the normal) and `scores.pt` (every score matrix: `--scores_file` reruns the analysis from it).
 """
 
+import json
 import logging
 import os
 import tempfile
@@ -35,7 +36,7 @@ from transformers import Trainer, TrainingArguments, set_seed
 
 from hf_ingrain import WatermarkKey
 from hf_ingrain.data.query_set import read_queries
-from hf_ingrain.files import write_json, write_text
+from hf_ingrain.files import write_text
 from hf_ingrain.models import build_classifier
 from hf_ingrain.scripts import DataArguments, IngrainParser
 from hf_ingrain.suspects import collect_scores
@@ -412,6 +413,22 @@ def markdown(summary: dict, dataset: str, seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rounded(value):
+    """Floats to 6 significant digits (the pairs' file stays readable in a diff), recursively."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return {key: _rounded(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+
+def write_pairs(path: str, summary: dict, rows: list[dict]) -> None:
+    """The summary, indented, and every pair on one line of its own."""
+    pairs = ",\n".join("    " + json.dumps(_rounded(row)) for row in rows)
+    write_text(path, '{\n  "summary": ' + json.dumps(summary, indent=2, default=str).replace("\n", "\n  ")
+               + ',\n  "pairs": [\n' + pairs + "\n  ]\n}\n")
+
+
 def main(argv: list[str] | None = None) -> dict:
     data_args, args = IngrainParser([DataArguments, KeyDrawTailArguments]).parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -432,7 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = summarise(rows, scores, args)
     summary["seconds"] = time.time() - start + (sum(scores["timings"].values()) if args.scores_file else 0)
     summary["arguments"] = {**vars(data_args), **vars(args)}
-    write_json(os.path.join(args.output_dir, "key_draw_tail.json"), {"summary": summary, "pairs": rows})
+    write_pairs(os.path.join(args.output_dir, "key_draw_tail.json"), summary, rows)
     plot(rows, summary, os.path.join(args.output_dir, "key_draw_tail.png"))
     text = markdown(summary, data_args.dataset, summary["seconds"])
     write_text(os.path.join(args.output_dir, "key_draw_tail.md"), text)

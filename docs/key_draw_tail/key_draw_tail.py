@@ -3,7 +3,7 @@ The key-draw test's tail, measured: how often it claims a model that never saw t
 and whether a suspect's agreements with keys of the same recipe have a tail heavier than the normal one that its
 Student's t assumes (`hf_ingrain.verification.statistics`).
 
-    # the measurement of README.md: 32 ingrainers x 40 models on the embedded 5,000 digits (about 40 min on 2 cores)
+    # the measurement of README.md: 32 ingrainers x 40 models on the embedded 5,000 digits (44 min on 2 shared cores)
     python docs/key_draw_tail/key_draw_tail.py --output_dir docs/key_draw_tail
 
 The pool: one key (seed `--key_seed`) trained with the package's default recipe on the owner split, with

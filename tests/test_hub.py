@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from transformers import Trainer
 
 from conftest import random_image_dataset, tiny_cnn, training_args
+from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.cli import main
 from hf_ingrain.hub import (
@@ -30,14 +31,6 @@ pytestmark = pytest.mark.hub
 
 SECRET_NAMES = {"seed", "salt", "carriers", "carrier_labels", "ingrainer", "key"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The machine's 2 cores are shared: one torch thread runs these tiny models several times faster under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

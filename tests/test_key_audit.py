@@ -11,14 +11,8 @@ from hf_ingrain.cli import main
 from hf_ingrain.keys import audit_key
 
 from conftest import tiny_cnn, training_args
+from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

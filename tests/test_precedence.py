@@ -15,6 +15,7 @@ import tempfile
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
+from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
 from hf_ingrain import WatermarkKey
 from hf_ingrain.cli import main
@@ -27,13 +28,6 @@ pytestmark = pytest.mark.hub
 
 BACKDATED = "2020-01-01T00:00:00.000Z"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ __version__ = "0.2.0"
 
 from . import _moved
 from .keys import WatermarkKey
-from .trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
+from .trainer import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, WatermarkTakesCallback
 from .verification import NullCalibration, VerificationResult, calibrate_null, verify
 
 _moved.install()  # 0.1's module paths (`hf_ingrain.queries`, ...) answer for one more release, with a warning
@@ -23,6 +23,7 @@ __all__ = [
     "NullCalibration",
     "VerificationResult",
     "WatermarkKey",
+    "WatermarkTakesCallback",
     "__version__",
     "calibrate_null",
     "verify",

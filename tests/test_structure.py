@@ -121,7 +121,7 @@ def test_scripts_import_the_package_not_each_other():
 DOCUMENTED = [
     "hf_ingrain:DistillationConfig", "hf_ingrain:DistillationTrainer", "hf_ingrain:IngrainConfig",
     "hf_ingrain:IngrainTrainer", "hf_ingrain:VerificationResult", "hf_ingrain:WatermarkKey", "hf_ingrain:calibrate_null",
-    "hf_ingrain:NullCalibration", "hf_ingrain:verify", "hf_ingrain:__version__",
+    "hf_ingrain:NullCalibration", "hf_ingrain:verify", "hf_ingrain:__version__", "hf_ingrain:WatermarkTakesCallback",
     "hf_ingrain.hub:push_to_hub", "hf_ingrain.hub:verify_from_hub", "hf_ingrain.hub:is_hub_id",
     "hf_ingrain.hub:HubVerificationResult", "hf_ingrain.hub.model_card:render_model_card",
     "hf_ingrain.hub.model_card:watermark_metadata", "hf_ingrain.hub.model_card:save_watermark_card",

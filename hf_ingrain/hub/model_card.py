@@ -6,7 +6,7 @@ block that backs a later claim of ownership:
 
 ```yaml
 watermark:
-  schema_version: 4
+  schema_version: 5
   scheme: ingrain
   paper: https://huggingface.co/papers/1906.06046
   library: hf_ingrain
@@ -18,6 +18,7 @@ watermark:
             test: {protocol: ingrain, alpha: 1.0e-06, max_queries: null, ladder: null}}   # and test (data.committed_test)
   verification: {verified: true, agreement: 0.45, null_rate: 0.196, p_value: 3.3e-10, num_queries: 1000, ...}
   timestamp: {file: commitment.tsr, tsa: /O=Some TSA/CN=..., time: '2025-03-01T12:00:00.000+00:00'}   # or null
+  training_strength: {agreement: 0.44, predicted_p_value: 2e-11, takes: true, ...}   # IngrainTrainer's, or null
 ```
 
 `timestamp` names the RFC 3161 token of the commitment that the repository publishes beside the card (see
@@ -42,8 +43,9 @@ from ..verification import format_p_value
 
 logger = logging.getLogger(__name__)
 
-WATERMARK_SCHEMA_VERSION = 4  # 2: the committed query set (`queries`); 3: the commitment's timestamp (`timestamp`);
-# 4: the committed test (`queries.test`: protocol, alpha, budget, ladder; hf_ingrain.data.committed_test)
+WATERMARK_SCHEMA_VERSION = 5  # 2: the committed query set (`queries`); 3: the commitment's timestamp (`timestamp`);
+# 4: the committed test (`queries.test`: protocol, alpha, budget, ladder; hf_ingrain.data.committed_test);
+# 5: the watermark's strength at the end of training (`training_strength`, hf_ingrain.trainer.strength)
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 TEMPLATE_PATH = os.path.join(TEMPLATES, "ingrain_model_card.md")
 ATTACKED_TEMPLATE_PATH = os.path.join(TEMPLATES, "attacked_model_card.md")
@@ -57,7 +59,7 @@ FRAMEWORKS = ("hf_ingrain", "transformers", "torch", "huggingface_hub", "safeten
 # every key the `watermark` block may hold; a test checks that nothing else (no key material) gets in
 WATERMARK_FIELDS = (
     "schema_version", "scheme", "paper", "library", "library_version", "protocol", "parameters", "key_commitment",
-    "queries", "verification", "timestamp",
+    "queries", "verification", "timestamp", "training_strength",
 )
 TIMESTAMP_FIELDS = ("file", "tsa", "time")
 VERIFICATION_FIELDS = ("verified", "agreement", "null_rate", "p_value", "num_queries", "num_agreements", "alpha")
@@ -103,6 +105,7 @@ def watermark_metadata(
     version: str | None = None,
     queries: dict | None = None,
     timestamp: dict | None = None,
+    training_strength: dict | None = None,
 ) -> dict:
     r"""
     The `watermark` block of a model card: scheme, protocol and parameters, the key's commitment and the result of
@@ -127,6 +130,9 @@ def watermark_metadata(
         timestamp (`dict`, *optional*):
             The RFC 3161 timestamp of the commitment published beside the card, `{"file", "tsa", "time"}`
             ([`~hf_ingrain.hub.timestamps.TimestampInfo.to_block`]).
+        training_strength (`dict`, *optional*):
+            The watermark's strength measured by `IngrainTrainer` at the end of training
+            ([`~hf_ingrain.trainer.strength.WatermarkStrength.to_dict`]).
 
     Returns:
         `dict`: the block, with `None` for what is unknown.
@@ -167,7 +173,16 @@ def watermark_metadata(
         "queries": None if queries is None else _queries_block(queries),
         "verification": verification,
         "timestamp": None if timestamp is None else {name: str(timestamp[name]) for name in TIMESTAMP_FIELDS},
+        "training_strength": None if training_strength is None else _strength_block(training_strength),
     }
+
+
+def _strength_block(strength: dict) -> dict:
+    numbers = ("agreement", "null_rate", "reference_agreement", "margin", "predicted_p_value", "p_value")
+    block = {name: None if strength.get(name) is None else float(strength[name]) for name in numbers}
+    block.update({name: strength.get(name) for name in ("num_queries", "budget", "source", "step")})
+    block["takes"] = bool(strength.get("takes"))
+    return block
 
 
 def render_model_card(
@@ -230,6 +245,7 @@ def render_model_card(
         protocol=watermark.get("protocol"),
         verification=verification,
         timestamp=watermark.get("timestamp"),
+        training_strength=watermark.get("training_strength"),
         p_value=format_p_value(verification["p_value"], relation=False) if verification else None,
         framework_versions=versions if versions is not None else framework_versions(),
     )
@@ -291,6 +307,7 @@ def save_watermark_card(
     queries: dict | None = None,
     timestamp: dict | None = None,
     trainer_card: ModelCard | None = None,
+    training_strength: dict | None = None,
 ):
     r"""
     Writes the model card (`README.md`) and `watermark.json` of a watermarked model into `folder`, each atomically.
@@ -311,13 +328,17 @@ def save_watermark_card(
         trainer_card (`huggingface_hub.ModelCard`, *optional*): the card `Trainer.create_model_card` wrote; its
             metadata (base model, datasets, metrics, model-index, license, language, tags) and its text are merged
             in (see [`merge_trainer_card`]).
+        training_strength (`dict`, *optional*): the strength at the end of training (see [`watermark_metadata`]).
 
     Returns:
         `huggingface_hub.ModelCard`: the card written.
     """
     if isinstance(tags, str):
         tags = [tags]
-    watermark = watermark_metadata(key, result, ingrain_lambda, ingrain_temperature, queries=queries, timestamp=timestamp)
+    watermark = watermark_metadata(
+        key, result, ingrain_lambda, ingrain_temperature, queries=queries, timestamp=timestamp,
+        training_strength=training_strength,
+    )
     if key is None:
         logger.warning("No key given: the model card carries no commitment, so it cannot back a claim of ownership.")
     name = model_name or (repo_id.split("/")[-1] if repo_id else os.path.basename(os.path.abspath(folder)))

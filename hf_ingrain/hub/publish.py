@@ -199,7 +199,7 @@ def write_watermark_card(
         timestamp (`bytes` or path, *optional*): the RFC 3161 token of the key's commitment, written as
             `commitment.tsr` and named in the card's `timestamp` entry.
         trainer_card (`huggingface_hub.ModelCard`, *optional*): what `Trainer.create_model_card` wrote, merged in.
-        **card: `model_name`, `repo_id`, `tags`, `ingrain_lambda`, `ingrain_temperature` for
+        **card: `model_name`, `repo_id`, `tags`, `ingrain_lambda`, `ingrain_temperature`, `training_strength` for
             [`~hf_ingrain.hub.model_card.save_watermark_card`].
 
     Returns:

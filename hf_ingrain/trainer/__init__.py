@@ -3,6 +3,8 @@
 - [`IngrainConfig`] / [`IngrainTrainer`]: the owner's defence, training with the ingrain loss.
 - [`DistillationConfig`] / [`DistillationTrainer`]: the distillation attack (also `hf_ingrain.attacks`).
 - [`UchidaConfig`] / [`UchidaTrainer`]: the weight-signature baseline (also `hf_ingrain.watermarks`).
+- `strength.py`: the watermark's strength while [`IngrainTrainer`] trains ([`WatermarkStrength`]), and
+  [`WatermarkTakesCallback`], which trains until it takes.
 """
 
 from .distillation_config import DistillationConfig
@@ -10,6 +12,7 @@ from .distillation_trainer import DistillationTrainer
 from .ingrain_config import IngrainConfig
 from .ingrain_trainer import IngrainTrainer
 from .mixins import AuxiliaryLossMixin, ExtendsTrainingArguments, LoggedMetricsMixin
+from .strength import WatermarkStrength, WatermarkTakesCallback
 from .uchida_config import UchidaConfig
 from .uchida_trainer import UchidaTrainer
 
@@ -23,4 +26,6 @@ __all__ = [
     "LoggedMetricsMixin",
     "UchidaConfig",
     "UchidaTrainer",
+    "WatermarkStrength",
+    "WatermarkTakesCallback",
 ]

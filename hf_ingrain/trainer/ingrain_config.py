@@ -52,6 +52,14 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             Compute the ingrainer's logits once per training example before training instead of at every step.
             Only valid when the input pipeline is deterministic (no random augmentation); a quick check refuses a
             data set whose examples change between two reads.
+        ingrain_strength_steps (`int`, *optional*, defaults to `0`):
+            Measure the watermark's strength every this many optimizer steps (and at the last step), with the key's own
+            test on held-out examples, and log it (`ingrain/agreement`, `ingrain/margin`, `ingrain/log10_p_value`:
+            the p-value a 1,000-query verification is predicted to give; see `hf_ingrain.trainer.strength`). 0:
+            at the last step only. Training ends with a warning, naming what to do, when the watermark has not taken.
+        ingrain_strength_examples (`int`, *optional*, defaults to `512`):
+            The examples measured: the first of `IngrainTrainer`'s `strength_dataset`, else of its `eval_dataset`,
+            else of the training data (which overstate the strength). 0 turns the measurement and the warning off.
         ingrain_key (`str`, *optional*):
             Folder of the owner's key (saved with [`WatermarkKey.save`]), loaded by [`IngrainTrainer`] when no
             `ingrainer` is passed. It must lie outside `output_dir` (outputs are shared or published, the key must
@@ -81,6 +89,14 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
         default=False,
         metadata={"help": "Precompute the ingrainer's logits per example (deterministic input pipelines only)."},
     )
+    ingrain_strength_steps: int = field(
+        default=0,
+        metadata={"help": "Measure and log the watermark's strength every N optimizer steps (0: at the last step only)."},
+    )
+    ingrain_strength_examples: int = field(
+        default=512,
+        metadata={"help": "Held-out examples the strength is measured on (0: no measurement, no warning)."},
+    )
 
     ingrain_key: str | None = field(
         default=None,
@@ -107,6 +123,9 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             raise ValueError(
                 f"`ingrain_temperature` must be > 0, got {self.ingrain_temperature}; the paper uses 4.0."
             )
+        for name in ("ingrain_strength_steps", "ingrain_strength_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)}; 0 turns it off.")
         if self.ingrain_key is not None:
             self.ingrain_key = os.fspath(self.ingrain_key)
             check_key_outside(self.ingrain_key, self.output_dir, "ingrain_key", "output_dir")

@@ -16,6 +16,7 @@ from ..losses import distillation_kl
 from ..suspects import forward_logits, inference_copy, model_input_names
 from .ingrain_config import IngrainConfig
 from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
+from .strength import StrengthMonitor, measure_strength, padded_examples
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         ingrainer ([`WatermarkKey`] or `nn.Module`, *optional*):
             The owner's key (its trained ingrainer is used), or an ingrainer model. Without it, the key is loaded from
             the folder `args.ingrain_key` names.
+        strength_dataset (`datasets.Dataset`, *optional*):
+            Held-out examples (model inputs, as the training data) on which the watermark's strength is measured
+            (see `hf_ingrain.trainer.strength`); defaults to `eval_dataset`, else the first training examples.
         **kwargs:
             Everything else `Trainer` takes (`train_dataset`, `eval_dataset`, `data_collator`, `callbacks`, ...).
             The training data may be a map-style or a streaming (`IterableDataset`) data set.
@@ -95,7 +99,9 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
 
     _tag_names = INGRAIN_TAGS
 
-    def __init__(self, model=None, args: IngrainConfig | None = None, ingrainer=None, **kwargs):
+    def __init__(
+        self, model=None, args: IngrainConfig | None = None, ingrainer=None, strength_dataset=None, **kwargs
+    ):
         check_config(args, IngrainConfig, "`ingrain_lambda` and `ingrain_temperature`")
         if ingrainer is None:
             ingrainer = self._load_key(args)
@@ -128,6 +134,9 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         self._init_metrics()
         if args.ingrain_cache_logits and self.train_dataset is not None:
             self.train_dataset = self._cache_ingrainer_logits(self.train_dataset)
+        self.watermark_strength = None  # the last WatermarkStrength measured (see `hf_ingrain.trainer.strength`)
+        self._strength_dataset, self._strength_examples = strength_dataset, None
+        self.add_callback(StrengthMonitor(self))
 
     # ------------------------------------------------------------------------------------------- validation
     @staticmethod
@@ -228,6 +237,45 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         """The weight of the ingrain term at the current step: `ingrain_lambda`. Override it for a schedule."""
         return self.args.ingrain_lambda
 
+    # ------------------------------------------------------------------------------------------- strength
+    def measure_watermark_strength(self, dataset=None, source: str | None = None):
+        r"""
+        The watermark's strength in the model now ([`~hf_ingrain.trainer.strength.WatermarkStrength`]): the key's own
+        test on the first `args.ingrain_strength_examples` examples of `dataset` (default: `strength_dataset`, else
+        `eval_dataset`, else the training data), collated as the trainer collates them. `None` without a key (an
+        ingrainer model alone has no test) or without examples. Every process measures the same examples.
+        """
+        if self._watermark_key is None or not self.args.ingrain_strength_examples:
+            return None
+        if dataset is not None:
+            examples = self._padded(dataset)
+            source = source or "strength_dataset"
+        else:
+            source, dataset = self._strength_source()
+            if dataset is None:
+                return None
+            if self._strength_examples is None:  # read once: the same examples at every measurement
+                self._strength_examples = self._padded(dataset)
+            examples = self._strength_examples
+        if not examples:
+            return None
+        return measure_strength(self.model, self._watermark_key, examples, source=source, step=self.state.global_step,
+                                batch_size=max(self.args.per_device_eval_batch_size, 64))
+
+    def _strength_source(self) -> tuple:
+        if self._strength_dataset is not None:
+            return "strength_dataset", self._strength_dataset
+        eval_dataset = self.eval_dataset
+        if isinstance(eval_dataset, dict):
+            eval_dataset = next(iter(eval_dataset.values()), None)
+        if eval_dataset is not None:
+            return "eval_dataset", eval_dataset
+        return "train_dataset", self.train_dataset
+
+    def _padded(self, dataset) -> list[dict]:
+        collator = self._get_collator_with_removed_columns(self.data_collator, description="watermark strength")
+        return padded_examples(dataset, collator, self.args.ingrain_strength_examples, drop=(CACHE_COLUMN,))
+
     def create_model_card(self, model_name=None, tags=None, key=None, verification_dataset=None, **kwargs):
         r"""
         Writes the ingrain model card (`README.md` and `watermark.json`, see [`hf_ingrain.hub.push_to_hub`]) into
@@ -248,6 +296,7 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             trainer_card=ModelCard.load(card_path) if os.path.isfile(card_path) else None, model_name=model_name,
             tags=tags, repo_id=getattr(self, "hub_model_id", None), ingrain_lambda=self.args.ingrain_lambda,
             ingrain_temperature=self.args.ingrain_temperature,
+            training_strength=None if self.watermark_strength is None else self.watermark_strength.to_dict(),
         )
 
     # ------------------------------------------------------------------------------------------- publishing
@@ -295,3 +344,4 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         if not getattr(self, "_warned_checkpoint_push", False):
             logger.warning("IngrainTrainer does not push checkpoints (they hold pickles): call `push_to_hub()`.")
             self._warned_checkpoint_push = True
+

@@ -60,11 +60,13 @@ label_only = _load_recipe("label_only", DOCS / "label_only")
 hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
-# a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer.
-MAX_STEPS, SAVE_STEPS, GLOBAL_BATCH = 6, 3, 32
+# a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer, and the controlled
+# ingrain weight (`ingrain_lambda_mode="auto"`, measured every 2 steps), so that the parity, resume and two-process
+# tests below hold for it too.
+MAX_STEPS, SAVE_STEPS, GLOBAL_BATCH, STRENGTH_STEPS = 6, 3, 32, 2
 COMMON = ["--config", str(SMOKE_CONFIG), "--dataset", "mnist-5k", "--max_steps", str(MAX_STEPS),
           "--logging_steps", "1", "--disable_tqdm", "true", "--key_seed", "0", "--ingrainer_steps", "50",
-          "--num_reference_keys", "2"]
+          "--num_reference_keys", "2", "--ingrain_lambda_mode", "auto", "--ingrain_strength_steps", str(STRENGTH_STEPS)]
 
 
 def _free_port() -> int:
@@ -203,6 +205,10 @@ def test_two_process_ingrain_run_synchronises_gradients(two_process_ingrain):
     # Both ranks end with bit-identical weights: DDP synchronised every step. Unsynchronised ranks see different
     # halves of each batch and diverge from the first step on.
     assert len(digests) == 2 and digests[0] == digests[1]
+    # the controlled weight moved at steps 2, 4 and 6 (the same on both processes, or their weights would differ)
+    lambdas = [entry["ingrain/lambda"] for entry in _log_history(two_process_ingrain.output_dir)
+               if "ingrain/lambda" in entry]
+    assert len(lambdas) == MAX_STEPS // STRENGTH_STEPS and len(set(lambdas)) > 1
     assert results["verification"]["num_queries"] == 1000  # the whole test split was queried
     assert results["key_commitment"] == WatermarkKey.load(two_process_ingrain.key_dir).commitment()
     assert "[ingrain] world size 2" in two_process_ingrain.output

@@ -4,9 +4,11 @@
 - [`DistillationConfig`] / [`DistillationTrainer`]: the distillation attack (also `hf_ingrain.attacks`).
 - [`UchidaConfig`] / [`UchidaTrainer`]: the weight-signature baseline (also `hf_ingrain.watermarks`).
 - `strength.py`: the watermark's strength while [`IngrainTrainer`] trains ([`WatermarkStrength`]), and
-  [`WatermarkTakesCallback`], which trains until it takes.
+  [`WatermarkTakesCallback`], which trains until it takes; `controller.py`: the ingrain weight that tunes itself
+  ([`IngrainWeightController`], `ingrain_lambda_mode="auto"`).
 """
 
+from .controller import IngrainWeightController
 from .distillation_config import DistillationConfig
 from .distillation_trainer import DistillationTrainer
 from .ingrain_config import IngrainConfig
@@ -23,6 +25,7 @@ __all__ = [
     "ExtendsTrainingArguments",
     "IngrainConfig",
     "IngrainTrainer",
+    "IngrainWeightController",
     "LoggedMetricsMixin",
     "UchidaConfig",
     "UchidaTrainer",

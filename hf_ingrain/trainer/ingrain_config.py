@@ -32,6 +32,15 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             distillation at T = 1 for every key; λ = 1 cost 20 points in an earlier run.
             On full MNIST (a small ResNet, 5 epochs, 3 keys) λ = 0.5 costs 0.4 to 0.7 points (`docs/full_mnist/README.md`). λ = 0 gives exactly the plain `Trainer`
             loss.
+        ingrain_lambda_mode (`str`, *optional*, defaults to `"fixed"`):
+            `"fixed"`: λ is `ingrain_lambda` throughout. `"auto"`: λ starts at `ingrain_lambda` and is controlled at
+            every measurement of the watermark's strength (every `ingrain_strength_steps` steps; when that is 0, 20
+            times over the run) towards a watermark predicted to verify at `ingrain_target_log10_p`: raised while it
+            is weaker, lowered when it is far stronger (`hf_ingrain.trainer.controller`). Needs a `WatermarkKey` and
+            held-out examples (see `ingrain_strength_examples`); logs `ingrain/lambda`.
+        ingrain_target_log10_p (`float`, *optional*, defaults to `-8.0`):
+            The target of `ingrain_lambda_mode="auto"`: the p-value a 1,000-query verification is predicted to give,
+            as a power of ten (two below the default alpha of 1e-6).
         ingrain_temperature (`float`, *optional*, defaults to `4.0`):
             Temperature `T` of the ingrain term (the paper's value).
         ingrain_target_scale (`float`, *optional*, defaults to `1.0`):
@@ -71,6 +80,15 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
     ingrain_lambda: float = field(
         default=0.5,
         metadata={"help": "Weight λ of the ingrain loss. Larger: stronger watermark, lower accuracy. 0: plain Trainer."},
+    )
+    ingrain_lambda_mode: str = field(
+        default="fixed",
+        metadata={"help": "fixed: λ = ingrain_lambda throughout; auto: λ controlled towards a watermark that verifies "
+                  "(hf_ingrain.trainer.controller).", "choices": ["fixed", "auto"]},
+    )
+    ingrain_target_log10_p: float = field(
+        default=-8.0,
+        metadata={"help": "auto mode: the predicted 1,000-query p-value aimed at, as a power of ten."},
     )
     ingrain_temperature: float = field(
         default=4.0, metadata={"help": "Temperature T of the ingrain loss (> 0)."}
@@ -122,6 +140,13 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
         if not self.ingrain_temperature > 0:
             raise ValueError(
                 f"`ingrain_temperature` must be > 0, got {self.ingrain_temperature}; the paper uses 4.0."
+            )
+        if self.ingrain_lambda_mode not in ("fixed", "auto"):
+            raise ValueError(f"`ingrain_lambda_mode` must be 'fixed' or 'auto', got {self.ingrain_lambda_mode!r}.")
+        if self.ingrain_lambda_mode == "auto" and not self.ingrain_strength_examples:
+            raise ValueError(
+                "`ingrain_lambda_mode='auto'` controls λ from measurements of the watermark, but "
+                "`ingrain_strength_examples` is 0: set it (e.g. 512) or use `ingrain_lambda_mode='fixed'`."
             )
         for name in ("ingrain_strength_steps", "ingrain_strength_examples"):
             if getattr(self, name) < 0:

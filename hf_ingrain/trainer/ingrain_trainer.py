@@ -14,6 +14,7 @@ from ..keys import KEY_FILE, WatermarkKey
 from ..keys.ingrainer import query_ingrainers
 from ..losses import distillation_kl
 from ..suspects import forward_logits, inference_copy, model_input_names
+from .controller import IngrainWeightController
 from .ingrain_config import IngrainConfig
 from .mixins import AuxiliaryLossMixin, LoggedMetricsMixin, check_config
 from .strength import StrengthMonitor, measure_strength, padded_examples
@@ -136,6 +137,13 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             self.train_dataset = self._cache_ingrainer_logits(self.train_dataset)
         self.watermark_strength = None  # the last WatermarkStrength measured (see `hf_ingrain.trainer.strength`)
         self._strength_dataset, self._strength_examples = strength_dataset, None
+        if args.ingrain_lambda_mode == "auto":
+            if key is None:
+                raise ValueError(
+                    "`ingrain_lambda_mode='auto'` measures the watermark with the key's test, so it needs the key "
+                    "(`ingrainer=key` or `ingrain_key`), not an ingrainer model alone."
+                )
+            self.add_callback(IngrainWeightController(args.ingrain_lambda, args.ingrain_target_log10_p))
         self.add_callback(StrengthMonitor(self))
 
     # ------------------------------------------------------------------------------------------- validation
@@ -234,8 +242,16 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         return distillation_kl(logits, targets, self.args.ingrain_temperature, reduction="none")
 
     def ingrain_weight(self) -> float:
-        """The weight of the ingrain term at the current step: `ingrain_lambda`. Override it for a schedule."""
-        return self.args.ingrain_lambda
+        """The weight of the ingrain term at the current step: `ingrain_lambda`, or the controller's λ with
+        `ingrain_lambda_mode="auto"`. Override it for a schedule."""
+        controller = self.weight_controller
+        return self.args.ingrain_lambda if controller is None else controller.weight
+
+    @property
+    def weight_controller(self):
+        """The [`~hf_ingrain.trainer.controller.IngrainWeightController`] of `ingrain_lambda_mode="auto"` (looked up
+        among the callbacks: resuming may replace it), else `None`."""
+        return next((c for c in self.callback_handler.callbacks if isinstance(c, IngrainWeightController)), None)
 
     # ------------------------------------------------------------------------------------------- strength
     def measure_watermark_strength(self, dataset=None, source: str | None = None):
@@ -294,7 +310,7 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
             self.args.output_dir, self.accelerator.unwrap_model(self.model),
             key if key is not None else self._watermark_key, verification_dataset,
             trainer_card=ModelCard.load(card_path) if os.path.isfile(card_path) else None, model_name=model_name,
-            tags=tags, repo_id=getattr(self, "hub_model_id", None), ingrain_lambda=self.args.ingrain_lambda,
+            tags=tags, repo_id=getattr(self, "hub_model_id", None), ingrain_lambda=self.ingrain_weight(),
             ingrain_temperature=self.args.ingrain_temperature,
             training_strength=None if self.watermark_strength is None else self.watermark_strength.to_dict(),
         )

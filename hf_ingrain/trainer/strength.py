@@ -213,8 +213,13 @@ class StrengthMonitor(TrainerCallback):
                                "`hf_ingrain.verify` after training.", type(error).__name__, error)
             return None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.every = args.ingrain_strength_steps
+        if not self.every and self.trainer.weight_controller is not None:  # the controlled mode measures 20 times
+            self.every = max(1, state.max_steps // 20)
+
     def on_step_end(self, args, state, control, **kwargs):
-        every = args.ingrain_strength_steps
+        every = getattr(self, "every", args.ingrain_strength_steps)
         due = (every and state.global_step % every == 0) or state.global_step >= state.max_steps
         if not due or not self._measurable():
             return
@@ -222,10 +227,24 @@ class StrengthMonitor(TrainerCallback):
         if strength is None:
             return
         self.trainer.watermark_strength = strength
+        logs = strength.to_logs()
+        controller = self.trainer.weight_controller
+        if controller is not None:
+            logs["ingrain/lambda"] = self._update(controller, logs["ingrain/log10_p_value"])
         device = args.device
-        for name, value in strength.to_logs().items():  # the same numbers on every process: their mean is them
+        for name, value in logs.items():  # the same numbers on every process: their mean is them
             self.trainer._record_metric(self.trainer.model, name, torch.tensor(value, device=device))
         control.should_log = True
+
+    def _update(self, controller, log10_p_value: float) -> float:
+        """The controller's new λ, the main process's on every process (their measurements agree on a CPU; a GPU's
+        kernels may differ in the last bits, and the processes must weigh the term alike)."""
+        weight = controller.update(log10_p_value)
+        if self.trainer.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            weight = controller.weight = broadcast_object_list([weight], from_process=0)[0]
+        return weight
 
     def on_train_end(self, args, state, control, **kwargs):
         trainer = self.trainer

@@ -127,6 +127,16 @@ def small_key():
     return key
 
 
+@pytest.fixture(scope="session")
+def key_with_references(embedded_splits):
+    """A briefly trained key with 3 reference ingrainers, so that the key-draw test runs (a key for plumbing: 50
+    steps, not a strong test)."""
+    key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=20, seed=0)
+    key.train_ingrainer(benign_dataset=embedded_splits["owner"], num_steps=50, num_reference_keys=3,
+                        show_progress=False)
+    return key
+
+
 @pytest.fixture(scope="module")
 def mnist_teacher(embedded_splits, tmp_path_factory):
     """A tiny CNN trained briefly on the owner split (~83% test accuracy, measured): its predictions on digits are

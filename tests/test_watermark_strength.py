@@ -22,14 +22,6 @@ from hf_ingrain.verification.statistics import binomial_p_value, key_draw_p_valu
 TRAINER_LOGGER = "hf_ingrain.trainer.strength"
 
 
-@pytest.fixture(scope="module")
-def key_with_references(embedded_splits):
-    """A briefly trained key with 3 reference ingrainers, so the key-draw test runs (not a key for strength)."""
-    key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=20, seed=0)
-    key.train_ingrainer(benign_dataset=embedded_splits["owner"], num_steps=50, num_reference_keys=3,
-                        show_progress=False)
-    return key
-
 
 def _trainer(key, splits, tmp_path, callbacks=None, **kwargs):
     args = IngrainConfig(**training_args(tmp_path, **{"max_steps": 7, **kwargs}))

@@ -5,20 +5,12 @@ import shutil
 
 import pytest
 import torch
-from conftest import NUM_LABELS, tiny_cnn, training_args
+from conftest import tiny_cnn, training_args
 from trained_models import single_thread  # noqa: F401  (autouse: this module trains on one thread)
 
-from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey
+from hf_ingrain import IngrainConfig, IngrainTrainer
 from hf_ingrain.trainer import IngrainWeightController
 from hf_ingrain.trainer.strength import WatermarkStrength
-
-
-@pytest.fixture(scope="module")
-def key_with_references(embedded_splits):
-    key = WatermarkKey.generate(num_labels=NUM_LABELS, input_shape=(1, 28, 28), num_carriers=20, seed=0)
-    key.train_ingrainer(benign_dataset=embedded_splits["owner"], num_steps=50, num_reference_keys=3,
-                        show_progress=False)
-    return key
 
 
 def _auto(key, splits, tmp_path, output="out", **kwargs):

@@ -593,7 +593,9 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
     # models start from the same weights. A few images and steps: the plumbing, not the numbers.
     data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
     splits = arch_cost.load_splits(str(data), train_size=24)
-    assert {name: len(split) for name, split in splits.items()} == {"owner": 24, "attacker": 24, "test": 32}
+    # the owner's last 8 images (a quarter of its 32) are held out for the strength measurement
+    assert {name: len(split) for name, split in splits.items()} == {"owner": 24, "held_out": 8, "attacker": 24,
+                                                                    "test": 32}
     pixels = splits["owner"][:]["pixel_values"]
     assert pixels.shape[1:] == (3, 28, 28) and pixels.min() >= -1 and pixels.max() <= 1 and pixels.min() < -0.9
     key = WatermarkKey.generate_for(arch_cost.build("resnet", 0), arch_cost.processor(), num_carriers=10, seed=0)
@@ -603,7 +605,7 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
     arch_cost.main(
         ["--data", str(data), "--key_dir", str(tmp_path / "key"), "--train_size", "24", "--seeds", "0",
          "--num_train_epochs", "1", "--batch_size", "12", "--lambda_warmup", "0.5", "--ingrain_exclude_label", "true",
-         "--results_file", str(results_file)]
+         "--ingrain_lambda_mode", "auto", "--ingrain_strength_steps", "1", "--results_file", str(results_file)]
     )
     rows = json.loads(results_file.read_text())["rows"]
     assert [(row["architecture"], row["model"]) for row in rows] == [
@@ -611,6 +613,8 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
         for model in ("plain", "ingrain", "student")
     ]
     assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 for row in rows)
+    # two steps, each measured: λ rose from 0.5 twice (the watermark of two steps is far from verifying)
+    assert all(row["final_lambda"] == pytest.approx(0.5 * 1.5**2) for row in rows if row["model"] == "ingrain")
     table = capsys.readouterr().out
     assert "| resnet |" in table and "| vit |" in table
     with pytest.raises(ValueError, match="Unknown architectures"):

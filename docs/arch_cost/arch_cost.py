@@ -3,7 +3,7 @@ The accuracy cost of `IngrainTrainer` on `transformers`' own ResNet, ConvNeXt an
 plain `Trainer` at equal training, and whether the watermark verifies in each model and in a student distilled from it
 at T = 4. One command gives a table of `docs/arch_cost/README.md`:
 
-    # full MNIST (a local parquet copy laid out like ylecun/mnist): the owner's 30,000 images, 3 seeds
+    # full MNIST (a local parquet copy laid out like ylecun/mnist): the owner's 30,000 images (512 held out), 3 seeds
     python docs/arch_cost/arch_cost.py --data ../shared/data/mnist --key_dir keys/arch_cost --results_file full.json
 
     # the owner's first 6,000 images
@@ -21,7 +21,11 @@ owner's. Every model is verified on the 10,000 test images with the key-draw tes
 The variants of the loss measured in `docs/arch_cost/README.md` are flags: `--ingrain_target_scale`
 (`IngrainConfig`'s field: multiplies the ingrainer's logits, for flatter or sharper targets), `--lambda_warmup` (λ
 ramps from 0 over this share of the steps), `--ingrain_exclude_label` (`IngrainConfig`'s field: the KL over the classes
-other than the true one, both distributions renormalised).
+other than the true one, both distributions renormalised), `--ingrain_lambda_mode auto` (`IngrainConfig`'s field: λ
+controlled during training, `hf_ingrain.trainer.controller`, measured every `--ingrain_strength_steps` steps).
+
+The watermark's strength is measured during training on the owner's last 512 images (`HELD_OUT`), which no model
+trains on: without `--train_size`, the owner trains on the rest of its split.
 """
 
 import logging
@@ -37,6 +41,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("resnet", "convnext", "vit")
+HELD_OUT = 512  # the owner's last images (a quarter at most): the strength measurement's examples, never trained on
 # Chosen on the plain Trainer (6,000 images, 3 epochs, seed 0, 2026-12-02): ConvNeXt reached 0.83 at 1e-3, 0.91 at
 # 4e-3 and 0.92 at 1e-2 (its layer scale starts at 1e-6); ViT 0.67 at 5e-4, 0.71 at 1e-3 and at 3e-3.
 LEARNING_RATES = {"resnet": 1e-3, "convnext": 4e-3, "vit": 1e-3}
@@ -76,6 +81,12 @@ class CostArguments:
     lambda_warmup: float = field(default=0.0, metadata={"help": "Variant: share of the steps over which λ ramps up."})
     ingrain_exclude_label: bool = field(
         default=False, metadata={"help": "Leave the true class out of the ingrain term (IngrainConfig's field)."}
+    )
+    ingrain_lambda_mode: str = field(
+        default="fixed", metadata={"help": "fixed, or auto: λ controlled during training (IngrainConfig's field)."}
+    )
+    ingrain_strength_steps: int = field(
+        default=0, metadata={"help": "Measure the watermark every N steps (IngrainConfig's field; 0: auto's default)."}
     )
     plain: bool = field(default=True, metadata={"help": "Train the plain Trainer's twin (off: variants of the loss)."})
     student: bool = field(default=True, metadata={"help": "Distil a student from each ingrained model (T = 4)."})
@@ -133,11 +144,14 @@ def load_splits(data: str, train_size: int | None, split_seed: int = 0):
 
     train, test = load_data(data, "train"), load_data(data, "test")
     owner, attacker = split_indices(len(train), (0.5, 0.5), split_seed)  # the recipes' halves of the 60,000
-    size = train_size or len(owner)
-    if size > min(len(owner), len(attacker)):
-        raise ValueError(f"`train_size` {size} is larger than the owner's split ({len(owner)} images).")
+    held_out = min(HELD_OUT, len(owner) // 4)
+    size = train_size or len(owner) - held_out
+    if size > min(len(owner) - held_out, len(attacker)):
+        raise ValueError(f"`train_size` {size} is larger than the owner's split ({len(owner)} images, {held_out} of "
+                         "them held out).")
     return {
         "owner": prepared(train, list(owner[:size]), "owner"),
+        "held_out": prepared(train, list(owner[len(owner) - held_out:]), "held out"),
         "attacker": prepared(train, list(attacker[:size]), "attacker"),
         "test": prepared(test, list(range(len(test))), "test"),
     }
@@ -156,7 +170,8 @@ def load_or_make_key(args: CostArguments, owner):
 
 
 def variant_trainer(args: CostArguments):
-    """`IngrainTrainer`, with the λ schedule of the variant measured (`--lambda_warmup`)."""
+    """`IngrainTrainer`, with the λ schedule of the variant measured (`--lambda_warmup`, over the fixed or the
+    controlled λ)."""
     from hf_ingrain import IngrainTrainer
 
     class VariantTrainer(IngrainTrainer):
@@ -164,8 +179,8 @@ def variant_trainer(args: CostArguments):
             total = max(self.state.max_steps, 1)
             ramp = args.lambda_warmup * total
             if ramp <= 0:
-                return self.args.ingrain_lambda
-            return self.args.ingrain_lambda * min(1.0, self.state.global_step / ramp)
+                return super().ingrain_weight()
+            return super().ingrain_weight() * min(1.0, self.state.global_step / ramp)
 
     return VariantTrainer
 
@@ -193,11 +208,11 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     )
     rows = []
 
-    def record(kind, model, started):
+    def record(kind, model, started, **extra):
         result = verify(model, key, splits["test"])
         row = {"architecture": architecture, "seed": seed, "model": kind, "accuracy": accuracy(model, splits["test"]),
                "agreement": result.agreement, "null_rate": result.null_rate, "p_value": result.p_value,
-               "verified": result.verified, "seconds": round(time.perf_counter() - started, 1)}
+               "verified": result.verified, "seconds": round(time.perf_counter() - started, 1), **extra}
         rows.append(row)
         logger.info("%s", row)
 
@@ -213,9 +228,15 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     config = IngrainConfig(output_dir=f"{output_dir}/ingrain", ingrain_lambda=args.ingrain_lambda,
                            ingrain_temperature=args.ingrain_temperature,
                            ingrain_target_scale=args.ingrain_target_scale,
-                           ingrain_exclude_label=args.ingrain_exclude_label, **common)
-    variant_trainer(args)(model=ingrained, args=config, train_dataset=splits["owner"], ingrainer=key).train()
-    record("ingrain", ingrained, started)
+                           ingrain_exclude_label=args.ingrain_exclude_label,
+                           ingrain_lambda_mode=args.ingrain_lambda_mode,
+                           ingrain_strength_steps=args.ingrain_strength_steps, **common)
+    trainer = variant_trainer(args)(model=ingrained, args=config, train_dataset=splits["owner"], ingrainer=key,
+                                    strength_dataset=splits["held_out"])
+    trainer.train()
+    strength = trainer.watermark_strength
+    record("ingrain", ingrained, started, final_lambda=trainer.ingrain_weight(),
+           predicted_p_value=None if strength is None else strength.predicted_p_value)
 
     if args.student:
         started = time.perf_counter()

@@ -251,7 +251,8 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
     def weight_controller(self):
         """The [`~hf_ingrain.trainer.controller.IngrainWeightController`] of `ingrain_lambda_mode="auto"` (looked up
         among the callbacks: resuming may replace it), else `None`."""
-        return next((c for c in self.callback_handler.callbacks if isinstance(c, IngrainWeightController)), None)
+        callbacks = getattr(getattr(self, "callback_handler", None), "callbacks", ())
+        return next((c for c in callbacks if isinstance(c, IngrainWeightController)), None)
 
     # ------------------------------------------------------------------------------------------- strength
     def measure_watermark_strength(self, dataset=None, source: str | None = None):

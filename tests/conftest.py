@@ -70,24 +70,10 @@ def image_pipeline(model):
 
 def local_tokenizer(texts=None, vocab_size=100):
     """A BERT tokenizer (WordPiece, `[CLS] ... [SEP]`, `[PAD]` = 0) trained here on `texts`: nothing from the Hub."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from hf_ingrain.data.text import wordpiece_tokenizer
 
     texts = texts or ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn"] * 20
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
-    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=64,
-    )
+    return wordpiece_tokenizer(texts, vocab_size=vocab_size, model_max_length=64)
 
 
 def random_image_dataset(num_examples=64, shape=(1, 28, 28), num_labels=NUM_LABELS, seed=0):

@@ -58,6 +58,7 @@ bench_overhead = _load_recipe("bench_overhead", DOCS / "overhead")  # research s
 arch_cost = _load_recipe("arch_cost", DOCS / "arch_cost")
 label_only = _load_recipe("label_only", DOCS / "label_only")
 hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
+text_strength = _load_recipe("text_strength", DOCS / "strength")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer, and the controlled
@@ -759,3 +760,44 @@ def test_hard_label_trace_recipe_measures_every_variant_and_seed(tmp_path):
     assert all(0 <= row["key_share"] <= 1 and row["compared"] <= min(50, row["errors"]) for row in rows)
     written = (tmp_path / "out" / "hard_label_trace.md").read_text()
     assert written.count("\n| 0.5:3 | 0 |") == 2
+
+
+# ------------------------------------------------------------------------------------------------ text_strength
+def _text_folder(folder: Path, num_train: int = 700, num_test: int = 60, classes: int | None = None) -> Path:
+    """Real labelled text (the embedded emoji names, by language) as a local folder laid out like a Hub text data set:
+    parquet files with `text` and `label` columns."""
+    from hf_ingrain.data import load_text_dataset
+
+    splits = load_text_dataset(seed=0)
+    folder.mkdir(parents=True)
+    for split, source, count in (("train", "owner", num_train), ("test", "test", num_test)):
+        part = splits[source].select(range(count)).rename_column("labels", "label")
+        if classes is not None:
+            part = part.map(lambda row: {"label": row["label"] % classes})
+        part.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_path, capsys):
+    # docs/strength/text_strength.py: the official text script's path on real text, plain / fixed / auto / until the
+    # watermark takes. Tiny sizes: the plumbing, not the numbers.
+    data = _text_folder(tmp_path / "data")
+    results = tmp_path / "rows.json"
+    argv = ["--data", str(data), "--key_dir", str(tmp_path / "key"), "--results_file", str(results),
+            "--train_size", "96", "--test_size", "60", "--num_train_epochs", "1", "--max_epochs", "2",
+            "--batch_size", "32", "--vocab_size", "300", "--ingrainer_steps", "20", "--num_reference_keys", "2"]
+    assert text_strength.main(argv) == 0
+    rows = {row["mode"]: row for row in json.loads(results.read_text())["rows"]}
+    assert set(rows) == set(text_strength.MODES)
+    assert "final_lambda" not in rows["plain"] and rows["fixed"]["final_lambda"] == 0.5
+    assert rows["auto"]["final_lambda"] != 0.5  # the controller moved it (a measurement at each of the 3 steps)
+    assert 1 <= rows["until_taken"]["epochs"] <= 2  # at least the task's epoch, at most the cap
+    assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 for row in rows.values())
+    assert "| until_taken | 0 |" in capsys.readouterr().out
+    before = results.read_text()
+    assert text_strength.main(argv) == 0  # resumable: every row is there, nothing is trained again
+    assert results.read_text() == before
+    with pytest.raises(ValueError, match="3 or more"):
+        text_strength.main(["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir",
+                            str(tmp_path / "key2"), "--results_file", str(tmp_path / "b.json"), "--train_size", "96"])
+

@@ -119,3 +119,45 @@ def _load_external_text(name_or_path, seed, fractions):
     data = next(iter(loaded.values()))
     parts = split_indices(len(data), fractions, seed)
     return DatasetDict({split: data.select(index) for split, index in zip(("owner", "attacker", "test"), parts)})
+
+
+def wordpiece_tokenizer(texts, vocab_size: int = 8000, model_max_length: int = 64):
+    r"""
+    A BERT tokenizer (WordPiece, lower-cased, `[CLS] ... [SEP]`, `[PAD]` = 0) trained on `texts`, for a model built
+    from config where no pretrained tokenizer can be downloaded (nothing comes from the Hub).
+
+    Args:
+        texts (iterable of `str`): the training texts (e.g. the owner's split).
+        vocab_size (`int`, *optional*, defaults to 8000): the most tokens, special tokens included.
+        model_max_length (`int`, *optional*, defaults to 64): the length `truncation=True` cuts to.
+
+    Returns:
+        `transformers.PreTrainedTokenizerFast`: save it with the model (`processing_class=` or `save_pretrained`).
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.data import load_text_dataset
+    >>> from hf_ingrain.data.text import wordpiece_tokenizer
+    >>> tokenizer = wordpiece_tokenizer(load_text_dataset()["owner"]["text"], vocab_size=2000)
+    >>> tokenizer("a cat")["input_ids"][0] == tokenizer.cls_token_id
+    True
+    ```
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=model_max_length,
+    )

@@ -138,6 +138,11 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         self.watermark_strength = None  # the last WatermarkStrength measured (see `hf_ingrain.trainer.strength`)
         self._strength_dataset, self._strength_examples = strength_dataset, None
         if args.ingrain_lambda_mode == "auto":
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+                raise ValueError(
+                    "`ingrain_lambda_mode='auto'` measures the watermark during training, which sharded weights "
+                    "(FSDP, DeepSpeed) do not allow here: use `ingrain_lambda_mode='fixed'`."
+                )
             if key is None:
                 raise ValueError(
                     "`ingrain_lambda_mode='auto'` measures the watermark with the key's test, so it needs the key "

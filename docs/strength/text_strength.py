@@ -1,0 +1,212 @@
+r"""
+Does the watermark take on real text within the task's own training, and does the strength that tunes itself help?
+The official text-classification script's path (a tokenizer, `map` to token ids, `DataCollatorWithPadding`, a small
+BERT from config, `IngrainTrainer` with a key from `generate_for`) on a labelled text data set, for each seed:
+
+- `plain`: a `Trainer`, the task alone (its p-value must not verify);
+- `fixed`: `IngrainTrainer` with λ = `ingrain_lambda` for `num_train_epochs`;
+- `auto`: the same with `ingrain_lambda_mode="auto"` (`hf_ingrain.trainer.controller`);
+- `until_taken`: λ fixed, at least `num_train_epochs` and at most `max_epochs`, stopped by `WatermarkTakesCallback`
+  once the watermark takes.
+
+The strength is measured on 512 of the owner's texts that no model trains on; every model is verified on the test
+split (at most `test_size` texts) with the key-draw test, as `verify` does. One command, resumable (rows already in
+`--results_file` are kept):
+
+    python docs/strength/text_strength.py --data ../shared/data/health_tweets --train_size 4000 --seeds 0 \
+        --key_dir keys/text_strength --results_file docs/strength/health_tweets.json
+
+`--data` is a local folder laid out like a Hub text data set (`text` / `sentence` and `label` columns) or a Hub id.
+A binary task cannot carry this watermark (the runner-up class is the other one): use 3 classes or more.
+"""
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+MODES = ("plain", "fixed", "auto", "until_taken")
+HELD_OUT = 512  # the owner's texts after the training ones: the strength measurement's, never trained on
+
+
+@dataclass
+class TextStrengthArguments:
+    r"""
+    Arguments of `text_strength.py` (see the module docstring).
+    """
+
+    data: str = field(metadata={"help": "A local text data set folder (text and label columns) or a Hub id."})
+    key_dir: str = field(metadata={"help": "The key's folder: loaded if there, else made from --key_seed."})
+    results_file: str = field(metadata={"help": "Where the rows go (JSON); rows already there are kept."})
+    train_size: int = field(default=4000, metadata={"help": "The owner's texts to train on."})
+    test_size: int = field(default=1000, metadata={"help": "Test texts verified on (the first of the test split)."})
+    seeds: list[int] = field(default_factory=lambda: [0])
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    num_train_epochs: float = field(default=4.0, metadata={"help": "The task's own training length."})
+    max_epochs: float = field(default=15.0, metadata={"help": "until_taken: the most epochs allowed."})
+    ingrain_lambda: float = field(default=0.5)
+    learning_rate: float = field(default=2e-3)
+    batch_size: int = field(default=64)
+    max_length: int = field(default=48, metadata={"help": "Tokens per text (truncation)."})
+    vocab_size: int = field(default=8000)
+    key_seed: int = field(default=0)
+    ingrainer_steps: int | None = field(default=None, metadata={"help": "The key's training steps (default: the "
+                                                                       "package's)."})
+    num_reference_keys: int | None = field(default=None, metadata={"help": "The key's references (default: the "
+                                                                          "package's)."})
+
+    def __post_init__(self):
+        unknown = sorted(set(self.modes) - set(MODES))
+        if unknown:
+            raise ValueError(f"Unknown modes {unknown}: choose among {list(MODES)}.")
+        if self.max_epochs < self.num_train_epochs:
+            raise ValueError(
+                f"`max_epochs` ({self.max_epochs}) must be >= `num_train_epochs` ({self.num_train_epochs})."
+            )
+
+
+def load(args: TextStrengthArguments) -> dict:
+    """Owner (training), held-out and test texts of `args.data`, and a tokenizer trained on the owner's."""
+    from hf_ingrain.data import load_text_dataset
+    from hf_ingrain.data.text import wordpiece_tokenizer
+
+    splits = load_text_dataset(args.data)
+    owner = splits["owner"]
+    if len(owner) < args.train_size + HELD_OUT // 4:
+        raise ValueError(f"`train_size` {args.train_size} leaves too few of the owner's {len(owner)} texts held out.")
+    held_out = min(HELD_OUT, len(owner) - args.train_size)
+    num_labels = len(set(owner["labels"]))
+    if num_labels < 3:
+        raise ValueError(f"{args.data!r} has {num_labels} classes; the watermark needs 3 or more (see the docstring).")
+    train = owner.select(range(args.train_size))
+    return {
+        "train": train,
+        "held_out": owner.select(range(args.train_size, args.train_size + held_out)),
+        "test": splits["test"].select(range(min(args.test_size, len(splits["test"])))),
+        "num_labels": num_labels,
+        "tokenizer": wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length),
+    }
+
+
+def bert(num_labels: int, vocab_size: int, max_length: int, seed: int):
+    """A small BERT from config (no pretrained weights offline)."""
+    from transformers import AutoModelForSequenceClassification, BertConfig
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=max_length, num_labels=num_labels)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def load_or_make_key(args: TextStrengthArguments, data: dict):
+    from hf_ingrain import WatermarkKey
+    from hf_ingrain.keys import KEY_FILE
+
+    if os.path.isfile(os.path.join(args.key_dir, KEY_FILE)):
+        return WatermarkKey.load(args.key_dir)
+    tokenizer = data["tokenizer"]
+    key = WatermarkKey.generate_for(bert(data["num_labels"], len(tokenizer), args.max_length, 0), tokenizer,
+                                    seed=args.key_seed)
+    options = {name: value for name, value in (("num_steps", args.ingrainer_steps),
+                                               ("num_reference_keys", args.num_reference_keys)) if value is not None}
+    key.train_ingrainer(benign_dataset=data["train"], processor=tokenizer, **options)
+    key.commit_queries(data["test"], processor=tokenizer)
+    key.save(args.key_dir)
+    return key
+
+
+def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int, output_dir: str) -> dict:
+    """Trains the model of `mode` with `seed`, verifies it on the test texts, returns its row."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkTakesCallback, verify
+
+    tokenizer = data["tokenizer"]
+
+    def tokenized(split):
+        return split.map(lambda batch: tokenizer(batch["text"], truncation=True), batched=True,
+                         remove_columns=["text"])
+
+    train, held_out = tokenized(data["train"]), tokenized(data["held_out"])
+    epochs = args.max_epochs if mode == "until_taken" else args.num_train_epochs
+    common = dict(output_dir=output_dir, num_train_epochs=epochs, learning_rate=args.learning_rate,
+                  per_device_train_batch_size=args.batch_size, seed=seed, data_seed=seed, save_strategy="no",
+                  report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no")
+    model = bert(data["num_labels"], len(tokenizer), args.max_length, seed)
+    kwargs = dict(model=model, train_dataset=train, processing_class=tokenizer,
+                  data_collator=DataCollatorWithPadding(tokenizer))
+    started, callback = time.perf_counter(), None
+    if mode == "plain":
+        trainer = Trainer(args=TrainingArguments(**common), **kwargs)
+    else:
+        steps_per_epoch = -(-len(train) // args.batch_size)
+        config = IngrainConfig(**common, ingrain_lambda=args.ingrain_lambda,
+                               ingrain_lambda_mode="auto" if mode == "auto" else "fixed",
+                               ingrain_strength_steps=steps_per_epoch if mode == "until_taken" else 0)
+        callbacks = [WatermarkTakesCallback(min_epochs=args.num_train_epochs)] if mode == "until_taken" else None
+        callback = callbacks[0] if callbacks else None
+        trainer = IngrainTrainer(args=config, ingrainer=key, strength_dataset=held_out, callbacks=callbacks, **kwargs)
+    trainer.train()
+    result = verify(model, key, data["test"], processor=tokenizer)
+    row = {"mode": mode, "seed": seed, "accuracy": result.details.get("accuracy"), "agreement": result.agreement,
+           "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
+           "epochs": round(trainer.state.epoch or 0, 2), "seconds": round(time.perf_counter() - started, 1)}
+    if mode != "plain":
+        strength = trainer.watermark_strength
+        row.update(final_lambda=trainer.ingrain_weight(),
+                   predicted_p_value=None if strength is None else strength.predicted_p_value,
+                   stopped_at=None if callback is None else callback.stopped_at)
+    logger.info("%s", row)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    from hf_ingrain.verification.statistics import format_p_value
+
+    lines = ["| mode | seed | epochs | final λ | accuracy | agreement | null rate | p-value | verified |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: (MODES.index(r["mode"]), r["seed"])):
+        weight = row.get("final_lambda")
+        lines.append(
+            f"| {row['mode']} | {row['seed']} | {row['epochs']:g} | {'-' if weight is None else f'{weight:.3g}'} | "
+            f"{row['accuracy']:.3f} | {row['agreement']:.3f} | {row['null_rate']:.3f} | "
+            f"{format_p_value(row['p_value'], relation=False)} | {'yes' if row['verified'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import json
+
+    from transformers import HfArgumentParser
+
+    from hf_ingrain.files import write_json
+
+    (args,) = HfArgumentParser(TextStrengthArguments).parse_args_into_dataclasses(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    rows = []
+    if os.path.isfile(args.results_file):
+        with open(args.results_file, encoding="utf-8") as f:
+            rows = json.load(f)["rows"]
+    data = load(args)
+    key = load_or_make_key(args, data)
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
+        for seed in args.seeds:
+            for mode in args.modes:
+                if any(r["mode"] == mode and r["seed"] == seed for r in rows):
+                    continue
+                rows.append(train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}")))
+                write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

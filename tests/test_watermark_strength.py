@@ -186,15 +186,28 @@ def test_the_callback_stops_once_the_watermark_takes_with_its_margin_after_the_m
     assert not _log(WatermarkTakesCallback(), args, epoch=5, log10_p=None)  # a log without a measurement
 
 
-def test_the_callback_refuses_a_run_that_never_measures_and_bad_settings(key_with_references, embedded_splits,
-                                                                         tmp_path):
-    trainer = _trainer(key_with_references, embedded_splits, tmp_path, callbacks=[WatermarkTakesCallback()])
-    with pytest.raises(ValueError, match="ingrain_strength_steps"):
-        trainer.train()
+def test_the_callback_refuses_bad_settings():
     with pytest.raises(ValueError, match="alpha"):
         WatermarkTakesCallback(alpha=1.5)
     with pytest.raises(ValueError, match="min_epochs"):
         WatermarkTakesCallback(min_epochs=-1)
+
+
+def test_by_default_the_strength_is_measured_at_every_epochs_end_and_the_callback_stops_there(
+    key_with_references, embedded_splits, tmp_path, monkeypatch
+):
+    predictions = iter([1e-3, 1e-9, 1e-12])  # epoch 1: too weak; epoch 2: taken
+    monkeypatch.setattr("hf_ingrain.trainer.ingrain_trainer.measure_strength",
+                        lambda *args, step=None, **kwargs: _strength(step=step, predicted_p_value=next(predictions)))
+    callback = WatermarkTakesCallback(min_epochs=1)
+    args = IngrainConfig(**training_args(tmp_path, max_steps=-1, num_train_epochs=5))
+    trainer = IngrainTrainer(model=tiny_cnn(), args=args, train_dataset=embedded_splits["owner"].select(range(64)),
+                             eval_dataset=embedded_splits["test"], ingrainer=key_with_references,
+                             callbacks=[callback])
+    trainer.train()
+    measured = [entry["step"] for entry in trainer.state.log_history if "ingrain/agreement" in entry]
+    assert measured == [4, 8]  # 64 examples in batches of 16: 4 steps an epoch
+    assert callback.stopped_at == 8 and trainer.state.global_step == 8
 
 
 def test_the_callback_stops_a_real_run_at_its_first_measurement_that_passes(key_with_references, embedded_splits,

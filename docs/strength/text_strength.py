@@ -145,10 +145,8 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     if mode == "plain":
         trainer = Trainer(args=TrainingArguments(**common), **kwargs)
     else:
-        steps_per_epoch = -(-len(train) // args.batch_size)
         config = IngrainConfig(**common, ingrain_lambda=args.ingrain_lambda,
-                               ingrain_lambda_mode="auto" if mode == "auto" else "fixed",
-                               ingrain_strength_steps=steps_per_epoch if mode == "until_taken" else 0)
+                               ingrain_lambda_mode="auto" if mode == "auto" else "fixed")
         callbacks = [WatermarkTakesCallback(min_epochs=args.num_train_epochs)] if mode == "until_taken" else None
         callback = callbacks[0] if callbacks else None
         trainer = IngrainTrainer(args=config, ingrainer=key, strength_dataset=held_out, callbacks=callbacks, **kwargs)

@@ -63,9 +63,10 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             data set whose examples change between two reads.
         ingrain_strength_steps (`int`, *optional*, defaults to `0`):
             Measure the watermark's strength every this many optimizer steps (and at the last step), with the key's own
-            test on held-out examples, and log it (`ingrain/agreement`, `ingrain/margin`, `ingrain/log10_p_value`:
-            the p-value a 1,000-query verification is predicted to give; see `hf_ingrain.trainer.strength`). 0:
-            at the last step only. Training ends with a warning, naming what to do, when the watermark has not taken.
+            test on held-out examples, and log it with that step's loss (`ingrain/agreement`, `ingrain/margin`,
+            `ingrain/log10_p_value`: the p-value a 1,000-query verification is predicted to give; see
+            `hf_ingrain.trainer.strength`). 0: at the end of every epoch and at the last step. Training ends with a
+            warning, naming what to do, when the watermark has not taken.
         ingrain_strength_examples (`int`, *optional*, defaults to `512`):
             The examples measured: the first of `IngrainTrainer`'s `strength_dataset`, else of its `eval_dataset`,
             else of the training data (which overstate the strength). 0 turns the measurement and the warning off.
@@ -109,7 +110,7 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
     )
     ingrain_strength_steps: int = field(
         default=0,
-        metadata={"help": "Measure and log the watermark's strength every N optimizer steps (0: at the last step only)."},
+        metadata={"help": "Measure and log the watermark's strength every N optimizer steps (0: every epoch's end)."},
     )
     ingrain_strength_examples: int = field(
         default=512,

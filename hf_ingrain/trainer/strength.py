@@ -1,7 +1,8 @@
 """How strongly a model carries its key's watermark while it trains, measured with the key's own test.
 
 [`IngrainTrainer`] measures it on held-out examples (the `strength_dataset` it is given, else its `eval_dataset`, else
-the first training examples, which overstate it) every `ingrain_strength_steps` steps and at the end of training; it
+the first training examples, which overstate it) at the end of every epoch (or every `ingrain_strength_steps` steps)
+and at the last step; it
 logs the numbers through the Trainer's logging (`ingrain/agreement`, `ingrain/margin`, `ingrain/log10_p_value`, ...),
 records the last one in the model card, and warns at the end of training when the model would not verify.
 [`WatermarkTakesCallback`] keeps training until the watermark takes, within the epochs the arguments allow.
@@ -186,8 +187,9 @@ def padded_examples(dataset, collator, limit: int, drop=()) -> list[dict]:
 
 
 class StrengthMonitor(TrainerCallback):
-    """IngrainTrainer's own callback: measures the watermark's strength every `ingrain_strength_steps` steps and at
-    the last step (logged with that step's log), and warns at the end of training when it has not taken."""
+    """IngrainTrainer's own callback: measures the watermark's strength every `ingrain_strength_steps` steps (0: at
+    the end of every epoch) and at the last step, logged with that step's log, and warns at the end of training when
+    it has not taken."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -220,9 +222,17 @@ class StrengthMonitor(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         every = getattr(self, "every", args.ingrain_strength_steps)
-        due = (every and state.global_step % every == 0) or state.global_step >= state.max_steps
-        if not due or not self._measurable():
-            return
+        if (every and state.global_step % every == 0) or state.global_step >= state.max_steps:
+            self._measure_and_log(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if not getattr(self, "every", args.ingrain_strength_steps):  # 0: at the end of every epoch
+            self._measure_and_log(args, state, control)
+
+    def _measure_and_log(self, args, state, control):
+        last = self.trainer.watermark_strength
+        if (last is not None and last.step == state.global_step) or not self._measurable():
+            return  # measured at this step already (the last step ends an epoch too)
         strength = self._measure()
         if strength is None:
             return
@@ -231,10 +241,13 @@ class StrengthMonitor(TrainerCallback):
         controller = self.trainer.weight_controller
         if controller is not None:
             logs["ingrain/lambda"] = self._update(controller, logs["ingrain/log10_p_value"])
+        if getattr(self.trainer, "_globalstep_last_logged", -1) >= state.global_step:
+            self.trainer.log(logs)  # this step is logged already (an epoch's end after its last step's log)
+            return
         device = args.device
         for name, value in logs.items():  # the same numbers on every process: their mean is them
             self.trainer._record_metric(self.trainer.model, name, torch.tensor(value, device=device))
-        control.should_log = True
+        control.should_log = True  # logged with this step's loss
 
     def _update(self, controller, log10_p_value: float) -> float:
         """The controller's new λ, the main process's on every process (their measurements agree on a CPU; a GPU's
@@ -263,9 +276,9 @@ class StrengthMonitor(TrainerCallback):
 
 class WatermarkTakesCallback(TrainerCallback):
     r"""
-    Keeps training until the watermark takes, then stops: with [`IngrainTrainer`] measuring the strength every
-    `ingrain_strength_steps` steps, training stops at the first measurement, after `min_epochs`, whose predicted
-    p-value is at most `alpha / 10**margin_decades`. Set `num_train_epochs` to the most you allow: the task's usual
+    Keeps training until the watermark takes, then stops: [`IngrainTrainer`] measures the strength at the end of every
+    epoch (or every `ingrain_strength_steps` steps), and training stops at the first measurement, after `min_epochs`,
+    whose predicted p-value is at most `alpha / 10**margin_decades`. Set `num_train_epochs` to the most you allow: the task's usual
     length goes in `min_epochs`, and the watermark gets the epochs between. A run that reaches `num_train_epochs`
     without it ends with [`IngrainTrainer`]'s warning.
 
@@ -281,7 +294,7 @@ class WatermarkTakesCallback(TrainerCallback):
 
     ```python
     >>> from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkTakesCallback
-    >>> args = IngrainConfig(output_dir="out", num_train_epochs=15, ingrain_strength_steps=200)
+    >>> args = IngrainConfig(output_dir="out", num_train_epochs=15)  # measured at every epoch's end
     >>> trainer = IngrainTrainer(model=model, args=args, train_dataset=splits["owner"], eval_dataset=splits["test"],
     ...                          ingrainer=key, callbacks=[WatermarkTakesCallback(min_epochs=4)])
     ```
@@ -294,13 +307,6 @@ class WatermarkTakesCallback(TrainerCallback):
             raise ValueError(f"`min_epochs` and `margin_decades` must be >= 0, got {min_epochs} and {margin_decades}.")
         self.min_epochs, self.alpha, self.margin_decades = min_epochs, alpha, margin_decades
         self.stopped_at = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not getattr(args, "ingrain_strength_steps", 0):
-            raise ValueError(
-                "WatermarkTakesCallback reads the strength that IngrainTrainer measures every `ingrain_strength_steps` "
-                "steps, but it is 0 (only at the end). Set `ingrain_strength_steps` (e.g. the steps of an epoch)."
-            )
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         log10_p = (logs or {}).get("ingrain/log10_p_value")

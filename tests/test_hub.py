@@ -7,6 +7,7 @@ huggingface_hub is patched beyond the endpoint and offline constants that `HubSe
 import json
 import logging
 import os
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -187,7 +188,13 @@ def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainer
     assert set(files) == {".gitattributes", "config.json", "model.safetensors", "README.md", "watermark.json"}
     trainer_card = card_of(loopback_hub, "tester/trainer-model")
     reference_card = card_of(loopback_hub, "tester/reference", reference)
-    assert trainer_card.data.watermark == reference_card.data.watermark
+    # the same block as the standalone publisher's, plus the strength the trainer measured at the end of training
+    trainer_block, reference_block = dict(trainer_card.data.watermark), dict(reference_card.data.watermark)
+    strength = trainer_block.pop("training_strength")
+    assert reference_block.pop("training_strength") is None and trainer_block == reference_block
+    measured = watermarked.trainer.watermark_strength
+    assert strength["step"] == watermarked.trainer.state.global_step and strength["takes"] == measured.takes
+    assert strength["predicted_p_value"] == pytest.approx(measured.predicted_p_value)
     # what Trainer.create_model_card writes is kept: base model, data set, tags, hyperparameters
     Trainer.create_model_card(watermarked.trainer, model_name="trainer-model", tags=["digits"], **card_kwargs)
     plain = ModelCard.load(os.path.join(watermarked.output_dir, "README.md")).data.to_dict()
@@ -196,6 +203,8 @@ def test_ingrain_trainer_push_to_hub_publishes_safe_files_and_merges_the_trainer
     assert {k: v for k, v in plain.items() if k != "tags"} == {k: merged[k] for k in plain if k != "tags"}
     assert set(plain["tags"]) | set(IngrainTrainer._tag_names) <= set(merged["tags"])
     text = trainer_card.text.replace("trainer-model", "reference")
+    assert "## Watermark strength at the end of training" in text
+    text = re.sub(r"\n\n## Watermark strength at the end of training\n.*?(?=\n\n## )", "", text, flags=re.S)
     assert text.startswith(reference_card.text.rstrip()) and "### Training hyperparameters" in text
 
     result = verify_from_hub("tester/trainer-model", key, queries, cache_dir=str(tmp_path / "cache"))

@@ -128,6 +128,7 @@ def refused(result, *fragments) -> str:
 
 
 # ------------------------------------------------------------------ the honest owner
+@pytest.mark.slow  # ~80 s on 2 idle cores (audited claims end to end); CI runs it, the default pytest does not
 def test_an_owner_who_timestamps_at_publication_has_a_claim_a_third_party_can_check(
     loopback_hub, local_tsa, queries, benign, tmp_path
 ):
@@ -178,6 +179,7 @@ def test_an_owner_who_timestamps_at_publication_has_a_claim_a_third_party_can_ch
     assert derived.claim["precedence"] and derived.claim["suspect_first_repo_id"] == "owner/model"
 
 
+@pytest.mark.slow  # ~77 s on 2 idle cores (audited claims end to end); CI runs it, the default pytest does not
 def test_a_suspect_dates_from_its_weights_not_from_its_repositorys_first_commit(
     loopback_hub, local_tsa, queries, benign, tmp_path
 ):
@@ -280,6 +282,7 @@ def test_a_later_reupload_of_the_victim_is_not_newer_than_the_victim(model, loop
     assert "lineage       someone/silent-reupload declares no base_model" in silent.summary()
 
 
+@pytest.mark.slow  # ~164 s on 2 idle cores (audited claims end to end); CI runs it, the default pytest does not
 def test_the_owners_flow_from_the_shell_timestamp_push_verify(loopback_hub, local_tsa, embedded_splits, benign, tmp_path,
                                                               capsys):
     key, model, _ = honest_key(embedded_splits["test"], 11, benign)  # the set `hf-ingrain verify` queries by default

@@ -72,7 +72,8 @@ class TextStrengthArguments:
 
 
 def load(args: TextStrengthArguments) -> dict:
-    """Owner (training), held-out and test texts of `args.data`, and a tokenizer trained on the owner's."""
+    """Owner (training) texts, the training and held-out texts as token ids, the test texts of `args.data`, and a
+    tokenizer trained on the owner's."""
     from hf_ingrain.data import load_text_dataset
     from hf_ingrain.data.text import wordpiece_tokenizer
 
@@ -85,12 +86,19 @@ def load(args: TextStrengthArguments) -> dict:
     if num_labels < 3:
         raise ValueError(f"{args.data!r} has {num_labels} classes; the watermark needs 3 or more (see the docstring).")
     train = owner.select(range(args.train_size))
+    tokenizer = wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length)
+
+    def tokenized(split):  # the script's `map`: token ids, padded per batch by the collator
+        return split.map(lambda batch: tokenizer(batch["text"], truncation=True), batched=True,
+                         remove_columns=["text"])
+
     return {
         "train": train,
-        "held_out": owner.select(range(args.train_size, args.train_size + held_out)),
+        "train_ids": tokenized(train),
+        "held_out_ids": tokenized(owner.select(range(args.train_size, args.train_size + held_out))),
         "test": splits["test"].select(range(min(args.test_size, len(splits["test"])))),
         "num_labels": num_labels,
-        "tokenizer": wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length),
+        "tokenizer": tokenizer,
     }
 
 
@@ -128,12 +136,7 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkTakesCallback, verify
 
     tokenizer = data["tokenizer"]
-
-    def tokenized(split):
-        return split.map(lambda batch: tokenizer(batch["text"], truncation=True), batched=True,
-                         remove_columns=["text"])
-
-    train, held_out = tokenized(data["train"]), tokenized(data["held_out"])
+    train, held_out = data["train_ids"], data["held_out_ids"]
     epochs = args.max_epochs if mode == "until_taken" else args.num_train_epochs
     common = dict(output_dir=output_dir, num_train_epochs=epochs, learning_rate=args.learning_rate,
                   per_device_train_batch_size=args.batch_size, seed=seed, data_seed=seed, save_strategy="no",

@@ -62,6 +62,8 @@ WATERMARK_FIELDS = (
     "queries", "verification", "timestamp", "training_strength",
 )
 TIMESTAMP_FIELDS = ("file", "tsa", "time")
+# where the trainer's strength measurement took its examples (`training_strength.source`), and how the card names them
+STRENGTH_SOURCES = {"strength_dataset": "held-out", "eval_dataset": "evaluation", "train_dataset": "training"}
 VERIFICATION_FIELDS = ("verified", "agreement", "null_rate", "p_value", "num_queries", "num_agreements", "alpha")
 
 
@@ -246,6 +248,7 @@ def render_model_card(
         verification=verification,
         timestamp=watermark.get("timestamp"),
         training_strength=watermark.get("training_strength"),
+        strength_sources=STRENGTH_SOURCES,
         p_value=format_p_value(verification["p_value"], relation=False) if verification else None,
         framework_versions=versions if versions is not None else framework_versions(),
     )

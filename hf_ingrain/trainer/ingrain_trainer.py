@@ -366,4 +366,3 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         if not getattr(self, "_warned_checkpoint_push", False):
             logger.warning("IngrainTrainer does not push checkpoints (they hold pickles): call `push_to_hub()`.")
             self._warned_checkpoint_push = True
-

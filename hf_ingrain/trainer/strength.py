@@ -2,9 +2,9 @@
 
 [`IngrainTrainer`] measures it on held-out examples (the `strength_dataset` it is given, else its `eval_dataset`, else
 the first training examples, which overstate it) at the end of every epoch (or every `ingrain_strength_steps` steps)
-and at the last step; it
-logs the numbers through the Trainer's logging (`ingrain/agreement`, `ingrain/margin`, `ingrain/log10_p_value`, ...),
-records the last one in the model card, and warns at the end of training when the model would not verify.
+and at the last step; it logs the numbers through the Trainer's logging (`ingrain/agreement`, `ingrain/margin`,
+`ingrain/log10_p_value`, ...), records the last one in the model card, and warns at the end of training when the model
+would not verify.
 [`WatermarkTakesCallback`] keeps training until the watermark takes, within the epochs the arguments allow.
 
 The measurement is [`~hf_ingrain.verify`] itself on at most `ingrain_strength_examples` examples, plus a prediction:
@@ -21,6 +21,7 @@ import torch
 from scipy.stats import t as student_t
 from transformers import TrainerCallback
 
+from ..hub.model_card import STRENGTH_SOURCES
 from ..verification.protocols import DEFAULT_ALPHA, verify
 from ..verification.statistics import binomial_p_value
 
@@ -28,8 +29,6 @@ logger = logging.getLogger(__name__)
 
 # The number of queries the prediction is for: what the README, the guides and `hf-ingrain verify` send by default.
 VERIFICATION_BUDGET = 1000
-# Where the examples measured came from, in the order IngrainTrainer looks for them, and how the messages name them.
-SOURCES = {"strength_dataset": "held-out", "eval_dataset": "evaluation", "train_dataset": "training"}
 
 
 @dataclass
@@ -96,7 +95,7 @@ class WatermarkStrength:
 
     def summary(self) -> str:
         references = "" if self.reference_agreement is None else f", references {self.reference_agreement:.3f}"
-        examples = f"{self.num_queries} {SOURCES.get(self.source, self.source)} examples"
+        examples = f"{self.num_queries} {STRENGTH_SOURCES.get(self.source, self.source)} examples"
         return (
             f"agreement {self.agreement:.3f} on {examples} (null rate {self.null_rate:.3f}{references}), predicted "
             f"p = {self.predicted_p_value:.2g} at {self.budget} queries (alpha = {self.alpha:g})"
@@ -193,6 +192,7 @@ class StrengthMonitor(TrainerCallback):
 
     def __init__(self, trainer):
         self.trainer = trainer
+        self.every = trainer.args.ingrain_strength_steps  # 0: at the end of every epoch
         self._skipped = False
 
     def _measurable(self) -> bool:
@@ -221,12 +221,11 @@ class StrengthMonitor(TrainerCallback):
             self.every = max(1, state.max_steps // 20)
 
     def on_step_end(self, args, state, control, **kwargs):
-        every = getattr(self, "every", args.ingrain_strength_steps)
-        if (every and state.global_step % every == 0) or state.global_step >= state.max_steps:
+        if (self.every and state.global_step % self.every == 0) or state.global_step >= state.max_steps:
             self._measure_and_log(args, state, control)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if not getattr(self, "every", args.ingrain_strength_steps):  # 0: at the end of every epoch
+        if not self.every:
             self._measure_and_log(args, state, control)
 
     def _measure_and_log(self, args, state, control):
@@ -278,9 +277,9 @@ class WatermarkTakesCallback(TrainerCallback):
     r"""
     Keeps training until the watermark takes, then stops: [`IngrainTrainer`] measures the strength at the end of every
     epoch (or every `ingrain_strength_steps` steps), and training stops at the first measurement, after `min_epochs`,
-    whose predicted p-value is at most `alpha / 10**margin_decades`. Set `num_train_epochs` to the most you allow: the task's usual
-    length goes in `min_epochs`, and the watermark gets the epochs between. A run that reaches `num_train_epochs`
-    without it ends with [`IngrainTrainer`]'s warning.
+    whose predicted p-value is at most `alpha / 10**margin_decades`. Set `num_train_epochs` to the most you allow: the
+    task's usual length goes in `min_epochs`, and the watermark gets the epochs between. A run that reaches
+    `num_train_epochs` without it ends with [`IngrainTrainer`]'s warning.
 
     Args:
         min_epochs (`float`, *optional*, defaults to 0): train at least this long (the task's own length).

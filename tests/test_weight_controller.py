@@ -1,6 +1,7 @@
 """A strength that tunes itself (issue 33, item 1): `ingrain_lambda_mode="auto"` moves λ at each measurement of the
 watermark, the loss uses it, and a resumed run continues with the weight its checkpoint was saved with."""
 
+import json
 import shutil
 
 import pytest
@@ -21,6 +22,20 @@ def _auto(key, splits, tmp_path, output="out", **kwargs):
                           ingrainer=key)
 
 
+def _find(tree, name):
+    """The value of the first `name` in a JSON tree."""
+    if isinstance(tree, dict):
+        if name in tree:
+            return tree[name]
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for value in tree:
+            found = _find(value, name)
+            if found is not None:
+                return found
+    return None
+
+
 def _fixed_p(monkeypatch, p_value):
     def measured(*args, step=None, **kwargs):
         return WatermarkStrength(
@@ -33,18 +48,40 @@ def _fixed_p(monkeypatch, p_value):
 
 
 # ------------------------------------------------------------------------------------------------ the rule
-def test_the_weight_rises_below_the_target_falls_far_above_it_and_holds_in_between():
-    controller = IngrainWeightController(weight=0.5, target_log10_p=-8, band=4)
-    assert controller.update(-3) == pytest.approx(0.75)  # too weak: x1.5
-    assert controller.update(-9) == pytest.approx(0.75)  # verifies with its margin: hold
-    assert controller.update(-12) == pytest.approx(0.75)  # at the band's edge: hold
-    assert controller.update(-13) == pytest.approx(0.6)  # far stronger than needed: x0.8
-    assert controller.updates == 4
-    for _ in range(20):
-        controller.update(0)
-    assert controller.weight == 4.0  # bounded
+def test_the_weight_holds_in_warm_up_and_while_the_watermark_is_on_course():
+    controller = IngrainWeightController(weight=0.5, target_log10_p=-8, band=4, warmup=0.25)
+    assert controller.update(-1, progress=0.1) == 0.5  # warm-up: weak because nothing is learned yet, not held against λ
+    assert controller.update(-2, progress=0.2) == 0.5
+    # weak (-3 > -8) but improving by 10 decades per run: projected -3 - 10 * 0.7 = -10 at the end: on course, hold
+    assert controller.update(-3, progress=0.3) == 0.5
+    assert controller.projected_log10_p() == pytest.approx(-10.0)
+    # slowing: the line through the last four predictions (-1, -2, -3, -3.2) falls 7.6 decades per run, so -3.2 at
+    # 0.4 projects to -7.76 at the end, short of -8: raise
+    assert controller.update(-3.2, progress=0.4) == pytest.approx(0.75)
+    assert controller.projected_log10_p() == pytest.approx(-7.76)
+    assert controller.update(-9, progress=0.5) == pytest.approx(0.75)  # past the target, inside the band: hold
+    assert controller.update(-12, progress=0.6) == pytest.approx(0.75)  # at the band's edge: hold
+    assert controller.update(-13, progress=0.7) == pytest.approx(0.6)  # far stronger than needed: x0.8
+    assert controller.updates == 7
     restored = IngrainWeightController.from_state(controller.state())
-    assert (restored.weight, restored.updates, restored.initial_weight) == (4.0, 24, 0.5)
+    assert (restored.weight, restored.updates, restored.initial_weight, restored.history) == (
+        pytest.approx(0.6), 7, 0.5, controller.history)
+
+
+def test_a_watermark_that_does_not_respond_gets_its_weight_back_and_no_more_raises():
+    controller = IngrainWeightController(weight=0.5, target_log10_p=-8, warmup=0.0, patience=3)
+    weights = [controller.update(-2.0 - 0.1 * i, progress=0.1 * (i + 1)) for i in range(6)]
+    # three raises (0.75, 1.125, 1.6875) moved the prediction by 0.3 of a decade: λ goes back to 0.5, for good
+    assert weights == pytest.approx([0.75, 1.125, 1.6875, 0.5, 0.5, 0.5])
+    assert controller.unresponsive
+    assert controller.update(-20, progress=0.9) == pytest.approx(0.4)  # it can still fall
+
+
+def test_raises_that_help_go_on_and_the_weight_is_bounded():
+    controller = IngrainWeightController(weight=0.5, target_log10_p=-30, warmup=0.0, patience=3, maximum=4)
+    for i in range(12):  # a decade better after every raise: the watermark responds, λ goes on up to its bound
+        controller.update(-1.0 * i, progress=0.05 * i)
+    assert controller.weight == 4.0 and not controller.unresponsive
 
 
 def test_bad_settings_are_refused_before_any_work(key_with_references, embedded_splits, tmp_path):
@@ -63,22 +100,37 @@ def test_bad_settings_are_refused_before_any_work(key_with_references, embedded_
 
 
 # ------------------------------------------------------------------------------------------------ in training
-def test_a_weak_watermark_raises_the_weight_and_the_loss_uses_it(key_with_references, embedded_splits, tmp_path):
+def test_the_weight_follows_the_rule_on_the_trainers_own_measurements_and_the_loss_uses_it(key_with_references,
+                                                                                         embedded_splits, tmp_path):
     trainer = _auto(key_with_references, embedded_splits, tmp_path)
     trainer.train()
     logs = {entry["step"]: entry for entry in trainer.state.log_history if "loss" in entry}
-    # 8 steps of a tiny CNN carry no watermark that a 1,000-query test could verify at 1e-8: every measurement raises λ
-    lambdas = {step: logs[step]["ingrain/lambda"] for step in (2, 4, 6, 8)}
-    assert lambdas == pytest.approx({2: 0.15, 4: 0.225, 6: 0.3375, 8: 0.50625})
-    assert all(logs[step]["ingrain/log10_p_value"] > -8 for step in lambdas)
+    # the rule replayed on the predictions the trainer logged (steps 2, 4, 6, 8 of 8) gives the λ it logged
+    replay = IngrainWeightController(weight=0.1)
+    expected = {step: replay.update(logs[step]["ingrain/log10_p_value"], step / 8) for step in (2, 4, 6, 8)}
+    assert {step: logs[step]["ingrain/lambda"] for step in expected} == pytest.approx(expected)
+    # 8 steps of a tiny CNN carry no watermark a 1,000-query test could verify at 1e-8, and λ cannot change that:
+    # raised after steps 2, 4 and 6 (never on course), then given back at step 8 (three raises, no decade gained)
+    assert expected == pytest.approx({2: 0.15, 4: 0.225, 6: 0.3375, 8: 0.1})
+    assert trainer.weight_controller.unresponsive
     # each step's loss is its task loss plus the λ in force at that step (raised after steps 2, 4 and 6)
     in_force = {1: 0.1, 2: 0.1, 3: 0.15, 4: 0.15, 5: 0.225, 6: 0.225, 7: 0.3375, 8: 0.3375}
     for step, weight in in_force.items():
         entry = logs[step]
         assert entry["loss"] == pytest.approx(entry["task/loss"] + weight * entry["ingrain/loss"], rel=1e-4), step
-    assert trainer.ingrain_weight() == pytest.approx(0.50625)
+    assert trainer.ingrain_weight() == pytest.approx(0.1)
     trainer.create_model_card()  # the card records the weight the model ended with
-    assert '"ingrain_lambda": 0.50625' in (tmp_path / "out" / "watermark.json").read_text()
+    card = json.loads((tmp_path / "out" / "watermark.json").read_text())
+    assert _find(card, "ingrain_lambda") == pytest.approx(0.1)
+
+
+def test_no_weight_moves_during_the_warm_up(key_with_references, embedded_splits, tmp_path, monkeypatch):
+    _fixed_p(monkeypatch, 1e-3)
+    trainer = _auto(key_with_references, embedded_splits, tmp_path, max_steps=8, ingrain_strength_steps=1)
+    trainer.train()
+    lambdas = [entry["ingrain/lambda"] for entry in trainer.state.log_history if "ingrain/lambda" in entry]
+    # steps 1 of 8 is inside the first quarter: held; from step 2 the stalled 1e-3 raises λ three times, then gives up
+    assert lambdas == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.1, 0.1, 0.1, 0.1])
 
 
 def test_a_watermark_far_stronger_than_needed_lowers_the_weight(key_with_references, embedded_splits, tmp_path,

@@ -21,6 +21,7 @@ import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -59,6 +60,7 @@ arch_cost = _load_recipe("arch_cost", DOCS / "arch_cost")
 label_only = _load_recipe("label_only", DOCS / "label_only")
 hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
 text_strength = _load_recipe("text_strength", DOCS / "strength")
+fine_tune = _load_recipe("fine_tune", DOCS / "fine_tune")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer, and the controlled
@@ -606,20 +608,30 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
     arch_cost.main(
         ["--data", str(data), "--key_dir", str(tmp_path / "key"), "--train_size", "24", "--seeds", "0",
          "--num_train_epochs", "1", "--batch_size", "12", "--lambda_warmup", "0.5", "--ingrain_exclude_label", "true",
-         "--ingrain_lambda_mode", "auto", "--ingrain_strength_steps", "1", "--results_file", str(results_file)]
+         "--ingrain_lambda_mode", "auto", "--ingrain_strength_steps", "1", "--results_file", str(results_file),
+         "--students", "4", "1", "label", "--num_independent", "1", "--label_only", "true"]
     )
     rows = json.loads(results_file.read_text())["rows"]
     assert [(row["architecture"], row["model"]) for row in rows] == [
         (architecture, model) for architecture in ("resnet", "convnext", "vit")
-        for model in ("plain", "ingrain", "student")
+        for model in ("plain", "ingrain", "student", "student_t1", "student_label", "independent")
     ]
-    assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 for row in rows)
+    assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 and 0 < row["label_p_value"] <= 1
+               for row in rows)
     # two steps, each measured: λ rose from 0.5 twice (the watermark of two steps is far from verifying)
     assert all(row["final_lambda"] == pytest.approx(0.5 * 1.5**2) for row in rows if row["model"] == "ingrain")
     table = capsys.readouterr().out
-    assert "| resnet |" in table and "| vit |" in table
+    assert "| resnet |" in table and "| vit |" in table and "| vit | student_label |" in table
+    # run again on the same file: every architecture and seed is there, nothing is trained again, the rows are kept
+    with patch.object(arch_cost, "measure", side_effect=AssertionError("measured again")):
+        arch_cost.main(["--data", str(data), "--key_dir", str(tmp_path / "key"), "--train_size", "24", "--seeds", "0",
+                        "--results_file", str(results_file), "--students", "4", "1", "label", "--num_independent",
+                        "1"])
+    assert json.loads(results_file.read_text())["rows"] == rows
     with pytest.raises(ValueError, match="Unknown architectures"):
         arch_cost.main(["--data", str(data), "--key_dir", str(tmp_path / "key"), "--architectures", "lenet"])
+    with pytest.raises(ValueError, match="Unknown student"):
+        arch_cost.main(["--data", str(data), "--key_dir", str(tmp_path / "key"), "--students", "hard"])
 
 
 def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
@@ -633,6 +645,41 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
     assert trainer.ingrain_weight() == pytest.approx(0.25)  # half way up a ramp over 50 steps
     trainer.state.global_step = 60
     assert trainer.ingrain_weight() == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------------ fine_tune.py
+def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_seed(tmp_path, capsys):
+    # docs/fine_tune/README.md's table: a checkpoint trained on one data set and saved, then fine-tuned plain and
+    # ingrained, fully and with LoRA (merged), and students starting from the checkpoint. A few images and steps: the
+    # plumbing, not the numbers.
+    pretrain = _hub_layout_copy(tmp_path / "pretrain", "ylecun/mnist", num_train=48, num_test=16)
+    data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
+    key = WatermarkKey.generate_for(arch_cost.build("resnet", 0), arch_cost.processor(), num_carriers=10, seed=0)
+    key.train_ingrainer(benign_dataset=arch_cost.load_splits(str(data), 24)["owner"], num_steps=5,
+                        num_reference_keys=2, show_progress=False)
+    key.save(tmp_path / "key")
+    results_file = tmp_path / "results.json"
+    argv = ["--data", str(data), "--pretrain_data", str(pretrain), "--output_dir", str(tmp_path / "run"),
+            "--key_dir", str(tmp_path / "key"), "--results_file", str(results_file), "--train_size", "24",
+            "--pretrain_size", "16", "--pretrain_epochs", "1", "--num_train_epochs", "1", "--batch_size", "12",
+            "--seeds", "0", "--lora_r", "2"]
+    fine_tune.main(argv)
+    rows = json.loads(results_file.read_text())["rows"]
+    assert [row["model"] for row in rows] == ["base", *fine_tune.KINDS]
+    assert (tmp_path / "run" / "pretrained-resnet" / "model.safetensors").is_file()
+    assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 for row in rows)
+    by_kind = {row["model"]: row for row in rows}
+    # LoRA trains its adapters and the head, a fraction of the parameters a full fine-tuning trains
+    assert by_kind["ingrain_lora"]["trainable_parameters"] < by_kind["ingrain"]["trainable_parameters"] / 2
+    assert "| resnet | LoRA |" in capsys.readouterr().out
+    checkpoint_time = (tmp_path / "run" / "pretrained-resnet" / "config.json").stat().st_mtime
+    fine_tune.main(argv + ["--seeds", "0", "1"])  # seed 0 is there: only seed 1 runs, the checkpoint is loaded
+    rows = json.loads(results_file.read_text())["rows"]
+    assert [(row["model"], row["seed"]) for row in rows][:7] == [(r["model"], r["seed"]) for r in by_kind.values()]
+    assert sorted(row["model"] for row in rows if row["seed"] == 1) == sorted(fine_tune.KINDS)
+    assert (tmp_path / "run" / "pretrained-resnet" / "config.json").stat().st_mtime == checkpoint_time
+    with pytest.raises(ValueError, match="Unknown architectures"):
+        fine_tune.main(argv + ["--architectures", "lenet"])
 
 
 def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():

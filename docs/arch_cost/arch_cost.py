@@ -28,6 +28,7 @@ The watermark's strength is measured during training on the owner's last 512 ima
 trains on: without `--train_size`, the owner trains on the rest of its split.
 """
 
+import json
 import logging
 import os
 import statistics
@@ -59,7 +60,8 @@ class CostArguments:
         architectures (`list[str]`): any of `resnet`, `convnext`, `vit`.
         seeds (`list[int]`): training seeds (initial weights and batch order).
         num_train_epochs (`float`): epochs of every training, the student's included.
-        results_file (`str`, *optional*): also write every measurement to this JSON file.
+        results_file (`str`, *optional*): also write every measurement to this JSON file, after every seed; a run
+            with the same file skips the architectures and seeds whose rows are all there (resumable).
     """
 
     data: str = field(metadata={"help": "Local parquet folder laid out like ylecun/mnist, or a Hub dataset id."})
@@ -89,15 +91,45 @@ class CostArguments:
         default=0, metadata={"help": "Measure the watermark every N steps (IngrainConfig's field; 0: auto's default)."}
     )
     plain: bool = field(default=True, metadata={"help": "Train the plain Trainer's twin (off: variants of the loss)."})
-    student: bool = field(default=True, metadata={"help": "Distil a student from each ingrained model (T = 4)."})
+    student: bool = field(default=True, metadata={"help": "Distil students from each ingrained model (--students)."})
+    students: list[str] = field(
+        default_factory=lambda: ["4"],
+        metadata={"help": "The students distilled from each ingrained model: a temperature (learns its logits at that "
+                  "T) or `label` (learns its top-1 labels only, what a label-only API gives)."},
+    )
+    num_independent: int = field(
+        default=0, metadata={"help": "Also train this many independent models (plain, on the attacker's images)."}
+    )
+    label_only: bool = field(
+        default=False, metadata={"help": "Also verify every model from its labels only (protocol `ingrain_labels`)."}
+    )
     results_file: str | None = field(default=None)
 
     def __post_init__(self):
         unknown = sorted(set(self.architectures) - set(ARCHITECTURES))
         if unknown:
             raise ValueError(f"Unknown architectures {unknown}: choose among {list(ARCHITECTURES)}.")
+        for student in self.students:
+            if student != "label" and not _positive_number(student):
+                raise ValueError(f"Unknown student {student!r}: a temperature (e.g. 4) or `label`.")
         if not 0 <= self.lambda_warmup <= 1:
             raise ValueError(f"`lambda_warmup` must be in [0, 1], got {self.lambda_warmup}.")
+
+
+def _positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def student_name(student: str) -> str:
+    """The row's name of a student: `student` for T = 4 (the name of the first tables), `student_t1`,
+    `student_label`."""
+    if student == "label":
+        return "student_label"
+    temperature = float(student)
+    return "student" if temperature == 4 else f"student_t{temperature:g}"
 
 
 def build(architecture: str, seed: int, num_labels: int = 10):
@@ -210,6 +242,9 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
 
     def record(kind, model, started, **extra):
         result = verify(model, key, splits["test"])
+        if args.label_only:  # the same test images, the suspect's labels only
+            labels = verify(model, key, splits["test"], protocol="ingrain_labels")
+            extra.update(label_p_value=labels.p_value, label_verified=labels.verified)
         row = {"architecture": architecture, "seed": seed, "model": kind, "accuracy": accuracy(model, splits["test"]),
                "agreement": result.agreement, "null_rate": result.null_rate, "p_value": result.p_value,
                "verified": result.verified, "seconds": round(time.perf_counter() - started, 1), **extra}
@@ -239,12 +274,24 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
            predicted_p_value=None if strength is None else strength.predicted_p_value)
 
     if args.student:
+        for student_kind in args.students:
+            started = time.perf_counter()
+            student = build(architecture, seed + 1000)
+            if student_kind == "label":
+                output = dict(teacher_output="label")
+            else:
+                output = dict(temperature=float(student_kind))
+            config = DistillationConfig(output_dir=f"{output_dir}/student", **output, **common)
+            DistillationTrainer(model=student, teacher=ingrained, args=config,
+                                train_dataset=splits["attacker"]).train()
+            record(student_name(student_kind), student, started)
+
+    for index in range(args.num_independent):  # trained on the attacker's images, never near the key
         started = time.perf_counter()
-        student = build(architecture, seed + 1000)
-        config = DistillationConfig(output_dir=f"{output_dir}/student", temperature=4.0, **common)
-        DistillationTrainer(model=student, teacher=ingrained, args=config,
-                            train_dataset=splits["attacker"]).train()
-        record("student", student, started)
+        independent = build(architecture, seed + 2000 + index)
+        Trainer(model=independent, args=TrainingArguments(output_dir=f"{output_dir}/independent", **common),
+                train_dataset=splits["attacker"]).train()
+        record("independent", independent, started)
     return rows
 
 
@@ -284,6 +331,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def long_table(rows: list[dict]) -> str:
+    """One line per architecture and kind of model: accuracy (mean ± sd over seeds) and, for the models derived from
+    the ingrained one, the largest p-value over seeds (the one that must clear alpha); for the models that never saw
+    the key (plain and independent), the smallest. With `--label_only`, the same from the labels alone."""
+    from hf_ingrain.verification.statistics import format_p_value
+
+    def p_cell(selected, field, verified_field, keyed):
+        values = [r[field] for r in selected if r.get(field) is not None]
+        if not values:
+            return "-"
+        verified = sum(bool(r[verified_field]) for r in selected)
+        return f"{format_p_value(max(values) if keyed else min(values))} ({verified}/{len(values)} verified)"
+
+    lines = ["| model | kind | accuracy | p: largest keyed, smallest never keyed | labels only |",
+             "|---|---|---|---|---|"]
+    for architecture in dict.fromkeys(row["architecture"] for row in rows):
+        for kind in dict.fromkeys(row["model"] for row in rows if row["architecture"] == architecture):
+            selected = [r for r in rows if r["architecture"] == architecture and r["model"] == kind]
+            accuracies = [r["accuracy"] for r in selected]
+            accuracy = (f"{accuracies[0]:.3f}" if len(accuracies) == 1 else
+                        f"{statistics.mean(accuracies):.3f} ± {statistics.stdev(accuracies):.3f}")
+            keyed = kind not in ("plain", "independent")
+            lines.append(f"| {architecture} | {kind} | {accuracy} | {p_cell(selected, 'p_value', 'verified', keyed)} | "
+                         f"{p_cell(selected, 'label_p_value', 'label_verified', keyed)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from transformers import HfArgumentParser
 
@@ -298,13 +372,25 @@ def main(argv=None):
     key = load_or_make_key(args, splits["owner"])
     key.commit_queries(splits["test"])
     rows = []
+    if args.results_file and os.path.isfile(args.results_file):  # resuming: the seeds measured already are kept
+        with open(args.results_file) as handle:
+            rows = json.load(handle)["rows"]
+    expected = (["plain"] if args.plain else []) + ["ingrain"]
+    expected += [student_name(student) for student in args.students] if args.student else []
+    expected += ["independent"] * args.num_independent
     with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
         for architecture in args.architectures:
             for seed in args.seeds:
+                done = [r["model"] for r in rows if r["architecture"] == architecture and r["seed"] == seed]
+                if sorted(done) == sorted(expected):
+                    continue
+                rows = [r for r in rows if not (r["architecture"] == architecture and r["seed"] == seed)]
                 rows += measure(args, splits, key, architecture, seed, scratch)
                 if args.results_file:
                     write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
     print(table(rows))
+    print()
+    print(long_table(rows))
     return 0
 
 

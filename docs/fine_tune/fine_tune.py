@@ -1,0 +1,277 @@
+r"""
+Fine-tuned models, the usual case (issue 34, item 2): a model first trained on one data set and saved (the
+"pretrained" checkpoint: no Hub weights offline, so the script trains and saves it), then fine-tuned on the owner's
+task with `IngrainTrainer`, fully and with LoRA, against a plain `Trainer` fine-tuned the same way. One command gives
+the table of `docs/fine_tune/README.md`:
+
+    python docs/fine_tune/fine_tune.py --pretrain_data ../shared/data/fashion_mnist --data ../shared/data/mnist \
+        --output_dir fine_tune_run --results_file docs/fine_tune/fashion_to_mnist.json
+
+For every architecture the pretrained checkpoint is trained once on `--pretrain_size` images of `--pretrain_data`
+and saved in `--output_dir` (kept: a second run loads it). Every fine-tuning starts from it as a user's script does,
+`AutoModelForImageClassification.from_pretrained(checkpoint, num_labels=..., ignore_mismatched_sizes=True)`, and sees
+the same batches: plain, ingrained, and the same two with a LoRA adapter (`peft`, the classifier fully trained,
+merged after training). The key is made for the model and its processor and spread over the owner's images of
+`--data` (loaded from `--key_dir` when one is there). A student of each ingrained model learns its logits at T = 4 on
+the attacker's images, starting from the public pretrained checkpoint (the attacker has it too). Every model, the
+pretrained checkpoint included, is verified on the test images; the checkpoint never saw the key and must never
+verify.
+
+The results file is written after every seed, and a seed whose rows are all there is not run again (resumable).
+"""
+
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURES = ("resnet", "vit")
+LORA_TARGETS = {"resnet": ["convolution"], "vit": ["q_proj", "v_proj"]}  # every convolution; attention's q and v
+KINDS = ("plain", "ingrain", "plain_lora", "ingrain_lora", "student", "student_lora")
+
+
+def _arch_cost():
+    """docs/arch_cost/arch_cost.py (the models, the processor and the data splits of its table)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "arch_cost" / "arch_cost.py"
+    spec = importlib.util.spec_from_file_location("arch_cost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class FineTuneArguments:
+    r"""
+    Arguments of `fine_tune.py`.
+
+    Args:
+        data (`str`): the owner's task: a local parquet folder laid out like `ylecun/mnist`, or a Hub id.
+        pretrain_data (`str`): the data set the pretrained checkpoint is trained on (same layout).
+        output_dir (`str`): where the pretrained checkpoints are kept (and the key, without `key_dir`).
+        results_file (`str`): every row, as JSON; a seed already there is not run again.
+        key_dir (`str`, *optional*): the key's folder (default: `output_dir/key`).
+        train_size (`int`): the owner's images fine-tuned on; pretrain_size (`int`): the checkpoint's images.
+        lora_learning_rate (`float`, *optional*): the LoRA runs' learning rate (default: 4 times the full runs').
+    """
+
+    data: str = field(metadata={"help": "The owner's task: a local parquet folder like ylecun/mnist, or a Hub id."})
+    pretrain_data: str = field(metadata={"help": "The data the pretrained checkpoint is trained on (same layout)."})
+    output_dir: str = field(metadata={"help": "Where the pretrained checkpoints (and the default key) are kept."})
+    results_file: str = field(metadata={"help": "Every row (JSON); seeds already there are not run again."})
+    key_dir: str | None = field(default=None, metadata={"help": "The key's folder (default: output_dir/key)."})
+    architectures: list[str] = field(default_factory=lambda: ["resnet"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    train_size: int = field(default=6000, metadata={"help": "The owner's images fine-tuned on."})
+    pretrain_size: int = field(default=12000, metadata={"help": "Images the pretrained checkpoint is trained on."})
+    pretrain_epochs: float = field(default=3.0)
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of every fine-tuning and student."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Default: arch_cost's per architecture."})
+    lora_learning_rate: float | None = field(default=None, metadata={"help": "Default: 4 x the full runs' rate."})
+    lora_r: int = field(default=8)
+    batch_size: int = field(default=64)
+    ingrain_lambda: float = field(default=0.5)
+    key_seed: int = field(default=0, metadata={"help": "Seed of a new key (experiments only)."})
+
+    def __post_init__(self):
+        unknown = sorted(set(self.architectures) - set(ARCHITECTURES))
+        if unknown:
+            raise ValueError(f"Unknown architectures {unknown}: choose among {list(ARCHITECTURES)}.")
+        if self.key_dir is None:
+            self.key_dir = os.path.join(self.output_dir, "key")
+        try:
+            import peft  # noqa: F401
+        except ImportError as error:
+            raise ImportError("The LoRA rows need peft: pip install 'hf-ingrain[peft]'.") from error
+
+
+def pretrained_checkpoint(args: FineTuneArguments, arch_cost, architecture: str, pretrain) -> str:
+    """The checkpoint every fine-tuning starts from: trained on `pretrain` and saved once (to a staging folder,
+    then renamed), loaded afterwards."""
+    from transformers import Trainer, TrainingArguments
+
+    from hf_ingrain.files import atomic_folder
+
+    path = os.path.join(args.output_dir, f"pretrained-{architecture}")
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    model = arch_cost.build(architecture, seed=1234)
+    training = TrainingArguments(
+        output_dir=os.path.join(args.output_dir, "scratch"), num_train_epochs=args.pretrain_epochs,
+        learning_rate=args.learning_rate or arch_cost.LEARNING_RATES[architecture],
+        per_device_train_batch_size=args.batch_size, seed=1234, save_strategy="no", report_to="none",
+        use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no",
+    )
+    Trainer(model=model, args=training, train_dataset=pretrain["owner"]).train()
+    logger.info("Pretrained %s: accuracy %.3f on its own test set.", architecture,
+                arch_cost.accuracy(model, pretrain["test"]))
+    with atomic_folder(path, what="the pretrained checkpoint", replace=True) as staging:
+        model.save_pretrained(staging)
+    return path
+
+
+def from_pretrained(path: str, num_labels: int):
+    """The checkpoint loaded as a user's fine-tuning script loads it."""
+    from transformers import AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a new head is expected when the label sets differ
+    try:
+        return AutoModelForImageClassification.from_pretrained(path, num_labels=num_labels,
+                                                               ignore_mismatched_sizes=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def with_lora(model, architecture: str, r: int):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=LORA_TARGETS[architecture],
+                        modules_to_save=["classifier"])
+    return get_peft_model(model, config)
+
+
+def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, seed: int, checkpoint: str):
+    """The rows of one architecture and seed: the four fine-tunings and the two students."""
+    from transformers import Trainer, TrainingArguments
+
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, verify
+
+    learning_rate = args.learning_rate or arch_cost.LEARNING_RATES[architecture]
+    common = dict(num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.batch_size, seed=seed,
+                  data_seed=seed, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+                  disable_tqdm=True, logging_strategy="no")
+    scratch = os.path.join(args.output_dir, "scratch")
+    num_labels = int(splits["test"][:]["labels"].max()) + 1
+    rows, models = [], {}
+
+    def record(kind, model, started, trainable):
+        result = verify(model, key, splits["test"])
+        row = {"architecture": architecture, "seed": seed, "model": kind,
+               "accuracy": arch_cost.accuracy(model, splits["test"]), "agreement": result.agreement,
+               "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
+               "trainable_parameters": trainable, "seconds": round(time.perf_counter() - started, 1)}
+        rows.append(row)
+        logger.info("%s", row)
+
+    for kind in ("plain", "ingrain", "plain_lora", "ingrain_lora"):
+        started = time.perf_counter()
+        lora = kind.endswith("lora")
+        model = from_pretrained(checkpoint, num_labels)
+        if lora:
+            model = with_lora(model, architecture, args.lora_r)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        rate = (args.lora_learning_rate or 4 * learning_rate) if lora else learning_rate
+        if kind.startswith("plain"):
+            Trainer(model=model, args=TrainingArguments(output_dir=scratch, learning_rate=rate, **common),
+                    train_dataset=splits["owner"]).train()
+        else:
+            config = IngrainConfig(output_dir=scratch, learning_rate=rate, ingrain_lambda=args.ingrain_lambda,
+                                   **common)
+            IngrainTrainer(model=model, args=config, train_dataset=splits["owner"], ingrainer=key,
+                           strength_dataset=splits["held_out"]).train()
+        if lora:
+            model = model.merge_and_unload()  # the model a LoRA user publishes
+        record(kind, model, started, trainable)
+        models[kind] = model
+
+    for kind, teacher in (("student", models["ingrain"]), ("student_lora", models["ingrain_lora"])):
+        started = time.perf_counter()
+        student = from_pretrained(checkpoint, num_labels)  # the attacker starts from the public checkpoint
+        config = DistillationConfig(output_dir=scratch, learning_rate=learning_rate, temperature=4.0, **common)
+        DistillationTrainer(model=student, teacher=teacher, args=config, train_dataset=splits["attacker"]).train()
+        record(kind, student, started, sum(p.numel() for p in student.parameters()))
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Per architecture and way of fine-tuning: accuracy (mean ± sd over seeds), cost against the plain fine-tuning,
+    the largest p-value of the ingrained models and of their students (the one that must clear alpha), and the
+    smallest of the models that never saw the key."""
+    from hf_ingrain.verification.statistics import format_p_value
+
+    def cell(values, digits=3):
+        if len(values) == 1:
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}" if values else "-"
+
+    def p_values(selected, pick):
+        if not selected:
+            return "-"
+        verified = sum(row["verified"] for row in selected)
+        return f"{format_p_value(pick(row['p_value'] for row in selected))} ({verified}/{len(selected)} verified)"
+
+    lines = ["| model | fine-tuning | plain | ingrain | cost (points) | ingrain: largest p | T = 4 student | "
+             "student: largest p | never keyed: smallest p |", "|---|---|---|---|---|---|---|---|---|"]
+    for architecture in dict.fromkeys(row["architecture"] for row in rows):
+        of = {kind: [r for r in rows if r["architecture"] == architecture and r["model"] == kind]
+              for kind in KINDS + ("base",)}
+        for label, suffix in (("full", ""), ("LoRA", "_lora")):
+            plain = [r["accuracy"] for r in of["plain" + suffix]]
+            ingrain = [r["accuracy"] for r in of["ingrain" + suffix]]
+            cost = [100 * (p - i) for p, i in zip(plain, ingrain)]
+            innocent = of["plain" + suffix] + of["base"]
+            lines.append(
+                f"| {architecture} | {label} | {cell(plain)} | {cell(ingrain)} | {cell(cost, 1)} | "
+                f"{p_values(of['ingrain' + suffix], max)} | {cell([r['accuracy'] for r in of['student' + suffix]])} | "
+                f"{p_values(of['student' + suffix], max)} | {p_values(innocent, min)} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    from transformers import HfArgumentParser
+
+    from hf_ingrain import verify
+    from hf_ingrain.files import write_json
+
+    (args,) = HfArgumentParser(FineTuneArguments).parse_args_into_dataclasses(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    arch_cost = _arch_cost()
+    rows = []
+    if os.path.isfile(args.results_file):
+        with open(args.results_file) as handle:
+            rows = json.load(handle)["rows"]
+    splits = arch_cost.load_splits(args.data, args.train_size)
+    pretrain = arch_cost.load_splits(args.pretrain_data, args.pretrain_size)
+    key = arch_cost.load_or_make_key(args, splits["owner"])
+    key.commit_queries(splits["test"])
+
+    def save():
+        write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
+
+    for architecture in args.architectures:
+        checkpoint = pretrained_checkpoint(args, arch_cost, architecture, pretrain)
+        if not any(r["architecture"] == architecture and r["model"] == "base" for r in rows):
+            started = time.perf_counter()
+            base = from_pretrained(checkpoint, int(splits["test"][:]["labels"].max()) + 1)
+            result = verify(base, key, splits["test"])
+            rows.append({"architecture": architecture, "seed": None, "model": "base",
+                         "accuracy": arch_cost.accuracy(base, splits["test"]), "agreement": result.agreement,
+                         "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
+                         "seconds": round(time.perf_counter() - started, 1)})
+            save()
+        for seed in args.seeds:
+            done = {r["model"] for r in rows if r["architecture"] == architecture and r["seed"] == seed}
+            if set(KINDS) <= done:
+                continue
+            rows = [r for r in rows if not (r["architecture"] == architecture and r["seed"] == seed)]
+            rows += measure(args, arch_cost, splits, key, architecture, seed, checkpoint)
+            save()
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

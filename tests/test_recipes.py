@@ -208,10 +208,12 @@ def test_two_process_ingrain_run_synchronises_gradients(two_process_ingrain):
     # Both ranks end with bit-identical weights: DDP synchronised every step. Unsynchronised ranks see different
     # halves of each batch and diverge from the first step on.
     assert len(digests) == 2 and digests[0] == digests[1]
-    # the controlled weight moved at steps 2, 4 and 6 (the same on both processes, or their weights would differ)
+    # the controlled weight (0.5 in the config) was measured at steps 2, 4 and 6: raised at step 2 (a third of the
+    # run, the warm-up over, a watermark far from verifying), then held while the model answers it; the same on both
+    # processes, or their weights would differ
     lambdas = [entry["ingrain/lambda"] for entry in _log_history(two_process_ingrain.output_dir)
                if "ingrain/lambda" in entry]
-    assert len(lambdas) == MAX_STEPS // STRENGTH_STEPS and len(set(lambdas)) > 1
+    assert lambdas == pytest.approx([0.75] * (MAX_STEPS // STRENGTH_STEPS))
     assert results["verification"]["num_queries"] == 1000  # the whole test split was queried
     assert results["key_commitment"] == WatermarkKey.load(two_process_ingrain.key_dir).commitment()
     assert "[ingrain] world size 2" in two_process_ingrain.output
@@ -618,8 +620,9 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
     ]
     assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 and 0 < row["label_p_value"] <= 1
                for row in rows)
-    # two steps, each measured: λ rose from 0.5 twice (the watermark of two steps is far from verifying)
-    assert all(row["final_lambda"] == pytest.approx(0.5 * 1.5**2) for row in rows if row["model"] == "ingrain")
+    # two steps, each measured: λ rose from 0.5 at the first (the watermark of one step is far from verifying), then
+    # held while the model answers the new weight
+    assert all(row["final_lambda"] == pytest.approx(0.5 * 1.5) for row in rows if row["model"] == "ingrain")
     table = capsys.readouterr().out
     assert "| resnet |" in table and "| vit |" in table and "| vit | student_label |" in table
     # run again on the same file: every architecture and seed is there, nothing is trained again, the rows are kept

@@ -69,7 +69,7 @@ def test_the_weight_holds_in_warm_up_and_while_the_watermark_is_on_course():
 
 
 def test_a_watermark_that_does_not_respond_gets_its_weight_back_and_no_more_raises():
-    controller = IngrainWeightController(weight=0.5, target_log10_p=-8, warmup=0.0, patience=3)
+    controller = IngrainWeightController(weight=0.5, target_log10_p=-8, warmup=0.0, patience=3, settle=0)
     weights = [controller.update(-2.0 - 0.1 * i, progress=0.1 * (i + 1)) for i in range(6)]
     # three raises (0.75, 1.125, 1.6875) moved the prediction by 0.3 of a decade: λ goes back to 0.5, for good
     assert weights == pytest.approx([0.75, 1.125, 1.6875, 0.5, 0.5, 0.5])
@@ -77,8 +77,14 @@ def test_a_watermark_that_does_not_respond_gets_its_weight_back_and_no_more_rais
     assert controller.update(-20, progress=0.9) == pytest.approx(0.4)  # it can still fall
 
 
+def test_after_a_raise_the_weight_holds_while_the_model_answers_it():
+    controller = IngrainWeightController(weight=0.5, target_log10_p=-8, warmup=0.0, settle=2)
+    weights = [controller.update(-1.0, progress=0.1 * (i + 1)) for i in range(7)]
+    assert weights == pytest.approx([0.75, 0.75, 0.75, 1.125, 1.125, 1.125, 1.6875])  # a raise, then two held
+
+
 def test_raises_that_help_go_on_and_the_weight_is_bounded():
-    controller = IngrainWeightController(weight=0.5, target_log10_p=-30, warmup=0.0, patience=3, maximum=4)
+    controller = IngrainWeightController(weight=0.5, target_log10_p=-30, warmup=0.0, patience=3, maximum=4, settle=0)
     for i in range(12):  # a decade better after every raise: the watermark responds, λ goes on up to its bound
         controller.update(-1.0 * i, progress=0.05 * i)
     assert controller.weight == 4.0 and not controller.unresponsive
@@ -109,28 +115,31 @@ def test_the_weight_follows_the_rule_on_the_trainers_own_measurements_and_the_lo
     replay = IngrainWeightController(weight=0.1)
     expected = {step: replay.update(logs[step]["ingrain/log10_p_value"], step / 8) for step in (2, 4, 6, 8)}
     assert {step: logs[step]["ingrain/lambda"] for step in expected} == pytest.approx(expected)
-    # 8 steps of a tiny CNN carry no watermark a 1,000-query test could verify at 1e-8, and λ cannot change that:
-    # raised after steps 2, 4 and 6 (never on course), then given back at step 8 (three raises, no decade gained)
-    assert expected == pytest.approx({2: 0.15, 4: 0.225, 6: 0.3375, 8: 0.1})
-    assert trainer.weight_controller.unresponsive
-    # each step's loss is its task loss plus the λ in force at that step (raised after steps 2, 4 and 6)
-    in_force = {1: 0.1, 2: 0.1, 3: 0.15, 4: 0.15, 5: 0.225, 6: 0.225, 7: 0.3375, 8: 0.3375}
+    # 8 steps of a tiny CNN carry no watermark a 1,000-query test could verify at 1e-8: raised after step 2 (a
+    # quarter of the run: the warm-up is over), held at steps 4 and 6 while the model answers it, and at step 8, the
+    # last (no step is left to weigh)
+    assert expected == pytest.approx({2: 0.15, 4: 0.15, 6: 0.15, 8: 0.15})
+    # each step's loss is its task loss plus the λ in force at that step (raised after step 2)
+    in_force = {1: 0.1, 2: 0.1, 3: 0.15, 4: 0.15, 5: 0.15, 6: 0.15, 7: 0.15, 8: 0.15}
     for step, weight in in_force.items():
         entry = logs[step]
         assert entry["loss"] == pytest.approx(entry["task/loss"] + weight * entry["ingrain/loss"], rel=1e-4), step
-    assert trainer.ingrain_weight() == pytest.approx(0.1)
+    assert trainer.ingrain_weight() == pytest.approx(0.15)
     trainer.create_model_card()  # the card records the weight the model ended with
     card = json.loads((tmp_path / "out" / "watermark.json").read_text())
-    assert _find(card, "ingrain_lambda") == pytest.approx(0.1)
+    assert _find(card, "ingrain_lambda") == pytest.approx(0.15)
 
 
-def test_no_weight_moves_during_the_warm_up(key_with_references, embedded_splits, tmp_path, monkeypatch):
+def test_a_watermark_that_never_answers_gets_its_weight_back(key_with_references, embedded_splits, tmp_path,
+                                                               monkeypatch):
     _fixed_p(monkeypatch, 1e-3)
-    trainer = _auto(key_with_references, embedded_splits, tmp_path, max_steps=8, ingrain_strength_steps=1)
+    trainer = _auto(key_with_references, embedded_splits, tmp_path, max_steps=14, ingrain_strength_steps=1)
     trainer.train()
     lambdas = [entry["ingrain/lambda"] for entry in trainer.state.log_history if "ingrain/lambda" in entry]
-    # steps 1 of 8 is inside the first quarter: held; from step 2 the stalled 1e-3 raises λ three times, then gives up
-    assert lambdas == pytest.approx([0.1, 0.15, 0.225, 0.3375, 0.1, 0.1, 0.1, 0.1])
+    # steps 1 to 3 of 14 are in the warm-up; a prediction stuck at 1e-3 is raised at steps 4, 7 and 10 (two held
+    # measurements after each), and at step 13, three raises without a power of ten gained, λ goes back to 0.1
+    assert lambdas == pytest.approx([0.1] * 3 + [0.15] * 3 + [0.225] * 3 + [0.3375] * 3 + [0.1] * 2)
+    assert trainer.weight_controller.unresponsive
 
 
 def test_a_watermark_far_stronger_than_needed_lowers_the_weight(key_with_references, embedded_splits, tmp_path,
@@ -139,7 +148,7 @@ def test_a_watermark_far_stronger_than_needed_lowers_the_weight(key_with_referen
     trainer = _auto(key_with_references, embedded_splits, tmp_path, ingrain_lambda=0.5)
     trainer.train()
     assert trainer.weight_controller.updates == 4
-    assert trainer.ingrain_weight() == pytest.approx(0.5 * 0.8**4)
+    assert trainer.ingrain_weight() == pytest.approx(0.5 * 0.8**3)  # steps 2, 4 and 6: the last step only reports
 
 
 def test_the_weight_moves_once_per_optimizer_step_under_gradient_accumulation(key_with_references, embedded_splits,

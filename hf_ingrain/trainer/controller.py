@@ -3,8 +3,8 @@
 At every measurement of the watermark's strength (`hf_ingrain.trainer.strength`), [`IngrainWeightController`] reads
 the p-value predicted for a 1,000-query verification and moves the weight λ by these rules, in this order:
 
-1. **Warm-up.** During the first `warmup` share of training λ holds: early in any training the watermark is weak
-   because the model has not learned yet, not because λ is too small (the first rule, which raised λ on every weak
+1. **Warm-up.** During the first `warmup` share of training λ holds (and at the last step, which no step follows):
+   early in any training the watermark is weak because the model has not learned yet, not because λ is too small (the first rule, which raised λ on every weak
    measurement, raised it from 0.5 to 2.5 in the first 0.6 epoch of a ResNet's training and cost 38 points of
    accuracy; `docs/strength/README.md`).
 2. **Far stronger than needed.** When the prediction is more than `band` powers of ten below the target, λ falls by
@@ -12,6 +12,7 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
 3. **On course.** λ rises by `up` only when the watermark is *projected* to miss the target at the end of training:
    the trend of the last `window` predictions (a least-squares line of log10 p against the share of training done)
    carried from the current prediction to the end. A watermark that is weak but improving fast enough is left alone.
+   After a raise λ holds for `settle` measurements: the model needs steps to answer a new weight.
 4. **Not responding.** When `patience` raises in a row have not improved the prediction by a power of ten, the
    watermark does not respond to λ in this model (a model too small for its task, say): λ goes back to its value
    before those raises and is never raised again. The end-of-training warning then says the watermark did not take.
@@ -49,11 +50,12 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         window (`int`, *optional*, defaults to 4): the predictions the trend is fitted to (at least 2).
         patience (`int`, *optional*, defaults to 3): raises in a row after which a watermark that has not improved by
             a power of ten is taken as not responding.
+        settle (`int`, *optional*, defaults to 2): measurements after a raise during which λ holds.
     """
 
     def __init__(self, weight: float = 0.5, target_log10_p: float = -8.0, band: float = 4.0, up: float = 1.5,
                  down: float = 0.8, minimum: float = 0.05, maximum: float = 4.0, warmup: float = 0.25,
-                 window: int = 4, patience: int = 3):
+                 window: int = 4, patience: int = 3, settle: int = 2):
         if not 0 < minimum <= weight <= maximum:
             raise ValueError(
                 f"The starting ingrain weight {weight} must lie in [{minimum}, {maximum}] for the controlled mode; set "
@@ -61,16 +63,17 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             )
         if not (up > 1 and 0 < down < 1 and band >= 0):
             raise ValueError(f"Need up > 1, 0 < down < 1 and band >= 0, got up={up}, down={down}, band={band}.")
-        if not (0 <= warmup < 1 and window >= 2 and patience >= 1):
-            raise ValueError(f"Need 0 <= warmup < 1, window >= 2 and patience >= 1, got warmup={warmup}, "
-                             f"window={window}, patience={patience}.")
+        if not (0 <= warmup < 1 and window >= 2 and patience >= 1 and settle >= 0):
+            raise ValueError(f"Need 0 <= warmup < 1, window >= 2, patience >= 1 and settle >= 0, got warmup={warmup}, "
+                             f"window={window}, patience={patience}, settle={settle}.")
         self.initial_weight, self.target_log10_p, self.band = float(weight), float(target_log10_p), float(band)
         self.up, self.down, self.minimum, self.maximum = float(up), float(down), float(minimum), float(maximum)
-        self.warmup, self.window, self.patience = float(warmup), int(window), int(patience)
+        self.warmup, self.window, self.patience, self.settle = float(warmup), int(window), int(patience), int(settle)
         self.weight, self.updates = float(weight), 0
         self.history: list[list[float]] = []  # [share of training done, predicted log10 p] at every measurement
         self.raises: list[list[float]] = []  # the current run of raises: [λ before it, log10 p when it was made]
         self.unresponsive = False
+        self.since_raise = -1  # measurements since the last raise (-1: none yet)
 
     def projected_log10_p(self) -> float:
         """The prediction carried to the end of training along the trend of the last `window` predictions."""
@@ -91,17 +94,22 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         of training is done; returns the new λ."""
         self.history.append([float(progress), float(log10_p_value)])
         self.updates += 1
-        if progress < self.warmup:
+        if self.since_raise >= 0:
+            self.since_raise += 1
+        if progress < self.warmup or progress >= 1:  # the last measurement only reports: no step is left to weigh
             return self.weight
         if log10_p_value < self.target_log10_p - self.band:
             self.raises = []
             self.weight = max(self.weight * self.down, self.minimum)
         elif not self.unresponsive and self.projected_log10_p() > self.target_log10_p:
+            if 0 <= self.since_raise <= self.settle:
+                return self.weight  # the last raise has not had its steps yet
             if len(self.raises) >= self.patience and log10_p_value > self.raises[0][1] - 1:
                 self.weight, self.unresponsive, self.raises = self.raises[0][0], True, []  # raising did not help
             elif self.weight < self.maximum:
                 self.raises.append([self.weight, float(log10_p_value)])
                 self.weight = min(self.weight * self.up, self.maximum)
+                self.since_raise = 0
         else:
             self.raises = []
         return self.weight
@@ -110,9 +118,9 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         return {
             "args": {"weight": self.initial_weight, "target_log10_p": self.target_log10_p, "band": self.band,
                      "up": self.up, "down": self.down, "minimum": self.minimum, "maximum": self.maximum,
-                     "warmup": self.warmup, "window": self.window, "patience": self.patience},
+                     "warmup": self.warmup, "window": self.window, "patience": self.patience, "settle": self.settle},
             "attributes": {"weight": self.weight, "updates": self.updates, "history": self.history,
-                           "raises": self.raises, "unresponsive": self.unresponsive},
+                           "raises": self.raises, "unresponsive": self.unresponsive, "since_raise": self.since_raise},
         }
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -126,3 +134,4 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             self.history = [list(point) for point in attributes.get("history", [])]
             self.raises = [list(entry) for entry in attributes.get("raises", [])]
             self.unresponsive = bool(attributes.get("unresponsive", False))
+            self.since_raise = int(attributes.get("since_raise", -1))

@@ -211,3 +211,15 @@ def test_inference_copy_gives_the_same_logits_and_leaves_the_ingrainer_saveable(
     key.save(tmp_path / "key")
     text_model = build_classifier("small_text", vocab_size=50)
     assert inference_copy(text_model) is text_model  # nothing to gain without a 2-d convolution
+
+
+def test_a_plain_module_that_returns_bare_logits_gives_them_all():
+    # a plain nn.Module returns a tensor, not a ModelOutput or tuple: its logits are the whole tensor, not its first row
+    from hf_ingrain.suspects.querying import model_logits
+
+    class Bare(torch.nn.Module):
+        def forward(self, pixel_values):
+            return pixel_values.flatten(1)[:, :10]
+
+    batch = {"pixel_values": torch.arange(4 * 16, dtype=torch.float32).reshape(4, 1, 4, 4)}
+    assert model_logits(Bare(), batch).shape == (4, 10)

@@ -83,6 +83,8 @@ def model_logits(model: nn.Module, batch: dict, input_names: list[str] | None = 
     """Logits of `model` on a dict batch (only the inputs it reads; gradients flow). The model is called as given, so
     a DDP-wrapped model still synchronises its gradients."""
     outputs = model(**model_inputs(model, batch, input_names))
+    if isinstance(outputs, torch.Tensor):  # a plain module's bare logits (indexing them would take the first row)
+        return outputs
     return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
 
 

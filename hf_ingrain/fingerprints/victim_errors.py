@@ -1,0 +1,396 @@
+r"""
+A free fingerprint: the victim's own errors, after the Anna Karenina heuristic (AKH) of Godinot et al., "Queries,
+Representation & Detection: The Next 100 Model Fingerprinting Schemes", AAAI 2025
+(https://huggingface.co/papers/2412.13021). Our implementation, with the key-draw test of this package.
+
+## What it costs and what it assumes
+Nothing is trained into the owner's model: the owner keeps its model (the victim) as it is. Threat model: label-only
+black-box access to the suspect (its top-1 label on chosen inputs). "All models are right alike; each wrong model is
+wrong in its own way": on the inputs the victim misclassifies, a copy of the victim (stolen, fine-tuned a little,
+distilled) tends to return the victim's *wrong* label, a model made without it much less often.
+
+## The test
+The queries are the labelled examples the victim misclassifies; the statistic is the suspect's agreement, the share
+of queries on which its top-1 label is the victim's wrong label. Models not derived from the victim still share many
+of its errors (the confusions of the task: a 4 written like a 9), so the agreement is compared, not with a fixed
+rate, but with `R` reference models that the owner trained itself, independently of the victim, by the victim's own
+recipe with other seeds: under the null hypothesis the suspect is one more such model, and the p-value is the
+key-draw test of [`~hf_ingrain.verification.key_draw_p_value`] (the tail of Student's t with `R - 1` degrees of
+freedom at the agreement's distance from the references' mean, in units of their spread).
+
+Honest caveats (measured in `tests/test_fingerprints.py`: the embedded MNIST sample, tiny CNNs, 140 queries):
+- Power is bounded by the references' spread. Reference models agree with the victim's wrong label on 0.29 to 0.62
+  of the queries (sd 0.07): even the victim itself, at agreement 1, stands out by t = 8 only. A verdict at
+  alpha = 1e-6 needs t above 15 with `R = 8` references (out of reach), 7.7 with 16, 6.4 with 24: use at least 16,
+  and more for a strict alpha. A distilled student agrees on 0.84 (t = 5.7, p = 4e-6): clearly apart from the
+  references, yet short of alpha = 1e-6 with 24 of them.
+- The victim's errors lie on its decision boundary, where any training moves it: five steps of fine-tuning keep 0.96
+  of them (verified), one epoch at a learning rate of 1e-4 brings the agreement back into the references' range
+  (0.51, p = 0.14). The fingerprint costs nothing and survives what leaves the boundary in place, not more.
+- The null treats the suspect as one more model trained like the references. Independent models trained longer or
+  on other data share fewer of the victim's errors (the conservative direction: p = 0.99 measured); a suspect made
+  worse than the references on purpose, or built to follow the confusions of the task, is bounded only as far as
+  the references share those confusions.
+- Keep the fingerprint private until a verification: a thief who knows the queries can answer them otherwise.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..data import iterate_batches
+from ..files import atomic_folder, write_json
+from ..hashing import tensors_bytes
+from ..suspects import forward_logits
+from ..suspects.querying import COMPANION_INPUTS, KNOWN_MAIN_INPUTS
+from ..verification import DEFAULT_ALPHA, format_p_value, key_draw_p_value
+
+logger = logging.getLogger(__name__)
+
+SCHEME = "victim_errors"
+SCHEMA_VERSION = 1
+PAPER = "https://huggingface.co/papers/2412.13021"
+METADATA_FILE = "fingerprint.json"
+TENSORS_FILE = "fingerprint.safetensors"
+TENSOR_NAMES = ("indices", "wrong_labels", "reference_labels")
+MIN_QUERIES = 20
+MIN_REFERENCES = 2
+DIGEST_BATCH_SIZE = 256  # fixed: the digest must not depend on the batch size a caller queries with
+INPUT_COLUMNS = tuple(dict.fromkeys((*KNOWN_MAIN_INPUTS, *COMPANION_INPUTS)))
+
+
+@dataclass
+class FingerprintResult:
+    r"""
+    The outcome of [`VictimErrorFingerprint.test`].
+
+    Args:
+        agreement (`float`): share of the queries on which the suspect returns the victim's wrong label.
+        reference_mean (`float`): the reference models' mean agreement on the same queries.
+        reference_sd (`float`): their spread (at least one agreement's binomial noise).
+        num_queries (`int`): number of queries used.
+        p_value (`float`): the key-draw test's p-value of `agreement` against the references.
+        verified (`bool`): `p_value <= alpha`.
+        alpha (`float`): the significance level.
+        num_references (`int`): number of reference models.
+        t_statistic (`float`): the distance of `agreement` from `reference_mean`, in units of the prediction spread.
+        reference_agreements (`list[float]`): each reference model's agreement.
+    """
+
+    agreement: float
+    reference_mean: float
+    reference_sd: float
+    num_queries: int
+    p_value: float
+    verified: bool
+    alpha: float = DEFAULT_ALPHA
+    num_references: int = 0
+    t_statistic: float = 0.0
+    reference_agreements: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        """The verdict in one line, with the numbers it rests on."""
+        verdict = "VERIFIED" if self.verified else "not verified"
+        return (
+            f"{verdict} ({SCHEME} fingerprint): agreement {self.agreement:.3f} on {self.num_queries} queries vs "
+            f"{self.num_references} reference models {self.reference_mean:.3f} (sd {self.reference_sd:.3f}): "
+            f"t = {self.t_statistic:.1f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
+        )
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@contextmanager
+def _evaluating(model):
+    """`model` in eval mode for the block (no dropout, frozen batch norm), then back in the mode it was in."""
+    training = getattr(model, "training", False)
+    if training:
+        model.eval()
+    try:
+        yield model
+    finally:
+        if training:
+            model.train()
+
+
+def _input_columns(dataset, labelled: bool = False) -> list[str]:
+    """The model-input columns of `dataset`; with `labelled`, refuses a data set without `labels` or `label`."""
+    columns = getattr(dataset, "column_names", None) or []
+    if labelled and "labels" not in columns and "label" not in columns:
+        raise ValueError(
+            f"The data set has no `labels` or `label` column (its columns: {columns}): a victim-error fingerprint "
+            "needs labelled examples to find the victim's errors. Pass labelled data of the task."
+        )
+    found = [name for name in INPUT_COLUMNS if name in columns]
+    if not found:
+        raise ValueError(
+            f"The data set has none of the model inputs {list(INPUT_COLUMNS)} (its columns: {columns}): prepare it "
+            "for the model first (see `hf_ingrain.data.prepare_dataset`)."
+        )
+    return found
+
+
+def _top_labels(model, batch: dict) -> torch.Tensor:
+    """The model's top-1 label on each example of `batch` (labels only: nothing else of the model is read)."""
+    logits = forward_logits(model, batch)
+    size = len(next(iter(batch.values())))
+    if logits.ndim != 2 or len(logits) != size:
+        raise ValueError(
+            f"The model returned logits of shape {tuple(logits.shape)} for a batch of {size} examples: it must return "
+            "`(batch, num_labels)` logits as `.logits`, in a dict or first in a tuple (a bare tensor is read as a "
+            "tuple, its first row taken as the logits)."
+        )
+    return logits.argmax(-1).cpu()
+
+
+@torch.no_grad()
+def _answers(model, dataset, columns: list[str], batch_size: int, labelled: bool = False):
+    """`model`'s top-1 label on every example of `dataset`, in order; with `labelled`, and the true labels."""
+    answers, labels = [], []
+    with _evaluating(model):  # iterate_batches names a `label` column `labels`
+        for batch in iterate_batches(dataset, batch_size, columns=[*columns, *(["labels"] if labelled else [])]):
+            answers.append(_top_labels(model, batch))
+            if labelled:
+                labels.append(torch.as_tensor(batch["labels"]).long().flatten().cpu())
+    answers = torch.cat(answers) if answers else torch.zeros(0, dtype=torch.long)
+    return (answers, torch.cat(labels)) if labelled else answers
+
+
+def _queries_digest(queries, columns: list[str]) -> str:
+    """SHA-256 of the queries' model inputs (their safetensors bytes, in fixed batches), in order."""
+    digest = hashlib.sha256()
+    for batch in iterate_batches(queries, DIGEST_BATCH_SIZE, columns=columns):
+        tensors = {}
+        for name in columns:
+            value = batch[name]
+            if torch.is_tensor(value):
+                tensors[name] = value
+            else:  # rows of different lengths (unpadded text): one tensor each
+                tensors.update({f"{name}.{row}": torch.as_tensor(item) for row, item in enumerate(value)})
+        digest.update(tensors_bytes(tensors))
+    return digest.hexdigest()
+
+
+class VictimErrorFingerprint:
+    r"""
+    A victim-error fingerprint: the examples the owner's model misclassifies, its wrong labels on them, and how often
+    independent reference models return those wrong labels (see the module docstring and
+    https://huggingface.co/papers/2412.13021).
+
+    Build one with [`create`], test a suspect with [`test`], keep it with [`save`] / [`load`].
+
+    Args:
+        indices (`torch.Tensor` of shape `(n,)`): the queries' positions in the data set the fingerprint was made on.
+        wrong_labels (`torch.Tensor` of shape `(n,)`): the victim's (wrong) label on each query.
+        reference_labels (`torch.Tensor` of shape `(R, n)`): each reference model's label on each query.
+        queries_digest (`str`): SHA-256 of the queries' model inputs, to recognise the data set at test time.
+        input_columns (`list[str]`): the data set's model-input columns the digest covers.
+        num_examples (`int`, *optional*): the size of the data set the fingerprint was made on (for messages).
+
+    Example:
+
+    ```python
+    >>> from hf_ingrain.fingerprints import VictimErrorFingerprint
+    >>> fingerprint = VictimErrorFingerprint.create(model, splits["test"], references)  # references: >= 16 models
+    >>> fingerprint.save("fingerprint/")                                                   # trained without `model`
+    >>> result = VictimErrorFingerprint.load("fingerprint/").test(suspect, splits["test"])
+    >>> print(result.summary())
+    ```
+    """
+
+    def __init__(self, indices, wrong_labels, reference_labels, queries_digest: str, input_columns,
+                 num_examples: int | None = None):
+        self.indices = torch.as_tensor(indices, dtype=torch.long)
+        self.wrong_labels = torch.as_tensor(wrong_labels, dtype=torch.long)
+        self.reference_labels = torch.as_tensor(reference_labels, dtype=torch.long)
+        if self.indices.ndim != 1 or self.wrong_labels.shape != self.indices.shape:
+            raise ValueError("`indices` and `wrong_labels` must be 1-d tensors of the same length.")
+        if self.reference_labels.ndim != 2 or self.reference_labels.shape[1] != len(self.indices):
+            raise ValueError(f"`reference_labels` must have shape (R, {len(self.indices)}), got "
+                             f"{tuple(self.reference_labels.shape)}.")
+        if len(self.reference_labels) < MIN_REFERENCES:
+            raise ValueError(f"A fingerprint needs at least {MIN_REFERENCES} reference models, got "
+                             f"{len(self.reference_labels)}.")
+        self.queries_digest = queries_digest
+        self.input_columns = list(input_columns)
+        self.num_examples = num_examples
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.indices)
+
+    @property
+    def num_references(self) -> int:
+        return len(self.reference_labels)
+
+    def reference_agreements(self, num_queries: int | None = None) -> list[float]:
+        """Each reference model's agreement with the victim's wrong labels, on the first `num_queries` queries."""
+        count = self.num_queries if num_queries is None else num_queries
+        matches = self.reference_labels[:, :count] == self.wrong_labels[:count]
+        return matches.float().mean(1).tolist()
+
+    @classmethod
+    def create(cls, victim, dataset, references, num_queries: int | None = None,
+               batch_size: int = 256) -> "VictimErrorFingerprint":
+        r"""
+        The fingerprint of `victim` on the labelled `dataset`: the examples it misclassifies, and the reference
+        models' labels on them.
+
+        Args:
+            victim (`torch.nn.Module`): the owner's classifier (a transformers model or any module returning logits).
+            dataset (`datasets.Dataset`): labelled examples of the task, in torch format, with the model's inputs
+                (`pixel_values`, or `input_ids` and `attention_mask`) and `labels` (or `label`). Use data the victim
+                was not trained on: it makes few errors on its training data.
+            references (`list[torch.nn.Module]`): at least 2 classifiers (16 or more for a strict alpha) that the
+                owner trained by the victim's recipe with other seeds, without the victim (no distillation from it,
+                no shared weights): their agreements are the null distribution.
+            num_queries (`int`, *optional*): keep the first `num_queries` errors (in the data set's order); default
+                all of them. At least 20.
+            batch_size (`int`, *optional*, defaults to 256): examples per forward pass.
+        """
+        references = list(references)
+        if len(references) < MIN_REFERENCES:
+            raise ValueError(
+                f"A victim-error fingerprint needs at least {MIN_REFERENCES} reference models, got {len(references)}: "
+                "train more models by the victim's recipe with other seeds (16 or more for alpha = 1e-6) and pass "
+                "them as `references`."
+            )
+        if num_queries is not None and num_queries < MIN_QUERIES:
+            raise ValueError(f"`num_queries` must be at least {MIN_QUERIES}, got {num_queries}.")
+        input_columns = _input_columns(dataset, labelled=True)
+        predicted, labels = _answers(victim, dataset, input_columns, batch_size, labelled=True)
+        errors = (predicted != labels).nonzero().flatten()
+        if len(errors) < MIN_QUERIES:
+            raise ValueError(
+                f"The victim misclassifies only {len(errors)} of the {len(dataset)} examples; a victim-error "
+                f"fingerprint needs at least {MIN_QUERIES}. Pass more labelled data the victim was not trained on "
+                "(a held-out or test split)."
+            )
+        if num_queries is not None:
+            errors = errors[:num_queries]
+        queries = dataset.select(errors.tolist())
+        reference_labels = torch.stack([_answers(model, queries, input_columns, batch_size) for model in references])
+        fingerprint = cls(errors, predicted[errors], reference_labels, _queries_digest(queries, input_columns),
+                          input_columns, num_examples=len(dataset))
+        agreements = fingerprint.reference_agreements()
+        for number, agreement in enumerate(agreements):
+            if agreement >= 0.95:
+                logger.warning("Reference model %d returns the victim's wrong label on %.2f of its errors: is it "
+                               "derived from the victim? References must be trained without it.", number, agreement)
+        logger.info("Victim-error fingerprint: %d queries (of %d errors on %d examples), references agree on "
+                    "%.3f of them on average.", len(errors), int((predicted != labels).sum()), len(dataset),
+                    sum(agreements) / len(agreements))
+        return fingerprint
+
+    def _queries(self, dataset):
+        """The queries in `dataset`, refused unless `dataset` holds the very inputs the fingerprint was made on."""
+        size = len(dataset)
+        if int(self.indices.max()) >= size:
+            raise ValueError(
+                f"The data set has {size} examples but the fingerprint's queries reach position "
+                f"{int(self.indices.max())} (it was made on {self.num_examples} examples): pass the data set the "
+                "fingerprint was made on, in the same order."
+            )
+        missing = [name for name in self.input_columns if name not in (dataset.column_names or [])]
+        if missing:
+            raise ValueError(f"The data set lacks the columns {missing} the fingerprint was made on: pass the data "
+                             "set the fingerprint was made on, prepared the same way.")
+        queries = dataset.select(self.indices.tolist())
+        if _queries_digest(queries, self.input_columns) != self.queries_digest:
+            raise ValueError(
+                "The data set's examples at the fingerprint's query positions are not the inputs the fingerprint was "
+                "made on (their digest differs): pass the data set the fingerprint was made on, in the same order "
+                "and prepared the same way."
+            )
+        return queries
+
+    def test(self, suspect, dataset, alpha: float = DEFAULT_ALPHA, max_queries: int | None = None,
+             batch_size: int = 256) -> FingerprintResult:
+        r"""
+        Tests whether `suspect` shares the victim's errors more than independent models do (labels only).
+
+        Args:
+            suspect (`torch.nn.Module`): the model under test (its top-1 label on each query is all that is read).
+            dataset (`datasets.Dataset`): the data set the fingerprint was made on (checked by its queries' digest).
+            alpha (`float`, *optional*, defaults to 1e-6): the significance level.
+            max_queries (`int`, *optional*): use only the first `max_queries` queries (a query budget).
+            batch_size (`int`, *optional*, defaults to 256): queries per forward pass.
+        """
+        if max_queries is not None and max_queries < 1:
+            raise ValueError(f"`max_queries` must be at least 1, got {max_queries}.")
+        count = self.num_queries if max_queries is None else min(max_queries, self.num_queries)
+        queries = self._queries(dataset).select(range(count))
+        answers = _answers(suspect, queries, self.input_columns, batch_size)
+        agreement = (answers == self.wrong_labels[:count]).float().mean().item()
+        reference_agreements = self.reference_agreements(count)
+        p_value, numbers = key_draw_p_value(agreement, reference_agreements, count)
+        return FingerprintResult(
+            agreement=agreement, reference_mean=numbers["mean"], reference_sd=numbers["sd"], num_queries=count,
+            p_value=p_value, verified=p_value <= alpha, alpha=alpha, num_references=numbers["num_references"],
+            t_statistic=numbers["t"], reference_agreements=reference_agreements,
+        )
+
+    def _metadata(self) -> dict:
+        from .. import __version__
+
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "scheme": SCHEME,
+            "paper": PAPER,
+            "library_version": __version__,
+            "num_queries": self.num_queries,
+            "num_references": self.num_references,
+            "num_examples": self.num_examples,
+            "input_columns": self.input_columns,
+            "queries_digest": self.queries_digest,
+            "reference_agreements": self.reference_agreements(),
+        }
+
+    def save(self, save_directory: str) -> None:
+        r"""
+        Writes the fingerprint to a new folder: `fingerprint.json` (metadata) and `fingerprint.safetensors` (the
+        queries' positions, the victim's wrong labels, the references' labels). The folder is written whole or not
+        at all, readable by its owner only: whoever knows the queries can evade the test.
+
+        Args:
+            save_directory (`str`): a folder that does not exist yet, or is empty.
+        """
+        from safetensors.torch import save_file
+
+        tensors = {name: getattr(self, name).contiguous() for name in TENSOR_NAMES}
+        with atomic_folder(save_directory, what="the fingerprint", private=True) as staging:
+            save_file(tensors, os.path.join(staging, TENSORS_FILE))
+            write_json(os.path.join(staging, METADATA_FILE), self._metadata())
+
+    @classmethod
+    def load(cls, save_directory: str) -> "VictimErrorFingerprint":
+        """Reads a fingerprint written by [`save`]."""
+        from safetensors.torch import load_file
+
+        path = os.path.join(save_directory, METADATA_FILE)
+        if not os.path.isfile(path):
+            raise ValueError(f"{save_directory!r} holds no {METADATA_FILE}: not a saved victim-error fingerprint.")
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+        if metadata.get("scheme") != SCHEME or metadata.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{save_directory!r} holds a {metadata.get('scheme')!r} fingerprint of schema version "
+                f"{metadata.get('schema_version')!r}; this version of hf_ingrain reads {SCHEME!r} version "
+                f"{SCHEMA_VERSION}."
+            )
+        tensors = load_file(os.path.join(save_directory, TENSORS_FILE))
+        fingerprint = cls(**{name: tensors[name] for name in TENSOR_NAMES}, queries_digest=metadata["queries_digest"],
+                          input_columns=metadata["input_columns"], num_examples=metadata.get("num_examples"))
+        counts = (fingerprint.num_queries, fingerprint.num_references)
+        if counts != (metadata["num_queries"], metadata["num_references"]):
+            raise ValueError(f"{save_directory!r}: its tensors do not match its metadata's counts; it was altered.")
+        return fingerprint

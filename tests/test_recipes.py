@@ -685,6 +685,27 @@ def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_s
         fine_tune.main(argv + ["--architectures", "lenet"])
 
 
+def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
+    # docs/evidence/run.sh is the one command behind docs/evidence/README.md: run it with a stand-in for python that
+    # records each command line, then parse every line with its script's own parser (a renamed flag fails here)
+    from transformers import HfArgumentParser
+
+    calls = tmp_path / "calls.txt"
+    stand_in = tmp_path / "python"
+    stand_in.write_text(f'#!/usr/bin/env bash\nprintf "%s\\0" "$@" >> {calls}\nprintf "\\n" >> {calls}\n')
+    stand_in.chmod(0o755)
+    subprocess.run(["bash", str(DOCS / "evidence" / "run.sh"), str(tmp_path / "data"), str(tmp_path / "keys")],
+                   check=True, env={**os.environ, "PYTHON": str(stand_in)}, stdin=subprocess.DEVNULL)
+    lines = [line.strip("\0").split("\0") for line in calls.read_text().splitlines() if line]
+    parsers = {"docs/arch_cost/arch_cost.py": arch_cost.CostArguments, "docs/fine_tune/fine_tune.py":
+               fine_tune.FineTuneArguments}
+    assert [line[0] for line in lines] == ["docs/arch_cost/arch_cost.py"] * 3 + ["docs/fine_tune/fine_tune.py"] + [
+        "docs/arch_cost/arch_cost.py"] * 3
+    for script, *argv in lines:
+        (args,) = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv)
+        assert args.results_file.startswith("docs/evidence/") and str(tmp_path / "keys") in args.key_dir
+
+
 def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():
     def row(key, budget, p, test="labels, errors", model="student, hard labels", derived=True):
         return dict(key_seed=key, model=model, test=test, budget=budget, p_value=p, verified=p <= 1e-6, derived=derived)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every row of docs/evidence/README.md, one command: beyond digits (issue 34). Resumable: each step writes its results
+# file after every seed and skips the seeds already there, so after an interruption run the same command again.
+#
+#   docs/evidence/run.sh DATA_DIR [KEYS_DIR]
+#
+# DATA_DIR holds fashion_mnist/ and mnist/, each a folder of parquet files laid out like its Hub twin
+# (zalando-datasets/fashion_mnist, ylecun/mnist); KEYS_DIR (default keys/evidence) keeps the keys, which are secret:
+# keep it out of the repository. Hours on 2 CPU cores: the 6,000-image rows first, the full ones last.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${1:?usage: docs/evidence/run.sh DATA_DIR [KEYS_DIR]}
+KEYS=${2:-keys/evidence}
+OUT=docs/evidence
+PYTHON=${PYTHON:-python}
+EVIDENCE="--students 4 1 label --num_independent 2 --label_only true --seeds 0 1 2"
+
+# 1. fashion_mnist, transformers' ResNet, ConvNeXt and ViT from config, 6,000 owner images, against a plain Trainer:
+#    students at T = 4, T = 1 and from labels only, two independent models, every model verified from scores and from
+#    labels only.
+for architecture in resnet convnext vit; do
+  $PYTHON docs/arch_cost/arch_cost.py --data "$DATA/fashion_mnist" --train_size 6000 --architectures $architecture \
+    --key_dir "$KEYS/fashion_mnist" $EVIDENCE --results_file $OUT/fashion6k_$architecture.json
+done
+
+# 2. Fine-tuned models: a checkpoint trained on fashion_mnist and saved, fine-tuned on mnist, fully and with LoRA.
+$PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data "$DATA/mnist" \
+  --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --architectures resnet vit \
+  --results_file $OUT/fashion_to_mnist.json
+
+# 3. fashion_mnist, the owner's whole split.
+for architecture in resnet convnext vit; do
+  $PYTHON docs/arch_cost/arch_cost.py --data "$DATA/fashion_mnist" --architectures $architecture \
+    --key_dir "$KEYS/fashion_mnist" $EVIDENCE --results_file $OUT/fashion_full_$architecture.json
+done

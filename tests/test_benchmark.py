@@ -222,6 +222,7 @@ def test_an_underflowed_p_value_is_a_bound_in_the_table():
     assert "| s | 0.900 | ✅ 0.80 (p<1e-300) |" in results_markdown(results)
 
 
+@pytest.mark.slow  # ~23 s: CI runs it; the default pytest stays within its 5 minutes
 def test_a_run_over_seeds_summarises_each_cell_over_the_seeds_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="distinct seeds"):
         run_benchmark_seeds(tiny_config(), [3, 3], str(tmp_path))

@@ -199,6 +199,7 @@ def two_process_ingrain(tmp_path_factory):
     return SimpleNamespace(work=work, key_dir=key_dir, output_dir=output_dir, output=output, results=results)
 
 
+@pytest.mark.slow  # the two-process recipe run (~40 s of setup, shared by four tests): CI runs them
 @pytest.mark.multiprocess
 def test_two_process_ingrain_run_synchronises_gradients(two_process_ingrain):
     results = two_process_ingrain.results
@@ -220,6 +221,7 @@ def test_two_process_ingrain_run_synchronises_gradients(two_process_ingrain):
     assert (two_process_ingrain.output_dir / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # the two-process recipe run (~40 s of setup, shared by four tests): CI runs them
 @pytest.mark.multiprocess
 def test_first_losses_match_one_process_with_same_global_batch(two_process_ingrain):
     work = two_process_ingrain.work
@@ -244,6 +246,7 @@ def test_first_losses_match_one_process_with_same_global_batch(two_process_ingra
     assert len({round(two[step]["loss"], 4) for step in two}) > 1  # the loss moves: the comparison is not vacuous
 
 
+@pytest.mark.slow  # the two-process recipe run (~40 s of setup, shared by four tests): CI runs them
 @pytest.mark.multiprocess
 def test_resume_after_interruption_gives_the_same_weights(two_process_ingrain):
     """An interruption after the step-3 checkpoint, then `--resume_from_checkpoint true`, ends as the run that went
@@ -276,6 +279,7 @@ def test_resume_after_interruption_gives_the_same_weights(two_process_ingrain):
     assert any(not torch.equal(started[name], resumed[name]) for name in started)  # steps 4-6 did train
 
 
+@pytest.mark.slow  # the two-process recipe run (~40 s of setup, shared by four tests): CI runs them
 @pytest.mark.multiprocess
 def test_no_key_material_in_outputs(two_process_ingrain):
     key = WatermarkKey.load(two_process_ingrain.key_dir)
@@ -295,7 +299,7 @@ def test_no_key_material_in_outputs(two_process_ingrain):
             assert secret not in data, f"{what} found in {path}"
 
 
-@pytest.mark.slow  # ~20 s; the two-process ingrain run stays in the default pytest, CI runs both
+@pytest.mark.slow  # ~20 s; CI runs it (the default pytest keeps test_benchmark's two-process run)
 @pytest.mark.multiprocess
 def test_two_process_distill_attack_run(two_process_ingrain):
     work = two_process_ingrain.work
@@ -651,6 +655,7 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
 
 
 # ------------------------------------------------------------------------------------------------ fine_tune.py
+@pytest.mark.slow  # ~17 s: CI runs it; the default pytest stays within its 5 minutes
 def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_seed(tmp_path, capsys):
     # docs/fine_tune/README.md's table: a checkpoint trained on one data set and saved, then fine-tuned plain and
     # ingrained, fully and with LoRA (merged), and students starting from the checkpoint. A few images and steps: the

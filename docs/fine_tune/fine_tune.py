@@ -209,7 +209,7 @@ def table(rows: list[dict]) -> str:
         if not selected:
             return "-"
         verified = sum(row["verified"] for row in selected)
-        return f"{format_p_value(pick(row['p_value'] for row in selected))} ({verified}/{len(selected)} verified)"
+        return f"p {format_p_value(pick(row['p_value'] for row in selected))} ({verified}/{len(selected)} verified)"
 
     lines = ["| model | fine-tuning | plain | ingrain | cost (points) | ingrain: largest p | T = 4 student | "
              "student: largest p | never keyed: smallest p |", "|---|---|---|---|---|---|---|---|---|"]

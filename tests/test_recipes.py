@@ -607,6 +607,9 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
                                                                     "test": 32}
     pixels = splits["owner"][:]["pixel_values"]
     assert pixels.shape[1:] == (3, 28, 28) and pixels.min() >= -1 and pixels.max() <= 1 and pixels.min() < -0.9
+    # a colour data set laid out like uoft-cs/cifar10 (RGB 32 x 32 under `img`) goes through the same processor
+    colour = arch_cost.load_splits(str(_hub_layout_copy(tmp_path / "cifar", "uoft-cs/cifar10", 64, 32)), 24)
+    assert colour["owner"][:]["pixel_values"].shape[1:] == (3, 28, 28) and len(colour["test"]) == 32
     key = WatermarkKey.generate_for(arch_cost.build("resnet", 0), arch_cost.processor(), num_carriers=10, seed=0)
     key.train_ingrainer(benign_dataset=splits["owner"], num_steps=5, num_reference_keys=2, show_progress=False)
     key.save(tmp_path / "key")

@@ -166,10 +166,13 @@ def load_splits(data: str, train_size: int | None, split_seed: int = 0):
     image_processor = processor()
 
     def prepared(raw, indices, name):
+        column = next((c for c in ("image", "img") if c in raw.column_names), None)  # ylecun/mnist, uoft-cs/cifar10
+        if column is None:
+            raise ValueError(f"{data!r} has no `image` or `img` column (columns: {raw.column_names}).")
         pixels = []
         for start in tqdm(range(0, len(indices), 1000), desc=f"Processing {name}", leave=False):
             rows = raw[indices[start:start + 1000]]
-            images = [image.convert("RGB") for image in rows["image"]]
+            images = [image.convert("RGB") for image in rows[column]]
             pixels.append(np.asarray(image_processor(images, return_tensors="np")["pixel_values"], dtype=np.float32))
         labels = np.asarray(raw[indices]["label"], dtype=np.int64)
         return Dataset.from_dict({"pixel_values": np.concatenate(pixels), "labels": labels}).with_format("torch")
@@ -342,7 +345,7 @@ def long_table(rows: list[dict]) -> str:
         if not values:
             return "-"
         verified = sum(bool(r[verified_field]) for r in selected)
-        return f"{format_p_value(max(values) if keyed else min(values))} ({verified}/{len(values)} verified)"
+        return f"p {format_p_value(max(values) if keyed else min(values))} ({verified}/{len(values)} verified)"
 
     lines = ["| model | kind | accuracy | p: largest keyed, smallest never keyed | labels only |",
              "|---|---|---|---|---|"]

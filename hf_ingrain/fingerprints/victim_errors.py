@@ -200,9 +200,10 @@ class VictimErrorFingerprint:
 
     ```python
     >>> from hf_ingrain.fingerprints import VictimErrorFingerprint
-    >>> fingerprint = VictimErrorFingerprint.create(model, splits["test"], references)  # references: >= 16 models
-    >>> fingerprint.save("fingerprint/")                                                   # trained without `model`
-    >>> result = VictimErrorFingerprint.load("fingerprint/").test(suspect, splits["test"])
+    >>> references = [independent_a, independent_b]  # models you trained without `model`: 16 or more for a claim
+    >>> fingerprint = VictimErrorFingerprint.create(model, splits["test"], references)
+    >>> fingerprint.save("fingerprint/")
+    >>> result = VictimErrorFingerprint.load("fingerprint/").test(student, splits["test"])
     >>> print(result.summary())
     ```
     """

@@ -334,6 +334,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def read_rows(results_file: str | None) -> list[dict]:
+    """The rows of an earlier run's results file (none when there is no file): what a resumed run keeps."""
+    if not results_file or not os.path.isfile(results_file):
+        return []
+    with open(results_file) as handle:
+        return json.load(handle)["rows"]
+
+
+def seed_done(rows: list[dict], architecture: str, seed: int, expected: list[str]) -> bool:
+    """Whether `rows` hold exactly the `expected` kinds of model for this architecture and seed."""
+    done = [r["model"] for r in rows if r["architecture"] == architecture and r["seed"] == seed]
+    return sorted(done) == sorted(expected)
+
+
+def without_seed(rows: list[dict], architecture: str, seed: int) -> list[dict]:
+    """`rows` less those of an architecture and seed measured only in part (they are measured again)."""
+    return [r for r in rows if not (r["architecture"] == architecture and r["seed"] == seed)]
+
+
 def long_table(rows: list[dict]) -> str:
     """One line per architecture and kind of model: accuracy (mean ± sd over seeds) and, for the models derived from
     the ingrained one, the largest p-value over seeds (the one that must clear alpha); for the models that never saw
@@ -374,20 +393,16 @@ def main(argv=None):
     splits = load_splits(args.data, args.train_size)
     key = load_or_make_key(args, splits["owner"])
     key.commit_queries(splits["test"])
-    rows = []
-    if args.results_file and os.path.isfile(args.results_file):  # resuming: the seeds measured already are kept
-        with open(args.results_file) as handle:
-            rows = json.load(handle)["rows"]
+    rows = read_rows(args.results_file)  # resuming: the seeds measured already are kept
     expected = (["plain"] if args.plain else []) + ["ingrain"]
     expected += [student_name(student) for student in args.students] if args.student else []
     expected += ["independent"] * args.num_independent
     with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
         for architecture in args.architectures:
             for seed in args.seeds:
-                done = [r["model"] for r in rows if r["architecture"] == architecture and r["seed"] == seed]
-                if sorted(done) == sorted(expected):
+                if seed_done(rows, architecture, seed, expected):
                     continue
-                rows = [r for r in rows if not (r["architecture"] == architecture and r["seed"] == seed)]
+                rows = without_seed(rows, architecture, seed)
                 rows += measure(args, splits, key, architecture, seed, scratch)
                 if args.results_file:
                     write_json(args.results_file, {"arguments": asdict(args), "rows": rows})

@@ -20,7 +20,6 @@ verify.
 The results file is written after every seed, and a seed whose rows are all there is not run again (resumable).
 """
 
-import json
 import logging
 import os
 import statistics
@@ -239,10 +238,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("transformers").setLevel(logging.WARNING)
     arch_cost = _arch_cost()
-    rows = []
-    if os.path.isfile(args.results_file):
-        with open(args.results_file) as handle:
-            rows = json.load(handle)["rows"]
+    rows = arch_cost.read_rows(args.results_file)
     splits = arch_cost.load_splits(args.data, args.train_size)
     pretrain = arch_cost.load_splits(args.pretrain_data, args.pretrain_size)
     key = arch_cost.load_or_make_key(args, splits["owner"])
@@ -263,10 +259,9 @@ def main(argv=None):
                          "seconds": round(time.perf_counter() - started, 1)})
             save()
         for seed in args.seeds:
-            done = {r["model"] for r in rows if r["architecture"] == architecture and r["seed"] == seed}
-            if set(KINDS) <= done:
+            if arch_cost.seed_done(rows, architecture, seed, list(KINDS)):
                 continue
-            rows = [r for r in rows if not (r["architecture"] == architecture and r["seed"] == seed)]
+            rows = arch_cost.without_seed(rows, architecture, seed)
             rows += measure(args, arch_cost, splits, key, architecture, seed, checkpoint)
             save()
     print(table(rows))

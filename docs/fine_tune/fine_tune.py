@@ -140,11 +140,22 @@ def with_lora(model, architecture: str, r: int):
     return get_peft_model(model, config)
 
 
+def verified_row(arch_cost, classifier, key, test, started: float, **fields) -> dict:
+    """A results row: `fields`, then the classifier's accuracy and verification on `test`, and the seconds since
+    `started`."""
+    from hf_ingrain import verify
+
+    result = verify(classifier, key, test)
+    return {**fields, "accuracy": arch_cost.accuracy(classifier, test), "agreement": result.agreement,
+            "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, seed: int, checkpoint: str):
     """The rows of one architecture and seed: the four fine-tunings and the two students."""
     from transformers import Trainer, TrainingArguments
 
-    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, verify
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
 
     learning_rate = args.learning_rate or arch_cost.LEARNING_RATES[architecture]
     common = dict(num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.batch_size, seed=seed,
@@ -155,11 +166,8 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
     rows, models = [], {}
 
     def record(kind, model, started, trainable):
-        result = verify(model, key, splits["test"])
-        row = {"architecture": architecture, "seed": seed, "model": kind,
-               "accuracy": arch_cost.accuracy(model, splits["test"]), "agreement": result.agreement,
-               "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
-               "trainable_parameters": trainable, "seconds": round(time.perf_counter() - started, 1)}
+        row = verified_row(arch_cost, model, key, splits["test"], started, architecture=architecture, seed=seed,
+                           model=kind, trainable_parameters=trainable)
         rows.append(row)
         logger.info("%s", row)
 
@@ -231,7 +239,6 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     from transformers import HfArgumentParser
 
-    from hf_ingrain import verify
     from hf_ingrain.files import write_json
 
     (args,) = HfArgumentParser(FineTuneArguments).parse_args_into_dataclasses(argv)
@@ -252,11 +259,8 @@ def main(argv=None):
         if not any(r["architecture"] == architecture and r["model"] == "base" for r in rows):
             started = time.perf_counter()
             base = from_pretrained(checkpoint, int(splits["test"][:]["labels"].max()) + 1)
-            result = verify(base, key, splits["test"])
-            rows.append({"architecture": architecture, "seed": None, "model": "base",
-                         "accuracy": arch_cost.accuracy(base, splits["test"]), "agreement": result.agreement,
-                         "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
-                         "seconds": round(time.perf_counter() - started, 1)})
+            rows.append(verified_row(arch_cost, base, key, splits["test"], started, architecture=architecture,
+                                     seed=None, model="base"))
             save()
         for seed in args.seeds:
             if arch_cost.seed_done(rows, architecture, seed, list(KINDS)):

@@ -35,91 +35,34 @@ Honest caveats (measured in `tests/test_fingerprints.py`: the embedded MNIST sam
 """
 
 import hashlib
-import json
 import logging
-import os
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 
 import torch
 
 from ..data import iterate_batches
-from ..files import atomic_folder, write_json
 from ..hashing import tensors_bytes
-from ..suspects import forward_logits
 from ..suspects.querying import COMPANION_INPUTS, KNOWN_MAIN_INPUTS
-from ..verification import DEFAULT_ALPHA, format_p_value, key_draw_p_value
+from ..verification import DEFAULT_ALPHA
+from .base import (
+    FingerprintResult,
+    check_references,
+    checked_logits,
+    evaluating,
+    key_draw_result,
+    read_fingerprint,
+    save_fingerprint,
+    warn_derived_references,
+)
 
 logger = logging.getLogger(__name__)
 
 SCHEME = "victim_errors"
 SCHEMA_VERSION = 1
 PAPER = "https://huggingface.co/papers/2412.13021"
-METADATA_FILE = "fingerprint.json"
-TENSORS_FILE = "fingerprint.safetensors"
 TENSOR_NAMES = ("indices", "wrong_labels", "reference_labels")
 MIN_QUERIES = 20
-MIN_REFERENCES = 2
 DIGEST_BATCH_SIZE = 256  # fixed: the digest must not depend on the batch size a caller queries with
 INPUT_COLUMNS = tuple(dict.fromkeys((*KNOWN_MAIN_INPUTS, *COMPANION_INPUTS)))
-
-
-@dataclass
-class FingerprintResult:
-    r"""
-    The outcome of [`VictimErrorFingerprint.test`].
-
-    Args:
-        agreement (`float`): share of the queries on which the suspect returns the victim's wrong label.
-        reference_mean (`float`): the reference models' mean agreement on the same queries.
-        reference_sd (`float`): their spread (at least one agreement's binomial noise).
-        num_queries (`int`): number of queries used.
-        p_value (`float`): the key-draw test's p-value of `agreement` against the references.
-        verified (`bool`): `p_value <= alpha`.
-        alpha (`float`): the significance level.
-        num_references (`int`): number of reference models.
-        t_statistic (`float`): the distance of `agreement` from `reference_mean`, in units of the prediction spread.
-        reference_agreements (`list[float]`): each reference model's agreement.
-    """
-
-    agreement: float
-    reference_mean: float
-    reference_sd: float
-    num_queries: int
-    p_value: float
-    verified: bool
-    alpha: float = DEFAULT_ALPHA
-    num_references: int = 0
-    t_statistic: float = 0.0
-    reference_agreements: list = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        """The verdict in one line, with the numbers it rests on."""
-        verdict = "VERIFIED" if self.verified else "not verified"
-        return (
-            f"{verdict} ({SCHEME} fingerprint): agreement {self.agreement:.3f} on {self.num_queries} queries vs "
-            f"{self.num_references} reference models {self.reference_mean:.3f} (sd {self.reference_sd:.3f}): "
-            f"t = {self.t_statistic:.1f}, p {format_p_value(self.p_value)} (alpha = {self.alpha:g})"
-        )
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-@contextmanager
-def _evaluating(model):
-    """`model` in eval mode for the block (no dropout, frozen batch norm), then back in the mode it was in."""
-    training = getattr(model, "training", False)
-    if training:
-        model.eval()
-    try:
-        yield model
-    finally:
-        if training:
-            model.train()
 
 
 def _input_columns(dataset, labelled: bool = False) -> list[str]:
@@ -139,26 +82,13 @@ def _input_columns(dataset, labelled: bool = False) -> list[str]:
     return found
 
 
-def _top_labels(model, batch: dict) -> torch.Tensor:
-    """The model's top-1 label on each example of `batch` (labels only: nothing else of the model is read)."""
-    logits = forward_logits(model, batch)
-    size = len(next(iter(batch.values())))
-    if logits.ndim != 2 or len(logits) != size:
-        raise ValueError(
-            f"The model returned logits of shape {tuple(logits.shape)} for a batch of {size} examples: it must return "
-            "`(batch, num_labels)` logits as `.logits`, in a dict or first in a tuple (a bare tensor is read as a "
-            "tuple, its first row taken as the logits)."
-        )
-    return logits.argmax(-1).cpu()
-
-
 @torch.no_grad()
 def _answers(model, dataset, columns: list[str], batch_size: int, labelled: bool = False):
     """`model`'s top-1 label on every example of `dataset`, in order; with `labelled`, and the true labels."""
     answers, labels = [], []
-    with _evaluating(model):  # iterate_batches names a `label` column `labels`
+    with evaluating(model):  # iterate_batches names a `label` column `labels`
         for batch in iterate_batches(dataset, batch_size, columns=[*columns, *(["labels"] if labelled else [])]):
-            answers.append(_top_labels(model, batch))
+            answers.append(checked_logits(model, {name: batch[name] for name in columns}).argmax(-1).cpu())
             if labelled:
                 labels.append(torch.as_tensor(batch["labels"]).long().flatten().cpu())
     answers = torch.cat(answers) if answers else torch.zeros(0, dtype=torch.long)
@@ -218,9 +148,7 @@ class VictimErrorFingerprint:
         if self.reference_labels.ndim != 2 or self.reference_labels.shape[1] != len(self.indices):
             raise ValueError(f"`reference_labels` must have shape (R, {len(self.indices)}), got "
                              f"{tuple(self.reference_labels.shape)}.")
-        if len(self.reference_labels) < MIN_REFERENCES:
-            raise ValueError(f"A fingerprint needs at least {MIN_REFERENCES} reference models, got "
-                             f"{len(self.reference_labels)}.")
+        check_references(self.reference_labels, "victim-error")
         self.queries_digest = queries_digest
         self.input_columns = list(input_columns)
         self.num_examples = num_examples
@@ -258,13 +186,7 @@ class VictimErrorFingerprint:
                 all of them. At least 20.
             batch_size (`int`, *optional*, defaults to 256): examples per forward pass.
         """
-        references = list(references)
-        if len(references) < MIN_REFERENCES:
-            raise ValueError(
-                f"A victim-error fingerprint needs at least {MIN_REFERENCES} reference models, got {len(references)}: "
-                "train more models by the victim's recipe with other seeds (16 or more for alpha = 1e-6) and pass "
-                "them as `references`."
-            )
+        references = check_references(references, "victim-error")
         if num_queries is not None and num_queries < MIN_QUERIES:
             raise ValueError(f"`num_queries` must be at least {MIN_QUERIES}, got {num_queries}.")
         input_columns = _input_columns(dataset, labelled=True)
@@ -283,10 +205,7 @@ class VictimErrorFingerprint:
         fingerprint = cls(errors, predicted[errors], reference_labels, _queries_digest(queries, input_columns),
                           input_columns, num_examples=len(dataset))
         agreements = fingerprint.reference_agreements()
-        for number, agreement in enumerate(agreements):
-            if agreement >= 0.95:
-                logger.warning("Reference model %d returns the victim's wrong label on %.2f of its errors: is it "
-                               "derived from the victim? References must be trained without it.", number, agreement)
+        warn_derived_references(agreements, "wrong labels")
         logger.info("Victim-error fingerprint: %d queries (of %d errors on %d examples), references agree on "
                     "%.3f of them on average.", len(errors), int((predicted != labels).sum()), len(dataset),
                     sum(agreements) / len(agreements))
@@ -333,12 +252,7 @@ class VictimErrorFingerprint:
         answers = _answers(suspect, queries, self.input_columns, batch_size)
         agreement = (answers == self.wrong_labels[:count]).float().mean().item()
         reference_agreements = self.reference_agreements(count)
-        p_value, numbers = key_draw_p_value(agreement, reference_agreements, count)
-        return FingerprintResult(
-            agreement=agreement, reference_mean=numbers["mean"], reference_sd=numbers["sd"], num_queries=count,
-            p_value=p_value, verified=p_value <= alpha, alpha=alpha, num_references=numbers["num_references"],
-            t_statistic=numbers["t"], reference_agreements=reference_agreements,
-        )
+        return key_draw_result(SCHEME, agreement, reference_agreements, count, alpha)
 
     def _metadata(self) -> dict:
         from .. import __version__
@@ -365,30 +279,12 @@ class VictimErrorFingerprint:
         Args:
             save_directory (`str`): a folder that does not exist yet, or is empty.
         """
-        from safetensors.torch import save_file
-
-        tensors = {name: getattr(self, name).contiguous() for name in TENSOR_NAMES}
-        with atomic_folder(save_directory, what="the fingerprint", private=True) as staging:
-            save_file(tensors, os.path.join(staging, TENSORS_FILE))
-            write_json(os.path.join(staging, METADATA_FILE), self._metadata())
+        save_fingerprint(save_directory, {name: getattr(self, name) for name in TENSOR_NAMES}, self._metadata())
 
     @classmethod
     def load(cls, save_directory: str) -> "VictimErrorFingerprint":
         """Reads a fingerprint written by [`save`]."""
-        from safetensors.torch import load_file
-
-        path = os.path.join(save_directory, METADATA_FILE)
-        if not os.path.isfile(path):
-            raise ValueError(f"{save_directory!r} holds no {METADATA_FILE}: not a saved victim-error fingerprint.")
-        with open(path, encoding="utf-8") as f:
-            metadata = json.load(f)
-        if metadata.get("scheme") != SCHEME or metadata.get("schema_version") != SCHEMA_VERSION:
-            raise ValueError(
-                f"{save_directory!r} holds a {metadata.get('scheme')!r} fingerprint of schema version "
-                f"{metadata.get('schema_version')!r}; this version of hf_ingrain reads {SCHEME!r} version "
-                f"{SCHEMA_VERSION}."
-            )
-        tensors = load_file(os.path.join(save_directory, TENSORS_FILE))
+        metadata, tensors = read_fingerprint(save_directory, SCHEME, SCHEMA_VERSION, "victim-error fingerprint")
         fingerprint = cls(**{name: tensors[name] for name in TENSOR_NAMES}, queries_digest=metadata["queries_digest"],
                           input_columns=metadata["input_columns"], num_examples=metadata.get("num_examples"))
         counts = (fingerprint.num_queries, fingerprint.num_references)

@@ -96,11 +96,12 @@ def test_without_the_file_there_is_no_such_attack():
 def test_the_attacks_of_the_package_keep_their_subcommands_and_columns():
     specs = attack_specs()
     commands = {name for name, spec in specs.items() if spec.run_cli is not None}
-    assert commands == {"distill", "extract", "overwrite", "finetune", "fineprune", "prune", "quantize", "noise"}
+    assert commands == {"distill", "extract", "overwrite", "finetune", "fineprune", "prune", "quantize", "noise", "wrk",
+                        "dehydration", "removalnet"}
     assert specs["input_transform"].run_cli is None  # a deployment, not weights: no saved form
     for name in ATTACKS + OPTIONAL_ATTACKS:  # each link of each listed column is one attack's, and only one's
         check_attack_name(name)
-    assert len(ATTACKS + OPTIONAL_ATTACKS) == len(set(ATTACKS + OPTIONAL_ATTACKS)) == 29
+    assert len(ATTACKS + OPTIONAL_ATTACKS) == len(set(ATTACKS + OPTIONAL_ATTACKS)) == 32
 
 
 @pytest.mark.parametrize(

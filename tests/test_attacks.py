@@ -391,6 +391,9 @@ def test_attacks_compose_prune_then_finetune(small_key):
         ("prune", ["--rate", "0.25"]),
         ("quantize", ["--bits", "4"]),
         ("noise", ["--scale", "0.2"]),
+        ("wrk", ["--max-steps", "2", "--num-perturbed", "32"]),
+        ("dehydration", ["--max-steps", "2", "--samples-per-class", "2", "--inversion-steps", "3"]),
+        ("removalnet", ["--max-steps", "2", "--num-examples", "64"]),
     ],
 )
 def test_cli_saves_the_attacked_model_with_its_card(attack, extra, tmp_path, capsys):

@@ -13,6 +13,7 @@ parts overlap this test split (its models would have seen some of the queries), 
 """
 
 import copy
+import statistics
 
 import pytest
 import torch
@@ -403,3 +404,15 @@ def test_a_transformers_resnet_on_processor_transformed_images():
     assert pairs.twins.min() >= -1 and pairs.twins.max() <= 1
     assert (pairs.twins - pairs.images).abs().max() <= 0.1 * 2 + 1e-6  # within epsilon of the pixel range
     assert pairs.test(victim).agreement == pytest.approx(1.0)
+
+
+def test_references_that_never_agree_do_not_make_any_agreement_a_verdict():
+    """Found on a tiny run: two references at agreement 0 on 5 pairs made the spread's floor 0 and a copy's p 1e-7.
+    The floor is one agreement's binomial noise at the references' rate smoothed by one agreement and one miss."""
+    from hf_ingrain.verification import key_draw_p_value
+
+    p_value, numbers = key_draw_p_value(1.0, [0.0, 0.0], 5)
+    assert p_value > 1e-2 and numbers["sd"] == pytest.approx((1 / 7 * 6 / 7 / 5) ** 0.5)
+    # with many queries and references spread as usual, the floor does not bind: the references' own spread does
+    p_value, numbers = key_draw_p_value(0.9, [0.40, 0.45, 0.50, 0.42, 0.48], 1000)
+    assert numbers["sd"] == pytest.approx(statistics.stdev([0.40, 0.45, 0.50, 0.42, 0.48]))

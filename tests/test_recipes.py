@@ -61,6 +61,7 @@ label_only = _load_recipe("label_only", DOCS / "label_only")
 hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
 text_strength = _load_recipe("text_strength", DOCS / "strength")
 fine_tune = _load_recipe("fine_tune", DOCS / "fine_tune")
+compare_fingerprints = _load_recipe("compare", DOCS / "fingerprints")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer, and the controlled
@@ -691,6 +692,38 @@ def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_s
     assert (tmp_path / "run" / "pretrained-resnet" / "config.json").stat().st_mtime == checkpoint_time
     with pytest.raises(ValueError, match="Unknown architectures"):
         fine_tune.main(argv + ["--architectures", "lenet"])
+
+
+# ------------------------------------------------------------------------------------------ fingerprints/compare.py
+@pytest.mark.slow  # ~2 min: every model kind of the comparison, trained a few steps; CI runs it
+def test_the_fingerprint_comparison_tests_every_suspect_with_every_scheme_and_resumes(tmp_path, capsys):
+    # docs/fingerprints/README.md's table: each victim stolen the same ways, innocent models shared, every scheme at
+    # every budget. A few images and steps: the plumbing, not the numbers.
+    data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=64)
+    key = WatermarkKey.generate_for(arch_cost.build("resnet", 0), arch_cost.processor(), num_carriers=10, seed=0)
+    key.train_ingrainer(benign_dataset=arch_cost.load_splits(str(data), 24)["owner"], num_steps=5,
+                        num_reference_keys=2, show_progress=False)
+    key.save(tmp_path / "key")
+    results_file = tmp_path / "results.json"
+    argv = ["--data", str(data), "--key_dir", str(tmp_path / "key"), "--work_dir", str(tmp_path / "work"),
+            "--train_size", "24", "--seeds", "0", "--num_references", "2", "--budgets", "10", "40",
+            "--num_train_epochs", "1", "--boundary_queries", "20", "--decision_pairs", "10",
+            "--results_file", str(results_file)]
+    compare_fingerprints.main(argv)
+    rows = json.loads(results_file.read_text())["rows"]
+    suspects = list(compare_fingerprints.STOLEN) + list(compare_fingerprints.INNOCENT)
+    assert sorted({row["suspect"] for row in rows}) == sorted(suspects)
+    # every suspect, every scheme and access, every budget: one row each
+    assert len(rows) == len(suspects) * len(compare_fingerprints.SCHEMES) * 2
+    assert all(0 < row["p_value"] <= 1 and 0 < row["queries"] <= row["budget"] for row in rows)
+    boundary = [row for row in rows if row["scheme"] == "boundary" and row["budget"] == 40]
+    assert {row["queries"] for row in boundary} == {20}  # a fingerprint spends what it holds
+    assert sorted(os.listdir(tmp_path / "work")) == ["reference_0", "reference_1"]  # kept for the next run
+    out = capsys.readouterr().out
+    assert "| boundary | labels |" in out and "| removalnet | stolen |" in out
+    with patch.object(compare_fingerprints.Run, "measure", side_effect=AssertionError("measured again")):
+        compare_fingerprints.main(argv)  # seed 0 is there: nothing is trained again
+    assert json.loads(results_file.read_text())["rows"] == rows
 
 
 def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):

@@ -124,7 +124,13 @@ def key_draw_p_value(agreement: float, reference_agreements, num_queries: int) -
     count = len(references)
     mean = sum(references) / count
     spread = math.sqrt(sum((value - mean) ** 2 for value in references) / (count - 1))
-    spread = max(spread, math.sqrt(max(mean * (1 - mean), 1e-12) / max(num_queries, 1)))
+    # the floor is one agreement's binomial noise, at the references' mean smoothed by one agreement and one miss
+    # ((k + 1) / (n + 2)): references that all agree on none (or all) of the queries say the rate is small, not 0,
+    # and a floor at 0 would make any agreement above it a verdict (measured: 2 references at 0 on 5 queries put a
+    # copy at p = 1e-7)
+    queries = max(num_queries, 1)
+    smoothed = (mean * queries + 1) / (queries + 2)
+    spread = max(spread, math.sqrt(smoothed * (1 - smoothed) / queries))
     statistic = (agreement - mean) / (spread * math.sqrt(1 + 1 / count))
     p_value = float(student_t.sf(statistic, count - 1))
     return p_value, {"num_references": count, "mean": mean, "sd": spread, "t": statistic, "p_value": p_value}

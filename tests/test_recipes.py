@@ -715,7 +715,11 @@ def test_the_fingerprint_comparison_tests_every_suspect_with_every_scheme_and_re
     assert sorted({row["suspect"] for row in rows}) == sorted(suspects)
     # every suspect, every scheme and access, every budget: one row each
     assert len(rows) == len(suspects) * len(compare_fingerprints.SCHEMES) * 2
-    assert all(0 < row["p_value"] <= 1 and 0 < row["queries"] <= row["budget"] for row in rows)
+    # every scheme spends at most the budget; a fingerprint spends what it holds, the label-only ingrain test may
+    # spend none at a budget too small for its ladder (measured: 0 of 10 here), and then says p = 1
+    assert all(0 < row["p_value"] <= 1 and row["queries"] <= row["budget"] for row in rows)
+    assert all(row["queries"] > 0 or row["p_value"] == 1 for row in rows)
+    assert all(row["queries"] > 0 for row in rows if row["scheme"] != "ingrain")
     boundary = [row for row in rows if row["scheme"] == "boundary" and row["budget"] == 40]
     assert {row["queries"] for row in boundary} == {20}  # a fingerprint spends what it holds
     assert sorted(os.listdir(tmp_path / "work")) == ["reference_0", "reference_1"]  # kept for the next run

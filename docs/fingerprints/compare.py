@@ -114,8 +114,9 @@ class Run:
         models = []
         for number in range(self.args.num_references):
             folder = os.path.join(self.args.work_dir, f"reference_{number}")
-            if not os.path.isdir(folder):
-                self.plain(5000 + number, "owner", scratch).save_pretrained(folder)
+            if not os.path.isdir(folder):  # written beside, then renamed: an interrupted run leaves no half model
+                self.plain(5000 + number, "owner", scratch).save_pretrained(folder + ".partial")
+                os.replace(folder + ".partial", folder)
             models.append(AutoModelForImageClassification.from_pretrained(folder).eval())
         return models
 

@@ -13,6 +13,7 @@ parts overlap this test split (its models would have seen some of the queries), 
 """
 
 import copy
+import os
 import statistics
 
 import pytest
@@ -416,3 +417,34 @@ def test_references_that_never_agree_do_not_make_any_agreement_a_verdict():
     # with many queries and references spread as usual, the floor does not bind: the references' own spread does
     p_value, numbers = key_draw_p_value(0.9, [0.40, 0.45, 0.50, 0.42, 0.48], 1000)
     assert numbers["sd"] == pytest.approx(statistics.stdev([0.40, 0.45, 0.50, 0.42, 0.48]))
+
+
+# ============================================================================= in the benchmark grid
+def test_the_fingerprints_are_rows_of_the_benchmark_grid(tmp_path):
+    """A config adds the fingerprints as schemes: each protects a plain model of its own seed, is tested in every
+    column, and in the false-claims step on every other model of the run (none derived from its victim)."""
+    from hf_ingrain.benchmark import ExperimentConfig, run_benchmark
+
+    config = ExperimentConfig(
+        max_examples=300, epochs=1, ingrainer_steps=5, num_reference_keys=1, ingrain_lambdas=[], hidden_channels=[4, 8],
+        hidden_size=16, schemes=["victim_errors", "boundary", "decision_distance"], num_fingerprint_references=3,
+        attacks=["prune_50"],
+    )
+    results = run_benchmark(config, str(tmp_path / "run"), show_progress=False)
+    cells = {(cell["scheme"], cell["attack"]): cell for cell in results["cells"]}
+    for scheme in ("victim_errors", "boundary", "decision_distance"):
+        before = cells[scheme, "none"]
+        assert before["protocol"] == f"{scheme}_fingerprint" and 0 < before["p_value"] <= 1
+        assert before["score"] == pytest.approx(1.0)  # the victim agrees with itself on every query
+        assert cells[scheme, "prune_50"]["p_value"] is not None
+    claims = [claim for claim in results["false_claims"] if claim["key"] == "boundary"]
+    assert {claim["model"] for claim in claims} == {"reference", "victim_errors", "decision_distance", "_thief_0"}
+    table = (tmp_path / "run" / "results.md").read_text()
+    assert all(f"| {scheme} |" in table for scheme in ("victim_errors", "boundary", "decision_distance"))
+    models = sorted(os.listdir(tmp_path / "run" / "models"))
+    assert [name for name in models if name.startswith("_fingerprint_reference")] == [
+        f"_fingerprint_reference_{number}" for number in range(3)]
+    with pytest.raises(ValueError, match="Unknown schemes \\['ipguard'\\]"):
+        ExperimentConfig(schemes=["ipguard"])
+    with pytest.raises(ValueError, match="num_fingerprint_references"):
+        ExperimentConfig(num_fingerprint_references=1)

@@ -15,6 +15,9 @@ OPTIONAL_ATTACKS = tuple(name for name in column_names() if name not in ATTACKS)
 # exposes>], distill_T<T>_<student architecture>, ensemble_<models averaged>
 ATTACK_PATTERNS = tuple(family.compiled for family in open_families())
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
+# The free fingerprints (`hf_ingrain.fingerprints`): rows a config may add; each protects a plain model of its own
+# seed, judged against `num_fingerprint_references` plain models of the owner's recipe.
+FINGERPRINTS = ("victim_errors", "boundary", "decision_distance")
 # Fields that choose which cells exist, or how they are computed, not what a cell computes: a resumed run may change
 # them.
 GRID_FIELDS = ("schemes", "attacks", "num_proc")
@@ -46,7 +49,10 @@ class ExperimentConfig:
             same-architecture students verified against 8 of 8 (`docs/demo/README.md`).
         ingrain_lambdas (`list[float]`): λ values of ingrain, one model each.
         ingrain_temperature (`float`): the ingrain temperature `T`.
-        schemes (`list[str]`): baselines to include (default all).
+        schemes (`list[str]`): baselines to include (default all): any of `BASELINES`, and of `FINGERPRINTS` (the free
+            fingerprints, not in the default grid).
+        num_fingerprint_references (`int`): reference models of the fingerprints' key-draw test (plain models of the
+            owner's recipe, trained once per run).
         attacks (`list[str]`): attacks to run (default all).
         verify_alpha (`float`): significance level of every test.
         num_proc (`int`): processes computing the grid (the schemes, each with its attacks; the ingrain key's
@@ -79,7 +85,9 @@ class ExperimentConfig:
     num_reference_keys: int = field(default=16, metadata={"help": "Reference ingrainers of the ingrain key."})
     ingrain_lambdas: list[float] = field(default_factory=lambda: [0.25, 0.5], metadata={"help": "λ values of ingrain."})
     ingrain_temperature: float = field(default=4.0, metadata={"help": "Ingrain temperature T."})
-    schemes: list[str] = field(default_factory=lambda: list(BASELINES), metadata={"help": f"Of {list(BASELINES)}."})
+    schemes: list[str] = field(default_factory=lambda: list(BASELINES),
+                               metadata={"help": f"Of {list(BASELINES + FINGERPRINTS)}."})
+    num_fingerprint_references: int = field(default=16, metadata={"help": "Reference models of the fingerprints."})
     attacks: list[str] = field(
         default_factory=lambda: list(ATTACKS),
         metadata={"help": f"Of {list(ATTACKS + OPTIONAL_ATTACKS)}, or chains 'a+b' of them (see ATTACK_PATTERNS)."},
@@ -95,9 +103,12 @@ class ExperimentConfig:
                 warnings.warn(f"ExperimentConfig `{old}` is deprecated: use `{new}`.", FutureWarning, stacklevel=3)
                 setattr(self, new, getattr(self, old))
                 setattr(self, old, None)
-        unknown = sorted(set(self.schemes) - set(BASELINES))
+        unknown = sorted(set(self.schemes) - set(BASELINES + FINGERPRINTS))
         if unknown:
-            raise ValueError(f"Unknown schemes {unknown}; choose among {list(BASELINES)}.")
+            raise ValueError(f"Unknown schemes {unknown}; choose among {list(BASELINES + FINGERPRINTS)}.")
+        if self.num_fingerprint_references < 2:
+            raise ValueError(f"`num_fingerprint_references` must be >= 2 (16 for alpha = 1e-6), got "
+                             f"{self.num_fingerprint_references}.")
         for attack in self.attacks:
             check_attack_name(attack)
         if min(self.epochs, self.attack_epochs, self.finetune_epochs, self.batch_size) < 1:

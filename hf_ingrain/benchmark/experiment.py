@@ -8,13 +8,14 @@ from transformers import Trainer, TrainingArguments
 
 from ..attacks.registry import BenchmarkContext, attack_for_column
 from ..data import load_image_dataset
+from ..fingerprints import BoundaryFingerprint, DecisionDistanceFingerprint, VictimErrorFingerprint
 from ..keys import WatermarkKey
 from ..models import SmallCNNConfig, build_classifier
 from ..suspects import collect_scores, load_or_train
 from ..trainer import IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
 from ..verification import verify
 from ..watermarks import AdiKey, UchidaKey, ZhangKey, embed_trigger_set
-from .config import ExperimentConfig
+from .config import FINGERPRINTS, ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class _Experiment:
         self.input_shape = tuple(self.splits["owner"][0]["pixel_values"].shape)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self._keys = {}
+        self._fingerprints = {}
         self._attack_state = {}  # what attacks keep for the rest of the run (overwrite: the thief's key)
 
     # -- models -----------------------------------------------------------------------------------------------
@@ -57,6 +59,8 @@ class _Experiment:
         )
 
     def key(self, scheme: str):
+        if scheme in FINGERPRINTS:  # made from its trained model: `fingerprint`
+            return None
         if scheme not in self._keys:
             seed = self.config.seed
             if scheme.startswith("ingrain") or scheme == "reference":
@@ -86,9 +90,11 @@ class _Experiment:
     # -- training a watermarked model ------------------------------------------------------------------------------
     def train(self, scheme: str, scratch: str):
         owner, seed = self.splits["owner"], self.config.seed + 1
+        if scheme in FINGERPRINTS:  # a plain model of its own (another seed than the reference's and each other's)
+            seed += 1 + FINGERPRINTS.index(scheme)
         model, key = self.new_model(seed), self.key(scheme)
         args = self.args(scratch, seed, self.config.epochs)
-        if scheme == "reference":  # no watermark; tested with the ingrain key: a false-positive check
+        if scheme == "reference" or scheme in FINGERPRINTS:  # no watermark (the reference: a false-positive check)
             Trainer(model=model, args=TrainingArguments(**args), train_dataset=owner).train()
         elif scheme.startswith("ingrain"):
             ingrain_lambda = float(scheme.rsplit("_", 1)[1])
@@ -100,8 +106,46 @@ class _Experiment:
             embed_trigger_set(model, key, owner, TrainingArguments(**args))
         return model.eval()
 
+    def fingerprint(self, scheme: str, scratch: str):
+        """The fingerprint of the scheme's plain model, against `num_fingerprint_references` plain models of the
+        owner's recipe (seeds from the run's + 100; trained once and saved with the run's models), made on the test
+        split."""
+        if scheme not in self._fingerprints:
+            victim = _trained_model(self, scheme, scratch)
+            references = [self.reference_model(number, scratch)
+                          for number in range(self.config.num_fingerprint_references)]
+            test, seed = self.splits["test"], self.config.seed
+            if scheme == "victim_errors":
+                made = VictimErrorFingerprint.create(victim, test, references)
+            elif scheme == "boundary":  # the classes' defaults, within a small run's test split
+                made = BoundaryFingerprint.create(victim, test, references, num_queries=min(100, len(test)), seed=seed)
+            else:
+                made = DecisionDistanceFingerprint.create(victim, test, references, num_pairs=min(50, len(test)),
+                                                          seed=seed)
+            self._fingerprints[scheme] = made
+        return self._fingerprints[scheme]
+
+    def reference_model(self, number: int, scratch: str):
+        """The fingerprints' reference model `number`: the owner's recipe, plain, its own seed."""
+        def train():
+            seed = self.config.seed + 100 + number
+            model = self.new_model(seed)
+            args = TrainingArguments(**self.args(scratch, seed, self.config.epochs))
+            Trainer(model=model, args=args, train_dataset=self.splits["owner"]).train()
+            return model.eval()
+
+        return _trained_model(self, f"_fingerprint_reference_{number}", scratch, train)
+
     def verify(self, scheme: str, model):
         """The scheme's own test (the ingrain test for the reference); `None` where a white-box test cannot apply."""
+        if scheme in FINGERPRINTS:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as scratch:
+                fingerprint = self.fingerprint(scheme, scratch)
+            if scheme == "victim_errors":
+                return fingerprint.test(model, self.splits["test"], alpha=self.config.verify_alpha)
+            return fingerprint.test(model, alpha=self.config.verify_alpha)
         key = self.key(scheme)
         if key is None:
             return None

@@ -13,13 +13,14 @@ from tqdm.auto import tqdm
 from ..files import write_json, write_text
 from ..hashing import canonical_json
 from ..processes import worker_pool
-from .config import ExperimentConfig
+from .config import FINGERPRINTS, ExperimentConfig
 from .experiment import _cell, _Experiment, _trained_model, _verdict
 from .report import machine_description, results_markdown, summarize_seeds, summary_markdown
 
 CONFIG_FILE = "benchmark_config.json"
 # Cell fields added after runs were recorded without them, with the value those runs used.
-ADDED_FIELDS = {"ingrainer_batch_size": 256, "ingrainer_hidden_channels": [16, 32], "ingrainer_hidden_size": 64}
+ADDED_FIELDS = {"ingrainer_batch_size": 256, "ingrainer_hidden_channels": [16, 32], "ingrainer_hidden_size": 64,
+                "num_fingerprint_references": 16}
 
 
 def _check_resumable(config: ExperimentConfig, output_dir: str) -> None:
@@ -216,6 +217,10 @@ def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> No
     """Computes the missing cells of `schemes` in `config.num_proc` processes (see `hf_ingrain.processes`). The keys
     are made here first and handed over in memory (they are never written)."""
     keys = {scheme: experiment.key(scheme) for scheme in schemes}
+    with tempfile.TemporaryDirectory() as scratch:  # trained (and saved) here once, loaded by the workers
+        for scheme in schemes:
+            if scheme in FINGERPRINTS:
+                experiment.fingerprint(scheme, scratch)
     with worker_pool(experiment.config.num_proc, len(schemes)) as (context, pool), context.Manager() as manager:
         events = manager.Queue()
         tasks = [(experiment.config, experiment.output_dir, scheme, keys, events) for scheme in schemes]

@@ -63,6 +63,16 @@ class FingerprintResult:
     scheme: str = "victim_errors"
     labels_only: bool = True
 
+    @property
+    def null_rate(self) -> float:
+        """The agreement expected of a model not derived from the victim: the references' mean (as a verification's
+        `null_rate`, for tables that show both)."""
+        return self.reference_mean
+
+    @property
+    def protocol(self) -> str:
+        return f"{self.scheme}_fingerprint"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

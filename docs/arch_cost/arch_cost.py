@@ -231,10 +231,24 @@ def accuracy(model, dataset) -> float:
     return correct / len(dataset)
 
 
+def verified_row(classifier, key, test, started: float, label_only: bool = False, **fields) -> dict:
+    """A results row: `fields`, then the classifier's accuracy and verification on `test` (and, with `label_only`,
+    from its labels only), and the seconds since `started`."""
+    from hf_ingrain import verify
+
+    result = verify(classifier, key, test)
+    row = {**fields, "accuracy": accuracy(classifier, test), "agreement": result.agreement,
+           "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified}
+    if label_only:  # the same test images, the suspect's labels only
+        labels = verify(classifier, key, test, protocol="ingrain_labels")
+        row.update(label_p_value=labels.p_value, label_verified=labels.verified)
+    return {**row, "seconds": round(time.perf_counter() - started, 1)}
+
+
 def measure(args: CostArguments, splits, key, architecture: str, seed: int, output_dir: str) -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
-    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, verify
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig
 
     common = dict(
         num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate or LEARNING_RATES[architecture],
@@ -244,13 +258,9 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     rows = []
 
     def record(kind, model, started, **extra):
-        result = verify(model, key, splits["test"])
-        if args.label_only:  # the same test images, the suspect's labels only
-            labels = verify(model, key, splits["test"], protocol="ingrain_labels")
-            extra.update(label_p_value=labels.p_value, label_verified=labels.verified)
-        row = {"architecture": architecture, "seed": seed, "model": kind, "accuracy": accuracy(model, splits["test"]),
-               "agreement": result.agreement, "null_rate": result.null_rate, "p_value": result.p_value,
-               "verified": result.verified, "seconds": round(time.perf_counter() - started, 1), **extra}
+        row = verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture, seed=seed,
+                           model=kind)
+        row = {**row, **extra}
         rows.append(row)
         logger.info("%s", row)
 

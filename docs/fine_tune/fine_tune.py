@@ -140,17 +140,6 @@ def with_lora(model, architecture: str, r: int):
     return get_peft_model(model, config)
 
 
-def verified_row(arch_cost, classifier, key, test, started: float, **fields) -> dict:
-    """A results row: `fields`, then the classifier's accuracy and verification on `test`, and the seconds since
-    `started`."""
-    from hf_ingrain import verify
-
-    result = verify(classifier, key, test)
-    return {**fields, "accuracy": arch_cost.accuracy(classifier, test), "agreement": result.agreement,
-            "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
-            "seconds": round(time.perf_counter() - started, 1)}
-
-
 def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, seed: int, checkpoint: str):
     """The rows of one architecture and seed: the four fine-tunings and the two students."""
     from transformers import Trainer, TrainingArguments
@@ -166,7 +155,7 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
     rows, models = [], {}
 
     def record(kind, model, started, trainable):
-        row = verified_row(arch_cost, model, key, splits["test"], started, architecture=architecture, seed=seed,
+        row = arch_cost.verified_row(model, key, splits["test"], started, architecture=architecture, seed=seed,
                            model=kind, trainable_parameters=trainable)
         rows.append(row)
         logger.info("%s", row)
@@ -259,7 +248,7 @@ def main(argv=None):
         if not any(r["architecture"] == architecture and r["model"] == "base" for r in rows):
             started = time.perf_counter()
             base = from_pretrained(checkpoint, int(splits["test"][:]["labels"].max()) + 1)
-            rows.append(verified_row(arch_cost, base, key, splits["test"], started, architecture=architecture,
+            rows.append(arch_cost.verified_row(base, key, splits["test"], started, architecture=architecture,
                                      seed=None, model="base"))
             save()
         for seed in args.seeds:

@@ -21,6 +21,7 @@ what it holds (the row says how many).
 import importlib.util
 import logging
 import os
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -231,12 +232,17 @@ def table(rows: list[dict], alpha: float) -> str:
 def attack_table(rows: list[dict], budget: int) -> str:
     """Per stolen or innocent model: the largest p-value over seeds of each scheme at one budget, and accuracy."""
     schemes = list(SCHEMES)
-    header = "| model | kind | " + " | ".join(f"{scheme} ({'labels' if labels else 'scores'})"
-                                             for scheme, labels in schemes) + " |"
-    lines = [header, "|---|---|" + "---|" * len(schemes)]
+    header = "| model | kind | accuracy: from the ingrained victim / the plain one | " + " | ".join(
+        f"{scheme} ({'labels' if labels else 'scores'})" for scheme, labels in schemes) + " |"
+    lines = [header, "|---|---|---|" + "---|" * len(schemes)]
     for kind, names in (("stolen", STOLEN), ("innocent", INNOCENT)):
         for name in names:
-            cells = []
+            accuracies = []
+            for ingrain in (True, False):
+                values = {(row["seed"], row["accuracy"]) for row in rows
+                          if row["suspect"] == name and (row["scheme"] == "ingrain") == ingrain}
+                accuracies.append(f"{statistics.mean(value for _, value in values):.3f}" if values else "-")
+            cells = [" / ".join(accuracies)]
             for scheme, labels_only in schemes:
                 mine = [row for row in rows if row["suspect"] == name and row["scheme"] == scheme
                         and row["labels_only"] == labels_only and row["budget"] == budget]

@@ -368,6 +368,9 @@ def test_the_key_draw_p_value_is_the_t_prediction_tail():
     mean, sd = sum(references) / 8, torch.tensor(references).std().item()
     assert numbers["mean"] == pytest.approx(mean) and numbers["sd"] == pytest.approx(sd)
     assert p_value == pytest.approx(t.sf((0.30 - mean) / (sd * (1 + 1 / 8) ** 0.5), 7), rel=1e-4)
-    # the spread is never below one agreement's binomial noise on the queries counted
-    assert key_draw_p_value(0.2, [0.1] * 8, num_queries=100)[1]["sd"] == pytest.approx((0.1 * 0.9 / 100) ** 0.5)
+    # the spread is never below one agreement's binomial noise on the queries counted, at the references' rate
+    # smoothed by one agreement and one miss ((10 + 1) / (100 + 2) here)
+    smoothed = 11 / 102
+    assert key_draw_p_value(0.2, [0.1] * 8, num_queries=100)[1]["sd"] == pytest.approx(
+        (smoothed * (1 - smoothed) / 100) ** 0.5)
     assert key_draw_p_value(0.5, [0.1], num_queries=100)[0] is None  # one reference: no test

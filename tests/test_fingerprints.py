@@ -420,6 +420,7 @@ def test_references_that_never_agree_do_not_make_any_agreement_a_verdict():
 
 
 # ============================================================================= in the benchmark grid
+@pytest.mark.slow  # ~12 s idle, 27 s under load: CI runs it; the default pytest stays within its 5 minutes
 def test_the_fingerprints_are_rows_of_the_benchmark_grid(tmp_path):
     """A config adds the fingerprints as schemes: each protects a plain model of its own seed, is tested in every
     column, and in the false-claims step on every other model of the run (none derived from its victim)."""

@@ -90,6 +90,30 @@ class FingerprintResult:
         return self.summary()
 
 
+class LabelFingerprint:
+    r"""
+    What the fingerprints that compare labels share: the label the victim gave each query (`victim_answers`) and the
+    label each reference model gave it (`reference_labels`, shape `(R, n)`), hence the references' agreements on
+    the first queries of any budget.
+    """
+
+    victim_answers: "torch.Tensor"
+    reference_labels: "torch.Tensor"
+
+    @property
+    def num_queries(self) -> int:
+        return self.reference_labels.shape[1]
+
+    @property
+    def num_references(self) -> int:
+        return len(self.reference_labels)
+
+    def reference_agreements(self, num_queries: int | None = None) -> list[float]:
+        """Each reference model's share of the victim's answers, on the first `num_queries` queries."""
+        count = self.num_queries if num_queries is None else num_queries
+        return (self.reference_labels[:, :count] == self.victim_answers[:count]).float().mean(1).tolist()
+
+
 def key_draw_result(scheme: str, agreement: float, reference_agreements: list, num_queries: int,
                     alpha: float = DEFAULT_ALPHA, labels_only: bool = True) -> FingerprintResult:
     """The key-draw test of `agreement` against the references' agreements, as a [`FingerprintResult`]."""

@@ -34,6 +34,7 @@ import torch
 from ..verification import DEFAULT_ALPHA
 from .base import (
     FingerprintResult,
+    LabelFingerprint,
     check_references,
     checked_logits,
     evaluating,
@@ -97,7 +98,7 @@ def boundary_points(victim, images: torch.Tensor, target: torch.Tensor, margin: 
     return points.detach()
 
 
-class BoundaryFingerprint:
+class BoundaryFingerprint(LabelFingerprint):
     r"""
     An IPGuard-like fingerprint: images moved just across the victim's decision boundaries, the victim's labels on
     them, and the reference models' labels on them (see the module docstring and https://arxiv.org/abs/1910.12903).
@@ -135,17 +136,9 @@ class BoundaryFingerprint:
         self.margin = margin
 
     @property
-    def num_queries(self) -> int:
-        return len(self.queries)
-
-    @property
-    def num_references(self) -> int:
-        return len(self.reference_labels)
-
-    def reference_agreements(self, num_queries: int | None = None) -> list[float]:
-        """Each reference model's matching rate with the victim's labels, on the first `num_queries` queries."""
-        count = self.num_queries if num_queries is None else num_queries
-        return (self.reference_labels[:, :count] == self.victim_labels[:count]).float().mean(1).tolist()
+    def victim_answers(self) -> torch.Tensor:
+        """The victim's label on each query."""
+        return self.victim_labels
 
     @classmethod
     def create(cls, victim, dataset, references, num_queries: int = 100, margin: float = 1.0, steps: int = 1000,

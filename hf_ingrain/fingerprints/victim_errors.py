@@ -45,6 +45,7 @@ from ..suspects.querying import COMPANION_INPUTS, KNOWN_MAIN_INPUTS
 from ..verification import DEFAULT_ALPHA
 from .base import (
     FingerprintResult,
+    LabelFingerprint,
     check_references,
     checked_logits,
     evaluating,
@@ -110,7 +111,7 @@ def _queries_digest(queries, columns: list[str]) -> str:
     return digest.hexdigest()
 
 
-class VictimErrorFingerprint:
+class VictimErrorFingerprint(LabelFingerprint):
     r"""
     A victim-error fingerprint: the examples the owner's model misclassifies, its wrong labels on them, and how often
     independent reference models return those wrong labels (see the module docstring and
@@ -154,18 +155,9 @@ class VictimErrorFingerprint:
         self.num_examples = num_examples
 
     @property
-    def num_queries(self) -> int:
-        return len(self.indices)
-
-    @property
-    def num_references(self) -> int:
-        return len(self.reference_labels)
-
-    def reference_agreements(self, num_queries: int | None = None) -> list[float]:
-        """Each reference model's agreement with the victim's wrong labels, on the first `num_queries` queries."""
-        count = self.num_queries if num_queries is None else num_queries
-        matches = self.reference_labels[:, :count] == self.wrong_labels[:count]
-        return matches.float().mean(1).tolist()
+    def victim_answers(self) -> torch.Tensor:
+        """The victim's (wrong) label on each query: what a copy returns."""
+        return self.wrong_labels
 
     @classmethod
     def create(cls, victim, dataset, references, num_queries: int | None = None,

@@ -7,8 +7,8 @@ import logging
 import torch
 from torch import nn
 
-from ..data import iterate_batches
-from ..suspects.querying import model_logits
+from ..data import TensorQueries, draw_examples
+from ..suspects.querying import collect_scores, model_logits
 from .finetune import find_last_layer
 
 logger = logging.getLogger(__name__)
@@ -21,21 +21,16 @@ def image_tensors(dataset, limit: int | None, seed: int, what: str, labelled: bo
     """
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"{what} needs the attacker's images of the task: the data set is empty.")
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-    count = len(dataset) if limit is None else min(limit, len(dataset))
-    subset = dataset.select(order[:count].sort().values.tolist())
     columns = ["pixel_values", *(["labels"] if labelled else [])]
-    batches = list(iterate_batches(subset, 512, columns=columns))
-    found = sorted(batches[0]) if batches else []
-    if "pixel_values" not in found or (labelled and "labels" not in found):
+    drawn = draw_examples(dataset, len(dataset) if limit is None else limit, seed, columns)
+    if set(drawn) != set(columns):
         raise ValueError(
             f"{what} needs {'labelled ' if labelled else ''}images: a `pixel_values` column"
-            f"{' and `labels` (or `label`)' if labelled else ''}; the data set gives {found or dataset.column_names}. "
-            "Prepare it for the model first (`hf_ingrain.data.prepare_dataset`)."
+            f"{' and `labels` (or `label`)' if labelled else ''}; the data set gives "
+            f"{sorted(drawn) or dataset.column_names}. Prepare it for the model first "
+            "(`hf_ingrain.data.prepare_dataset`)."
         )
-    pixels = torch.cat([torch.as_tensor(batch["pixel_values"]).float() for batch in batches])
-    labels = torch.cat([torch.as_tensor(batch["labels"]).long().flatten() for batch in batches]) if labelled else None
-    return pixels, labels
+    return drawn["pixel_values"].float(), drawn["labels"].long().flatten() if labelled else None
 
 
 def pixel_bounds(pixels: torch.Tensor) -> tuple[float, float]:
@@ -48,16 +43,9 @@ def logits_of(model, pixels: torch.Tensor) -> torch.Tensor:
     return model_logits(model, {"pixel_values": pixels})
 
 
-@torch.no_grad()
 def predictions(model, pixels: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """`model`'s logits on `pixels` in eval mode, in batches, on the CPU."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([logits_of(model, pixels[start:start + batch_size]).float().cpu()
-                          for start in range(0, len(pixels), batch_size)])
-    finally:
-        model.train(was_training)
+    """`model`'s logits on `pixels` in eval mode, in batches, on the CPU (`collect_scores`)."""
+    return collect_scores(model, TensorQueries({"pixel_values": pixels}), batch_size=batch_size)[0]
 
 
 class HeadInputs:

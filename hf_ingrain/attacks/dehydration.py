@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..suspects.querying import evaluating
 from ._removal import check_positive, image_tensors, logits_of, pixel_bounds, predictions, train_copy
 from .arguments import attacker_data, data_parameters
 from .registry import AttackSpec, BenchmarkColumns
@@ -125,20 +126,15 @@ class DehydrationAttack:
         classes = torch.arange(num_labels).repeat_interleave(self.samples_per_class)
         pixels = (low + (high - low) * torch.rand((len(classes), *shape), generator=generator)).requires_grad_(True)
         optimizer = torch.optim.Adam([pixels], lr=self.inversion_learning_rate * (high - low))
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with _BatchNormStatistics(self.model) as statistics:
-                for _ in range(self.inversion_steps):
-                    loss = F.cross_entropy(logits_of(self.model, pixels).float(), classes)
-                    loss = loss + self.batch_norm_weight * statistics.pop() + self.tv_weight * total_variation(pixels)
-                    (gradient,) = torch.autograd.grad(loss, pixels)  # the model's parameters get no `.grad`
-                    pixels.grad = gradient
-                    optimizer.step()
-                    with torch.no_grad():
-                        pixels.clamp_(low, high)
-        finally:
-            self.model.train(was_training)
+        with evaluating(self.model), _BatchNormStatistics(self.model) as statistics:
+            for _ in range(self.inversion_steps):
+                loss = F.cross_entropy(logits_of(self.model, pixels).float(), classes)
+                loss = loss + self.batch_norm_weight * statistics.pop() + self.tv_weight * total_variation(pixels)
+                (gradient,) = torch.autograd.grad(loss, pixels)  # the model's parameters get no `.grad`
+                pixels.grad = gradient
+                optimizer.step()
+                with torch.no_grad():
+                    pixels.clamp_(low, high)
         recovered = pixels.detach()
         reached = float((predictions(self.model, recovered).argmax(-1) == classes).float().mean())
         logger.info("Dehydration: recovered %d inputs, %.0f%% of them classified as the class they were recovered for",

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..data import iterate_batches
 from ..suspects import forward_logits
+from ..suspects.querying import evaluating
 from .arguments import attacker_data, data_parameters
 from .finetune import FineTuneAttack, find_last_layer
 from .registry import AttackSpec, BenchmarkColumns
@@ -90,14 +91,12 @@ class FinePruneAttack:
             count += output.shape[0]
 
         handle = layer.register_forward_hook(record)
-        was_training = model.training
-        model.eval()
         try:
-            for batch in iterate_batches(dataset, 256):
-                forward_logits(model, batch)
+            with evaluating(model):
+                for batch in iterate_batches(dataset, 256):
+                    forward_logits(model, batch)
         finally:
             handle.remove()
-            model.train(was_training)
         return total.cpu() / max(count, 1)
 
     def run(self, dataset):

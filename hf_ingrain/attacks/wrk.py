@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..suspects.querying import evaluating
 from ._removal import check_positive, image_tensors, logits_of, pixel_bounds, predictions, train_copy
 from .arguments import attacker_data, data_parameters
 from .registry import AttackSpec, BenchmarkColumns
@@ -100,9 +101,7 @@ class WRKAttack:
         num_labels = predictions(self.model, pixels[:1]).shape[-1]
         moved, relabelled = [], []
         count = min(self.num_perturbed, len(pixels))
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             for start in range(0, count, self.batch_size):
                 batch = pixels[start:min(start + self.batch_size, count)].clone().requires_grad_(True)
                 target = int(torch.randint(num_labels, (1,), generator=generator))
@@ -111,8 +110,6 @@ class WRKAttack:
                 true = labels[start:start + len(batch)]
                 relabelled.append((true + torch.randint(1, num_labels, (len(batch),), generator=generator))
                                   % num_labels)
-        finally:
-            self.model.train(was_training)
         return torch.cat(moved), torch.cat(relabelled)
 
     def run(self, dataset):

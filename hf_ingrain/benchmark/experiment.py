@@ -139,10 +139,12 @@ class _Experiment:
     def verify(self, scheme: str, model):
         """The scheme's own test (the ingrain test for the reference); `None` where a white-box test cannot apply."""
         if scheme in FINGERPRINTS:
-            import tempfile
+            if scheme not in self._fingerprints:  # made once (its models trained or loaded in a scratch folder)
+                import tempfile
 
-            with tempfile.TemporaryDirectory() as scratch:
-                fingerprint = self.fingerprint(scheme, scratch)
+                with tempfile.TemporaryDirectory() as scratch:
+                    self.fingerprint(scheme, scratch)
+            fingerprint = self._fingerprints[scheme]
             if scheme == "victim_errors":
                 return fingerprint.test(model, self.splits["test"], alpha=self.config.verify_alpha)
             return fingerprint.test(model, alpha=self.config.verify_alpha)

@@ -221,6 +221,27 @@ def iterate_batches(dataset, batch_size: int = 256, columns=None):
         yield keep(batch)
 
 
+def draw_examples(dataset, count: int, seed: int, columns) -> dict:
+    r"""
+    `count` examples of `dataset` (all of them if it has fewer) drawn without replacement by `seed`, kept in the data
+    set's order, as one tensor per column of `columns` that the data set has (after its transform: a `set_transform`
+    applies; `label` is read as `labels`). Empty when it has none of them.
+    """
+    import torch
+
+    names = getattr(dataset, "column_names", None)
+    transformed = getattr(dataset, "format", {}).get("type") == "custom"  # set_transform: columns appear later
+    aliases = {"labels": ("labels", "label")}
+    if names is not None and not transformed and not any(
+            alias in names for name in columns for alias in aliases.get(name, (name,))):
+        return {}  # none of them: reading zero columns of an Arrow data set fails
+    count = min(count, len(dataset))
+    indices = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    batches = list(iterate_batches(dataset.select(indices.tolist()), 512, columns=columns))
+    found = [name for name in columns if batches and name in batches[0]]
+    return {name: torch.cat([torch.as_tensor(batch[name]) for batch in batches]) for name in found}
+
+
 def _stacked(value):
     """A batch column as one tensor where its rows are tensors or numbers of one shape; else as it is."""
     import torch

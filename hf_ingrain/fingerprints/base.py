@@ -1,22 +1,21 @@
 r"""
 What every fingerprint of this package shares: its result, the key-draw test against the owner's reference models,
-how a model is queried (eval mode, labels or probabilities only), how synthetic image queries start, and the private,
-digest-bound files a fingerprint is kept in.
+how a model is queried (labels or probabilities, through `collect_scores`), how synthetic image queries start, and
+the private, digest-bound files a fingerprint is kept in.
 """
 
 import json
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..data import iterate_batches
+from ..data import draw_examples
+from ..data.query_set import TensorQueries
 from ..files import atomic_folder, write_json
 from ..hashing import tensors_sha256
-from ..suspects import forward_logits
-from ..suspects.querying import model_logits
+from ..suspects import collect_scores
 from ..verification import DEFAULT_ALPHA, format_p_value, key_draw_p_value
 
 logger = logging.getLogger(__name__)
@@ -146,40 +145,11 @@ def warn_derived_references(agreements: list[float], what: str) -> None:
                            "References must be trained without it.", number, what, agreement)
 
 
-@contextmanager
-def evaluating(model):
-    """`model` in eval mode for the block (no dropout, frozen batch norm), then back in the mode it was in."""
-    training = getattr(model, "training", False)
-    if training:
-        model.eval()
-    try:
-        yield model
-    finally:
-        if training:
-            model.train()
-
-
-def checked_logits(model, batch: dict, gradients: bool = False) -> torch.Tensor:
-    """`model`'s `(batch, num_labels)` logits on `batch`, refused with the fix when it returns something else."""
-    logits = (model_logits if gradients else forward_logits)(model, batch)
-    size = len(next(iter(batch.values())))
-    if logits.ndim != 2 or len(logits) != size:
-        raise ValueError(
-            f"The model returned logits of shape {tuple(logits.shape)} for a batch of {size} examples: it must return "
-            "`(batch, num_labels)` logits as `.logits`, in a dict, first in a tuple, or as a bare tensor."
-        )
-    return logits
-
-
-@torch.no_grad()
 def pixel_outputs(model, pixel_values: torch.Tensor, batch_size: int, probabilities: bool = False) -> torch.Tensor:
-    """`model`'s top-1 label (or, with `probabilities`, its softmax) on each image of `pixel_values`, in eval mode."""
-    outputs = []
-    with evaluating(model):
-        for start in range(0, len(pixel_values), batch_size):
-            logits = checked_logits(model, {"pixel_values": pixel_values[start:start + batch_size]}).float().cpu()
-            outputs.append(logits.softmax(-1) if probabilities else logits.argmax(-1))
-    return torch.cat(outputs)
+    """`model`'s top-1 label (or, with `probabilities`, its softmax) on each image of `pixel_values`, in eval mode
+    (`collect_scores`, the package's one way to query a model)."""
+    scores, _ = collect_scores(model, TensorQueries({"pixel_values": pixel_values}), batch_size=batch_size)
+    return scores.softmax(-1) if probabilities else scores.argmax(-1)
 
 
 def seed_images(dataset, count: int, seed: int, what: str) -> torch.Tensor:
@@ -190,17 +160,14 @@ def seed_images(dataset, count: int, seed: int, what: str) -> torch.Tensor:
     if count > len(dataset):
         raise ValueError(f"A {what} fingerprint of {count} queries needs at least {count} starting images; the data "
                          f"set has {len(dataset)}. Pass more images, or ask for fewer queries.")
-    generator = torch.Generator().manual_seed(seed)
-    indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values.tolist()
-    batches = list(iterate_batches(dataset.select(indices), batch_size=256))  # a `set_transform` applies here
-    if not batches or "pixel_values" not in batches[0]:
+    drawn = draw_examples(dataset, count, seed, ["pixel_values"])  # a `set_transform` applies here
+    if "pixel_values" not in drawn:
         raise ValueError(
             f"A {what} fingerprint optimises image inputs and needs `pixel_values` (the data set gives "
-            f"{sorted(batches[0]) if batches else []}): prepare images for the model first "
-            "(`hf_ingrain.data.prepare_dataset`). For a text model use `VictimErrorFingerprint`, which queries with "
-            "the data set's own examples."
+            f"{dataset.column_names}): prepare images for the model first (`hf_ingrain.data.prepare_dataset`). For a "
+            "text model use `VictimErrorFingerprint`, which queries with the data set's own examples."
         )
-    return torch.cat([torch.as_tensor(batch["pixel_values"]).float() for batch in batches])
+    return drawn["pixel_values"].float()
 
 
 def pixel_range(images: torch.Tensor) -> tuple[float, float]:

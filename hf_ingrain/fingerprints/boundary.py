@@ -31,13 +31,12 @@ import logging
 
 import torch
 
+from ..suspects.querying import evaluating, model_logits
 from ..verification import DEFAULT_ALPHA
 from .base import (
     FingerprintResult,
     LabelFingerprint,
     check_references,
-    checked_logits,
-    evaluating,
     key_draw_result,
     pixel_outputs,
     pixel_range,
@@ -69,20 +68,18 @@ def boundary_loss(logits: torch.Tensor, source: torch.Tensor, target: torch.Tens
     return (source_logit - target_logit + margin).relu() + (others.max(-1).values - source_logit).relu()
 
 
-def boundary_points(victim, images: torch.Tensor, target: torch.Tensor, margin: float, steps: int,
-                    learning_rate: float, bounds: tuple[float, float]) -> torch.Tensor:
+def boundary_points(victim, images: torch.Tensor, source: torch.Tensor, target: torch.Tensor, margin: float,
+                    steps: int, learning_rate: float, bounds: tuple[float, float]) -> torch.Tensor:
     r"""
-    Moves each image toward label `target[n]` past the victim's boundary with its current label (see the module
-    docstring): Adam on the pixels, each image frozen once its loss is 0, every step clamped to `bounds`.
+    Moves each image from the victim's label `source[n]` toward label `target[n]`, past the boundary between them (see
+    the module docstring): Adam on the pixels, each image frozen once its loss is 0, every step clamped to `bounds`.
     """
-    with evaluating(victim), torch.no_grad():
-        source = checked_logits(victim, {"pixel_values": images}).argmax(-1).cpu()
     points = images.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([points], lr=learning_rate)
     done = torch.zeros(len(points), dtype=torch.bool)
     with evaluating(victim):
         for _ in range(steps):
-            logits = checked_logits(victim, {"pixel_values": points}, gradients=True).float().cpu()
+            logits = model_logits(victim, {"pixel_values": points}).float().cpu()
             losses = boundary_loss(logits, source, target, margin)
             done |= (losses <= 0).detach()
             if bool(done.all()):
@@ -168,17 +165,17 @@ class BoundaryFingerprint(LabelFingerprint):
                              f"and {learning_rate}.")
         images = seed_images(dataset, num_queries, seed, "boundary")
         bounds = pixel_range(images)
-        num_labels = pixel_outputs(victim, images[:1], 1, probabilities=True).shape[-1]
+        probabilities = pixel_outputs(victim, images, batch_size, probabilities=True)
+        num_labels, source = probabilities.shape[-1], probabilities.argmax(-1)
         if num_labels < 3:
             raise ValueError(f"The victim has {num_labels} labels; a boundary fingerprint needs at least 3 (a label "
                              "to cross to and another to stay below). Use `VictimErrorFingerprint`.")
         generator = torch.Generator().manual_seed(seed + 1)
-        source = pixel_outputs(victim, images, batch_size)
         # a target label other than the current one, uniformly
         target = (source + torch.randint(1, num_labels, (len(images),), generator=generator)) % num_labels
         queries = torch.cat([
-            boundary_points(victim, images[start:start + batch_size], target[start:start + batch_size], margin,
-                            steps, learning_rate, bounds)
+            boundary_points(victim, images[start:start + batch_size], source[start:start + batch_size],
+                            target[start:start + batch_size], margin, steps, learning_rate, bounds)
             for start in range(0, len(images), batch_size)
         ])
         victim_labels = pixel_outputs(victim, queries, batch_size)

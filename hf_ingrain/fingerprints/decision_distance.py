@@ -31,12 +31,11 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..suspects.querying import evaluating, model_logits
 from ..verification import DEFAULT_ALPHA
 from .base import (
     FingerprintResult,
     check_references,
-    checked_logits,
-    evaluating,
     key_draw_result,
     pixel_outputs,
     pixel_range,
@@ -65,14 +64,13 @@ def adversarial_twins(victim, images: torch.Tensor, epsilon: float, steps: int, 
     low, high = bounds
     radius = epsilon * (high - low)
     step = 2.5 * radius / steps
+    labels = pixel_outputs(victim, images, len(images))
     with evaluating(victim):
-        with torch.no_grad():
-            labels = checked_logits(victim, {"pixel_values": images}).argmax(-1)
         start = (torch.rand(images.shape, generator=generator) * 2 - 1) * radius
         twins = (images + start).clamp(low, high)
         for _ in range(steps):
             twins.requires_grad_(True)
-            logits = checked_logits(victim, {"pixel_values": twins}, gradients=True)
+            logits = model_logits(victim, {"pixel_values": twins})
             loss = F.cross_entropy(logits.float(), labels.to(logits.device))
             (gradient,) = torch.autograd.grad(loss, twins)  # the victim's parameters get no `.grad`
             with torch.no_grad():
@@ -170,8 +168,8 @@ class DecisionDistanceFingerprint:
 
         Args:
             victim (`torch.nn.Module`): the owner's image classifier.
-            dataset (`datasets.Dataset`): images of the task with a `pixel_values` column, prepared for the model (labels
-                are not read).
+            dataset (`datasets.Dataset`): images of the task with a `pixel_values` column, prepared for the model
+                (labels are not read).
             references (`list[torch.nn.Module]`): at least 2 classifiers (16 or more for a strict alpha) that the
                 owner trained by the victim's recipe with other seeds, without the victim.
             num_pairs (`int`, *optional*, defaults to 50): pairs to make (at least 10); each is two queries.

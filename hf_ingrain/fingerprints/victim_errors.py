@@ -41,14 +41,13 @@ import torch
 
 from ..data import iterate_batches
 from ..hashing import tensors_bytes
+from ..suspects import collect_scores
 from ..suspects.querying import COMPANION_INPUTS, KNOWN_MAIN_INPUTS
 from ..verification import DEFAULT_ALPHA
 from .base import (
     FingerprintResult,
     LabelFingerprint,
     check_references,
-    checked_logits,
-    evaluating,
     key_draw_result,
     read_fingerprint,
     save_fingerprint,
@@ -83,17 +82,12 @@ def _input_columns(dataset, labelled: bool = False) -> list[str]:
     return found
 
 
-@torch.no_grad()
-def _answers(model, dataset, columns: list[str], batch_size: int, labelled: bool = False):
-    """`model`'s top-1 label on every example of `dataset`, in order; with `labelled`, and the true labels."""
-    answers, labels = [], []
-    with evaluating(model):  # iterate_batches names a `label` column `labels`
-        for batch in iterate_batches(dataset, batch_size, columns=[*columns, *(["labels"] if labelled else [])]):
-            answers.append(checked_logits(model, {name: batch[name] for name in columns}).argmax(-1).cpu())
-            if labelled:
-                labels.append(torch.as_tensor(batch["labels"]).long().flatten().cpu())
-    answers = torch.cat(answers) if answers else torch.zeros(0, dtype=torch.long)
-    return (answers, torch.cat(labels)) if labelled else answers
+def _answers(model, dataset, batch_size: int, labelled: bool = False):
+    """`model`'s top-1 label on every example of `dataset`, in order (`collect_scores`: eval mode, the inputs the
+    model reads); with `labelled`, and the true labels (a `label` column is read as `labels`)."""
+    scores, labels = collect_scores(model, dataset, batch_size=batch_size)
+    answers = scores.argmax(-1)
+    return (answers, labels.long().flatten()) if labelled else answers
 
 
 def _queries_digest(queries, columns: list[str]) -> str:
@@ -182,7 +176,7 @@ class VictimErrorFingerprint(LabelFingerprint):
         if num_queries is not None and num_queries < MIN_QUERIES:
             raise ValueError(f"`num_queries` must be at least {MIN_QUERIES}, got {num_queries}.")
         input_columns = _input_columns(dataset, labelled=True)
-        predicted, labels = _answers(victim, dataset, input_columns, batch_size, labelled=True)
+        predicted, labels = _answers(victim, dataset, batch_size, labelled=True)
         errors = (predicted != labels).nonzero().flatten()
         if len(errors) < MIN_QUERIES:
             raise ValueError(
@@ -193,7 +187,7 @@ class VictimErrorFingerprint(LabelFingerprint):
         if num_queries is not None:
             errors = errors[:num_queries]
         queries = dataset.select(errors.tolist())
-        reference_labels = torch.stack([_answers(model, queries, input_columns, batch_size) for model in references])
+        reference_labels = torch.stack([_answers(model, queries, batch_size) for model in references])
         fingerprint = cls(errors, predicted[errors], reference_labels, _queries_digest(queries, input_columns),
                           input_columns, num_examples=len(dataset))
         agreements = fingerprint.reference_agreements()
@@ -241,7 +235,7 @@ class VictimErrorFingerprint(LabelFingerprint):
             raise ValueError(f"`max_queries` must be at least 1, got {max_queries}.")
         count = self.num_queries if max_queries is None else min(max_queries, self.num_queries)
         queries = self._queries(dataset).select(range(count))
-        answers = _answers(suspect, queries, self.input_columns, batch_size)
+        answers = _answers(suspect, queries, batch_size)
         agreement = (answers == self.wrong_labels[:count]).float().mean().item()
         reference_agreements = self.reference_agreements(count)
         return key_draw_result(SCHEME, agreement, reference_agreements, count, alpha)

@@ -4,6 +4,7 @@
 import copy
 import inspect
 import logging
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -86,6 +87,19 @@ def model_logits(model: nn.Module, batch: dict, input_names: list[str] | None = 
     if isinstance(outputs, torch.Tensor):  # a plain module's bare logits (indexing them would take the first row)
         return outputs
     return outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+
+
+@contextmanager
+def evaluating(model):
+    """`model` in eval mode for the block (no dropout, frozen batch norm), then back in the mode it was in."""
+    training = getattr(model, "training", False)
+    if training:
+        model.eval()
+    try:
+        yield model
+    finally:
+        if training:
+            model.train()
 
 
 def inference_copy(model: nn.Module) -> nn.Module:

@@ -8,8 +8,9 @@ reads the flags from a file that command-line flags override.
 
 The owner's key is loaded from `--key_dir` when it exists there; otherwise the main process draws a new one
 (seeded by `--key_seed`, or from the operating system's randomness), trains its ingrainer on the owner's split and
-saves it to `--key_dir`, while the other processes wait and then load it. Every process checks that it holds the
-same key (by its commitment). The key is never written to `--output_dir` nor into the training arguments: keep
+saves it to `--key_dir`, committed to the test split (the queries of any later claim, fixed before any suspect is
+seen: `WatermarkKey.commit_queries`), while the other processes wait and then load it. Every process checks that it
+holds the same key (by its commitment). The key is never written to `--output_dir` nor into the training arguments: keep
 `--key_dir` private.
 
 Outputs in `--output_dir`: the model (safetensors + config), checkpoints, `trainer_state.json`, and
@@ -88,8 +89,10 @@ def check_arguments(script_args: ScriptArguments, training_args: IngrainConfig) 
             ) from error
 
 
-def load_or_create_key(script_args: ScriptArguments, training_args, benign_dataset, num_labels, input_shape):
-    """The owner's key, identical on every process: created and saved by the main process only, loaded by the rest."""
+def load_or_create_key(script_args: ScriptArguments, training_args, benign_dataset, num_labels, input_shape,
+                       queries=None):
+    """The owner's key, identical on every process: created and saved by the main process only, loaded by the rest. A
+    new key is committed to `queries` (the test split) before it is saved."""
     key_dir = script_args.key_dir
     with training_args.main_process_first(local=False, desc="creating the watermark key"):
         if os.path.isfile(os.path.join(key_dir, KEY_FILE)):
@@ -97,7 +100,7 @@ def load_or_create_key(script_args: ScriptArguments, training_args, benign_datas
             logger.info("Loaded the key from %s (commitment %s)", key_dir, key.commitment())
         elif training_args.process_index == 0:
             key = script_args.draw_key(
-                benign_dataset, num_labels, input_shape, show_progress=not training_args.disable_tqdm
+                benign_dataset, num_labels, input_shape, show_progress=not training_args.disable_tqdm, queries=queries
             )
             key.save(key_dir)
             logger.info("Generated a new key and saved it to %s (commitment %s)", key_dir, key.commitment())
@@ -136,7 +139,7 @@ def main(args: list[str] | None = None) -> dict:
     label_feature = owner.features["labels"]
     num_labels = label_feature.num_classes
     input_shape = tuple(owner[0]["pixel_values"].shape)
-    key = load_or_create_key(script_args, training_args, owner, num_labels, input_shape)
+    key = load_or_create_key(script_args, training_args, owner, num_labels, input_shape, queries=test)
 
     set_seed(training_args.seed)
     model = model_args.build(num_labels, input_shape, dict(enumerate(label_feature.names)))

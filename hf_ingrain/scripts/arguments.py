@@ -154,8 +154,11 @@ class IngrainScriptArguments:
         if self.key_num_proc < 1:
             raise ValueError(f"`--key_num_proc` must be >= 1 (1: the main process alone), got {self.key_num_proc}.")
 
-    def draw_key(self, benign_dataset, num_labels: int, input_shape, seed: int | None = None, show_progress=True):
-        """A new key of `num_carriers` carriers, its ingrainer trained on `benign_dataset`; not saved."""
+    def draw_key(self, benign_dataset, num_labels: int, input_shape, seed: int | None = None, show_progress=True,
+                 queries=None):
+        """A new key of `num_carriers` carriers, its ingrainer trained on `benign_dataset`; not saved. With `queries`
+        (the held-out test split), the key is committed to them and to the `verify_alpha` test before anything is
+        trained with it (`WatermarkKey.commit_queries`): the queries of any later claim."""
         from ..keys import WatermarkKey
 
         key = WatermarkKey.generate(
@@ -166,4 +169,6 @@ class IngrainScriptArguments:
             benign_dataset=benign_dataset, num_steps=self.ingrainer_steps, num_reference_keys=self.num_reference_keys,
             show_progress=show_progress, num_proc=self.key_num_proc,
         )
+        if queries is not None:
+            key.commit_queries(queries, alpha=self.verify_alpha)
         return key

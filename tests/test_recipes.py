@@ -503,8 +503,14 @@ def test_gpu_sized_configs_run_end_to_end_on_a_small_local_copy(name, tmp_path, 
     output_dir = Path(ingrain_config[3].output_dir)
     assert (output_dir / "model.safetensors").is_file() and (output_dir / ingrain.RESULTS_FILE).is_file()
     assert (Path(ingrain_config[0].key_dir) / "key.json").is_file()
+    # a new key is committed to the test split before training (the queries of any later claim), so the teacher's
+    # and the student's verifications run on the committed set with the committed test
+    key = WatermarkKey.load(ingrain_config[0].key_dir)
+    assert key.committed_queries["test"]["alpha"] == 1e-6 and results["key_commitment"] == key.commitment()
+    assert results["verification"]["committed_queries"] is True and results["verification"]["committed_test"] is True
     student = distill_attack.main(["--config", str(RECIPES / "configs" / f"distill_{name}.yaml"), *short])
     assert student["global_step"] == 2 and student["student_verification"]["num_queries"] == 64
+    assert student["student_verification"]["committed_queries"] is True
 
 
 # ------------------------------------------------------------------------------------------------ bench_overhead.py
@@ -594,6 +600,26 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
     assert set(tables["hard_label"]) == {"0", "1", "2"} and len(tables["test_split"]) == 10
     assert tables["hard_label"]["0"]["owner"]["num_queries"] == 48  # the owner's split of the small copy
     assert "| student, hard labels only |" in run.stdout
+    assert all(row["committed_queries"] and row["committed_test"] for row in tables["test_split"].values())
+
+    # the same runs claimed end to end (full_mnist_claims.py): audited keys, timestamped publications on the loopback
+    # Hub, suspects uploaded by someone else; 2 steps of training put no watermark in any model, so every claim is
+    # refused for that reason alone, and the keys' 2 references are named (a claim needs 16)
+    claims_file = tmp_path / "claims.json"
+    run = subprocess.run([sys.executable, str(DOCS / "full_mnist" / "full_mnist_claims.py"), "--runs",
+                          str(tmp_path / "runs"), "--dataset", str(data), "--output", str(claims_file)],
+                         cwd=RECIPES.parent, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    claims = json.loads(claims_file.read_text())
+    assert {k: (a["audit"]["passed"], len(a["audit"]["checked"])) for k, a in claims["audits"].items()} == {
+        "0": (True, 3), "1": (True, 3), "2": (True, 3)}
+    assert len(claims["claims"]) == 8 + 12  # key 0's six suspects, two hard-label students, 4 independents x 3 keys
+    for row in claims["claims"].values():
+        assert row["committed_queries"] and row["committed_test"] and row["precedence"], row
+        assert not row["claim_stands"] and row["refusals"] == [
+            "The key has 2 reference ingrainers; a claim needs at least 16 (the key-draw test's other keys): train the "
+            "key with `num_reference_keys` >= 16."], row
+    assert "| indep4 | 2 |" in run.stdout
 
 
 # ------------------------------------------------------------------------------------------------ arch_cost.py

@@ -43,6 +43,7 @@ def summary(result: dict) -> dict:
         "p_value_binomial": result["details"].get("p_value_binomial"), "verified": result["verified"],
         "reference_mean": key_draw.get("mean"), "reference_sd": key_draw.get("sd"), "t": key_draw.get("t"),
         "accuracy": result["details"].get("accuracy"), "num_queries": result["num_queries"],
+        "committed_queries": result.get("committed_queries"), "committed_test": result.get("committed_test"),
     }
 
 

@@ -181,6 +181,53 @@ def test_query_ingrainers_reads_the_queries_once_and_answers_for_every_member(st
     assert len(references) == 2
 
 
+def test_query_ingrainers_on_worker_threads_equals_each_member_alone_on_one_thread(two_threads):
+    # On a CPU the members answer on worker threads of one intra-op thread each: the logits are each member's own
+    # forward on one thread, bit for bit, whatever the number of threads (and gradients are not recorded there).
+    key, data = _image_key(seed=6, side=28), random_image_dataset(70)
+    key.train_ingrainer(benign_dataset=data, num_steps=3, num_reference_keys=3, show_progress=False)
+    models = [key.ingrainer, *key.reference_ingrainers]
+    on_two = query_ingrainers(models, data, batch_size=32)
+    assert torch.get_num_threads() == 2 and not any(score.requires_grad for score in on_two)
+    torch.set_num_threads(1)
+    on_one = query_ingrainers(models, data, batch_size=32)
+    pixels = torch.stack([torch.as_tensor(row) for row in data.with_format("torch")["pixel_values"]])
+    with torch.no_grad():
+        alone = [torch.cat([member_logits(model, {"pixel_values": pixels[i:i + 32]}) for i in range(0, 70, 32)])
+                 for model in models]
+    for two, one, single in zip(on_two, on_one, alone):
+        assert torch.equal(two, one) and torch.equal(two, single)
+
+
+def test_verify_queries_the_keys_ingrainers_once_per_query_set_while_their_weights_stay(monkeypatch):
+    # Verifying many suspects on the same queries: the key's ingrainers answer the first time only; a change to any
+    # of their weights (in place, or through `.data`, which torch's version counter misses) is seen, and another
+    # query set is queried anew.
+    from hf_ingrain import verify
+    from hf_ingrain.keys import ingrainer as ingrainer_module
+
+    key, data = _image_key(seed=6, side=28), random_image_dataset(90)
+    key.train_ingrainer(benign_dataset=data, num_steps=3, num_reference_keys=2, show_progress=False)
+    calls = []
+    real = ingrainer_module.query_ingrainers
+    monkeypatch.setattr("hf_ingrain.keys.watermark_key.query_ingrainers",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    suspect = key.ingrainer
+    first = verify(suspect, key, data)
+    assert verify(suspect, key, data).to_dict() == first.to_dict() and len(calls) == 1
+    verify(suspect, key, data.select(range(60)))
+    assert len(calls) == 2
+    before = key.ingrainer_scores(data, query_digest="d")[1][1]
+    with torch.no_grad():
+        key.reference_ingrainers[1].classifier.bias.data[0] += 5.0  # through `.data`: the version counter stays
+    changed = key.ingrainer_scores(data, query_digest="d")[1][1]
+    assert len(calls) == 4 and torch.allclose(changed[:, 0], before[:, 0] + 5.0)
+    with torch.no_grad():
+        key.reference_ingrainers[1].classifier.bias[0] -= 5.0
+    verify(suspect, key, data)
+    assert len(calls) == 5  # the memo keeps the last two (query set, weights): both are "d"'s now
+
+
 def test_num_proc_trains_an_architecture_that_cannot_batch_in_processes_as_in_one():
     # The tests run on one thread (conftest), so each process gets one too; every ingrainer depends on its seed
     # alone, so the order in which the processes finish cannot change the key or its references.

@@ -333,11 +333,18 @@ def _scale_output_layer(model, scale: float) -> None:
         last_linear.bias.mul_(scale)
 
 
+def _member_answers(model, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():  # grad mode is per thread: a worker thread's must be set here
+        return member_logits(model, inputs).float().cpu()
+
+
 @torch.no_grad()
 def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch.Tensor]:
     """The logits `(n, K)` of each of a key's ingrainers on `queries` (a data set, read in order), in one pass over the
     queries: each batch is read once and every ingrainer answers it, stacked on a GPU (one forward pass for all of
-    them, see `hf_ingrain.keys.batched`), one after another on a CPU; no model is copied."""
+    them, see `hf_ingrain.keys.batched`), on a CPU each member on one thread, the members shared out to
+    `torch.get_num_threads()` worker threads (so the logits do not depend on the number of threads); no model is
+    copied."""
     if not models:
         return []
     for model in models:
@@ -352,7 +359,7 @@ def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch
         if stacked:
             logits = stacked_logits(models[0], params, inputs, shared=True).float().cpu()
         else:
-            logits = [member_logits(model, inputs).float().cpu() for model in models]
+            logits = run_members(lambda model: _member_answers(model, inputs), models)
         for index, member in enumerate(logits):
             if not torch.isfinite(member).all():
                 raise ValueError(

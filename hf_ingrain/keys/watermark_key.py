@@ -24,6 +24,15 @@ TENSORS_FILE = "carriers.safetensors"
 INGRAINER_DIR = "ingrainer"
 REFERENCES_DIR = "references"
 DEFAULT_REFERENCE_KEYS = 16
+SCORES_MEMO_BYTES = 512 * 1024**2  # the largest set of ingrainer scores `ingrainer_scores` keeps for the next call
+
+
+def _weights_token(models: list) -> tuple:
+    """What identifies the models' current weights, cheaply: each tensor's storage, its in-place version counter and its
+    sum (which catches a change made through `.data`, which the counter misses)."""
+    with torch.no_grad():
+        return tuple((tensor.data_ptr(), tensor._version, float(tensor.double().sum()))
+                     for model in models for tensor in [*model.parameters(), *model.buffers()])
 
 
 class WatermarkKey(SecretKey):
@@ -322,7 +331,8 @@ class WatermarkKey(SecretKey):
             raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
         return forward_logits(self.ingrainer, batch)
 
-    def ingrainer_scores(self, queries, batch_size: int = 256) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def ingrainer_scores(self, queries, batch_size: int = 256, *, query_digest: str | None = None
+                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         r"""
         The logits of the ingrainer and of every reference ingrainer on `queries`, in the order of the queries: what
         the ingrain statistic compares a suspect with (`hf_ingrain.verification.statistics.key_agreements`).
@@ -330,13 +340,27 @@ class WatermarkKey(SecretKey):
         Args:
             queries (`datasets.Dataset` or `TensorQueries`): the benign queries, as the model receives them.
             batch_size (`int`, *optional*, defaults to 256): queries per forward pass.
+            query_digest (`str`, *optional*): the queries' ordered digest (`hf_ingrain.data.QuerySet.ordered_digest`
+                of what `queries` holds). With it, the scores of the last two query sets are kept in memory and given
+                again while the ingrainers' weights are unchanged (checked at each call): verifying many suspects on
+                the same queries then queries the key's ingrainers once.
 
         Returns:
             `tuple[torch.Tensor, list[torch.Tensor]]`: the ingrainer's logits `(n, K)`, and each reference's.
         """
         if self.ingrainer is None:
             raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
-        scores = query_ingrainers([self.ingrainer, *self.reference_ingrainers], queries, batch_size)
+        members = [self.ingrainer, *self.reference_ingrainers]
+        memo = self.__dict__.setdefault("_scores_memo", {})
+        memo_key = None if query_digest is None else (query_digest, _weights_token(members))
+        if memo_key in memo:
+            scores = [member.clone() for member in memo[memo_key]]
+        else:
+            scores = query_ingrainers(members, queries, batch_size)
+            if memo_key is not None and sum(member.numel() for member in scores) * 4 <= SCORES_MEMO_BYTES:
+                memo[memo_key] = [member.clone() for member in scores]
+                while len(memo) > 2:
+                    memo.pop(next(iter(memo)))
         return scores[0], scores[1:]
 
     # ----------------------------------------------------------------------------------------------- storage

@@ -261,7 +261,8 @@ def ingrain_statistics(
             "The ingrain protocol needs the suspect's two highest scores per query (logits, probabilities or top-k "
             "with k >= 2), but it exposes only its top class. Use protocol='carriers' for a label-only suspect."
         )
-    ingrainer_scores, reference_scores = key.ingrainer_scores(dataset, batch_size=batch_size)
+    ingrainer_scores, reference_scores = key.ingrainer_scores(dataset, batch_size=batch_size,
+                                                              query_digest=query_set.ordered_digest)
     top = suspect.argmax(-1)
     suspect_runner_up = runner_up(suspect, top)
     choice, reference_agreements = key_agreements(suspect_runner_up, top, ingrainer_scores, reference_scores)

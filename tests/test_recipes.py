@@ -754,6 +754,14 @@ def test_the_fingerprint_comparison_tests_every_suspect_with_every_scheme_and_re
     with patch.object(compare_fingerprints.Run, "measure", side_effect=AssertionError("measured again")):
         compare_fingerprints.main(argv)  # seed 0 is there: nothing is trained again
     assert json.loads(results_file.read_text())["rows"] == rows
+    # an innocent model added after a seed was measured: only its rows are made (no victim is stolen again)
+    kept = [row for row in rows if row["suspect"] != "vit"]
+    results_file.write_text(json.dumps({"rows": kept}))
+    with patch.object(compare_fingerprints.Run, "stolen", side_effect=AssertionError("stolen again")):
+        compare_fingerprints.main(argv)
+    again = json.loads(results_file.read_text())["rows"]
+    assert again[:len(kept)] == kept and {row["suspect"] for row in again[len(kept):]} == {"vit"}
+    assert len(again) == len(rows)
 
 
 def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):

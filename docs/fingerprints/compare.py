@@ -13,9 +13,14 @@ seeds and kept in `--work_dir`) and an ingrained one (`IngrainTrainer`, the key 
 stolen the same ways (`STOLEN`): as is, fine-tuned (FTAL, 2 epochs), distilled at T = 4 and from labels only on the
 attacker's half, and through the three removal attacks of 2023-2025 (WRK, Neural Dehydration data-free, RemovalNet).
 The innocent models (`INNOCENT`) are the same for every scheme: two trained on the attacker's half, one on the owner's
-own images with label smoothing 0.1, one on the owner's own images (another seed: the references' recipe). Every
-model is tested by every scheme at every budget (`--budgets`); a scheme that holds fewer queries than a budget spends
-what it holds (the row says how many).
+own images with label smoothing 0.1, one on the owner's own images (another seed: the references' recipe), and on the
+attacker's half a ConvNeXt and a ViT from config (other architectures) and the victim's architecture trained a third
+as long (one epoch). Every model is tested by every scheme at every budget (`--budgets`); a scheme that holds fewer
+queries than a budget spends what it holds (the row says how many).
+
+Resumable by suspect: a seed's suspects already in `--results_file` are kept, and only those missing are measured
+(a seed measured before an innocent model was added gets that model's rows; its victim and fingerprints are then made
+again by the same recipe and seed).
 """
 
 import importlib.util
@@ -32,7 +37,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 STOLEN = ("copy", "finetune_FTAL", "student_T4", "student_labels", "wrk", "dehydration", "removalnet")
-INNOCENT = ("independent_0", "independent_1", "label_smoothed", "same_data")
+INNOCENT = ("independent_0", "independent_1", "label_smoothed", "same_data", "convnext", "vit", "short_training")
 SCHEMES = (("ingrain", False), ("ingrain", True), ("victim_errors", True), ("boundary", True),
            ("decision_distance", False), ("decision_distance", True))  # (scheme, labels only)
 
@@ -59,7 +64,8 @@ class CompareArguments:
         seeds (`list[int]`): the victims' seeds.
         num_references (`int`): reference models of the fingerprints (16 or more for alpha = 1e-6).
         budgets (`list[int]`): query budgets.
-        results_file (`str`, *optional*): rows written after every seed; a seed whose rows are there is skipped.
+        results_file (`str`, *optional*): rows written after every seed; a seed's suspects whose rows are there
+            are skipped.
     """
 
     data: str = field(metadata={"help": "Local parquet folder laid out like ylecun/mnist, or a Hub dataset id."})
@@ -85,18 +91,18 @@ class Run:
         self.key = arch_cost.load_or_make_key(args, self.splits["owner"])
         self.commitments = {}
 
-    def common(self, seed: int) -> dict:
+    def common(self, seed: int, architecture: str | None = None) -> dict:
         """The training fields of every model of the run (arch_cost.py's: 3 epochs, batch 64, its learning rate)."""
         return dict(num_train_epochs=self.args.num_train_epochs,
-                    learning_rate=self.arch_cost.LEARNING_RATES[self.args.architecture],
+                    learning_rate=self.arch_cost.LEARNING_RATES[architecture or self.args.architecture],
                     per_device_train_batch_size=64, seed=seed, data_seed=seed, save_strategy="no", report_to="none",
                     use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no")
 
-    def plain(self, seed: int, data: str, scratch: str, **extra):
+    def plain(self, seed: int, data: str, scratch: str, architecture: str | None = None, **extra):
         from transformers import Trainer, TrainingArguments
 
-        model = self.arch_cost.build(self.args.architecture, seed)
-        args = TrainingArguments(output_dir=scratch, **self.common(seed), **extra)
+        model = self.arch_cost.build(architecture or self.args.architecture, seed)
+        args = TrainingArguments(output_dir=scratch, **{**self.common(seed, architecture), **extra})
         Trainer(model=model, args=args, train_dataset=self.splits[data]).train()
         return model.eval()
 
@@ -141,13 +147,18 @@ class Run:
         models["removalnet"] = RemovalNetAttack(victim, seed=attack_seed).run(attacker)
         return models
 
-    def innocent(self, seed: int, scratch: str) -> dict:
-        return {
-            "independent_0": self.plain(seed + 2000, "attacker", scratch),
-            "independent_1": self.plain(seed + 2001, "attacker", scratch),
-            "label_smoothed": self.plain(seed + 3000, "owner", scratch, label_smoothing_factor=0.1),
-            "same_data": self.plain(seed + 4000, "owner", scratch),
+    def innocent(self, seed: int, scratch: str, names=INNOCENT) -> dict:
+        recipes = {
+            "independent_0": lambda: self.plain(seed + 2000, "attacker", scratch),
+            "independent_1": lambda: self.plain(seed + 2001, "attacker", scratch),
+            "label_smoothed": lambda: self.plain(seed + 3000, "owner", scratch, label_smoothing_factor=0.1),
+            "same_data": lambda: self.plain(seed + 4000, "owner", scratch),
+            "convnext": lambda: self.plain(seed + 6000, "attacker", scratch, architecture="convnext"),
+            "vit": lambda: self.plain(seed + 6001, "attacker", scratch, architecture="vit"),
+            "short_training": lambda: self.plain(seed + 6002, "attacker", scratch,
+                                                 num_train_epochs=self.args.num_train_epochs / 3),
         }
+        return {name: recipes[name]() for name in names}
 
     def test(self, scheme: str, labels_only: bool, fingerprints: dict, model, budget: int):
         from hf_ingrain import verify
@@ -173,12 +184,12 @@ class Run:
             result = fingerprint.test(model, labels_only=labels_only, alpha=self.args.alpha, max_queries=budget)
         return result.p_value, result.verified, result.num_queries
 
-    def measure(self, seed: int, references: list, scratch: str) -> list[dict]:
+    def measure(self, seed: int, references: list, scratch: str, names=STOLEN + INNOCENT) -> list[dict]:
+        """The rows of the suspects `names` (default: all) of `seed`."""
         from hf_ingrain.fingerprints import BoundaryFingerprint, DecisionDistanceFingerprint, VictimErrorFingerprint
 
         started = time.perf_counter()
-        plain, ingrained = self.plain(seed, "owner", scratch), self.ingrained(seed, scratch)
-        test = self.splits["test"]
+        plain, test = self.plain(seed, "owner", scratch), self.splits["test"]
         fingerprints = {
             "victim_errors": VictimErrorFingerprint.create(plain, test, references),
             "boundary": BoundaryFingerprint.create(plain, test, references, num_queries=self.args.boundary_queries,
@@ -186,11 +197,14 @@ class Run:
             "decision_distance": DecisionDistanceFingerprint.create(plain, test, references,
                                                                     num_pairs=self.args.decision_pairs, seed=seed),
         }
-        from_ingrained, from_plain = self.stolen(ingrained, seed, scratch), self.stolen(plain, seed, scratch)
-        suspects = [("stolen", name, {"ingrain": from_ingrained[name], "fingerprint": from_plain[name]})
-                    for name in STOLEN]
-        suspects += [("innocent", name, {"ingrain": model, "fingerprint": model})
-                     for name, model in self.innocent(seed, scratch).items()]
+        suspects = []
+        if any(name in STOLEN for name in names):
+            ingrained = self.ingrained(seed, scratch)
+            from_ingrained, from_plain = self.stolen(ingrained, seed, scratch), self.stolen(plain, seed, scratch)
+            suspects += [("stolen", name, {"ingrain": from_ingrained[name], "fingerprint": from_plain[name]})
+                         for name in STOLEN if name in names]
+        innocent = self.innocent(seed, scratch, [name for name in INNOCENT if name in names])
+        suspects += [("innocent", name, {"ingrain": model, "fingerprint": model}) for name, model in innocent.items()]
         rows, accuracies = [], {}
         for kind, name, models in suspects:
             for scheme, labels_only in SCHEMES:
@@ -273,9 +287,11 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as scratch:
         references = run.references(scratch)
         for seed in args.seeds:
-            if any(row["seed"] == seed for row in rows):
+            measured = {row["suspect"] for row in rows if row["seed"] == seed}
+            missing = [name for name in STOLEN + INNOCENT if name not in measured]
+            if not missing:
                 continue
-            rows += run.measure(seed, references, scratch)
+            rows += run.measure(seed, references, scratch, missing)
             if args.results_file:
                 write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
     print(table(rows, args.alpha))

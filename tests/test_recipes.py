@@ -592,9 +592,10 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
     data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist")
     env = {**os.environ, "PYTHON": sys.executable, "EXTRA_ARGS": "--max_steps 2 --disable_tqdm true --dataloader_num_workers 0",
            "KEY_ARGS": "--ingrainer_steps 5 --num_reference_keys 2"}
-    output = tmp_path / "tables.json"
+    output, claims_file = tmp_path / "tables.json", tmp_path / "claims.json"
     run = subprocess.run(["bash", str(DOCS / "full_mnist" / "full_mnist_tables.sh"), str(data), str(tmp_path / "runs"),
-                          str(output)], cwd=RECIPES.parent, env=env, capture_output=True, text=True, timeout=1500)
+                          str(output), str(claims_file)], cwd=RECIPES.parent, env=env, capture_output=True, text=True,
+                         timeout=1500)
     assert run.returncode == 0, run.stderr[-3000:]
     tables = json.loads(output.read_text())
     assert set(tables["hard_label"]) == {"0", "1", "2"} and len(tables["test_split"]) == 10
@@ -602,14 +603,9 @@ def test_the_full_mnist_tables_come_from_one_command(tmp_path):
     assert "| student, hard labels only |" in run.stdout
     assert all(row["committed_queries"] and row["committed_test"] for row in tables["test_split"].values())
 
-    # the same runs claimed end to end (full_mnist_claims.py): audited keys, timestamped publications on the loopback
-    # Hub, suspects uploaded by someone else; 2 steps of training put no watermark in any model, so every claim is
-    # refused for that reason alone, and the keys' 2 references are named (a claim needs 16)
-    claims_file = tmp_path / "claims.json"
-    run = subprocess.run([sys.executable, str(DOCS / "full_mnist" / "full_mnist_claims.py"), "--runs",
-                          str(tmp_path / "runs"), "--dataset", str(data), "--output", str(claims_file)],
-                         cwd=RECIPES.parent, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
+    # the same runs claimed end to end (full_mnist_claims.py, the command's last step): audited keys, timestamped
+    # publications on the loopback Hub, suspects uploaded by someone else: every claim is refused for one reason only,
+    # the keys' 2 references (a claim needs 16); the audits, the committed queries and test and precedence all hold
     claims = json.loads(claims_file.read_text())
     assert {k: (a["audit"]["passed"], len(a["audit"]["checked"])) for k, a in claims["audits"].items()} == {
         "0": (True, 3), "1": (True, 3), "2": (True, 3)}

@@ -11,9 +11,9 @@ The Hub is the package's loopback test server (`tests/hub_server.py`) and the ti
 with `openssl` (`tests/local_tsa.py`): what this measures is the claim's statistics and checks at full scale, not the
 real Hub's dates (the precedence tests, `tests/test_precedence.py`, attack those).
 
-    bash docs/full_mnist/full_mnist_tables.sh /path/to/mnist OUT_DIR      # the models and keys
+    bash docs/full_mnist/full_mnist_tables.sh /path/to/mnist OUT_DIR      # the models, the tables, then this
     python docs/full_mnist/full_mnist_claims.py --runs OUT_DIR --dataset /path/to/mnist \
-        --output docs/full_mnist/claims.json
+        --output docs/full_mnist/claims.json                             # this step alone
 
 Resumable: a key's audit already in `--output` (same commitment) is not run again; everything else (the claims, a
 few minutes) is.

@@ -9,8 +9,9 @@ from hf_ingrain import WatermarkKey
 from hf_ingrain.data.preparation import prepare_dataset
 from hf_ingrain.keys.batched import member_logits, stack_parameters, stacked_logits
 from hf_ingrain.keys.ingrainer import (
-    benign_tensors, fit_ingrainer, fit_ingrainers, initial_ingrainer, query_ingrainers, reference_keys,
+    benign_tensors, fit_ingrainer, fit_ingrainers, initial_ingrainer, reference_keys,
 )
+from hf_ingrain.keys.querying import query_ingrainers, remembered_scores
 from hf_ingrain.losses import ingrainer_spread_loss, ingrainer_spread_loss_per_member
 from hf_ingrain.suspects import collect_scores
 
@@ -204,23 +205,23 @@ def test_verify_queries_the_keys_ingrainers_once_per_query_set_while_their_weigh
     # of their weights (in place, or through `.data`, which torch's version counter misses) is seen, and another
     # query set is queried anew.
     from hf_ingrain import verify
-    from hf_ingrain.keys import ingrainer as ingrainer_module
+    from hf_ingrain.keys import querying
 
     key, data = _image_key(seed=6, side=28), random_image_dataset(90)
     key.train_ingrainer(benign_dataset=data, num_steps=3, num_reference_keys=2, show_progress=False)
     calls = []
-    real = ingrainer_module.query_ingrainers
-    monkeypatch.setattr("hf_ingrain.keys.watermark_key.query_ingrainers",
+    real = querying.query_ingrainers
+    monkeypatch.setattr("hf_ingrain.keys.querying.query_ingrainers",
                         lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     suspect = key.ingrainer
     first = verify(suspect, key, data)
     assert verify(suspect, key, data).to_dict() == first.to_dict() and len(calls) == 1
     verify(suspect, key, data.select(range(60)))
     assert len(calls) == 2
-    before = key.ingrainer_scores(data, query_digest="d")[1][1]
+    before = remembered_scores(key, data, 256, "d")[1][1]
     with torch.no_grad():
         key.reference_ingrainers[1].classifier.bias.data[0] += 5.0  # through `.data`: the version counter stays
-    changed = key.ingrainer_scores(data, query_digest="d")[1][1]
+    changed = remembered_scores(key, data, 256, "d")[1][1]
     assert len(calls) == 4 and torch.allclose(changed[:, 0], before[:, 0] + 5.0)
     with torch.no_grad():
         key.reference_ingrainers[1].classifier.bias[0] -= 5.0

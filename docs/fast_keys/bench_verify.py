@@ -2,7 +2,7 @@
 transformers ResNet sized as `recipes/configs/mnist_resnet.yaml`), the same queries (the embedded MNIST sample's test
 split), interleaved rounds (each in another order), the fastest round of each printed with its ratio to the key with
 none. Each key is timed twice a round: on queries it has not answered before, and again (a key keeps its
-ingrainers' scores of the last two query sets: `WatermarkKey.ingrainer_scores`), as when many suspects are verified.
+ingrainers' scores of the last two query sets: `hf_ingrain.keys.querying`), as when many suspects are verified.
 
     python docs/fast_keys/bench_verify.py --output docs/fast_keys/verify_results.json
 

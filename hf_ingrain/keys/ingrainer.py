@@ -10,14 +10,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
-from ..data import iterate_batches
 from ..data.preparation import prepare_dataset
 from ..losses import ingrainer_spread_loss, ingrainer_spread_loss_per_member
 from ..models import SmallCNNConfig, SmallTextConfig, build_classifier, register_auto_classes
 from ..processes import worker_pool
-from ..suspects import forward_logits, model_input_names, model_inputs, model_logits
+from ..suspects import forward_logits, model_logits
 from .base import software_versions
-from .batched import can_batch, member_logits, run_members, stack_parameters, stacked_logits, stacks_on
+from .batched import member_logits, run_members, stack_parameters, stacked_logits, stacks_on
 from .inputs import benign_digest, carrier_batch, select
 from .inputs import benign_inputs as benign_inputs_of
 
@@ -331,42 +330,3 @@ def _scale_output_layer(model, scale: float) -> None:
     last_linear.weight.mul_(scale)
     if last_linear.bias is not None:
         last_linear.bias.mul_(scale)
-
-
-def _member_answers(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():  # grad mode is per thread: a worker thread's must be set here
-        return member_logits(model, inputs).float().cpu()
-
-
-@torch.no_grad()
-def query_ingrainers(models: list, queries, batch_size: int = 256) -> list[torch.Tensor]:
-    """The logits `(n, K)` of each of a key's ingrainers on `queries` (a data set, read in order), in one pass over the
-    queries: each batch is read once and every ingrainer answers it, stacked on a GPU (one forward pass for all of
-    them, see `hf_ingrain.keys.batched`), on a CPU each member on one thread, the members shared out to
-    `torch.get_num_threads()` worker threads (so the logits do not depend on the number of threads); no model is
-    copied."""
-    if not models:
-        return []
-    for model in models:
-        model.eval()
-    names = model_input_names(models[0])
-    device = next(iter([*models[0].parameters(), *models[0].buffers()]), torch.empty(0)).device
-    stacked = len(models) > 1 and stacks_on(device) and can_batch(models)
-    params = stack_parameters(models, device) if stacked else None
-    scores = [[] for _ in models]
-    for batch in iterate_batches(queries, batch_size, columns=names):
-        inputs = model_inputs(models[0], batch, names)
-        if stacked:
-            logits = stacked_logits(models[0], params, inputs, shared=True).float().cpu()
-        else:
-            logits = run_members(lambda model: _member_answers(model, inputs), models)
-        for index, member in enumerate(logits):
-            if not torch.isfinite(member).all():
-                raise ValueError(
-                    f"Ingrainer {index} of the key returned NaN or infinite logits on {len(member)} queries: its "
-                    "weights are broken (the key folder was changed or damaged)."
-                )
-            scores[index].append(member)
-    if not scores[0]:
-        raise ValueError("The verification data set is empty.")
-    return [torch.cat(member) for member in scores]

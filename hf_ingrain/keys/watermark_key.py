@@ -14,9 +14,10 @@ from ..data.preparation import prepare_dataset
 from ..data.query_set import QuerySet, read_queries
 from ..suspects import forward_logits
 from .base import SALT_BYTES, SecretKey, load_ingrainer_folders
-from .ingrainer import query_ingrainers, train_ingrainer
+from .ingrainer import train_ingrainer
 from .inputs import check_generate_arguments, check_inputs, draw_text_carriers, validate_key
 from .preprocessing import input_spec
+from .querying import query_ingrainers
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +25,6 @@ TENSORS_FILE = "carriers.safetensors"
 INGRAINER_DIR = "ingrainer"
 REFERENCES_DIR = "references"
 DEFAULT_REFERENCE_KEYS = 16
-SCORES_MEMO_BYTES = 512 * 1024**2  # the largest set of ingrainer scores `ingrainer_scores` keeps for the next call
-
-
-def _weights_token(models: list) -> tuple:
-    """What identifies the models' current weights, cheaply: each tensor's storage, its in-place version counter and its
-    sum (which catches a change made through `.data`, which the counter misses)."""
-    with torch.no_grad():
-        return tuple((tensor.data_ptr(), tensor._version, float(tensor.double().sum()))
-                     for model in models for tensor in [*model.parameters(), *model.buffers()])
 
 
 class WatermarkKey(SecretKey):
@@ -331,8 +323,7 @@ class WatermarkKey(SecretKey):
             raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
         return forward_logits(self.ingrainer, batch)
 
-    def ingrainer_scores(self, queries, batch_size: int = 256, *, query_digest: str | None = None
-                         ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def ingrainer_scores(self, queries, batch_size: int = 256) -> tuple[torch.Tensor, list[torch.Tensor]]:
         r"""
         The logits of the ingrainer and of every reference ingrainer on `queries`, in the order of the queries: what
         the ingrain statistic compares a suspect with (`hf_ingrain.verification.statistics.key_agreements`).
@@ -340,31 +331,16 @@ class WatermarkKey(SecretKey):
         Args:
             queries (`datasets.Dataset` or `TensorQueries`): the benign queries, as the model receives them.
             batch_size (`int`, *optional*, defaults to 256): queries per forward pass.
-            query_digest (`str`, *optional*): the queries' ordered digest (`hf_ingrain.data.QuerySet.ordered_digest`
-                of what `queries` holds). With it, the scores of the last two query sets are kept in memory and given
-                again while the ingrainers' weights are unchanged (checked at each call): verifying many suspects on
-                the same queries then queries the key's ingrainers once.
 
         Returns:
             `tuple[torch.Tensor, list[torch.Tensor]]`: the ingrainer's logits `(n, K)`, and each reference's.
         """
         if self.ingrainer is None:
             raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
-        members = [self.ingrainer, *self.reference_ingrainers]
-        memo = self.__dict__.setdefault("_scores_memo", {})
-        memo_key = None if query_digest is None else (query_digest, _weights_token(members))
-        if memo_key in memo:
-            scores = [member.clone() for member in memo[memo_key]]
-        else:
-            scores = query_ingrainers(members, queries, batch_size)
-            if memo_key is not None and sum(member.numel() for member in scores) * 4 <= SCORES_MEMO_BYTES:
-                memo[memo_key] = [member.clone() for member in scores]
-                while len(memo) > 2:
-                    memo.pop(next(iter(memo)))
+        scores = query_ingrainers([self.ingrainer, *self.reference_ingrainers], queries, batch_size)
         return scores[0], scores[1:]
 
-    # ----------------------------------------------------------------------------------------------- storage
-    # save(), load() and commitment() come from SecretKey: `key.json`, `carriers.safetensors`, `ingrainer/`.
+    # ----- storage: save(), load() and commitment() are SecretKey's (key.json, carriers.safetensors, ingrainer/)
     def _tensors(self) -> dict:
         tensors = {"carriers": self.carriers, "carrier_labels": self.carrier_labels}
         if self.carrier_attention_mask is not None:

@@ -11,7 +11,7 @@ from ..data import check_model_modality, first_example
 from ..hub.model_card import CARD_FILE, INGRAIN_TAGS
 from ..hub.publish import publish_folder, write_watermark_card
 from ..keys import KEY_FILE, WatermarkKey
-from ..keys.ingrainer import query_ingrainers
+from ..keys.querying import query_ingrainers
 from ..losses import distillation_kl
 from ..suspects import forward_logits, inference_copy, model_input_names
 from .controller import IngrainWeightController

@@ -56,6 +56,7 @@ from ..data.preparation import check_model_modality, prepare_dataset
 from ..data.query_set import committed_set, is_committed, read_queries
 from ..keys import WatermarkKey
 from ..keys.inputs import carrier_batch
+from ..keys.querying import remembered_scores
 from ..suspects import collect_scores, resolve_model, restrict_scores
 from .result import VerificationResult
 from .statistics import ingrain_null_rate, ingrain_p_value, key_agreements, runner_up
@@ -261,8 +262,7 @@ def ingrain_statistics(
             "The ingrain protocol needs the suspect's two highest scores per query (logits, probabilities or top-k "
             "with k >= 2), but it exposes only its top class. Use protocol='carriers' for a label-only suspect."
         )
-    ingrainer_scores, reference_scores = key.ingrainer_scores(dataset, batch_size=batch_size,
-                                                              query_digest=query_set.ordered_digest)
+    ingrainer_scores, reference_scores = remembered_scores(key, dataset, batch_size, query_set.ordered_digest)
     top = suspect.argmax(-1)
     suspect_runner_up = runner_up(suspect, top)
     choice, reference_agreements = key_agreements(suspect_runner_up, top, ingrainer_scores, reference_scores)

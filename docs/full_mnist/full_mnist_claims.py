@@ -20,6 +20,7 @@ few minutes) is.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -32,12 +33,18 @@ INDEPENDENT = (1, 2, 3, 4)
 KEY0_SUSPECTS = ("T1", "T4", "T4s2", "T10", "label0")
 
 
+def _test_helper(name: str):
+    """tests/<name>.py, the test suite's own helper (stdlib only)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tests", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 def start_servers(folder: str):
     """The loopback Hub (the client's default endpoint from here on) and a local TSA; both from the tests."""
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    from hub_server import HubServer
-    from local_tsa import LocalTSA
-
+    HubServer, LocalTSA = _test_helper("hub_server").HubServer, _test_helper("local_tsa").LocalTSA
     hub = HubServer().start()
     # huggingface_hub reads these once, at import: set them before anything imports it
     os.environ.update(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1")
@@ -148,7 +155,7 @@ def markdown(output: dict) -> str:
         suspect, key = name.split(" / key ")
         present = f"{'yes' if row['test_verified'] else 'no'} ({format_p_value(row['p_value'], relation=False)})"
         why = "; ".join(r.split(":")[0] for r in row["refusals"])
-        why = why if row["test_verified"] else "; ".join(filter(None, ["the watermark is not there", why]))
+        why = why if row["test_verified"] else "; ".join(filter(None, ["watermark not found at alpha", why]))
         lines.append(f"| {suspect} | {key} | {present} | {'stands' if row['claim_stands'] else 'refused'} | {why} |")
     lines += ["", "| key | audit | ingrainers re-derived | seconds | threads |", "|---|---|---|---|---|"]
     for k, record in output["audits"].items():

@@ -3,6 +3,12 @@ Fingerprints, the free baselines that ingrain is compared against (issue 35): no
 model; the owner keeps it as it is and tests whether a suspect shares its idiosyncrasies. Each is judged by the
 key-draw test against reference models the owner trained without the victim, so its verdict has a p-value.
 
+That p-value holds for suspects drawn like the references (the victim's recipe with other seeds), not for every
+innocent model: measured (`docs/fingerprints/README.md`), the boundary fingerprint accused an innocent ViT and the
+decision distances a ResNet trained a third as long, at p down to 1e-11, where the references were ResNets of the
+victim's length. Train references of every recipe a suspect may have come from. Ingrain's test has no such limit: it
+compares the suspect with the keys that could have been drawn instead, whatever the suspect is.
+
 - `victim_errors`: [`VictimErrorFingerprint`], the victim's own misclassified inputs as queries (the Anna Karenina
   heuristic of Godinot et al., AAAI 2025, https://huggingface.co/papers/2412.13021); labels only; images and text.
 - `boundary`: [`BoundaryFingerprint`], images moved just across the victim's decision boundaries (IPGuard, Cao et

@@ -23,6 +23,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -102,9 +103,16 @@ def main():
     parser.add_argument("--dataset", required=True, help="The MNIST copy the runs used (parquet layout) or its Hub id.")
     parser.add_argument("--output", required=True, help="JSON file to write (and to resume from).")
     args = parser.parse_args()
-    scratch = tempfile.mkdtemp(prefix="full_mnist_claims_")
+    scratch = tempfile.mkdtemp(prefix="full_mnist_claims_")  # the TSA's files and the download cache
     hub, tsa = start_servers(scratch)
+    try:
+        claim_all(args, hub, tsa, scratch)
+    finally:
+        hub.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
+
+def claim_all(args, hub, tsa, scratch: str) -> None:
     from huggingface_hub import HfApi
 
     from hf_ingrain import WatermarkKey
@@ -143,7 +151,6 @@ def main():
         row = output["claims"][f"{name} / key {k}"]
         print(f"{name} / key {k}: test {row['test_verified']} (p = {row['p_value']:.3g}), claim "
               f"{'STANDS' if row['claim_stands'] else 'refused'} {row['refusals']}", flush=True)
-    hub.stop()
     print(markdown(output))
 
 

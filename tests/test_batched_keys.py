@@ -170,9 +170,16 @@ def test_query_ingrainers_reads_the_queries_once_and_answers_for_every_member(st
     key.train_ingrainer(benign_dataset=data, num_steps=3, num_reference_keys=2, show_progress=False)
     models = [key.ingrainer, *key.reference_ingrainers]
     before = [{name: weight.clone() for name, weight in model.state_dict().items()} for model in models]
+    from hf_ingrain.keys import querying
+
+    passes = []
+    real_stacked = querying.stacked_logits
+    monkeypatch.setattr(querying, "stacked_logits", lambda *args, **kwargs: passes.append(1) or real_stacked(
+        *args, **kwargs))
     if stacked:  # the GPU's path, on the CPU
-        monkeypatch.setattr("hf_ingrain.keys.ingrainer.stacks_on", lambda device: True)
+        monkeypatch.setattr(querying, "stacks_on", lambda device: True)
     scores = query_ingrainers(models, data, batch_size=32)
+    assert len(passes) == (3 if stacked else 0)  # one stacked pass a batch of 32, on the path asked for
     assert len(scores) == 3 and all(score.shape == (70, NUM_LABELS) for score in scores)
     for model, score, weights in zip(models, scores, before):
         torch.testing.assert_close(score, collect_scores(model, data)[0], rtol=1e-5, atol=1e-5)
@@ -205,13 +212,12 @@ def test_verify_queries_the_keys_ingrainers_once_per_query_set_while_their_weigh
     # of their weights (in place, or through `.data`, which torch's version counter misses) is seen, and another
     # query set is queried anew.
     from hf_ingrain import verify
-    from hf_ingrain.keys import querying
 
     key, data = _image_key(seed=6, side=28), random_image_dataset(90)
     key.train_ingrainer(benign_dataset=data, num_steps=3, num_reference_keys=2, show_progress=False)
     calls = []
-    real = querying.query_ingrainers
-    monkeypatch.setattr("hf_ingrain.keys.querying.query_ingrainers",
+    real = query_ingrainers
+    monkeypatch.setattr("hf_ingrain.keys.watermark_key.query_ingrainers",  # what key.ingrainer_scores calls
                         lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
     suspect = key.ingrainer
     first = verify(suspect, key, data)

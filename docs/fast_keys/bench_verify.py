@@ -22,6 +22,7 @@ from transformers import ResNetConfig, ResNetForImageClassification
 
 from hf_ingrain import WatermarkKey, verify
 from hf_ingrain.data import load_image_dataset
+from hf_ingrain.keys.querying import forget_scores
 
 
 def load() -> str:
@@ -54,7 +55,7 @@ def main(argv=None):
     for round_index in range(args.rounds):
         for count, fresh in runs[round_index % len(runs):] + runs[:round_index % len(runs)]:
             if fresh:  # the first verification on these queries: forget the key's ingrainer scores
-                keys[count].__dict__.pop("_scores_memo", None)
+                forget_scores(keys[count])
             else:  # a later one: the scores of these queries are in memory
                 verify(model, keys[count], queries)
             name = f"{count} {'first' if fresh else 'again'}"

@@ -27,6 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KEYS = (0, 1, 2)
@@ -74,7 +75,7 @@ def audit(key, dataset: str, saved: list):
     start = time.perf_counter()
     result = audit_from_arguments(key, dataset, "owner", 0, None)
     record = {"commitment": key.commitment(), "seconds": round(time.perf_counter() - start, 1),
-              "threads": torch.get_num_threads(), "audit": result.__dict__}
+              "threads": torch.get_num_threads(), "audit": asdict(result)}
     print(f"audit of {key.commitment()[:12]}: {result.passed}, {record['seconds']} s", flush=True)
     return result, record
 

@@ -8,6 +8,7 @@ from ..suspects import model_input_names, model_inputs
 from .batched import can_batch, member_logits, run_members, stack_parameters, stacked_logits, stacks_on
 
 SCORES_MEMO_BYTES = 512 * 1024**2  # the largest set of ingrainer scores `remembered_scores` keeps for the next call
+MEMO_ATTRIBUTE = "_scores_memo"  # where a key keeps them (in memory only: never saved)
 
 
 def _weights_token(models: list) -> tuple:
@@ -24,19 +25,23 @@ def remembered_scores(key, queries, batch_size: int, query_digest: str) -> tuple
     weights are those they were computed with (checked at each call): verifying many suspects on the same queries then
     queries the key's ingrainers once."""
     if key.ingrainer is None:
-        raise ValueError("This key has no ingrainer yet: call `key.train_ingrainer(...)` first.")
-    models = [key.ingrainer, *key.reference_ingrainers]
-    memo = key.__dict__.setdefault("_scores_memo", {})
-    memo_key = (query_digest, _weights_token(models))
+        return key.ingrainer_scores(queries, batch_size)  # which says what is missing
+    memo = key.__dict__.setdefault(MEMO_ATTRIBUTE, {})
+    memo_key = (query_digest, _weights_token([key.ingrainer, *key.reference_ingrainers]))
     if memo_key in memo:
-        scores = [member.clone() for member in memo[memo_key]]
-    else:
-        scores = query_ingrainers(models, queries, batch_size)
-        if sum(member.numel() for member in scores) * 4 <= SCORES_MEMO_BYTES:
-            memo[memo_key] = [member.clone() for member in scores]
-            while len(memo) > 2:
-                memo.pop(next(iter(memo)))
-    return scores[0], scores[1:]
+        first, *rest = [member.clone() for member in memo[memo_key]]
+        return first, rest
+    first, rest = key.ingrainer_scores(queries, batch_size)
+    if sum(member.numel() for member in [first, *rest]) * 4 <= SCORES_MEMO_BYTES:
+        memo[memo_key] = [member.clone() for member in [first, *rest]]
+        while len(memo) > 2:
+            memo.pop(next(iter(memo)))
+    return first, rest
+
+
+def forget_scores(key) -> None:
+    """Drops the ingrainer scores [`remembered_scores`] keeps with `key` (the next verification queries it again)."""
+    key.__dict__.pop(MEMO_ATTRIBUTE, None)
 
 
 def _member_answers(model, inputs: dict) -> torch.Tensor:

@@ -253,3 +253,50 @@ def test_num_proc_trains_an_architecture_that_cannot_batch_in_processes_as_in_on
     assert keys[0].training_info == keys[1].training_info
     with pytest.raises(ValueError, match="num_proc"):
         keys[0].train_ingrainer(num_steps=1, show_progress=False, num_proc=0)
+
+
+def test_the_committed_queries_scores_are_saved_with_the_key_and_used_only_for_its_weights(monkeypatch, tmp_path):
+    # Committing queries the key's ingrainers once; the key folder keeps their answers, so a verification on the
+    # committed queries in a later session queries no ingrainer and gives the same verdict. Another query set, or a
+    # changed weight, queries them again; the file is outside the commitment (it is derived from the key).
+    from safetensors.torch import load_file, save_file
+
+    from hf_ingrain import verify
+    from hf_ingrain.keys.querying import SCORES_FILE, forget_scores
+
+    key, data = _image_key(seed=6, side=28), random_image_dataset(90)
+    key.train_ingrainer(benign_dataset=data, num_steps=3, num_reference_keys=2, show_progress=False)
+    commitment_before = key.commitment()
+    key.commit_queries(data)
+    suspect = key.reference_ingrainers[0]
+    fresh = verify(suspect, key, data)
+    key.save(tmp_path / "key")
+    assert (tmp_path / "key" / SCORES_FILE).is_file()
+    calls = []
+    real = query_ingrainers
+    monkeypatch.setattr("hf_ingrain.keys.watermark_key.query_ingrainers",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    loaded = WatermarkKey.load(tmp_path / "key")
+    assert loaded.commitment() == key.commitment() and key.commitment() != commitment_before  # committed queries only
+    assert verify(suspect, loaded, data).to_dict() == fresh.to_dict() and not calls
+    verify(suspect, loaded, data.select(range(60)))
+    assert len(calls) == 1
+    with torch.no_grad():
+        loaded.reference_ingrainers[1].classifier.bias[0] += 1.0
+    forget_scores(loaded, saved=False)
+    verify(suspect, loaded, data)
+    assert len(calls) == 2  # the saved scores are not these weights' answers
+    # a file written by hand is read as the owner's own (a claim never reads it: test_hub): scores swapped for others
+    path = tmp_path / "key" / SCORES_FILE
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    scores = load_file(str(path))["scores"]
+    save_file({"scores": -scores}, str(path), metadata=metadata)
+    digest = key.committed_queries["ordered_digest"]
+    first, _ = remembered_scores(WatermarkKey.load(tmp_path / "key"), data, 256, digest)
+    assert torch.equal(first, -scores[0]) and len(calls) == 2
+    path.write_bytes(b"damaged")  # ignored, with a warning: the scores are computed again
+    assert verify(suspect, WatermarkKey.load(tmp_path / "key"), data).to_dict() == fresh.to_dict()
+    assert len(calls) == 3

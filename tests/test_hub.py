@@ -20,6 +20,7 @@ from conftest import random_image_dataset, tiny_cnn, training_args
 from trained_models import single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.cli import main
+from hf_ingrain.data.query_set import read_queries
 from hf_ingrain.hub import (
     HubVerificationResult,
     is_hub_id,
@@ -27,6 +28,7 @@ from hf_ingrain.hub import (
     verify_from_hub,
 )
 from hf_ingrain.hub.model_card import WATERMARK_FIELDS
+from hf_ingrain.keys.querying import SAVED_ATTRIBUTE, _weights_digest, forget_scores
 
 pytestmark = pytest.mark.hub
 
@@ -484,6 +486,16 @@ def test_a_claim_on_other_queries_or_another_commitment_is_refused(loopback_hub,
                                        cache_dir=str(tmp_path))
     assert on_the_committed.committed_queries is True and on_the_committed.committed_test is True
     assert not any("not the one committed" in reason for reason in on_the_committed.claim["refusals"])
+    # scores kept with a key (read from its folder, which anyone can write) are never a claim's: forged ones bend a
+    # plain verify, and the claim queries the ingrainers again and runs the same test as before
+    forget_scores(key)
+    first, rest = key.ingrainer_scores(queries)
+    members = [key.ingrainer, *key.reference_ingrainers]
+    key.__dict__[SAVED_ATTRIBUTE] = {"query_digest": read_queries(key, queries).ordered_digest,
+                                     "scores": -torch.stack([first, *rest]), "weights_digest": _weights_digest(members)}
+    assert verify(watermarked.model, key, queries).p_value != on_the_committed.p_value
+    again = verify_from_hub("someone/copy2", key, queries, reference_repo_id="owner/plain", cache_dir=str(tmp_path))
+    assert again.p_value == on_the_committed.p_value and SAVED_ATTRIBUTE not in key.__dict__
     for chosen, named in [(dict(alpha=1e-3), "alpha 0.001 (committed 1e-06)"),
                           (dict(protocol="ingrain_errors", max_queries=300), "protocol 'ingrain_errors'")]:
         later = verify_from_hub("someone/copy2", key, queries, reference_repo_id="owner/plain", cache_dir=str(tmp_path),

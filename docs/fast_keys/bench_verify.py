@@ -1,8 +1,10 @@
 """Times `verify` against keys with no, 16 and 64 reference ingrainers, in one run on one machine: the same suspect (a
 transformers ResNet sized as `recipes/configs/mnist_resnet.yaml`), the same queries (the embedded MNIST sample's test
 split), interleaved rounds (each in another order), the fastest round of each printed with its ratio to the key with
-none. Each key is timed twice a round: on queries it has not answered before, and again (a key keeps its
-ingrainers' scores of the last two query sets: `hf_ingrain.keys.querying`), as when many suspects are verified.
+none. Each key is timed three times a round: on queries it has not answered before; again (a key keeps its
+ingrainers' scores of the last two query sets: `hf_ingrain.keys.querying`), as when many suspects are verified; and
+on the queries it committed to, loaded from its folder as in a later session (its folder keeps their scores from
+`commit_queries`).
 
     python docs/fast_keys/bench_verify.py --output docs/fast_keys/verify_results.json
 
@@ -15,6 +17,8 @@ import argparse
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 
 import torch
@@ -43,34 +47,40 @@ def main(argv=None):
     model = ResNetForImageClassification(ResNetConfig(
         num_channels=1, embedding_size=32, hidden_sizes=[32, 64, 128], depths=[2, 2, 2], layer_type="basic",
         num_labels=10)).eval()
-    keys = {}
+    keys, folder = {}, tempfile.mkdtemp(prefix="bench_verify_")
     for count in args.references:
         key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=100, seed=0)
         key.train_ingrainer(benign_dataset=splits["owner"], num_steps=args.steps, num_reference_keys=count,
                             show_progress=False, device="cpu")
+        key.commit_queries(queries)
+        key.save(os.path.join(folder, str(count)))
         keys[count] = key
     verify(model, keys[args.references[0]], queries)  # warm-up: first-call costs out of the timed rounds
-    runs = [(count, fresh) for count in args.references for fresh in (True, False)]
-    timings = {f"{count} {'first' if fresh else 'again'}": [] for count, fresh in runs}
+    whens = ("first", "again", "committed")
+    runs = [(count, when) for count in args.references for when in whens]
+    timings = {f"{count} {when}": [] for count, when in runs}
     for round_index in range(args.rounds):
-        for count, fresh in runs[round_index % len(runs):] + runs[:round_index % len(runs)]:
-            if fresh:  # the first verification on these queries: forget the key's ingrainer scores
-                forget_scores(keys[count])
-            else:  # a later one: the scores of these queries are in memory
-                verify(model, keys[count], queries)
-            name = f"{count} {'first' if fresh else 'again'}"
+        for count, when in runs[round_index % len(runs):] + runs[:round_index % len(runs)]:
+            key = keys[count]
+            if when == "first":  # the first verification on these queries: forget the key's ingrainer scores
+                forget_scores(key)
+            elif when == "again":  # a later one: the scores of these queries are in memory
+                verify(model, key, queries)
+            else:  # a later session: the key read from its folder, with its committed queries' scores
+                key = WatermarkKey.load(os.path.join(folder, str(count)))
+            name = f"{count} {when}"
             before, start = load(), time.perf_counter()
-            verify(model, keys[count], queries)
+            verify(model, key, queries)
             timings[name].append({"wall_s": time.perf_counter() - start, "load_before": before, "load_after": load()})
             print(f"round {round_index}: {name}: {timings[name][-1]['wall_s']:.2f} s, load {before}", flush=True)
-    table = ["| key | first verification on the queries, s | x no references | a later one, s | x no references |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    table = ["| key | first verification on the queries, s | x no references | a later one, s | x no references "
+             "| on the committed queries, key loaded, s | x no references |", "| --- |" + " ---: |" * 6]
     best = {name: min(t["wall_s"] for t in times) for name, times in timings.items()}
-    base = {when: best[f"{args.references[0]} {when}"] for when in ("first", "again")}
+    base = {when: best[f"{args.references[0]} {when}"] for when in whens}
     for count in args.references:
-        first, again = best[f"{count} first"], best[f"{count} again"]
-        table.append(f"| {count} references | {first:.2f} | {first / base['first']:.2f} | {again:.2f} | "
-                     f"{again / base['again']:.2f} |")
+        table.append(f"| {count} references | " + " | ".join(
+            f"{best[f'{count} {when}']:.2f} | {best[f'{count} {when}'] / base[when]:.2f}" for when in whens) + " |")
+    shutil.rmtree(folder, ignore_errors=True)
     print("\n".join(table))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from ..data.committed_test import read_committed_test
 from ..data.preparation import load_processor
 from ..keys import WatermarkKey
+from ..keys.querying import forget_scores
 from ..suspects import load_suspect
 from ..suspects.loading import weight_files
 from ..verification import DEFAULT_ALPHA, VerificationResult, verify
@@ -163,6 +164,7 @@ def verify_from_hub(
 
     claim = None
     if reference_repo_id is not None:  # before the test: the committed query set comes from the owner's card
+        forget_scores(key)  # a claim's test queries the (audited) ingrainers, never scores read from a key folder
         safetensors, pickles = weight_files(suspect.files)
         claim = check_claim(
             HfApi(token=token), key, reference_repo_id, repo_id, suspect.commit_sha, reference_revision, cache_dir,

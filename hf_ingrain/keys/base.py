@@ -147,6 +147,7 @@ class SecretKey:
             for name, model in self._models().items():
                 if model is not None:
                     model.save_pretrained(os.path.join(folder, name), safe_serialization=True)
+            self._save_derived(folder)
 
     @classmethod
     def load(cls, save_directory) -> "SecretKey":
@@ -176,7 +177,14 @@ class SecretKey:
         if version == 1:
             key._format_1_metadata = metadata
         key._validate()
+        key._load_derived(save_directory)
         return key
+
+    def _save_derived(self, folder: str) -> None:
+        """Writes what the scheme derives from the key and keeps beside it (outside the commitment); nothing here."""
+
+    def _load_derived(self, folder: str) -> None:
+        """Reads what [`_save_derived`] wrote; nothing here."""
 
     # ---------------------------------------------------------------------------------------- commitment
     def commitment(self) -> str:

@@ -17,7 +17,7 @@ from .base import SALT_BYTES, SecretKey, load_ingrainer_folders
 from .ingrainer import train_ingrainer
 from .inputs import check_generate_arguments, check_inputs, draw_text_carriers, validate_key
 from .preprocessing import input_spec
-from .querying import query_ingrainers
+from .querying import keep_committed_scores, load_committed_scores, query_ingrainers, save_committed_scores
 
 logger = logging.getLogger(__name__)
 
@@ -313,8 +313,10 @@ class WatermarkKey(SecretKey):
         ```
         """
         test = committed_test(protocol, alpha, max_queries, ladder)  # checked before the queries are read
-        query_set = read_queries(self, prepare_dataset(dataset, self, processor, **columns))
+        queries = prepare_dataset(dataset, self, processor, **columns)
+        query_set = read_queries(self, queries)
         self.committed_queries = {**query_set.commitment(), "test": test}
+        keep_committed_scores(self, query_set, queries)  # saved with the key: later verifications query no ingrainer
         return query_set
 
     def ingrainer_logits(self, batch: dict) -> torch.Tensor:
@@ -341,6 +343,7 @@ class WatermarkKey(SecretKey):
         return scores[0], scores[1:]
 
     # ----- storage: save(), load() and commitment() are SecretKey's (key.json, carriers.safetensors, ingrainer/)
+    _save_derived, _load_derived = save_committed_scores, load_committed_scores  # outside the commitment
     def _tensors(self) -> dict:
         tensors = {"carriers": self.carriers, "carrier_labels": self.carrier_labels}
         if self.carrier_attention_mask is not None:
@@ -393,8 +396,5 @@ class WatermarkKey(SecretKey):
         validate_key(self, self._models(), REFERENCES_DIR)
 
     def __repr__(self) -> str:  # never print secret material
-        return (
-            f"WatermarkKey(num_labels={self.num_labels}, modality={self.modality!r}, "
-            f"num_carriers={len(self.carriers)}, trained={self.ingrainer is not None}, "
-            f"commitment={self.commitment()[:12]}...)"
-        )
+        return (f"WatermarkKey(num_labels={self.num_labels}, modality={self.modality!r}, num_carriers="
+                f"{len(self.carriers)}, trained={self.ingrainer is not None}, commitment={self.commitment()[:12]}...)")

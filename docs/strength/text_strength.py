@@ -55,6 +55,8 @@ class TextStrengthArguments:
     batch_size: int = field(default=64)
     max_length: int = field(default=48, metadata={"help": "Tokens per text (truncation)."})
     vocab_size: int = field(default=8000)
+    hidden_size: int = field(default=64, metadata={"help": "The BERT's width (its feed-forward layer is twice it)."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "The BERT's layers."})
     key_seed: int = field(default=0)
     ingrainer_steps: int | None = field(default=None, metadata={"help": "The key's training steps (default: the "
                                                                        "package's)."})
@@ -102,13 +104,14 @@ def load(args: TextStrengthArguments) -> dict:
     }
 
 
-def bert(num_labels: int, vocab_size: int, max_length: int, seed: int):
+def bert(num_labels: int, vocab_size: int, max_length: int, seed: int, hidden_size: int = 64, num_layers: int = 2):
     """A small BERT from config (no pretrained weights offline)."""
     from transformers import AutoModelForSequenceClassification, BertConfig
 
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=max_length, num_labels=num_labels)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=max(2, hidden_size // 64), intermediate_size=2 * hidden_size,
+                        max_position_embeddings=max_length, num_labels=num_labels)
     return AutoModelForSequenceClassification.from_config(config)
 
 
@@ -141,7 +144,7 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     common = dict(output_dir=output_dir, num_train_epochs=epochs, learning_rate=args.learning_rate,
                   per_device_train_batch_size=args.batch_size, seed=seed, data_seed=seed, save_strategy="no",
                   report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no")
-    model = bert(data["num_labels"], len(tokenizer), args.max_length, seed)
+    model = bert(data["num_labels"], len(tokenizer), args.max_length, seed, args.hidden_size, args.num_hidden_layers)
     kwargs = dict(model=model, train_dataset=train, processing_class=tokenizer,
                   data_collator=DataCollatorWithPadding(tokenizer))
     started, callback = time.perf_counter(), None

@@ -79,8 +79,8 @@ def trained_key() -> WatermarkKey:
     # 17 ingrainers (the key's and 16 references) of 600 steps on batches of 356 images: ~16 min on one thread
     # (~11 min on 2 idle cores, but a key trained on 2 threads differs in its last bits from this one, which the
     # thresholds of the tests below were checked with)
-    with one_thread():
-        key.train_ingrainer(benign_dataset=splits()["owner"], show_progress=False)
+    with one_thread():  # 600 steps (the default before 0.2): the key the thresholds below were checked with
+        key.train_ingrainer(benign_dataset=splits()["owner"], num_steps=600, show_progress=False)
     return key
 
 

@@ -77,6 +77,8 @@ class CostArguments:
     key_seed: int = field(default=0, metadata={"help": "Seed of a new key (experiments only)."})
     ingrain_lambda: float = field(default=0.5)
     ingrain_temperature: float = field(default=4.0)
+    ingrainer_steps: int = field(default=600, metadata={"help": "The key's training steps: 600 made the tables in "
+                                                                 "this folder (the package's default is 150)."})
     ingrain_target_scale: float = field(
         default=1.0, metadata={"help": "Multiplies the ingrainer's logits in the loss (IngrainConfig's field)."}
     )
@@ -199,7 +201,7 @@ def load_or_make_key(args: CostArguments, owner):
     if os.path.isfile(os.path.join(args.key_dir, KEY_FILE)):
         return WatermarkKey.load(args.key_dir)
     key = WatermarkKey.generate_for(build("resnet", 0), processor(), seed=args.key_seed)
-    key.train_ingrainer(benign_dataset=owner)
+    key.train_ingrainer(benign_dataset=owner, num_steps=args.ingrainer_steps)
     key.save(args.key_dir)
     return key
 

@@ -58,8 +58,8 @@ class TextStrengthArguments:
     hidden_size: int = field(default=64, metadata={"help": "The BERT's width (its feed-forward layer is twice it)."})
     num_hidden_layers: int = field(default=2, metadata={"help": "The BERT's layers."})
     key_seed: int = field(default=0)
-    ingrainer_steps: int | None = field(default=None, metadata={"help": "The key's training steps (default: the "
-                                                                       "package's)."})
+    ingrainer_steps: int | None = field(default=600, metadata={"help": "The key's training steps (600 made the "
+                                                                      "tables of docs/strength; None: the package's)."})
     num_reference_keys: int | None = field(default=None, metadata={"help": "The key's references (default: the "
                                                                           "package's)."})
 

@@ -193,7 +193,7 @@ class WatermarkKey(SecretKey):
         benign_dataset=None,
         *,
         architecture=None,
-        num_steps: int = 600,
+        num_steps: int = 150,
         learning_rate: float = 1e-3,
         spread_weight: float = 1.0,
         sharpness_weight: float = 0.3,
@@ -234,8 +234,8 @@ class WatermarkKey(SecretKey):
                 from the key's own randomness, never from trained weights (an ingrainer started from a trained
                 classifier shares the natural confusions of every classifier of the task, and models that never saw
                 the key would verify against it).
-            num_steps (`int`, *optional*, defaults to 600):
-                Optimisation steps.
+            num_steps (`int`, *optional*, defaults to 150): optimisation steps (600 before 0.2; measured in
+                `docs/fast_keys/key_recipe.md`).
             learning_rate (`float`, *optional*, defaults to 1e-3):
                 Adam learning rate.
             spread_weight (`float`, *optional*, defaults to 1.0):

@@ -201,7 +201,8 @@ def load_or_make_key(args: CostArguments, owner):
     if os.path.isfile(os.path.join(args.key_dir, KEY_FILE)):
         return WatermarkKey.load(args.key_dir)
     key = WatermarkKey.generate_for(build("resnet", 0), processor(), seed=args.key_seed)
-    key.train_ingrainer(benign_dataset=owner, num_steps=args.ingrainer_steps)
+    # 600 steps made the tables here and in the scripts that share this key (fine_tune.py, compare.py)
+    key.train_ingrainer(benign_dataset=owner, num_steps=getattr(args, "ingrainer_steps", 600))
     key.save(args.key_dir)
     return key
 

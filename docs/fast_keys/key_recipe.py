@@ -22,6 +22,7 @@ import torch
 
 from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, WatermarkKey, verify
 from hf_ingrain.data import load_image_dataset
+from hf_ingrain.files import write_json
 from hf_ingrain.models import SmallCNNConfig, SmallCNNForImageClassification
 
 
@@ -81,9 +82,7 @@ def main(argv=None):
                        and r.get("student_temperature") == args.student_temperature for r in rows):
                     continue
                 rows.append(run(splits, steps, batch_size, seed, args.student_temperature))
-                with open(args.output + ".tmp", "w", encoding="utf-8") as f:
-                    json.dump(rows, f, indent=1)
-                os.replace(args.output + ".tmp", args.output)
+                write_json(args.output, rows, indent=1)
     print("| steps | batch | seed | key, s | p | agreement / null rate | student T | student p |\n"
           "|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in sorted(rows, key=lambda r: (r["steps"], r["batch_size"], r["seed"], r.get("student_temperature") or 0)):

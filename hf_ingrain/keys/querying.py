@@ -16,7 +16,7 @@ import os
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ..data import iterate_batches
 from ..hashing import tensors_sha256
@@ -108,8 +108,7 @@ def load_committed_scores(key, folder: str) -> None:
         return
     try:
         with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-        scores = load_file(path)["scores"].float()
+            metadata, scores = f.metadata() or {}, f.get_tensor("scores").float()
         key.__dict__[SAVED_ATTRIBUTE] = {"query_digest": metadata["query_digest"], "scores": scores,
                                          "weights_digest": metadata["weights_digest"]}
     except Exception as error:  # derived data: never a reason to refuse the key

@@ -66,3 +66,30 @@ def test_bad_input_is_refused_with_the_fix(tmp_path):
         load_image_dataset(str(tmp_path))
     with pytest.raises(ValueError, match="is a file"):
         load_image_dataset(str(tmp_path / "notes.txt"))
+
+
+def test_the_local_wordpiece_tokenizer_is_the_same_in_every_process():
+    """`tokenizers`' WordPieceTrainer broke ties in a per-process hash order (two builds on the same tweets differed in
+    472 ids); the package's tokenizer must give the same vocabulary in two fresh processes, on text with many ties."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from hf_ingrain.data import load_text_dataset; "
+        "from hf_ingrain.data.text import wordpiece_tokenizer; "
+        "t = wordpiece_tokenizer(load_text_dataset()['owner']['text'], vocab_size=500); "
+        "print(json.dumps(sorted(t.get_vocab().items())))"
+    )
+    builds = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+              for _ in range(2)]
+    assert builds[0] == builds[1] and len(builds[0]) > 1000
+
+
+def test_the_local_wordpiece_tokenizer_splits_unknown_words_into_known_pieces():
+    from hf_ingrain.data.text import wordpiece_tokenizer
+
+    tokenizer = wordpiece_tokenizer(["the cat sat on this mat", "a dog ran"] * 3, vocab_size=60)  # "##s" from "this"
+    assert tokenizer("the cats").tokens() == ["[CLS]", "the", "cat", "##s", "[SEP]"]
+    assert tokenizer.pad_token_id == 0 and len(tokenizer) <= 60
+    with pytest.raises(ValueError, match="must exceed the 5 special tokens"):
+        wordpiece_tokenizer(["a"], vocab_size=5)

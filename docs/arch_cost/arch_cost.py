@@ -92,6 +92,17 @@ class CostArguments:
     ingrain_strength_steps: int = field(
         default=0, metadata={"help": "Measure the watermark every N steps (IngrainConfig's field; 0: auto's default)."}
     )
+    controller_band: float | None = field(
+        default=None, metadata={"help": "Variant of the auto mode, in the script only: the controller lowers λ when the "
+                                "prediction is this many powers of ten past its target (default: the controller's, 4)."}
+    )
+    num_reference_keys: int | None = field(
+        default=None, metadata={"help": "A new key's reference ingrainers (default: the package's)."}
+    )
+    second_key_dir: str | None = field(
+        default=None, metadata={"help": "Also verify every model with this key (p_value_2): the same key seed and "
+                                "recipe with more references, say, so the same models are judged by both."}
+    )
     plain: bool = field(default=True, metadata={"help": "Train the plain Trainer's twin (off: variants of the loss)."})
     student: bool = field(default=True, metadata={"help": "Distil students from each ingrained model (--students)."})
     students: list[str] = field(
@@ -202,7 +213,8 @@ def load_or_make_key(args: CostArguments, owner):
         return WatermarkKey.load(args.key_dir)
     key = WatermarkKey.generate_for(build("resnet", 0), processor(), seed=args.key_seed)
     # 600 steps made the tables here and in the scripts that share this key (fine_tune.py, compare.py)
-    key.train_ingrainer(benign_dataset=owner, num_steps=getattr(args, "ingrainer_steps", 600))
+    options = {} if getattr(args, "num_reference_keys", None) is None else {"num_reference_keys": args.num_reference_keys}
+    key.train_ingrainer(benign_dataset=owner, num_steps=getattr(args, "ingrainer_steps", 600), **options)
     key.save(args.key_dir)
     return key
 
@@ -219,6 +231,11 @@ def variant_trainer(args: CostArguments):
             if ramp <= 0:
                 return super().ingrain_weight()
             return super().ingrain_weight() * min(1.0, self.state.global_step / ramp)
+
+        def train(self, *positional, **keywords):
+            if args.controller_band is not None and self.weight_controller is not None:
+                self.weight_controller.band = float(args.controller_band)
+            return super().train(*positional, **keywords)
 
     return VariantTrainer
 
@@ -248,7 +265,8 @@ def verified_row(classifier, key, test, started: float, label_only: bool = False
     return {**row, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def measure(args: CostArguments, splits, key, architecture: str, seed: int, output_dir: str) -> list[dict]:
+def measure(args: CostArguments, splits, key, architecture: str, seed: int, output_dir: str,
+            second_key=None) -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
     from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig
@@ -263,6 +281,12 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     def record(kind, model, started, **extra):
         row = verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture, seed=seed,
                            model=kind)
+        if second_key is not None:  # the same model judged by the second key
+            from hf_ingrain import verify
+
+            second = verify(model, second_key, splits["test"])
+            extra = {**extra, "p_value_2": second.p_value, "verified_2": second.verified,
+                     "num_references_2": len(second_key.reference_ingrainers)}
         row = {**row, **extra}
         rows.append(row)
         logger.info("%s", row)
@@ -406,6 +430,12 @@ def main(argv=None):
     splits = load_splits(args.data, args.train_size)
     key = load_or_make_key(args, splits["owner"])
     key.commit_queries(splits["test"])
+    second_key = None
+    if args.second_key_dir is not None:
+        from hf_ingrain import WatermarkKey
+
+        second_key = WatermarkKey.load(args.second_key_dir)
+        second_key.commit_queries(splits["test"])
     rows = read_rows(args.results_file)  # resuming: the seeds measured already are kept
     expected = (["plain"] if args.plain else []) + ["ingrain"]
     expected += [student_name(student) for student in args.students] if args.student else []
@@ -416,7 +446,7 @@ def main(argv=None):
                 if seed_done(rows, architecture, seed, expected):
                     continue
                 rows = without_seed(rows, architecture, seed)
-                rows += measure(args, splits, key, architecture, seed, scratch)
+                rows += measure(args, splits, key, architecture, seed, scratch, second_key)
                 if args.results_file:
                     write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
     print(table(rows))

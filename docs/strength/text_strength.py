@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -51,6 +51,9 @@ class TextStrengthArguments:
     num_train_epochs: float = field(default=4.0, metadata={"help": "The task's own training length."})
     max_epochs: float = field(default=15.0, metadata={"help": "until_taken: the most epochs allowed."})
     ingrain_lambda: float = field(default=0.5)
+    ingrain_exclude_label: bool = field(default=False, metadata={"help": "IngrainConfig's field: the true class left "
+                                                                         "out of the ingrain term."})
+    ingrain_target_scale: float = field(default=1.0, metadata={"help": "IngrainConfig's field: flatter targets."})
     learning_rate: float = field(default=2e-3)
     batch_size: int = field(default=64)
     max_length: int = field(default=48, metadata={"help": "Tokens per text (truncation)."})
@@ -62,6 +65,10 @@ class TextStrengthArguments:
                                                                       "tables of docs/strength; None: the package's)."})
     num_reference_keys: int | None = field(default=None, metadata={"help": "The key's references (default: the "
                                                                           "package's)."})
+    second_key_dir: str | None = field(default=None, metadata={"help": "Also verify every model with this key "
+                                                                 "(p_value_2), made like the key but with "
+                                                                 "--second_num_reference_keys references."})
+    second_num_reference_keys: int = field(default=32)
 
     def __post_init__(self):
         unknown = sorted(set(self.modes) - set(MODES))
@@ -132,7 +139,8 @@ def load_or_make_key(args: TextStrengthArguments, data: dict):
     return key
 
 
-def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int, output_dir: str) -> dict:
+def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int, output_dir: str,
+              second_key=None) -> dict:
     """Trains the model of `mode` with `seed`, verifies it on the test texts, returns its row."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -152,6 +160,8 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
         trainer = Trainer(args=TrainingArguments(**common), **kwargs)
     else:
         config = IngrainConfig(**common, ingrain_lambda=args.ingrain_lambda,
+                               ingrain_exclude_label=args.ingrain_exclude_label,
+                               ingrain_target_scale=args.ingrain_target_scale,
                                ingrain_lambda_mode="auto" if mode == "auto" else "fixed")
         callbacks = [WatermarkTakesCallback(min_epochs=args.num_train_epochs)] if mode == "until_taken" else None
         callback = callbacks[0] if callbacks else None
@@ -161,6 +171,10 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     row = {"mode": mode, "seed": seed, "accuracy": result.details.get("accuracy"), "agreement": result.agreement,
            "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
            "epochs": round(trainer.state.epoch or 0, 2), "seconds": round(time.perf_counter() - started, 1)}
+    if second_key is not None:  # the same model judged by the second key
+        second = verify(model, second_key, data["test"], processor=tokenizer)
+        row.update(p_value_2=second.p_value, verified_2=second.verified,
+                   num_references_2=len(second_key.reference_ingrainers))
     if mode != "plain":
         strength = trainer.watermark_strength
         row.update(final_lambda=trainer.ingrain_weight(),
@@ -201,12 +215,17 @@ def main(argv=None) -> int:
             rows = json.load(f)["rows"]
     data = load(args)
     key = load_or_make_key(args, data)
+    second_key = None
+    if args.second_key_dir is not None:
+        second_key = load_or_make_key(replace(args, key_dir=args.second_key_dir,
+                                              num_reference_keys=args.second_num_reference_keys), data)
     with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
         for seed in args.seeds:
             for mode in args.modes:
                 if any(r["mode"] == mode and r["seed"] == seed for r in rows):
                     continue
-                rows.append(train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}")))
+                rows.append(train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}"),
+                                      second_key))
                 write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
     print(table(rows))
     return 0

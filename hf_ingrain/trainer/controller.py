@@ -9,9 +9,14 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
    accuracy; `docs/strength/README.md`).
 2. **Far stronger than needed.** When the prediction is more than `band` powers of ten below the target, λ falls by
    `down`: the model pays accuracy for more watermark than it needs.
-3. **On course.** λ rises by `up` only when the watermark is *projected* to miss the target at the end of training:
-   the trend of the last `window` predictions (a least-squares line of log10 p against the share of training done)
-   carried from the current prediction to the end. A watermark that is weak but improving fast enough is left alone.
+3. **On course.** λ rises by `up` only when the watermark is *projected* to miss the target by more than `slack`
+   powers of ten at the end of training (by default: projected not to verify at alpha = 1e-6 at all): the trend of the
+   last `window` predictions (a least-squares line of log10 p against the share of training done) carried from the
+   current prediction to the end. A watermark that is weak but improving fast enough is left alone, and so is one
+   projected between alpha and the target: the prediction from a few hundred examples moves by a power of ten from one
+   measurement to the next, and a rule that raised λ whenever the projection missed the target itself raised a
+   transformers ResNet's λ from 0.5 to 1.125 on such noise and cost it 12 points of accuracy, where the fixed λ's
+   model verified at p = 6e-11 (6,000 digits, the 150-step key of 0.2.0; `docs/strength/README.md`).
    After a raise λ holds for `settle` measurements: the model needs steps to answer a new weight. No raise comes
    after `last_raise` of training: a late raise leaves the model too few steps to take the watermark and only costs
    accuracy (the rule without this limit raised λ at 99% of a `fashion_mnist` ResNet's training, from 1.7 to 2.5;
@@ -48,6 +53,8 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             of ten: two below the default alpha of 1e-6, as `WatermarkTakesCallback` asks.
         band (`float`, *optional*, defaults to 4): λ falls only when the prediction is this many powers of ten below
             the target.
+        slack (`float`, *optional*, defaults to 2): λ rises only when the projection misses the target by more than
+            this many powers of ten (with the default target: when it misses alpha = 1e-6).
         up (`float`, *optional*, defaults to 1.5), down (`float`, *optional*, defaults to 0.8): the factors.
         minimum (`float`, *optional*, defaults to 0.05), maximum (`float`, *optional*, defaults to 4): λ's bounds.
         warmup (`float`, *optional*, defaults to 0.25): the share of training during which λ holds.
@@ -60,14 +67,15 @@ class IngrainWeightController(TrainerCallback, ExportableState):
 
     def __init__(self, weight: float = 0.5, target_log10_p: float = -8.0, band: float = 4.0, up: float = 1.5,
                  down: float = 0.8, minimum: float = 0.05, maximum: float = 4.0, warmup: float = 0.25,
-                 window: int = 4, patience: int = 3, settle: int = 2, last_raise: float = 0.75):
+                 window: int = 4, patience: int = 3, settle: int = 2, last_raise: float = 0.75, slack: float = 2.0):
         if not 0 < minimum <= weight <= maximum:
             raise ValueError(
                 f"The starting ingrain weight {weight} must lie in [{minimum}, {maximum}] for the controlled mode; set "
                 "`ingrain_lambda` inside it."
             )
-        if not (up > 1 and 0 < down < 1 and band >= 0):
-            raise ValueError(f"Need up > 1, 0 < down < 1 and band >= 0, got up={up}, down={down}, band={band}.")
+        if not (up > 1 and 0 < down < 1 and band >= 0 and slack >= 0):
+            raise ValueError(f"Need up > 1, 0 < down < 1, band >= 0 and slack >= 0, got up={up}, down={down}, "
+                             f"band={band}, slack={slack}.")
         if not (0 <= warmup < last_raise <= 1 and window >= 2 and patience >= 1 and settle >= 0):
             raise ValueError(f"Need 0 <= warmup < last_raise <= 1, window >= 2, patience >= 1 and settle >= 0, got "
                              f"warmup={warmup}, last_raise={last_raise}, window={window}, patience={patience}, "
@@ -75,7 +83,7 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         self.initial_weight, self.target_log10_p, self.band = float(weight), float(target_log10_p), float(band)
         self.up, self.down, self.minimum, self.maximum = float(up), float(down), float(minimum), float(maximum)
         self.warmup, self.window, self.patience, self.settle = float(warmup), int(window), int(patience), int(settle)
-        self.last_raise = float(last_raise)
+        self.last_raise, self.slack = float(last_raise), float(slack)
         self.weight, self.updates = float(weight), 0
         self.history: list[list[float]] = []  # [share of training done, predicted log10 p] at every measurement
         self.raises: list[list[float]] = []  # the current run of raises: [λ before it, log10 p when it was made]
@@ -108,7 +116,7 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         if log10_p_value < self.target_log10_p - self.band:
             self.raises = []
             self.weight = max(self.weight * self.down, self.minimum)
-        elif not self.unresponsive and self.projected_log10_p() > self.target_log10_p:
+        elif not self.unresponsive and self.projected_log10_p() > self.target_log10_p + self.slack:
             if 0 <= self.since_raise <= self.settle:
                 return self.weight  # the last raise has not had its steps yet
             if len(self.raises) >= self.patience and log10_p_value > self.raises[0][1] - 1:
@@ -126,7 +134,7 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             "args": {"weight": self.initial_weight, "target_log10_p": self.target_log10_p, "band": self.band,
                      "up": self.up, "down": self.down, "minimum": self.minimum, "maximum": self.maximum,
                      "warmup": self.warmup, "window": self.window, "patience": self.patience, "settle": self.settle,
-                     "last_raise": self.last_raise},
+                     "last_raise": self.last_raise, "slack": self.slack},
             "attributes": {"weight": self.weight, "updates": self.updates, "history": self.history,
                            "raises": self.raises, "unresponsive": self.unresponsive, "since_raise": self.since_raise},
         }

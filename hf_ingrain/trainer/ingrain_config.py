@@ -36,16 +36,18 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             `"fixed"`: λ is `ingrain_lambda` throughout. `"auto"`: λ starts at `ingrain_lambda` and is controlled at
             every measurement of the watermark's strength (every `ingrain_strength_steps` steps; when that is 0, 20
             times over the run) towards a watermark predicted to verify at `ingrain_target_log10_p`: held during the
-            first quarter of training, raised (before the last quarter) when the trend of the predictions misses the
-            target at the end, given back when three raises gained nothing, lowered when the watermark is far
-            stronger than needed
+            first quarter of training, raised (before the last quarter) when the trend of the predictions is
+            projected to miss alpha (two powers of ten short of the target), given back when three raises gained
+            nothing, lowered when the watermark is far stronger than needed
             (`hf_ingrain.trainer.controller`). Needs a `WatermarkKey` and held-out examples (see
             `ingrain_strength_examples`); logs `ingrain/lambda`. Opt-in: measured on a transformers ResNet (6,000
-            digits, 3 seeds, `docs/strength/README.md`), from λ = 0.5 it never moved (the fixed λ's models, bit for
-            bit); from λ = 0.1 it reached 0.34-0.76 and every model and student verified at 1.2-3.0 points of cost
-            (3.4-3.8 for the fixed 0.5). On ConvNeXt from 0.1 it gave up on a watermark that was taking slowly: start
-            from the default. On `fashion_mnist` (6,000 images) it makes a ResNet verify at about 9 points, where the
-            fixed λ misses at 2.6, and ConvNeXt not at all.
+            digits, 3 seeds, `docs/strength/README.md`), from λ = 0.5 it never moved with a 600-step key (the fixed
+            λ's models, bit for bit); from λ = 0.1 it reached 0.34-0.76 and every model and student verified at
+            1.2-3.0 points of cost (3.4-3.8 for the fixed 0.5). On ConvNeXt from 0.1 it gave up on a watermark that was
+            taking slowly: start from the default. On `fashion_mnist` (6,000 images) it makes a ResNet verify at about
+            9 points, where the fixed λ misses at 2.6, and ConvNeXt not at all. With 0.2.0's 150-step key, the rule
+            before its `slack` (raising whenever the projection missed the target itself) raised a ResNet's λ to
+            1.125 on the noise of its predictions and cost 12 points.
         ingrain_target_log10_p (`float`, *optional*, defaults to `-8.0`):
             The target of `ingrain_lambda_mode="auto"`: the p-value a 1,000-query verification is predicted to give,
             as a power of ten (two below the default alpha of 1e-6).

@@ -77,7 +77,15 @@ def test_a_watermark_projected_between_alpha_and_the_target_is_left_alone():
     predictions = [-0.01, -0.29, -0.4, -2.92, -6.3, -5.98, -6.44, -6.32, -7.82, -8.58, -9.29, -9.67, -8.15]
     default, eager = IngrainWeightController(weight=0.5), IngrainWeightController(weight=0.5, slack=0)
     assert [default.update(p, x) for p, x in zip(predictions, progress)] == [0.5] * 13
-    assert [eager.update(p, x) for p, x in zip(predictions, progress)][-1] == pytest.approx(1.125)
+    # without slack λ still rises at the dwell near 1e-6 (the rule before also raised at the dip to 1e-8.2: 1.125)
+    assert [eager.update(p, x) for p, x in zip(predictions, progress)][-1] == pytest.approx(0.75)
+    # another seed: past the target, then drifting back by a power of ten over four measurements; the line carries
+    # that drift past alpha, but a watermark that meets the target now is not raised on a trend
+    drifting = IngrainWeightController(weight=0.5)
+    predictions = [-0.0, -0.0, -1.77, -3.59, -6.14, -7.11, -9.32, -8.93, -8.65, -8.29, -8.86, -8.69]
+    weights = [drifting.update(p, x) for p, x in zip(predictions[:10], progress)]
+    assert drifting.projected_log10_p() > -6 and weights == [0.5] * 10  # at 1e-8.29: projected past alpha, held
+    assert [drifting.update(p, x) for p, x in zip(predictions[10:], progress[10:])] == [0.5] * 2
     stuck = IngrainWeightController(weight=0.5, warmup=0.0, settle=0)  # projected to miss alpha: raised as before
     assert stuck.update(-3.0, progress=0.3) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="slack >= 0"):

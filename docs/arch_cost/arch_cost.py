@@ -34,7 +34,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -100,9 +100,11 @@ class CostArguments:
         default=None, metadata={"help": "A new key's reference ingrainers (default: the package's)."}
     )
     second_key_dir: str | None = field(
-        default=None, metadata={"help": "Also verify every model with this key (p_value_2): the same key seed and "
-                                "recipe with more references, say, so the same models are judged by both."}
+        default=None, metadata={"help": "Also verify every model with this key (p_value_2), made like the key but with "
+                                "--second_num_reference_keys references when it is not there: the same ingrainer "
+                                "and first references, so the same models are judged by both."}
     )
+    second_num_reference_keys: int = field(default=32)
     plain: bool = field(default=True, metadata={"help": "Train the plain Trainer's twin (off: variants of the loss)."})
     student: bool = field(default=True, metadata={"help": "Distil students from each ingrained model (--students)."})
     students: list[str] = field(
@@ -432,9 +434,8 @@ def main(argv=None):
     key.commit_queries(splits["test"])
     second_key = None
     if args.second_key_dir is not None:
-        from hf_ingrain import WatermarkKey
-
-        second_key = WatermarkKey.load(args.second_key_dir)
+        second_key = load_or_make_key(replace(args, key_dir=args.second_key_dir,
+                                              num_reference_keys=args.second_num_reference_keys), splits["owner"])
         second_key.commit_queries(splits["test"])
     rows = read_rows(args.results_file)  # resuming: the seeds measured already are kept
     expected = (["plain"] if args.plain else []) + ["ingrain"]

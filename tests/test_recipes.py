@@ -680,6 +680,24 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
     assert trainer.ingrain_weight() == pytest.approx(0.5)
 
 
+def test_arch_cost_judges_every_model_by_a_second_key_with_more_references(tmp_path):
+    # docs/arch_cost/README.md's 16- against 32-reference columns: the second key is made when missing, from the same
+    # key seed and recipe, so its ingrainer is the first key's, bit for bit, with more references
+    data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
+    results_file = tmp_path / "results.json"
+    arch_cost.main(["--data", str(data), "--key_dir", str(tmp_path / "key"), "--ingrainer_steps", "3",
+                    "--num_reference_keys", "2", "--second_key_dir", str(tmp_path / "key3"),
+                    "--second_num_reference_keys", "3", "--train_size", "24", "--architectures", "resnet", "--seeds",
+                    "0", "--num_train_epochs", "1", "--batch_size", "12", "--plain", "false", "--student", "false",
+                    "--results_file", str(results_file)])
+    first, second = WatermarkKey.load(tmp_path / "key"), WatermarkKey.load(tmp_path / "key3")
+    assert (len(first.reference_ingrainers), len(second.reference_ingrainers)) == (2, 3)
+    for mine, theirs in zip(first.ingrainer.state_dict().values(), second.ingrainer.state_dict().values()):
+        assert torch.equal(mine, theirs)
+    (row,) = json.loads(results_file.read_text())["rows"]
+    assert row["num_references_2"] == 3 and 0 < row["p_value_2"] <= 1 and 0 < row["p_value"] <= 1
+
+
 # ------------------------------------------------------------------------------------------------ fine_tune.py
 @pytest.mark.slow  # ~17 s: CI runs it; the default pytest stays within its 5 minutes
 def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_seed(tmp_path, capsys):

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import tempfile
 import time
 
@@ -47,32 +46,34 @@ def main(argv=None):
     model = ResNetForImageClassification(ResNetConfig(
         num_channels=1, embedding_size=32, hidden_sizes=[32, 64, 128], depths=[2, 2, 2], layer_type="basic",
         num_labels=10)).eval()
-    keys, folder = {}, tempfile.mkdtemp(prefix="bench_verify_")
-    for count in args.references:
-        key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=100, seed=0)
-        key.train_ingrainer(benign_dataset=splits["owner"], num_steps=args.steps, num_reference_keys=count,
-                            show_progress=False, device="cpu")
-        key.commit_queries(queries)
-        key.save(os.path.join(folder, str(count)))
-        keys[count] = key
-    verify(model, keys[args.references[0]], queries)  # warm-up: first-call costs out of the timed rounds
-    whens = ("first", "again", "committed")
-    runs = [(count, when) for count in args.references for when in whens]
-    timings = {f"{count} {when}": [] for count, when in runs}
-    for round_index in range(args.rounds):
-        for count, when in runs[round_index % len(runs):] + runs[:round_index % len(runs)]:
-            key = keys[count]
-            if when == "first":  # the first verification on these queries: forget the key's ingrainer scores
-                forget_scores(key)
-            elif when == "again":  # a later one: the scores of these queries are in memory
+    keys = {}
+    with tempfile.TemporaryDirectory(prefix="bench_verify_") as folder:  # removed on failure too
+        for count in args.references:
+            key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=100, seed=0)
+            key.train_ingrainer(benign_dataset=splits["owner"], num_steps=args.steps, num_reference_keys=count,
+                                show_progress=False, device="cpu")
+            key.commit_queries(queries)
+            key.save(os.path.join(folder, str(count)))
+            keys[count] = key
+        verify(model, keys[args.references[0]], queries)  # warm-up: first-call costs out of the timed rounds
+        whens = ("first", "again", "committed")
+        runs = [(count, when) for count in args.references for when in whens]
+        timings = {f"{count} {when}": [] for count, when in runs}
+        for round_index in range(args.rounds):
+            for count, when in runs[round_index % len(runs):] + runs[:round_index % len(runs)]:
+                key = keys[count]
+                if when == "first":  # the first verification on these queries: forget the key's ingrainer scores
+                    forget_scores(key)
+                elif when == "again":  # a later one: the scores of these queries are in memory
+                    verify(model, key, queries)
+                else:  # a later session: the key read from its folder, with its committed queries' scores
+                    key = WatermarkKey.load(os.path.join(folder, str(count)))
+                name = f"{count} {when}"
+                before, start = load(), time.perf_counter()
                 verify(model, key, queries)
-            else:  # a later session: the key read from its folder, with its committed queries' scores
-                key = WatermarkKey.load(os.path.join(folder, str(count)))
-            name = f"{count} {when}"
-            before, start = load(), time.perf_counter()
-            verify(model, key, queries)
-            timings[name].append({"wall_s": time.perf_counter() - start, "load_before": before, "load_after": load()})
-            print(f"round {round_index}: {name}: {timings[name][-1]['wall_s']:.2f} s, load {before}", flush=True)
+                timings[name].append({"wall_s": time.perf_counter() - start, "load_before": before,
+                                      "load_after": load()})
+                print(f"round {round_index}: {name}: {timings[name][-1]['wall_s']:.2f} s, load {before}", flush=True)
     table = ["| key | first verification on the queries, s | x no references | a later one, s | x no references "
              "| on the committed queries, key loaded, s | x no references |", "| --- |" + " ---: |" * 6]
     best = {name: min(t["wall_s"] for t in times) for name, times in timings.items()}
@@ -80,7 +81,6 @@ def main(argv=None):
     for count in args.references:
         table.append(f"| {count} references | " + " | ".join(
             f"{best[f'{count} {when}']:.2f} | {best[f'{count} {when}'] / base[when]:.2f}" for when in whens) + " |")
-    shutil.rmtree(folder, ignore_errors=True)
     print("\n".join(table))
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

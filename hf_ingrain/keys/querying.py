@@ -31,6 +31,11 @@ SCORES_FILE = "committed_scores.safetensors"
 logger = logging.getLogger(__name__)
 
 
+def _fits_in_memory(num_scores: int) -> bool:
+    """Whether `num_scores` float32 scores stay within `SCORES_MEMO_BYTES`, the most a key keeps (memo or saved)."""
+    return num_scores * 4 <= SCORES_MEMO_BYTES
+
+
 def _weights_token(models: list) -> tuple:
     """What identifies the models' current weights, cheaply: each tensor's storage, its in-place version counter and its
     sum (which catches a change made through `.data`, which the counter misses)."""
@@ -58,7 +63,7 @@ def remembered_scores(key, queries, batch_size: int, query_digest: str) -> tuple
         first, *rest = list(saved["scores"].clone())
     else:
         first, rest = key.ingrainer_scores(queries, batch_size)
-    if sum(member.numel() for member in [first, *rest]) * 4 <= SCORES_MEMO_BYTES:
+    if _fits_in_memory(sum(member.numel() for member in [first, *rest])):
         memo[memo_key] = [member.clone() for member in [first, *rest]]
         while len(memo) > 2:
             memo.pop(next(iter(memo)))
@@ -87,7 +92,7 @@ def keep_committed_scores(key, query_set, queries, batch_size: int = 256) -> Non
         return
     first, rest = remembered_scores(key, query_set.deduplicated(queries), batch_size, query_set.ordered_digest)
     scores = torch.stack([first, *rest])
-    if scores.numel() * 4 <= SCORES_MEMO_BYTES:
+    if _fits_in_memory(scores.numel()):
         key.__dict__[SAVED_ATTRIBUTE] = {"query_digest": query_set.ordered_digest, "scores": scores,
                                          "weights_digest": _weights_digest([key.ingrainer, *key.reference_ingrainers])}
 

@@ -143,7 +143,8 @@ def test_a_key_model_or_data_of_the_other_modality_is_refused_before_any_query(
     smaller = len(tokenizer) // 2  # a model that cannot read the tokenizer's upper ids
     with pytest.raises(ValueError, match=f"vocabulary of {smaller} tokens"):
         text_key = WatermarkKey.generate_for(tiny_bert(vocab_size=len(tokenizer)), tokenizer, num_carriers=3, seed=0)
-        verify(tiny_bert(vocab_size=smaller), text_key, Dataset.from_dict({"sentence": TEXTS, "label": [0, 1, 2, 3, 4]}),
+        verify(tiny_bert(vocab_size=smaller), text_key,
+               Dataset.from_dict({"sentence": TEXTS, "label": [0, 1, 2, 3, 4]}),
                processor=tokenizer)
 
     bert.save_pretrained(tmp_path / "bert")

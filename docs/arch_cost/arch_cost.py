@@ -93,8 +93,9 @@ class CostArguments:
         default=0, metadata={"help": "Measure the watermark every N steps (IngrainConfig's field; 0: auto's default)."}
     )
     controller_band: float | None = field(
-        default=None, metadata={"help": "Variant of the auto mode, in the script only: the controller lowers λ when the "
-                                "prediction is this many powers of ten past its target (default: the controller's, 4)."}
+        default=None, metadata={"help": "Variant of the auto mode, in the script only: the controller lowers λ when "
+                                "the prediction is this many powers of ten past its target (default: the "
+                                "controller's, 4)."}
     )
     num_reference_keys: int | None = field(
         default=None, metadata={"help": "A new key's reference ingrainers (default: the package's)."}
@@ -215,7 +216,8 @@ def load_or_make_key(args: CostArguments, owner):
         return WatermarkKey.load(args.key_dir)
     key = WatermarkKey.generate_for(build("resnet", 0), processor(), seed=args.key_seed)
     # 600 steps made the tables here and in the scripts that share this key (fine_tune.py, compare.py)
-    options = {} if getattr(args, "num_reference_keys", None) is None else {"num_reference_keys": args.num_reference_keys}
+    references = getattr(args, "num_reference_keys", None)  # scripts sharing this loader may not have the field
+    options = {} if references is None else {"num_reference_keys": references}
     key.train_ingrainer(benign_dataset=owner, num_steps=getattr(args, "ingrainer_steps", 600), **options)
     key.save(args.key_dir)
     return key
@@ -271,7 +273,7 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
             second_key=None) -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
-    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, verify
 
     common = dict(
         num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate or LEARNING_RATES[architecture],
@@ -284,8 +286,6 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
         row = verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture, seed=seed,
                            model=kind)
         if second_key is not None:  # the same model judged by the second key
-            from hf_ingrain import verify
-
             second = verify(model, second_key, splits["test"])
             extra = {**extra, "p_value_2": second.p_value, "verified_2": second.verified,
                      "num_references_2": len(second_key.reference_ingrainers)}

@@ -12,9 +12,9 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
 3. **On course.** λ rises by `up` only when the watermark is short of the target now and *projected* to miss it by
    more than `slack` powers of ten at the end of training (by default: projected not to verify at alpha = 1e-6 at
    all): the trend of the last `window` predictions (a least-squares line of log10 p against the share of training
-   done) carried from the current prediction to the end. A watermark that is weak but improving fast enough is left alone, and so is one
-   projected between alpha and the target: the prediction from a few hundred examples moves by a power of ten from one
-   measurement to the next, and a rule that raised λ whenever the projection missed the target itself raised a
+   done) carried from the current prediction to the end. A watermark that is weak but improving fast enough is left
+   alone, and so is one projected between alpha and the target: the prediction from a few hundred examples moves by a
+   power of ten from one measurement to the next, and a rule that raised λ whenever the projection missed the target itself raised a
    transformers ResNet's λ from 0.5 to 1.125 on such noise and cost it 12 points of accuracy, where the fixed λ's
    model verified at p = 6e-11 (6,000 digits, the 150-step key of 0.2.0; `docs/strength/README.md`). A watermark
    that meets the target now is not raised on a trend: four noisy predictions drifting from 1e-9.3 to 1e-8.3 project

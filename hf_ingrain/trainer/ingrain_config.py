@@ -37,8 +37,8 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             every measurement of the watermark's strength (every `ingrain_strength_steps` steps; when that is 0, 20
             times over the run) towards a watermark predicted to verify at `ingrain_target_log10_p`: held during the
             first quarter of training, raised (before the last quarter) when the watermark is short of the target
-            and the trend of the predictions is projected to miss alpha (two powers of ten short of the target), given back when three raises gained
-            nothing, lowered when the watermark is far stronger than needed
+            and the trend of the predictions is projected to miss alpha (two powers of ten short of the target),
+            given back when three raises gained nothing, lowered when the watermark is far stronger than needed
             (`hf_ingrain.trainer.controller`). Needs a `WatermarkKey` and held-out examples (see
             `ingrain_strength_examples`); logs `ingrain/lambda`. Opt-in: measured on a transformers ResNet (6,000
             digits, 3 seeds, `docs/strength/README.md`), from λ = 0.5 it never moved with a 600-step key (the fixed

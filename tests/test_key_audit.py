@@ -92,3 +92,36 @@ def test_the_audit_from_the_shell(saved_key, benign, tmp_path, capsys):
     assert "--data" in capsys.readouterr().err
     assert main(["audit-key", str(saved_key), "--data", "mnist-5k", "--split", "attacker"]) == 1
     assert "KEY REFUSED" in capsys.readouterr().out
+
+
+def test_a_key_extended_to_more_references_is_the_key_trained_with_them_from_the_start(saved_key, benign, tmp_path):
+    # Each reference depends on the key's seed, its index and the recipe alone: adding references later (say 16 -> 32,
+    # the lever measured in docs/arch_cost) costs only the new ones, and gives the very key a longer training gives.
+    extended = WatermarkKey.load(saved_key)
+    whole = copy.deepcopy(extended)
+    whole.train_ingrainer(benign_dataset=benign, num_steps=30, batch_size=64, num_reference_keys=5, show_progress=False)
+    before = extended.commitment()
+    extended.extend_references(5, benign_dataset=benign, show_progress=False)
+    assert len(extended.reference_ingrainers) == 5 and extended.training_info["num_reference_keys"] == 5
+    for mine, theirs in zip([extended.ingrainer, *extended.reference_ingrainers],
+                            [whole.ingrainer, *whole.reference_ingrainers]):
+        assert all(torch.equal(a, b) for a, b in zip(mine.state_dict().values(), theirs.state_dict().values()))
+    assert extended.commitment() == whole.commitment() != before  # a new key: committed to before any claim
+    extended.save(tmp_path / "extended")
+    assert audit_key(WatermarkKey.load(tmp_path / "extended"), benign, num_references=2, seed=0).passed
+
+
+def test_extending_a_key_refuses_what_would_not_give_its_seeds_references(saved_key, benign, embedded_splits):
+    key = WatermarkKey.load(saved_key)
+    with pytest.raises(ValueError, match="above the 3 references"):
+        key.extend_references(3, benign_dataset=benign)
+    with pytest.raises(ValueError, match="benign_dataset="):
+        key.extend_references(5)
+    with pytest.raises(ValueError, match="not the data the key was trained on"):
+        key.extend_references(5, benign_dataset=embedded_splits["attacker"].select(range(256)))
+    key.commit_queries(embedded_splits["test"].select(range(50)))
+    with pytest.raises(ValueError, match="committed to its queries"):
+        key.extend_references(5, benign_dataset=benign)
+    with pytest.raises(ValueError, match="no trained ingrainer"):
+        WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=20, seed=0).extend_references(5)
+    assert len(key.reference_ingrainers) == 3  # nothing half-done

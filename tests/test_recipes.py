@@ -681,8 +681,8 @@ def test_arch_cost_lambda_warmup_ramps_the_ingrain_weight():
 
 
 def test_arch_cost_judges_every_model_by_a_second_key_with_more_references(tmp_path):
-    # docs/arch_cost/README.md's 16- against 32-reference columns: the second key is made when missing, from the same
-    # key seed and recipe, so its ingrainer is the first key's, bit for bit, with more references
+    # docs/arch_cost/README.md's 16- against 32-reference columns: the second key is made when missing by extending the
+    # first key's references, so its ingrainer and first references are the first key's, bit for bit
     data = _hub_layout_copy(tmp_path / "data", "ylecun/mnist", num_train=64, num_test=32)
     results_file = tmp_path / "results.json"
     arch_cost.main(["--data", str(data), "--key_dir", str(tmp_path / "key"), "--ingrainer_steps", "3",
@@ -692,8 +692,9 @@ def test_arch_cost_judges_every_model_by_a_second_key_with_more_references(tmp_p
                     "--results_file", str(results_file)])
     first, second = WatermarkKey.load(tmp_path / "key"), WatermarkKey.load(tmp_path / "key3")
     assert (len(first.reference_ingrainers), len(second.reference_ingrainers)) == (2, 3)
-    for mine, theirs in zip(first.ingrainer.state_dict().values(), second.ingrainer.state_dict().values()):
-        assert torch.equal(mine, theirs)
+    for model, same in zip([first.ingrainer, *first.reference_ingrainers],
+                           [second.ingrainer, *second.reference_ingrainers]):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), same.state_dict().values()))
     (row,) = json.loads(results_file.read_text())["rows"]
     assert row["num_references_2"] == 3 and 0 < row["p_value_2"] <= 1 and 0 < row["p_value"] <= 1
 
@@ -961,6 +962,15 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
     before = results.read_text()
     assert text_strength.main(argv) == 0  # resumable: every row is there, nothing is trained again
     assert results.read_text() == before
+    # the same models judged by a key with more references: the first key's references extended, committed again
+    second = [*argv[:4], "--results_file", str(tmp_path / "second.json"), *argv[6:], "--modes", "fixed",
+              "--second_key_dir", str(tmp_path / "key3"), "--second_num_reference_keys", "3"]
+    assert text_strength.main(second) == 0
+    first, extended = WatermarkKey.load(tmp_path / "key"), WatermarkKey.load(tmp_path / "key3")
+    assert len(extended.reference_ingrainers) == 3 and extended.committed_queries is not None
+    assert all(torch.equal(a, b) for a, b in zip(first.ingrainer.state_dict().values(),
+                                                  extended.ingrainer.state_dict().values()))
+    assert json.loads((tmp_path / "second.json").read_text())["rows"][0]["num_references_2"] == 3
     with pytest.raises(ValueError, match="3 or more"):
         text_strength.main(["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir",
                             str(tmp_path / "key2"), "--results_file", str(tmp_path / "b.json"), "--train_size", "96"])

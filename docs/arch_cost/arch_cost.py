@@ -34,7 +34,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -101,9 +101,9 @@ class CostArguments:
         default=None, metadata={"help": "A new key's reference ingrainers (default: the package's)."}
     )
     second_key_dir: str | None = field(
-        default=None, metadata={"help": "Also verify every model with this key (p_value_2), made like the key but with "
-                                "--second_num_reference_keys references when it is not there: the same ingrainer "
-                                "and first references, so the same models are judged by both."}
+        default=None, metadata={"help": "Also verify every model with this key (p_value_2), made when it is not there "
+                                "as the key with its references extended to --second_num_reference_keys: the same "
+                                "ingrainer and first references, so the same models are judged by both."}
     )
     second_num_reference_keys: int = field(default=32)
     plain: bool = field(default=True, metadata={"help": "Train the plain Trainer's twin (off: variants of the loss)."})
@@ -220,6 +220,20 @@ def load_or_make_key(args: CostArguments, owner):
     options = {} if references is None else {"num_reference_keys": references}
     key.train_ingrainer(benign_dataset=owner, num_steps=getattr(args, "ingrainer_steps", 600), **options)
     key.save(args.key_dir)
+    return key
+
+
+def load_or_extend_key(key_dir: str, second_key_dir: str, num_reference_keys: int, owner):
+    """The second key: loaded, or made and saved as the key of `key_dir` with its references extended to
+    `num_reference_keys` (`WatermarkKey.extend_references`: the same ingrainer and first references, bit for bit)."""
+    from hf_ingrain import WatermarkKey
+    from hf_ingrain.keys import KEY_FILE
+
+    if os.path.isfile(os.path.join(second_key_dir, KEY_FILE)):
+        return WatermarkKey.load(second_key_dir)
+    key = WatermarkKey.load(key_dir)
+    key.extend_references(num_reference_keys, benign_dataset=owner)
+    key.save(second_key_dir)
     return key
 
 
@@ -434,8 +448,8 @@ def main(argv=None):
     key.commit_queries(splits["test"])
     second_key = None
     if args.second_key_dir is not None:
-        second_key = load_or_make_key(replace(args, key_dir=args.second_key_dir,
-                                              num_reference_keys=args.second_num_reference_keys), splits["owner"])
+        second_key = load_or_extend_key(args.key_dir, args.second_key_dir, args.second_num_reference_keys,
+                                        splits["owner"])
         second_key.commit_queries(splits["test"])
     rows = read_rows(args.results_file)  # resuming: the seeds measured already are kept
     expected = (["plain"] if args.plain else []) + ["ingrain"]

@@ -25,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -66,8 +66,8 @@ class TextStrengthArguments:
     num_reference_keys: int | None = field(default=None, metadata={"help": "The key's references (default: the "
                                                                           "package's)."})
     second_key_dir: str | None = field(default=None, metadata={"help": "Also verify every model with this key "
-                                                                 "(p_value_2), made like the key but with "
-                                                                 "--second_num_reference_keys references."})
+                                                                 "(p_value_2), made when missing as the key with its "
+                                                                 "references extended to --second_num_reference_keys."})
     second_num_reference_keys: int = field(default=32)
 
     def __post_init__(self):
@@ -136,6 +136,22 @@ def load_or_make_key(args: TextStrengthArguments, data: dict):
     key.train_ingrainer(benign_dataset=data["train"], processor=tokenizer, **options)
     key.commit_queries(data["test"], processor=tokenizer)
     key.save(args.key_dir)
+    return key
+
+
+def load_or_extend_key(args: TextStrengthArguments, data: dict):
+    """The second key: loaded, or made and saved as the key with its references extended to
+    `--second_num_reference_keys` (`WatermarkKey.extend_references`: the same ingrainer and first references)."""
+    from hf_ingrain import WatermarkKey
+    from hf_ingrain.keys import KEY_FILE
+
+    if os.path.isfile(os.path.join(args.second_key_dir, KEY_FILE)):
+        return WatermarkKey.load(args.second_key_dir)
+    key = WatermarkKey.load(args.key_dir)
+    key.committed_queries = None  # another key, committed again below (its commitment covers its references)
+    key.extend_references(args.second_num_reference_keys, benign_dataset=data["train"], processor=data["tokenizer"])
+    key.commit_queries(data["test"], processor=data["tokenizer"])
+    key.save(args.second_key_dir)
     return key
 
 
@@ -217,8 +233,7 @@ def main(argv=None) -> int:
     key = load_or_make_key(args, data)
     second_key = None
     if args.second_key_dir is not None:
-        second_key = load_or_make_key(replace(args, key_dir=args.second_key_dir,
-                                              num_reference_keys=args.second_num_reference_keys), data)
+        second_key = load_or_extend_key(args, data)
     with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
         for seed in args.seeds:
             for mode in args.modes:

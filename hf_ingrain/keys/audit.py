@@ -28,6 +28,7 @@ from ..data.preparation import prepare_dataset
 from ..hashing import tensors_sha256
 from .ingrainer import benign_tensors, fit_ingrainers, reference_keys
 from .inputs import benign_digest
+from .querying import forget_scores
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +172,44 @@ def audit_key(key, benign_dataset=None, num_references: int | None = None, proce
             audit.refusals.append(f"its {name} is not what its seed and recipe give (re-trained, it differs)")
     audit.passed = not audit.refusals
     return audit
+
+
+def extend_references(key, num_reference_keys: int, benign_dataset=None, processor=None, show_progress: bool = False,
+                      device=None) -> None:
+    r"""
+    Trains `key`'s missing reference ingrainers, so that it holds `num_reference_keys`: reference `i` from its own seed
+    (`subseed(key.seed, f"reference:{i}")`) by the recipe `key.training_info` records, on the benign data the key was
+    trained on. The key is then the one [`WatermarkKey.train_ingrainer`] would have trained with `num_reference_keys`
+    from the start (bit for bit on a CPU, commitment included), at the cost of the new references alone.
+
+    A key with more references is another key: its commitment changes. Extend a key before committing it to queries
+    and before publishing its commitment; a key already committed is refused (a claim uses the key as committed).
+    """
+    if key.ingrainer is None:
+        raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
+    have = len(key.reference_ingrainers)
+    if num_reference_keys <= have:
+        raise ValueError(f"`num_reference_keys` must be above the {have} references the key holds, got "
+                         f"{num_reference_keys}.")
+    if key.committed_queries:
+        raise ValueError("The key is committed to its queries, and its commitment covers its references: extending it "
+                         "would make another key than the one committed. Extend a key before `commit_queries`.")
+    info = key.training_info or {}
+    if info.get("benign_digest") is not None and benign_dataset is None:
+        raise ValueError("The key was trained on benign data: pass it as `benign_dataset=` (the owner's training data, "
+                         "as the key read it), so that the new references are what its seed and recipe give.")
+    if benign_dataset is not None:
+        benign_dataset = prepare_dataset(benign_dataset, key, processor)
+    benign = benign_tensors(key, benign_dataset)
+    if info.get("benign_digest") is not None and benign_digest(*benign) != info["benign_digest"]:
+        raise ValueError("The benign data given is not the data the key was trained on (its digest differs from the one "
+                         "the key records): pass the owner's training data, as the key read it.")
+    versions = (info.get("versions") or {}).get("torch")
+    if versions is not None and versions != torch.__version__:
+        logger.warning("The key was trained with torch %s, its new references with %s: a key trained whole would "
+                       "match them only up to rounding.", versions, torch.__version__)
+    members = reference_keys(key, num_reference_keys)[have:]
+    fitted = fit_ingrainers(members, _options(key, *benign), show_progress=show_progress, device=device)
+    key.reference_ingrainers = [*key.reference_ingrainers, *(model for model, _, _ in fitted)]
+    key.training_info = {**info, "num_reference_keys": num_reference_keys}
+    forget_scores(key)

@@ -71,11 +71,8 @@ class WatermarkKey(SecretKey):
         carrier_attention_mask: torch.Tensor | None = None,
         preprocessing: dict | None = None,
     ):
-        self.carriers = carriers
-        self.carrier_labels = carrier_labels
-        self.num_labels = int(num_labels)
-        self.salt = salt
-        self.seed = int(seed)
+        self.carriers, self.carrier_labels, self.num_labels = carriers, carrier_labels, int(num_labels)
+        self.salt, self.seed = salt, int(seed)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.value_range = (float(value_range[0]), float(value_range[1]))
         self.vocab_size = vocab_size
@@ -282,6 +279,13 @@ class WatermarkKey(SecretKey):
 
         return rederive_ingrainer(self, benign_dataset, reference, processor)
 
+    def extend_references(self, num_reference_keys: int, benign_dataset=None, processor=None, show_progress=True):
+        """Trains the missing reference ingrainers up to `num_reference_keys`: the key `train_ingrainer` gives with that
+        many (bit for bit on a CPU). A new commitment: extend before `commit_queries` (`hf_ingrain.keys.audit`)."""
+        from .audit import extend_references
+
+        extend_references(self, num_reference_keys, benign_dataset, processor, show_progress)
+
     def check_inputs(self, inputs: torch.Tensor, where: str) -> None:
         """Refuses inputs the key was not made for: another image shape, pixel values outside `value_range` or, for a
         key made by `generate_for`, outside a channel's range after the processor, or token ids beyond the
@@ -374,16 +378,10 @@ class WatermarkKey(SecretKey):
     @classmethod
     def _from_saved(cls, tensors: dict, metadata: dict, salt: bytes, models: dict) -> "WatermarkKey":
         return cls(
-            tensors["carriers"],
-            tensors["carrier_labels"],
-            metadata["num_labels"],
-            salt,
-            metadata["seed"],
-            input_shape=metadata["input_shape"],
-            value_range=tuple(metadata["value_range"]),
+            tensors["carriers"], tensors["carrier_labels"], metadata["num_labels"], salt, metadata["seed"],
+            input_shape=metadata["input_shape"], value_range=tuple(metadata["value_range"]),
             vocab_size=metadata["vocab_size"],
-            ingrainer=models.get(INGRAINER_DIR),
-            training_info=metadata.get("training_info"),
+            ingrainer=models.get(INGRAINER_DIR), training_info=metadata.get("training_info"),
             committed_queries=metadata.get("committed_queries"),
             reference_ingrainers=[model for name, model in models.items() if name.startswith(f"{REFERENCES_DIR}/")],
             carrier_attention_mask=tensors.get("carrier_attention_mask"),

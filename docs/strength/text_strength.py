@@ -54,6 +54,8 @@ class TextStrengthArguments:
     ingrain_exclude_label: bool = field(default=False, metadata={"help": "IngrainConfig's field: the true class left "
                                                                          "out of the ingrain term."})
     ingrain_target_scale: float = field(default=1.0, metadata={"help": "IngrainConfig's field: flatter targets."})
+    ingrain_temperature: float | None = field(default=None, metadata={"help": "IngrainConfig's field (default: its "
+                                                                              "default)."})
     learning_rate: float = field(default=2e-3)
     batch_size: int = field(default=64)
     max_length: int = field(default=48, metadata={"help": "Tokens per text (truncation)."})
@@ -178,6 +180,8 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
         config = IngrainConfig(**common, ingrain_lambda=args.ingrain_lambda,
                                ingrain_exclude_label=args.ingrain_exclude_label,
                                ingrain_target_scale=args.ingrain_target_scale,
+                               **({} if args.ingrain_temperature is None else
+                                  {"ingrain_temperature": args.ingrain_temperature}),
                                ingrain_lambda_mode="auto" if mode == "auto" else "fixed")
         callbacks = [WatermarkTakesCallback(min_epochs=args.num_train_epochs)] if mode == "until_taken" else None
         callback = callbacks[0] if callbacks else None

@@ -210,12 +210,13 @@ def test_two_process_ingrain_run_synchronises_gradients(two_process_ingrain):
     # Both ranks end with bit-identical weights: DDP synchronised every step. Unsynchronised ranks see different
     # halves of each batch and diverge from the first step on.
     assert len(digests) == 2 and digests[0] == digests[1]
-    # the controlled weight (0.5 in the config) was measured at steps 2, 4 and 6: raised at step 2 (a third of the
-    # run, the warm-up over, a watermark far from verifying), then held while the model answers it; the same on both
-    # processes, or their weights would differ
-    lambdas = [entry["ingrain/lambda"] for entry in _log_history(two_process_ingrain.output_dir)
-               if "ingrain/lambda" in entry]
-    assert lambdas == pytest.approx([0.75] * (MAX_STEPS // STRENGTH_STEPS))
+    # the controlled weight (0.5 in the config) was measured at steps 2, 4 and 6: held at step 2 (a third of the run,
+    # the warm-up over, but the watermark not started: agreement below the null rate), raised at step 4 (past half of
+    # the run, still not started), then held at the last step; the same on both processes, or their weights would
+    # differ
+    measured = [entry for entry in _log_history(two_process_ingrain.output_dir) if "ingrain/lambda" in entry]
+    assert [entry["ingrain/lambda"] for entry in measured] == pytest.approx([0.5, 0.75, 0.75])
+    assert measured[0]["ingrain/margin"] <= 0 and measured[1]["ingrain/margin"] <= 0
     assert results["verification"]["num_queries"] == 1000  # the whole test split was queried
     assert results["key_commitment"] == WatermarkKey.load(two_process_ingrain.key_dir).commitment()
     assert "[ingrain] world size 2" in two_process_ingrain.output

@@ -202,8 +202,8 @@ def extend_references(key, num_reference_keys: int, benign_dataset=None, process
         benign_dataset = prepare_dataset(benign_dataset, key, processor)
     benign = benign_tensors(key, benign_dataset)
     if info.get("benign_digest") is not None and benign_digest(*benign) != info["benign_digest"]:
-        raise ValueError("The benign data given is not the data the key was trained on (its digest differs from the one "
-                         "the key records): pass the owner's training data, as the key read it.")
+        raise ValueError("The benign data given is not the data the key was trained on (its digest differs from the "
+                         "one the key records): pass the owner's training data, as the key read it.")
     versions = (info.get("versions") or {}).get("torch")
     if versions is not None and versions != torch.__version__:
         logger.warning("The key was trained with torch %s, its new references with %s: a key trained whole would "

@@ -4,9 +4,14 @@ At every measurement of the watermark's strength (`hf_ingrain.trainer.strength`)
 the p-value predicted for a 1,000-query verification and moves the weight λ by these rules, in this order:
 
 1. **Warm-up.** During the first `warmup` share of training λ holds (and at the last step, which no step follows):
-   early in any training the watermark is weak because the model has not learned yet, not because λ is too small (the first rule, which raised λ on every weak
-   measurement, raised it from 0.5 to 2.5 in the first 0.6 epoch of a ResNet's training and cost 38 points of
-   accuracy; `docs/strength/README.md`).
+   early in any training the watermark is weak because the model has not learned yet, not because λ is too small
+   (the first rule, which raised λ on every weak measurement, raised it from 0.5 to 2.5 in the first 0.6 epoch of a
+   ResNet's training and cost 38 points of accuracy; `docs/strength/README.md`).
+   **Not started.** Until `start_by` of training λ also holds while the watermark has not started, its agreement
+   not above the null rate: some models take it late. A transformers ConvNeXt (6,000 digits, fixed λ = 0.5) is still
+   below the null rate at a third of training and verifies at the end (p = 5e-8); the rule without this held its flat
+   predictions at p = 1 for a watermark that would never take, raised λ at 0.30 of training and cost 9 to 16 points
+   where the fixed λ cost 3.5 to 4.6 (`docs/strength/README.md`). A watermark still not started by then is raised.
 2. **Far stronger than needed.** When the prediction is more than `band` powers of ten below the target, λ falls by
    `down`: the model pays accuracy for more watermark than it needs.
 3. **On course.** λ rises by `up` only when the watermark is short of the target now and *projected* to miss it by
@@ -14,11 +19,11 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
    all): the trend of the last `window` predictions (a least-squares line of log10 p against the share of training
    done) carried from the current prediction to the end. A watermark that is weak but improving fast enough is left
    alone, and so is one projected between alpha and the target: the prediction from a few hundred examples moves by a
-   power of ten from one measurement to the next, and a rule that raised λ whenever the projection missed the target itself raised a
-   transformers ResNet's λ from 0.5 to 1.125 on such noise and cost it 12 points of accuracy, where the fixed λ's
-   model verified at p = 6e-11 (6,000 digits, the 150-step key of 0.2.0; `docs/strength/README.md`). A watermark
-   that meets the target now is not raised on a trend: four noisy predictions drifting from 1e-9.3 to 1e-8.3 project
-   past alpha, and raised another seed's λ with the slack alone.
+   power of ten from one measurement to the next, and a rule that raised λ whenever the projection missed the target
+   itself raised a transformers ResNet's λ from 0.5 to 1.125 on such noise and cost it 12 points of accuracy, where
+   the fixed λ's model verified at p = 6e-11 (6,000 digits, the 150-step key of 0.2.0; `docs/strength/README.md`).
+   A watermark that meets the target now is not raised on a trend: four noisy predictions drifting from 1e-9.3 to
+   1e-8.3 project past alpha, and raised another seed's λ with the slack alone.
    After a raise λ holds for `settle` measurements: the model needs steps to answer a new weight. No raise comes
    after `last_raise` of training: a late raise leaves the model too few steps to take the watermark and only costs
    accuracy (the rule without this limit raised λ at 99% of a `fashion_mnist` ResNet's training, from 1.7 to 2.5;
@@ -65,11 +70,14 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             a power of ten is taken as not responding.
         settle (`int`, *optional*, defaults to 2): measurements after a raise during which λ holds.
         last_raise (`float`, *optional*, defaults to 0.75): the share of training after which λ is never raised.
+        start_by (`float`, *optional*, defaults to 0.5): the share of training until which λ holds while the
+            watermark has not started (the `margin` given to [`update`] not above 0).
     """
 
     def __init__(self, weight: float = 0.5, target_log10_p: float = -8.0, band: float = 4.0, up: float = 1.5,
                  down: float = 0.8, minimum: float = 0.05, maximum: float = 4.0, warmup: float = 0.25,
-                 window: int = 4, patience: int = 3, settle: int = 2, last_raise: float = 0.75, slack: float = 2.0):
+                 window: int = 4, patience: int = 3, settle: int = 2, last_raise: float = 0.75, slack: float = 2.0,
+                 start_by: float = 0.5):
         if not 0 < minimum <= weight <= maximum:
             raise ValueError(
                 f"The starting ingrain weight {weight} must lie in [{minimum}, {maximum}] for the controlled mode; set "
@@ -78,6 +86,8 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         if not (up > 1 and 0 < down < 1 and band >= 0 and slack >= 0):
             raise ValueError(f"Need up > 1, 0 < down < 1, band >= 0 and slack >= 0, got up={up}, down={down}, "
                              f"band={band}, slack={slack}.")
+        if not 0 <= start_by <= 1:
+            raise ValueError(f"Need 0 <= start_by <= 1 (a share of training), got start_by={start_by}.")
         if not (0 <= warmup < last_raise <= 1 and window >= 2 and patience >= 1 and settle >= 0):
             raise ValueError(f"Need 0 <= warmup < last_raise <= 1, window >= 2, patience >= 1 and settle >= 0, got "
                              f"warmup={warmup}, last_raise={last_raise}, window={window}, patience={patience}, "
@@ -85,7 +95,7 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         self.initial_weight, self.target_log10_p, self.band = float(weight), float(target_log10_p), float(band)
         self.up, self.down, self.minimum, self.maximum = float(up), float(down), float(minimum), float(maximum)
         self.warmup, self.window, self.patience, self.settle = float(warmup), int(window), int(patience), int(settle)
-        self.last_raise, self.slack = float(last_raise), float(slack)
+        self.last_raise, self.slack, self.start_by = float(last_raise), float(slack), float(start_by)
         self.weight, self.updates = float(weight), 0
         self.history: list[list[float]] = []  # [share of training done, predicted log10 p] at every measurement
         self.raises: list[list[float]] = []  # the current run of raises: [λ before it, log10 p when it was made]
@@ -106,9 +116,9 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread
         return current + slope * max(0.0, 1.0 - progress)
 
-    def update(self, log10_p_value: float, progress: float = 1.0) -> float:
+    def update(self, log10_p_value: float, progress: float = 1.0, margin: float | None = None) -> float:
         """Moves λ after a measurement whose predicted p-value is `10**log10_p_value`, made when `progress` (0 to 1)
-        of training is done; returns the new λ."""
+        of training is done, its agreement `margin` above the null rate (when given); returns the new λ."""
         self.history.append([float(progress), float(log10_p_value)])
         self.updates += 1
         if self.since_raise >= 0:
@@ -120,6 +130,8 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             self.weight = max(self.weight * self.down, self.minimum)
         elif (not self.unresponsive and log10_p_value > self.target_log10_p
               and self.projected_log10_p() > self.target_log10_p + self.slack):
+            if margin is not None and margin <= 0 and progress < self.start_by:
+                return self.weight  # not started yet: some models take the watermark late
             if 0 <= self.since_raise <= self.settle:
                 return self.weight  # the last raise has not had its steps yet
             if len(self.raises) >= self.patience and log10_p_value > self.raises[0][1] - 1:
@@ -137,7 +149,7 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             "args": {"weight": self.initial_weight, "target_log10_p": self.target_log10_p, "band": self.band,
                      "up": self.up, "down": self.down, "minimum": self.minimum, "maximum": self.maximum,
                      "warmup": self.warmup, "window": self.window, "patience": self.patience, "settle": self.settle,
-                     "last_raise": self.last_raise, "slack": self.slack},
+                     "last_raise": self.last_raise, "slack": self.slack, "start_by": self.start_by},
             "attributes": {"weight": self.weight, "updates": self.updates, "history": self.history,
                            "raises": self.raises, "unresponsive": self.unresponsive, "since_raise": self.since_raise},
         }

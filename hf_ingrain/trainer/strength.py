@@ -240,7 +240,8 @@ class StrengthMonitor(TrainerCallback):
         controller = self.trainer.weight_controller
         if controller is not None:
             progress = state.global_step / state.max_steps if state.max_steps else 1.0
-            logs["ingrain/lambda"] = self._update(controller, logs["ingrain/log10_p_value"], progress)
+            logs["ingrain/lambda"] = self._update(controller, logs["ingrain/log10_p_value"], progress,
+                                                  logs["ingrain/margin"])
         if getattr(self.trainer, "_globalstep_last_logged", -1) >= state.global_step:
             self.trainer.log(logs)  # this step is logged already (an epoch's end after its last step's log)
             return
@@ -249,10 +250,10 @@ class StrengthMonitor(TrainerCallback):
             self.trainer._record_metric(self.trainer.model, name, torch.tensor(value, device=device))
         control.should_log = True  # logged with this step's loss
 
-    def _update(self, controller, log10_p_value: float, progress: float) -> float:
+    def _update(self, controller, log10_p_value: float, progress: float, margin: float) -> float:
         """The controller's new λ, the main process's on every process (their measurements agree on a CPU; a GPU's
         kernels may differ in the last bits, and the processes must weigh the term alike)."""
-        weight = controller.update(log10_p_value, progress)
+        weight = controller.update(log10_p_value, progress, margin)
         if self.trainer.accelerator.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 

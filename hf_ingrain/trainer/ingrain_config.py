@@ -30,15 +30,15 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             its watermark verifies in every distilled student of the same architecture (T = 1 and 4, p = 3e-7 to
             6e-10), and in a half-width student for 2 keys of 4; λ = 0.25 costs 0 to 2.4 points and fails
             distillation at T = 1 for every key; λ = 1 cost 20 points in an earlier run.
-            On full MNIST (a small ResNet, 5 epochs, 3 keys) λ = 0.5 costs 0.4 to 0.7 points (`docs/full_mnist/README.md`). λ = 0 gives exactly the plain `Trainer`
-            loss.
+            On full MNIST (a small ResNet, 5 epochs, 3 keys) λ = 0.5 costs 0.4 to 0.7 points
+            (`docs/full_mnist/README.md`). λ = 0 gives exactly the plain `Trainer` loss.
         ingrain_lambda_mode (`str`, *optional*, defaults to `"fixed"`):
             `"fixed"`: λ is `ingrain_lambda` throughout. `"auto"`: λ starts at `ingrain_lambda` and is controlled at
             every measurement of the watermark's strength (every `ingrain_strength_steps` steps; when that is 0, 20
             times over the run) towards a watermark predicted to verify at `ingrain_target_log10_p`: held during the
             first quarter of training, and until half of it while the watermark has not started (agreement not above
-            the null rate), raised (before the last quarter) when the watermark is short of the target
-            and the trend of the predictions is projected to miss alpha (two powers of ten short of the target),
+            the null rate), raised (before the last quarter) when the watermark is short of the target and the
+            trend of the predictions is projected to miss alpha (two powers of ten short of the target),
             given back when three raises gained nothing, lowered when the watermark is far stronger than needed
             (`hf_ingrain.trainer.controller`). Needs a `WatermarkKey` and held-out examples (see
             `ingrain_strength_examples`); logs `ingrain/lambda`. Opt-in: measured on a transformers ResNet (6,000
@@ -58,16 +58,17 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             Multiplies the ingrainer's logits in the ingrain term: below 1 the targets are flatter and pull less on the
             model. Verification reads rankings only, so it is unaffected; only the strength of the pull changes.
             Measured with `docs/arch_cost/arch_cost.py` (3 seeds, `docs/arch_cost/README.md`): on full MNIST, 0.5
-            keeps the cost of transformers' ResNet, ConvNeXt and ViT within 1 point (0.4, 0.7 and 0.0), every model and T = 4 student
-            verifying (p <= 4e-7); on 6,000 digits it cuts the ResNet's cost from 3.6 to 0.7 points, but a ConvNeXt
-            at 0.5 costs nothing because its watermark no longer verifies. Check your model before lowering it.
+            keeps the cost of transformers' ResNet, ConvNeXt and ViT within 1 point (0.4, 0.7 and 0.0), every model
+            and T = 4 student verifying (p <= 4e-7); on 6,000 digits it cuts the ResNet's cost from 3.6 to 0.7
+            points, but a ConvNeXt at 0.5 costs nothing because its watermark no longer verifies. Check your model
+            before lowering it.
         ingrain_exclude_label (`bool`, *optional*, defaults to `False`):
             Takes the ingrain term over the classes other than each example's label (both distributions
             renormalised over them), so the watermark never pulls against the task: the ingrainer's ranking of the
             wrong classes, which is what verification reads, is ingrained and the true class is left to the task
             loss. Single-label classification only. Measured on 6,000 MNIST digits
-            (`docs/arch_cost/README.md`): the cost falls from 3.6 to 2.0 points for a transformers ResNet and from 3.9 to 2.5 for a
-            ConvNeXt, every model and T = 4 student still verifying (p <= 9e-8).
+            (`docs/arch_cost/README.md`): the cost falls from 3.6 to 2.0 points for a transformers ResNet and from
+            3.9 to 2.5 for a ConvNeXt, every model and T = 4 student still verifying (p <= 9e-8).
         ingrain_cache_logits (`bool`, *optional*, defaults to `False`):
             Compute the ingrainer's logits once per training example before training instead of at every step.
             Only valid when the input pipeline is deterministic (no random augmentation); a quick check refuses a
@@ -91,7 +92,8 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
 
     ingrain_lambda: float = field(
         default=0.5,
-        metadata={"help": "Weight λ of the ingrain loss. Larger: stronger watermark, lower accuracy. 0: plain Trainer."},
+        metadata={"help": "Weight λ of the ingrain loss. Larger: stronger watermark, lower accuracy. "
+                          "0: plain Trainer."},
     )
     ingrain_lambda_mode: str = field(
         default="fixed",

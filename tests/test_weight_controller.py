@@ -104,8 +104,19 @@ def test_a_watermark_that_has_not_started_is_not_raised_before_half_of_training(
     assert [controller.update(p, x, m) for p, x, m in zip(predictions, progress, margins)] == [0.5] * 6
     # still not started at half of training: a watermark that will not take without more weight is raised then
     assert controller.update(-0.0, progress=0.5, margin=-0.05) == pytest.approx(0.75)
-    started = IngrainWeightController(weight=0.5, warmup=0.0, settle=0)  # started (margin > 0) but projected to miss
-    assert started.update(-1.0, progress=0.3, margin=0.01) == pytest.approx(0.75)
+    # another seed of that ConvNeXt, logged with the rule above: it starts at 0.40 of training; read against the flat
+    # predictions before, its first prediction (1e-0.5) projected past alpha and λ rose there, though the next ones
+    # fell to 1e-3.5 and 1e-5.6. The trend is now read from the start on, and needs two measurements.
+    progress = [0.05 * (i + 1) for i in range(11)]
+    margins = [-0.1, -0.1, -0.096, -0.112, -0.092, -0.063, -0.031, 0.006, 0.047, 0.045, 0.094]
+    predictions = [0.0] * 7 + [-0.5, -3.5, -3.2, -5.6]
+    late = IngrainWeightController(weight=0.5)
+    assert [late.update(p, x, m) for p, x, m in zip(predictions, progress, margins)] == [0.5] * 11
+    assert late.started_at == pytest.approx(0.4) and late.projected_log10_p() < -8
+    assert IngrainWeightController.from_state(late.state()).started_at == pytest.approx(0.4)
+    started = IngrainWeightController(weight=0.5, warmup=0.0, settle=0)  # started, but its trend misses alpha
+    assert started.update(-1.0, progress=0.3, margin=0.01) == 0.5  # one measurement since the start: no trend yet
+    assert started.update(-1.2, progress=0.35, margin=0.02) == pytest.approx(0.75)
     assert IngrainWeightController.from_state(controller.state()).start_by == 0.5
     with pytest.raises(ValueError, match="start_by"):
         IngrainWeightController(start_by=1.5)

@@ -12,6 +12,10 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
    below the null rate at a third of training and verifies at the end (p = 5e-8); the rule without this held its flat
    predictions at p = 1 for a watermark that would never take, raised λ at 0.30 of training and cost 9 to 16 points
    where the fixed λ cost 3.5 to 4.6 (`docs/strength/README.md`). A watermark still not started by then is raised.
+   Once it has started, its trend is read from the measurements since then alone, and λ holds until there are two:
+   the flat predictions before the start would carry any first prediction past alpha (they raised the same
+   ConvNeXt at the first measurement with a positive margin, 0.40 to 0.55 of training, where its next prediction had
+   fallen by three to five powers of ten).
 2. **Far stronger than needed.** When the prediction is more than `band` powers of ten below the target, λ falls by
    `down`: the model pays accuracy for more watermark than it needs.
 3. **On course.** λ rises by `up` only when the watermark is short of the target now and *projected* to miss it by
@@ -101,11 +105,13 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         self.raises: list[list[float]] = []  # the current run of raises: [λ before it, log10 p when it was made]
         self.unresponsive = False
         self.since_raise = -1  # measurements since the last raise (-1: none yet)
+        self.started_at: float | None = None  # the share of training at which the margin was first above 0
 
     def projected_log10_p(self) -> float:
         """The prediction carried to the end of training along the trend of the last `window` predictions."""
         progress, current = self.history[-1]
-        points = self.history[-self.window:]
+        points = [point for point in self.history if self.started_at is None or point[0] >= self.started_at]
+        points = points[-self.window:]
         if len(points) < 2:
             return current
         mean_x = sum(x for x, _ in points) / len(points)
@@ -120,6 +126,8 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         """Moves λ after a measurement whose predicted p-value is `10**log10_p_value`, made when `progress` (0 to 1)
         of training is done, its agreement `margin` above the null rate (when given); returns the new λ."""
         self.history.append([float(progress), float(log10_p_value)])
+        if margin is not None and margin > 0 and self.started_at is None:
+            self.started_at = float(progress)
         self.updates += 1
         if self.since_raise >= 0:
             self.since_raise += 1
@@ -130,8 +138,10 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             self.weight = max(self.weight * self.down, self.minimum)
         elif (not self.unresponsive and log10_p_value > self.target_log10_p
               and self.projected_log10_p() > self.target_log10_p + self.slack):
-            if margin is not None and margin <= 0 and progress < self.start_by:
+            if margin is not None and margin <= 0 and progress < self.start_by and self.started_at is None:
                 return self.weight  # not started yet: some models take the watermark late
+            if self.started_at is not None and sum(x >= self.started_at for x, _ in self.history) < 2:
+                return self.weight  # just started: no trend yet
             if 0 <= self.since_raise <= self.settle:
                 return self.weight  # the last raise has not had its steps yet
             if len(self.raises) >= self.patience and log10_p_value > self.raises[0][1] - 1:
@@ -151,7 +161,8 @@ class IngrainWeightController(TrainerCallback, ExportableState):
                      "warmup": self.warmup, "window": self.window, "patience": self.patience, "settle": self.settle,
                      "last_raise": self.last_raise, "slack": self.slack, "start_by": self.start_by},
             "attributes": {"weight": self.weight, "updates": self.updates, "history": self.history,
-                           "raises": self.raises, "unresponsive": self.unresponsive, "since_raise": self.since_raise},
+                           "raises": self.raises, "unresponsive": self.unresponsive, "since_raise": self.since_raise,
+                           "started_at": self.started_at},
         }
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -166,3 +177,5 @@ class IngrainWeightController(TrainerCallback, ExportableState):
             self.raises = [list(entry) for entry in attributes.get("raises", [])]
             self.unresponsive = bool(attributes.get("unresponsive", False))
             self.since_raise = int(attributes.get("since_raise", -1))
+            started_at = attributes.get("started_at")
+            self.started_at = None if started_at is None else float(started_at)

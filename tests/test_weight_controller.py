@@ -114,9 +114,23 @@ def test_a_watermark_that_has_not_started_is_not_raised_before_half_of_training(
     assert [late.update(p, x, m) for p, x, m in zip(predictions, progress, margins)] == [0.5] * 11
     assert late.started_at == pytest.approx(0.4) and late.projected_log10_p() < -8
     assert IngrainWeightController.from_state(late.state()).started_at == pytest.approx(0.4)
-    started = IngrainWeightController(weight=0.5, warmup=0.0, settle=0)  # started, but its trend misses alpha
-    assert started.update(-1.0, progress=0.3, margin=0.01) == 0.5  # one measurement since the start: no trend yet
-    assert started.update(-1.2, progress=0.35, margin=0.02) == pytest.approx(0.75)
+    # the trend needs `window` (4) measurements since the start: a ViT's second one wobbled back to p = 1 and a line
+    # through two points raised it, though its next ones fell to 1e-2.7 and 1e-7 (6,000 digits, T = 1)
+    wobble = IngrainWeightController(weight=0.5)
+    margins = [-0.076, -0.086, -0.084, -0.078, -0.061, -0.068, -0.027, 0.018, -0.018, 0.039, 0.096]
+    predictions = [0.0] * 7 + [-1.0, -0.0, -2.7, -7.0]
+    assert [wobble.update(p, x, m) for p, x, m in zip(predictions, progress, margins)] == [0.5] * 11
+    # and a watermark that meets alpha now is not raised on a drift: a ConvNeXt's predictions (full MNIST, T = 1)
+    # went from 1e-8.3 to 1e-6.0 and 1e-6.6 after its start; λ rose at 1e-6.6 and cost 2 points, where the fixed λ's
+    # model verified at p = 4e-9
+    drift = IngrainWeightController(weight=0.5)
+    progress = [0.05 * (i + 1) for i in range(12)]
+    margins = [-0.090, -0.088, -0.082, -0.025, -0.023, 0.014, 0.010, 0.022, 0.088, 0.086, 0.065, 0.159]
+    predictions = [0.0] * 5 + [-0.8, -0.6, -1.3, -8.3, -8.0, -6.0, -6.6]
+    assert [drift.update(p, x, m) for p, x, m in zip(predictions, progress, margins)] == [0.5] * 12
+    started = IngrainWeightController(weight=0.5, warmup=0.0, settle=0)  # started, but it stays far from alpha
+    assert [started.update(-1.0 - 0.1 * i, 0.3 + 0.05 * i, margin=0.01) for i in range(4)] == pytest.approx(
+        [0.5, 0.5, 0.5, 0.75])  # held until 4 measurements since the start give a trend, then raised
     assert IngrainWeightController.from_state(controller.state()).start_by == 0.5
     with pytest.raises(ValueError, match="start_by"):
         IngrainWeightController(start_by=1.5)

@@ -37,8 +37,9 @@ class IngrainConfig(ExtendsTrainingArguments, TrainingArguments):
             every measurement of the watermark's strength (every `ingrain_strength_steps` steps; when that is 0, 20
             times over the run) towards a watermark predicted to verify at `ingrain_target_log10_p`: held during the
             first quarter of training, and until half of it while the watermark has not started (agreement not above
-            the null rate), raised (before the last quarter) when the watermark is short of the target and the
-            trend of the predictions is projected to miss alpha (two powers of ten short of the target),
+            the null rate), raised (before the last quarter) when the watermark is predicted to miss alpha (two
+            powers of ten short of the target) and the trend of the predictions since it started, over at least
+            four measurements, is projected to miss it too,
             given back when three raises gained nothing, lowered when the watermark is far stronger than needed
             (`hf_ingrain.trainer.controller`). Needs a `WatermarkKey` and held-out examples (see
             `ingrain_strength_examples`); logs `ingrain/lambda`. Opt-in: measured on a transformers ResNet (6,000

@@ -1,11 +1,16 @@
-"""Times the README's quick start, part by part (its code as written, in a temporary folder).
+"""Times the README's quick start, part by part (its code as written, in a temporary folder); an argument sets the
+key's number of reference ingrainers instead of the default.
 
-    python docs/fast_keys/quick_start_time.py
+    python docs/fast_keys/quick_start_time.py      # as written
+    python docs/fast_keys/quick_start_time.py 32   # a key with 32 references
 """
 
 import os
+import sys
 import tempfile
 import time
+
+references = {"num_reference_keys": int(sys.argv[1])} if len(sys.argv) > 1 else {}
 
 with tempfile.TemporaryDirectory() as folder:
     os.chdir(folder)
@@ -18,8 +23,8 @@ with tempfile.TemporaryDirectory() as folder:
     splits = load_image_dataset()
     key = WatermarkKey.generate(num_labels=10, input_shape=(1, 28, 28), num_carriers=100)
     marks.append(("imports, data, key drawn", time.perf_counter()))
-    key.train_ingrainer(benign_dataset=splits["owner"], show_progress=False)
-    marks.append(("key.train_ingrainer (16 references)", time.perf_counter()))
+    key.train_ingrainer(benign_dataset=splits["owner"], show_progress=False, **references)
+    marks.append((f"key.train_ingrainer ({references.get('num_reference_keys', 16)} references)", time.perf_counter()))
     key.commit_queries(splits["test"])
     key.save("owner_key/")
     model = SmallCNNForImageClassification(SmallCNNConfig(num_labels=10))

@@ -121,8 +121,8 @@ def test_a_watermark_that_has_not_started_is_not_raised_before_half_of_training(
     predictions = [0.0] * 7 + [-1.0, -0.0, -2.7, -7.0]
     assert [wobble.update(p, x, m) for p, x, m in zip(predictions, progress, margins)] == [0.5] * 11
     # and a watermark that meets alpha now is not raised on a drift: a ConvNeXt's predictions (full MNIST, T = 1)
-    # went from 1e-8.3 to 1e-6.0 and 1e-6.6 after its start; λ rose at 1e-6.6 and cost 2 points, where the fixed λ's
-    # model verified at p = 4e-9
+    # went from 1e-8.3 to 1e-6.0 and 1e-6.6 after its start; λ rose there (and at the second prediction after the
+    # start: the two-point rule), 2 points in all, where the fixed λ's model verified at p = 4e-9
     drift = IngrainWeightController(weight=0.5)
     progress = [0.05 * (i + 1) for i in range(12)]
     margins = [-0.090, -0.088, -0.082, -0.025, -0.023, 0.014, 0.010, 0.022, 0.088, 0.086, 0.065, 0.159]

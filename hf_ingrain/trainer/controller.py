@@ -29,7 +29,7 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
    the fixed λ's model verified at p = 6e-11 (6,000 digits, the 150-step key of 0.2.0; `docs/strength/README.md`).
    A watermark that meets alpha now is not raised on a trend: four noisy predictions drifting from 1e-9.3 to 1e-8.3
    project past alpha, and raised another seed's λ with the slack alone; drifts from 1e-8.3 to 1e-6.6 raised a
-   ConvNeXt's and a ResNet's λ at 0.60 of training and cost them 1 to 2 points where the fixed λ verified.
+   ConvNeXt's and a ResNet's λ at 0.60 of training, where the fixed λ verified (0.5 points for the ResNet).
    After a raise λ holds for `settle` measurements: the model needs steps to answer a new weight. No raise comes
    after `last_raise` of training: a late raise leaves the model too few steps to take the watermark and only costs
    accuracy (the rule without this limit raised λ at 99% of a `fashion_mnist` ResNet's training, from 1.7 to 2.5;

@@ -95,6 +95,24 @@ def _same(a, b) -> bool:
     return state_a.keys() == state_b.keys() and all(torch.equal(state_a[k].cpu(), state_b[k].cpu()) for k in state_a)
 
 
+DIFFERENT_DATA = ("the benign data given is not the data the key was trained on (its digest differs from the one the "
+                  "key records): pass the owner's training data, as the key read it")
+
+
+def _read_benign(key, benign_dataset, processor, purpose: str) -> tuple:
+    """The benign inputs and labels the key's members train on, read from `benign_dataset` as `train_ingrainer` read
+    them, and whether their digest is the one the key records (`None` when it records none). A key trained on benign
+    data refuses to go on without it (`purpose` ends the message)."""
+    recorded = (key.training_info or {}).get("benign_digest")
+    if recorded is not None and benign_dataset is None:
+        raise ValueError("The key was trained on benign data: pass it as `benign_dataset=` (the owner's training data, "
+                         f"as the key read it){purpose}")
+    if benign_dataset is not None:
+        benign_dataset = prepare_dataset(benign_dataset, key, processor)
+    benign = benign_tensors(key, benign_dataset)
+    return benign, None if recorded is None else benign_digest(*benign) == recorded
+
+
 def _static_refusals(key, benign_dataset, processor) -> tuple:
     """The checks that cost no training: carriers from the seed, the data's digest, distinct references."""
     refusals, notes = [], []
@@ -106,14 +124,10 @@ def _static_refusals(key, benign_dataset, processor) -> tuple:
     if not (torch.equal(drawn.carriers, key.carriers) and torch.equal(drawn.carrier_labels, key.carrier_labels)):
         refusals.append("its carriers or their labels are not the ones its seed draws")
     info = key.training_info or {}
-    recorded = info.get("benign_digest")
-    if benign_dataset is not None:
-        benign_dataset = prepare_dataset(benign_dataset, key, processor)
-    benign = benign_tensors(key, benign_dataset)
-    if recorded is not None and benign_digest(*benign) != recorded:
-        refusals.append("the benign data given is not the data the key was trained on (its digest differs from the "
-                        "one the key records): pass the owner's training data, as the key read it")
-    elif recorded is None and "benign_digest" not in info:
+    benign, same_data = _read_benign(key, benign_dataset, processor, " to audit the key.")
+    if same_data is False:
+        refusals.append(DIFFERENT_DATA)
+    elif same_data is None and "benign_digest" not in info:
         notes.append("the key records no digest of its benign data (saved before 0.2): the re-training itself shows "
                      "whether the data is the same")
     versions = info.get("versions")
@@ -148,10 +162,6 @@ def audit_key(key, benign_dataset=None, num_references: int | None = None, proce
     """
     if key.ingrainer is None:
         raise ValueError("The key has no trained ingrainer: there is nothing to audit.")
-    info = key.training_info or {}
-    if info.get("benign_digest") is not None and benign_dataset is None:
-        raise ValueError("The key was trained on benign data: pass it as `benign_dataset=` (the owner's training data, "
-                         "as the key read it) to audit the key.")
     audit = KeyAudit(passed=False, commitment=key.commitment(), num_references=len(key.reference_ingrainers))
     audit.refusals, audit.notes, benign = _static_refusals(key, benign_dataset, processor)
     if audit.refusals:
@@ -194,16 +204,11 @@ def extend_references(key, num_reference_keys: int, benign_dataset=None, process
     if key.committed_queries:
         raise ValueError("The key is committed to its queries, and its commitment covers its references: extending it "
                          "would make another key than the one committed. Extend a key before `commit_queries`.")
+    benign, same_data = _read_benign(key, benign_dataset, processor,
+                                     ", so that the new references are what its seed and recipe give.")
+    if same_data is False:
+        raise ValueError(f"{DIFFERENT_DATA[0].upper()}{DIFFERENT_DATA[1:]}.")
     info = key.training_info or {}
-    if info.get("benign_digest") is not None and benign_dataset is None:
-        raise ValueError("The key was trained on benign data: pass it as `benign_dataset=` (the owner's training data, "
-                         "as the key read it), so that the new references are what its seed and recipe give.")
-    if benign_dataset is not None:
-        benign_dataset = prepare_dataset(benign_dataset, key, processor)
-    benign = benign_tensors(key, benign_dataset)
-    if info.get("benign_digest") is not None and benign_digest(*benign) != info["benign_digest"]:
-        raise ValueError("The benign data given is not the data the key was trained on (its digest differs from the "
-                         "one the key records): pass the owner's training data, as the key read it.")
     versions = (info.get("versions") or {}).get("torch")
     if versions is not None and versions != torch.__version__:
         logger.warning("The key was trained with torch %s, its new references with %s: a key trained whole would "

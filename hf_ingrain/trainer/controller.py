@@ -21,12 +21,13 @@ the p-value predicted for a 1,000-query verification and moves the weight λ by 
    `down`: the model pays accuracy for more watermark than it needs.
 3. **On course.** λ rises by `up` only when the watermark misses the target by more than `slack` powers of ten now
    and is *projected* to miss it by as much at the end of training (by default: predicted not to verify at alpha =
-   1e-6 now, and projected not to at the end): the trend of the last `window` predictions (a least-squares line of log10 p against the share of training
-   done) carried from the current prediction to the end. A watermark that is weak but improving fast enough is left
-   alone, and so is one projected between alpha and the target: the prediction from a few hundred examples moves by a
-   power of ten from one measurement to the next, and a rule that raised λ whenever the projection missed the target
-   itself raised a transformers ResNet's λ from 0.5 to 1.125 on such noise and cost it 12 points of accuracy, where
-   the fixed λ's model verified at p = 6e-11 (6,000 digits, the 150-step key of 0.2.0; `docs/strength/README.md`).
+   1e-6 now, and projected not to at the end): the trend of the last `window` predictions (a least-squares line of
+   log10 p against the share of training done) carried from the current prediction to the end. A watermark that is
+   weak but improving fast enough is left alone, and so is one projected between alpha and the target: the
+   prediction from a few hundred examples moves by a power of ten from one measurement to the next, and a rule that
+   raised λ whenever the projection missed the target itself raised a transformers ResNet's λ from 0.5 to 1.125 on
+   such noise and cost it 12 points of accuracy, where the fixed λ's model verified at p = 6e-11 (6,000 digits, the
+   150-step key of 0.2.0; `docs/strength/README.md`).
    A watermark that meets alpha now is not raised on a trend: four noisy predictions drifting from 1e-9.3 to 1e-8.3
    project past alpha, and raised another seed's λ with the slack alone; drifts from 1e-8.3 to 1e-6.6 raised a
    ConvNeXt's and a ResNet's λ at 0.60 of training, where the fixed λ verified (0.5 points for the ResNet).
@@ -109,11 +110,15 @@ class IngrainWeightController(TrainerCallback, ExportableState):
         self.since_raise = -1  # measurements since the last raise (-1: none yet)
         self.started_at: float | None = None  # the share of training at which the margin was first above 0
 
+    def _since_start(self) -> list[list[float]]:
+        """The predictions since the watermark started (all of them when no margin said when)."""
+        return [point for point in self.history if self.started_at is None or point[0] >= self.started_at]
+
     def projected_log10_p(self) -> float:
-        """The prediction carried to the end of training along the trend of the last `window` predictions."""
+        """The prediction carried to the end of training along the trend of the last `window` predictions since the
+        watermark started."""
         progress, current = self.history[-1]
-        points = [point for point in self.history if self.started_at is None or point[0] >= self.started_at]
-        points = points[-self.window:]
+        points = self._since_start()[-self.window:]
         if len(points) < 2:
             return current
         mean_x = sum(x for x, _ in points) / len(points)
@@ -142,7 +147,7 @@ class IngrainWeightController(TrainerCallback, ExportableState):
               and self.projected_log10_p() > self.target_log10_p + self.slack):
             if margin is not None and margin <= 0 and progress < self.start_by and self.started_at is None:
                 return self.weight  # not started yet: some models take the watermark late
-            if self.started_at is not None and sum(x >= self.started_at for x, _ in self.history) < self.window:
+            if self.started_at is not None and len(self._since_start()) < self.window:
                 return self.weight  # just started: no trend yet
             if 0 <= self.since_raise <= self.settle:
                 return self.weight  # the last raise has not had its steps yet

@@ -30,7 +30,7 @@ def test_carriers_respect_the_value_range_and_text_keys_draw_token_ids():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(num_labels=2, input_shape=(1, 8, 8)), "num_labels"),
+        (dict(num_labels=1, input_shape=(1, 8, 8)), "num_labels"),
         (dict(num_labels=10, input_shape=(8, 8)), "input_shape"),
         (dict(num_labels=10), "exactly one"),
         (dict(num_labels=10, input_shape=(1, 8, 8), num_carriers=0), "num_carriers"),

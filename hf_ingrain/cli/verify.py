@@ -158,7 +158,8 @@ def run(args) -> int:
         check_model_modality(model, key)
     if args.max_queries is not None and args.max_queries < 1:
         raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}.")
-    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in LABEL_PROTOCOLS + ("ingrain", None)
+    reads_queries = LABEL_PROTOCOLS + ("ingrain", "ingrain_scores", None)
+    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in reads_queries
     processor = load_processor(args.processor or ("" if hub else args.model))
     if args.processor is not None and processor is None:
         raise ValueError(f"--processor {args.processor}: no image processor or tokenizer files there.")

@@ -11,10 +11,10 @@ the first publication), and [`verify`](`hf_ingrain.verify`) says whether the tes
 answers "is the watermark present?" (a question for the owner before publishing), not "does the claim stand?".
 
 The block, `{"protocol", "alpha", "max_queries", "ladder"}`: `max_queries` only for the label-only protocols (the
-scores protocol sends every query once), `ladder` only for `"ingrain_labels"`.
+scores protocols send every query once), `ladder` only for `"ingrain_labels"`.
 """
 
-INGRAIN_PROTOCOLS = ("ingrain", "ingrain_labels", "ingrain_errors")
+INGRAIN_PROTOCOLS = ("ingrain", "ingrain_labels", "ingrain_errors", "ingrain_scores")
 """The protocols that read benign queries, hence can be committed with them (`"carriers"` reads the key's own)."""
 TEST_FIELDS = ("protocol", "alpha", "max_queries", "ladder")
 
@@ -32,7 +32,7 @@ def committed_test(protocol: str = "ingrain", alpha: float = 1e-6, max_queries: 
         )
     if not 0 < float(alpha) < 1:
         raise ValueError(f"`alpha` must be in (0, 1), got {alpha}.")
-    label_only = protocol != "ingrain"
+    label_only = protocol in ("ingrain_labels", "ingrain_errors")
     if max_queries is not None and (not label_only or int(max_queries) < 1):
         raise ValueError(
             f"`max_queries` ({max_queries}) is a budget of the label-only protocols, >= 1: leave it out for "

@@ -161,8 +161,9 @@ def watermark_metadata(
         queries = key.committed_queries
     if queries is None and result is not None and getattr(result, "query_digest", None):
         queries = {"digest": result.query_digest, "num_queries": int(result.num_queries)}
-    if queries is not None and not queries.get("test") and result is not None and result.protocol == "ingrain":
-        queries = {**queries, "test": committed_test("ingrain", result.alpha)}  # the test run at publication
+    scores_protocol = result is not None and result.protocol in ("ingrain", "ingrain_scores")
+    if queries is not None and not queries.get("test") and scores_protocol:
+        queries = {**queries, "test": committed_test(result.protocol, result.alpha)}  # the test run at publication
     return {
         "schema_version": WATERMARK_SCHEMA_VERSION,
         "scheme": "ingrain",

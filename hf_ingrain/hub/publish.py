@@ -43,7 +43,7 @@ def check_key(key, dataset, protocol: str = "ingrain") -> None:
     """Refuses what is not a trained key, and an ingrain verification without queries, before any work."""
     if not callable(getattr(key, "commitment", None)):
         raise ValueError(f"`key` must be a WatermarkKey (see `WatermarkKey.load`), got {type(key).__name__}.")
-    if protocol == "ingrain":
+    if protocol in ("ingrain", "ingrain_scores"):
         if getattr(key, "ingrainer", None) is None:
             raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
         if dataset is None:

@@ -85,8 +85,8 @@ def benign_inputs(key, dataset) -> tuple[dict, torch.Tensor | None]:
 
 def check_generate_arguments(num_labels, num_carriers, input_shape, vocab_size, value_range) -> None:
     """Refuses `WatermarkKey.generate` arguments that make no valid key, naming the one to fix."""
-    if num_labels < 3:
-        raise ValueError(f"`num_labels` must be >= 3 (the test compares runner-up classes), got {num_labels}.")
+    if num_labels < 2:
+        raise ValueError(f"`num_labels` must be >= 2 (a classifier's classes), got {num_labels}.")
     if num_carriers < 1:
         raise ValueError(f"`num_carriers` must be >= 1, got {num_carriers}.")
     if (input_shape is None) == (vocab_size is None):

@@ -119,6 +119,8 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         else:
             raise ValueError(f"`ingrainer` must be a WatermarkKey or an nn.Module, got {type(ingrainer).__name__}.")
         self._check_compatible(model, ingrainer_model, key, kwargs.get("train_dataset"))
+        if key is not None and key.num_labels == 2:
+            _check_two_classes(args)
         if args.ingrain_cache_logits and isinstance(kwargs.get("train_dataset"), torch.utils.data.IterableDataset):
             raise ValueError(
                 "`ingrain_cache_logits=True` stores one row of logits per training example, so it needs a map-style "
@@ -366,3 +368,20 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         if not getattr(self, "_warned_checkpoint_push", False):
             logger.warning("IngrainTrainer does not push checkpoints (they hold pickles): call `push_to_hub()`.")
             self._warned_checkpoint_push = True
+
+
+def _check_two_classes(args) -> None:
+    """Refuses what a two-class key cannot do, before any work: its runner-up is always the other class, so the
+    strength that steers `auto` reads nothing, and leaving the true class out leaves no class to learn from."""
+    if args.ingrain_lambda_mode == "auto":
+        raise ValueError(
+            "`ingrain_lambda_mode='auto'` steers λ by the runner-up test, which a two-class key cannot run (the "
+            "runner-up is always the other class): use `ingrain_lambda_mode='fixed'` and check the model with "
+            "`verify(..., protocol='ingrain_scores')` after training."
+        )
+    if args.ingrain_exclude_label:
+        raise ValueError(
+            "`ingrain_exclude_label=True` leaves the true class out of the ingrain term, and with two classes one "
+            "class is left, which carries nothing: set `ingrain_exclude_label=False`."
+        )
+

@@ -203,7 +203,14 @@ class StrengthMonitor(TrainerCallback):
                             "saved model.")
             self._skipped = True
             return False
-        return trainer._watermark_key is not None and trainer.args.ingrain_strength_examples > 0
+        key = trainer._watermark_key
+        if key is not None and key.num_labels == 2:  # the runner-up test reads nothing there (`ingrain_scores` does)
+            if not self._skipped and trainer.is_world_process_zero():
+                logger.info("A two-class key: the watermark's strength is not measured during training (its runner-up "
+                            "is always the other class); run `verify(..., protocol='ingrain_scores')` after training.")
+            self._skipped = True
+            return False
+        return key is not None and trainer.args.ingrain_strength_examples > 0
 
     def _measure(self):
         """The strength now, or `None` with a warning when it cannot be measured: a training run is not lost to it."""

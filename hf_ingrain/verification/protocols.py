@@ -37,6 +37,17 @@ The statistics of the ingrain protocol, and the argument why they bound what a m
 reach, are in [`hf_ingrain.verification.statistics`]: the binomial test against the null rate, and the key-draw test against
 the key's reference ingrainers. Both must pass.
 
+## The scores protocol
+`"ingrain_scores"` reads every class's score (logits or probabilities) on the same benign queries. Each ingrainer's
+*own part* is its centred log-probabilities minus the mean of the key's other ingrainers': the task, which they all
+learned, cancels, and what its seed alone made is left. The statistic is the correlation of the suspect's centred
+scores with the key's own part, and the key-draw test compares it with the suspect's correlations with each
+reference's own part (there is no null rate: under the null hypothesis the key is one draw of the references'
+procedure, see [`hf_ingrain.verification.statistics.score_correlations`]). It needs a key with 2 references or more.
+It uses what the runner-up leaves out (how much, not only which class), so it sees a watermark that has not yet
+reordered the classes, and it works on a binary task, where the runner-up is always the other class. In `result`,
+`agreement` is that correlation and `null_rate` the references' mean; `num_agreements` is 0 (nothing is counted).
+
 ## The carriers protocol
 The classic trigger-set test: the suspect's top class on the key's carriers against the carrier labels. The labels
 were drawn uniformly at random, independently of the carriers, so for any model not derived from the key each
@@ -59,11 +70,18 @@ from ..keys.inputs import carrier_batch
 from ..keys.querying import remembered_scores
 from ..suspects import collect_scores, resolve_model, restrict_scores
 from .result import VerificationResult
-from .statistics import ingrain_null_rate, ingrain_p_value, key_agreements, runner_up
+from .statistics import (
+    ingrain_null_rate,
+    ingrain_p_value,
+    key_agreements,
+    key_draw_p_value,
+    runner_up,
+    score_correlations,
+)
 
 logger = logging.getLogger(__name__)
 
-LABEL_PROTOCOLS = INGRAIN_PROTOCOLS[1:]
+LABEL_PROTOCOLS = ("ingrain_labels", "ingrain_errors")
 PROTOCOLS = INGRAIN_PROTOCOLS + ("carriers",)
 DEFAULT_ALPHA = 1e-6
 
@@ -102,9 +120,11 @@ def verify(
             `attention_mask`; `labels` or `label` optional), a data set with a transform that makes them
             (`set_transform`), or raw images or texts with `processor` (see `hf_ingrain.data.preparation`).
         protocol (`str`, *optional*, defaults to `"ingrain"`):
-            `"ingrain"` (runner-up agreement on benign data), `"ingrain_labels"` (labels only: the first other
-            label along a degradation ladder, and the wrong labels on labelled data), `"ingrain_errors"` (labels
-            only: the wrong labels on labelled data) or `"carriers"` (accuracy on the key's carriers).
+            `"ingrain"` (runner-up agreement on benign data), `"ingrain_scores"` (every class's score on benign
+            data, correlated with the key's own part; see the module docstring), `"ingrain_labels"` (labels only:
+            the first other label along a degradation ladder, and the wrong labels on labelled data),
+            `"ingrain_errors"` (labels only: the wrong labels on labelled data) or `"carriers"` (accuracy on the
+            key's carriers).
         alpha (`float`, *optional*, defaults to 1e-6):
             Significance level: the largest probability of verifying a model not derived from the key.
             `verified = p_value <= alpha`.
@@ -158,6 +178,11 @@ def verify(
         return key.verify(model, alpha=alpha, batch_size=batch_size, scores=scores, top_k=top_k)
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
+    if protocol not in ("ingrain_scores", "carriers") and key.num_labels == 2:
+        raise ValueError(
+            f"A two-class key: the {protocol!r} protocol compares runner-up classes, and with two classes the "
+            "runner-up is always the other one. Use protocol='ingrain_scores' (it reads both classes' scores)."
+        )
     if protocol in LABEL_PROTOCOLS and key.modality != "image":
         raise ValueError(f"The label-only protocols degrade images; this key is for {key.modality} models.")
     restrict_scores(torch.zeros(1, 3), scores, top_k)  # checks `scores` and `top_k` before any query
@@ -171,6 +196,8 @@ def verify(
     test = committed_test(protocol, alpha, max_queries if protocol in LABEL_PROTOCOLS else None, ladder)
     if protocol in LABEL_PROTOCOLS:
         return _verify_labels_only(model, key, dataset, test, batch_size, committed_digest)
+    if protocol == "ingrain_scores":
+        return _verify_scores(model, key, dataset, test, batch_size, show_progress, scores, top_k, committed_digest)
     statistics = ingrain_statistics(model, key, dataset, batch_size, show_progress, scores, top_k)
     details = {
         "null_rate_terms": statistics["null_rate_terms"],
@@ -207,6 +234,11 @@ def _ingrain_result(agreements, null_rate, reference_agreements, test, details, 
         query_digest=query_set.digest, num_duplicates=query_set.num_duplicates,
         num_near_duplicates=query_set.num_near_duplicates,
     )
+    return _with_commitment(result, key, query_set, test, committed_digest, num_used)
+
+
+def _with_commitment(result, key, query_set, test, committed_digest, num_used=None) -> VerificationResult:
+    """`result`, with whether its query set and its test are the committed ones."""
     committed = committed_set(committed_digest, key)
     result.committed_queries = is_committed(query_set, committed, num_used)
     differences = test_differences(read_committed_test(committed), test)
@@ -214,6 +246,44 @@ def _ingrain_result(agreements, null_rate, reference_agreements, test, details, 
     if differences:
         result.details["test_differences"] = differences
     return result
+
+
+def _verify_scores(model, key, dataset, test, batch_size, show_progress, scores, top_k, committed_digest):
+    """The `"ingrain_scores"` protocol: the correlation of the suspect's scores with the key's own part
+    ([`~hf_ingrain.verification.statistics.score_correlations`]), judged by the key-draw test alone."""
+    if key.ingrainer is not None and len(key.reference_ingrainers) < 2:
+        raise ValueError(
+            f"The 'ingrain_scores' protocol compares the key with its reference ingrainers, and this key has "
+            f"{len(key.reference_ingrainers)}: train it with `num_reference_keys` >= 2 (or `extend_references`), "
+            "or use protocol='ingrain'."
+        )
+    query_set, dataset = _read_benign_queries(key, dataset, "The 'ingrain_scores' protocol")
+    columns = None if isinstance(model, torch.nn.Module) else [key.input_name, "attention_mask"]
+    suspect, labels = collect_scores(model, dataset, columns, batch_size, show_progress, key.num_labels, top_k)
+    _check_num_labels(suspect, key)
+    suspect, kind = restrict_scores(suspect, scores, top_k)
+    if kind not in ("logits", "probabilities"):
+        raise ValueError(
+            f"The 'ingrain_scores' protocol reads every class's score, but the suspect exposes only {kind} "
+            "(its top class or its top few). Use protocol='ingrain' (two highest scores) or 'ingrain_labels'."
+        )
+    ingrainer_scores, reference_scores = remembered_scores(key, dataset, batch_size, query_set.ordered_digest)
+    correlations = score_correlations(suspect, ingrainer_scores, reference_scores, kind == "probabilities")
+    num_queries = len(suspect)
+    # the spread's floor: a correlation's sd over n independent queries, as if each query's K scores were one number
+    # (they are not independent of each other, so the true sd lies between 1 / sqrt(n K) and this)
+    p_value, key_draw = key_draw_p_value(correlations[0], correlations[1:], num_queries,
+                                         floor=1 / math.sqrt(num_queries))
+    details = {"scores": kind, "labelled": labels is not None, "statistic": "correlation", "key_draw": key_draw}
+    if labels is not None:
+        details["accuracy"] = (suspect.argmax(-1) == labels).float().mean().item()
+    result = VerificationResult(
+        verified=p_value <= test["alpha"], p_value=p_value, agreement=correlations[0], null_rate=key_draw["mean"],
+        num_queries=num_queries, num_agreements=0, alpha=test["alpha"], protocol="ingrain_scores", details=details,
+        query_digest=query_set.digest, num_duplicates=query_set.num_duplicates,
+        num_near_duplicates=query_set.num_near_duplicates,
+    )
+    return _with_commitment(result, key, query_set, test, committed_digest)
 
 
 def _verify_labels_only(model, key, dataset, test, batch_size, committed_digest):

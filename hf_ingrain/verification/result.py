@@ -90,7 +90,13 @@ COMMITMENT_MATCH = {True: "matches the key", False: "DOES NOT match the key", No
 def _verdict_line(report: dict) -> str:
     verdict = "VERIFIED" if report["verified"] else "not verified"
     text = f"{verdict} ({report['protocol']}): no query compared, no evidence (alpha = {report['alpha']:g})"
-    if report["num_queries"]:
+    if report["num_queries"] and report["protocol"] == "ingrain_scores":
+        text = (
+            f"{verdict} ({report['protocol']}): correlation {report['agreement']:.3f} with the key on "
+            f"{report['num_queries']} queries vs {report['null_rate']:.3f} with its references, "
+            f"p {format_p_value(report['p_value'])} (alpha = {report['alpha']:g})"
+        )
+    elif report["num_queries"]:
         text = (
             f"{verdict} ({report['protocol']}): agreement {report['agreement']:.3f} on {report['num_queries']} queries "
             f"vs null rate {report['null_rate']:.3f}, p {format_p_value(report['p_value'])} (alpha = {report['alpha']:g})"
@@ -198,9 +204,12 @@ def summary(report: dict, brief: bool = False) -> str:
     lines = [_headline(report, name)]
     unit = "bits" if report["protocol"] == "uchida" else "queries"
     agreement = "no query compared" if not report["num_queries"] else f"{report['agreement']:.3f}"
+    scores = report["protocol"] == "ingrain_scores"
     lines += [
         f"  protocol      {report['protocol']}",
+        f"  correlation   {agreement} with the key's own part, over {report['num_queries']} {unit}" if scores else
         f"  agreement     {agreement} ({report['num_agreements']} of {report['num_queries']} {unit})",
+        f"  references    {report['null_rate']:.3f}, their mean correlation" if scores else
         f"  null rate     {report['null_rate']:.3f}",
         f"  p-value       {format_p_value(report['p_value'], relation=False)} (verified when <= alpha = "
         f"{report['alpha']:g})",
@@ -219,7 +228,8 @@ def summary(report: dict, brief: bool = False) -> str:
     key_draw = details.get("key_draw") or {}
     if "t" in key_draw:
         lines.append(
-            f"  key draw      agreement with {key_draw['num_references']} reference keys {key_draw['mean']:.3f} "
+            f"  key draw      {'correlation' if scores else 'agreement'} with {key_draw['num_references']} reference "
+            f"keys {key_draw['mean']:.3f} "
             f"(sd {key_draw['sd']:.3f}): t = {key_draw['t']:.1f}, p {format_p_value(key_draw['p_value'], False)}"
         )
     elif "p_value_binomial" in details:

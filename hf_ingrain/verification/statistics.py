@@ -105,7 +105,8 @@ def binomial_p_value(num_agreements: int, num_queries: int, null_rate: float) ->
     return float(binom.sf(num_agreements - 1, num_queries, min(max(null_rate, 0.0), 1.0)))
 
 
-def key_draw_p_value(agreement: float, reference_agreements, num_queries: int) -> tuple[float | None, dict]:
+def key_draw_p_value(agreement: float, reference_agreements, num_queries: int,
+                     floor: float | None = None) -> tuple[float | None, dict]:
     r"""
     The key-draw test (see the module docstring): how far the key's agreement stands out of the suspect's agreements
     with reference keys drawn by the same procedure.
@@ -114,6 +115,8 @@ def key_draw_p_value(agreement: float, reference_agreements, num_queries: int) -
         agreement (`float`): the suspect's agreement with the key.
         reference_agreements (`list[float]`): its agreements with the reference keys, on the same queries.
         num_queries (`int`): the number of queries (the floor of the spread is one agreement's binomial noise).
+        floor (`float`, *optional*): another floor of the spread, for a statistic that is not a share of queries
+            (the scores protocol's correlation, [`score_correlations`]).
 
     Returns:
         `tuple[float | None, dict]`: the p-value (`None` with fewer than 2 references) and the test's numbers.
@@ -130,7 +133,7 @@ def key_draw_p_value(agreement: float, reference_agreements, num_queries: int) -
     # copy at p = 1e-7)
     queries = max(num_queries, 1)
     smoothed = (mean * queries + 1) / (queries + 2)
-    spread = max(spread, math.sqrt(smoothed * (1 - smoothed) / queries))
+    spread = max(spread, math.sqrt(smoothed * (1 - smoothed) / queries) if floor is None else floor)
     statistic = (agreement - mean) / (spread * math.sqrt(1 + 1 / count))
     p_value = float(student_t.sf(statistic, count - 1))
     return p_value, {"num_references": count, "mean": mean, "sd": spread, "t": statistic, "p_value": p_value}
@@ -200,3 +203,43 @@ def ingrain_p_value(num_agreements: int, num_queries: int, null_rate: float, ref
         return p_binomial, p_binomial, None
     p_key_draw, key_draw = key_draw_p_value(num_agreements / num_queries, reference_agreements, num_queries)
     return (p_binomial if p_key_draw is None else max(p_binomial, p_key_draw)), p_binomial, key_draw
+
+
+def score_correlations(suspect: torch.Tensor, ingrainer_scores: torch.Tensor, reference_scores,
+                       probabilities: bool = False) -> list[float]:
+    r"""
+    The statistic of the `"ingrain_scores"` protocol: how much the suspect's scores follow what sets each ingrainer
+    of the key apart from the others.
+
+    Each score row is made a centred log-probability vector (a softmax's log, minus its mean over the classes; for
+    logits that is the logits minus their mean). Each ingrainer's *own part* is its centred scores minus the mean of
+    every other ingrainer's (the key's and the references'): the task, which they all learned, cancels, and what is
+    left is what its seed alone made. The statistic of ingrainer `j` is the Pearson correlation, over every query
+    and class, of the suspect's centred scores with ingrainer `j`'s own part. A model trained with the key (or
+    distilled from one) follows the key's own part; under the null hypothesis the key is one draw of the procedure
+    that drew the references and its own part is defined the same way, so the key's correlation is distributed like
+    each reference's: the key-draw test ([`key_draw_p_value`]) compares them.
+
+    Args:
+        suspect (`torch.Tensor` of shape `(n, K)`): the suspect's logits (or probabilities, with `probabilities`).
+        ingrainer_scores (`torch.Tensor` of shape `(n, K)`): the key's ingrainer's logits.
+        reference_scores (`torch.Tensor` of shape `(R, n, K)` or a list of `(n, K)`): the references', `R >= 2`.
+        probabilities (`bool`, *optional*): `suspect` holds probabilities (their log is taken, at least 1e-12).
+
+    Returns:
+        `list[float]`: the correlation with the key's own part, then with each reference's.
+    """
+    suspect = suspect.float().clamp_min(1e-12).log() if probabilities else suspect.float()
+    suspect = _centred(suspect)
+    members = torch.stack([_centred(torch.log_softmax(scores.float(), -1))
+                           for scores in [ingrainer_scores, *reference_scores]])
+    others = (members.sum(0, keepdim=True) - members) / (len(members) - 1)
+    own = (members - others).flatten(1)
+    own = own - own.mean(1, keepdim=True)
+    suspect = suspect.flatten() - suspect.mean()
+    norms = own.norm(dim=1) * suspect.norm()
+    return ((own @ suspect) / norms.clamp_min(1e-30)).tolist()
+
+
+def _centred(scores: torch.Tensor) -> torch.Tensor:
+    return scores - scores.mean(-1, keepdim=True)

@@ -972,7 +972,11 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
     assert all(torch.equal(a, b) for a, b in zip(first.ingrainer.state_dict().values(),
                                                   extended.ingrainer.state_dict().values()))
     assert json.loads((tmp_path / "second.json").read_text())["rows"][0]["num_references_2"] == 3
-    with pytest.raises(ValueError, match="3 or more"):
-        text_strength.main(["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir",
-                            str(tmp_path / "key2"), "--results_file", str(tmp_path / "b.json"), "--train_size", "96"])
+    assert all(0 < row["p_value_scores"] <= 1 and -1 <= row["correlation"] <= 1 for row in rows.values())
+    # a binary task: the runner-up protocol has nothing to read there, the scores protocol does
+    binary = ["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir", str(tmp_path / "key2"),
+              "--results_file", str(tmp_path / "b.json"), *argv[6:], "--modes", "plain"]
+    assert text_strength.main(binary) == 0
+    (row,) = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert WatermarkKey.load(tmp_path / "key2").num_labels == 2 and 0 < row["p_value_scores"] <= 1
 

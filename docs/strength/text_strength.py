@@ -17,7 +17,9 @@ split (at most `test_size` texts) with the key-draw test, as `verify` does. One 
         --key_dir keys/text_strength --results_file docs/strength/health_tweets.json
 
 `--data` is a local folder laid out like a Hub text data set (`text` / `sentence` and `label` columns) or a Hub id.
-A binary task cannot carry this watermark (the runner-up class is the other one): use 3 classes or more.
+Every model is also verified with the scores protocol (`protocol="ingrain_scores"`: `p_value_scores`,
+`correlation`). A binary task cannot carry the runner-up protocol's watermark (the runner-up is the other class):
+on one, read `p_value_scores`.
 """
 
 import logging
@@ -94,8 +96,8 @@ def load(args: TextStrengthArguments) -> dict:
         raise ValueError(f"`train_size` {args.train_size} leaves too few of the owner's {len(owner)} texts held out.")
     held_out = min(HELD_OUT, len(owner) - args.train_size)
     num_labels = len(set(owner["labels"]))
-    if num_labels < 3:
-        raise ValueError(f"{args.data!r} has {num_labels} classes; the watermark needs 3 or more (see the docstring).")
+    if num_labels < 2:
+        raise ValueError(f"{args.data!r} has {num_labels} class; a classifier needs 2 or more.")
     train = owner.select(range(args.train_size))
     tokenizer = wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length)
 
@@ -187,14 +189,20 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
         callback = callbacks[0] if callbacks else None
         trainer = IngrainTrainer(args=config, ingrainer=key, strength_dataset=held_out, callbacks=callbacks, **kwargs)
     trainer.train()
-    result = verify(model, key, data["test"], processor=tokenizer)
-    row = {"mode": mode, "seed": seed, "accuracy": result.details.get("accuracy"), "agreement": result.agreement,
-           "null_rate": result.null_rate, "p_value": result.p_value, "verified": result.verified,
-           "epochs": round(trainer.state.epoch or 0, 2), "seconds": round(time.perf_counter() - started, 1)}
+    seconds = round(time.perf_counter() - started, 1)
+    runner_up = key.num_labels > 2  # a two-class key has no runner-up test: the scores protocol alone
+    scores = verify(model, key, data["test"], processor=tokenizer, protocol="ingrain_scores")
+    result = verify(model, key, data["test"], processor=tokenizer) if runner_up else None
+    row = {"mode": mode, "seed": seed, "accuracy": scores.details.get("accuracy"),
+           "agreement": result and result.agreement, "null_rate": result and result.null_rate,
+           "p_value": result and result.p_value, "verified": result and result.verified,
+           "correlation": scores.agreement, "p_value_scores": scores.p_value, "verified_scores": scores.verified,
+           "epochs": round(trainer.state.epoch or 0, 2), "seconds": seconds}
     if second_key is not None:  # the same model judged by the second key
-        second = verify(model, second_key, data["test"], processor=tokenizer)
-        row.update(p_value_2=second.p_value, verified_2=second.verified,
-                   num_references_2=len(second_key.reference_ingrainers))
+        second = verify(model, second_key, data["test"], processor=tokenizer) if runner_up else None
+        second_scores = verify(model, second_key, data["test"], processor=tokenizer, protocol="ingrain_scores")
+        row.update(p_value_2=second and second.p_value, verified_2=second and second.verified,
+                   p_value_scores_2=second_scores.p_value, num_references_2=len(second_key.reference_ingrainers))
     if mode != "plain":
         strength = trainer.watermark_strength
         row.update(final_lambda=trainer.ingrain_weight(),
@@ -207,14 +215,19 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
 def table(rows: list[dict]) -> str:
     from hf_ingrain.verification.statistics import format_p_value
 
-    lines = ["| mode | seed | epochs | final λ | accuracy | agreement | null rate | p-value | verified |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    def cell(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    lines = ["| mode | seed | epochs | final λ | accuracy | agreement | null rate | p-value | verified | correlation "
+             "| p-value, scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: (MODES.index(r["mode"]), r["seed"])):
-        weight = row.get("final_lambda")
+        p_value, scores = row["p_value"], row.get("p_value_scores")
         lines.append(
-            f"| {row['mode']} | {row['seed']} | {row['epochs']:g} | {'-' if weight is None else f'{weight:.3g}'} | "
-            f"{row['accuracy']:.3f} | {row['agreement']:.3f} | {row['null_rate']:.3f} | "
-            f"{format_p_value(row['p_value'], relation=False)} | {'yes' if row['verified'] else 'no'} |"
+            f"| {row['mode']} | {row['seed']} | {row['epochs']:g} | {cell(row.get('final_lambda'), '.3g')} | "
+            f"{row['accuracy']:.3f} | {cell(row['agreement'], '.3f')} | {cell(row['null_rate'], '.3f')} | "
+            f"{'-' if p_value is None else format_p_value(p_value, relation=False)} | "
+            f"{'-' if p_value is None else ('yes' if row['verified'] else 'no')} | "
+            f"{cell(row.get('correlation'), '.3f')} | {'-' if scores is None else format_p_value(scores, relation=False)} |"
         )
     return "\n".join(lines)
 

@@ -140,15 +140,34 @@ def _ingrained(key, dataset, tmp_path, seed=0, num_labels=NUM_LABELS, epochs=4):
     return model.eval()
 
 
-def test_an_ingrained_cnn_verifies_and_its_plain_twin_does_not(key, embedded_splits, queries, tmp_path):
+@pytest.fixture(scope="module")
+def ingrained(key, embedded_splits, tmp_path_factory):
+    return _ingrained(key, embedded_splits["owner"], tmp_path_factory.mktemp("ingrained"))
+
+
+def test_an_ingrained_cnn_verifies_and_its_plain_twin_does_not(key, ingrained, embedded_splits, queries):
     owner = embedded_splits["owner"]
-    ingrained = _ingrained(key, owner, tmp_path)
     plain = fit(tiny_cnn(seed=0), owner, epochs=4, seed=0, learning_rate=3e-3)
     result = verify(ingrained, key, queries, protocol="ingrain_scores")
     twin = verify(plain, key, queries, protocol="ingrain_scores")
     # measured: p = 7e-4 (correlation 0.52) and 0.78 (-0.09): on images with a weak key the scores protocol is far
     # weaker than the runner-up one (docs/key_draw_tail/README.md, the scores protocol)
     assert result.p_value < 1e-2 and twin.p_value > 0.1
+
+
+def test_the_command_line_runs_the_scores_protocol(key, ingrained, tmp_path, capsys):
+    import json
+
+    from hf_ingrain.cli import main
+
+    ingrained.save_pretrained(tmp_path / "model")
+    key.save(tmp_path / "key")
+    capsys.readouterr()
+    code = main(["verify", str(tmp_path / "model"), "--key", str(tmp_path / "key"), "--protocol", "ingrain_scores",
+                 "--json"])  # the embedded digits' test split: 1,000 queries, more than the 400 above
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == "ingrain_scores" and report["details"]["statistic"] == "correlation"
+    assert code == (0 if report["verified"] else 1) and report["p_value"] < 1e-2
 
 
 def test_two_classes_verify_with_the_scores_protocol_and_are_refused_by_the_runner_up_ones(embedded_splits,

@@ -14,13 +14,17 @@ class VerificationResult:
 
     Args:
         verified (`bool`): `p_value <= alpha`.
-        p_value (`float`): one-sided binomial p-value of the agreement count under the null rate.
-        agreement (`float`): share of queries on which the suspect agrees with the key.
-        null_rate (`float`): the agreement bound for models not derived from the key.
+        p_value (`float`): one-sided binomial p-value of the agreement count under the null rate (the ingrain
+            protocols: the larger of it and the key-draw test's; `"ingrain_scores"`: the key-draw test's alone).
+        agreement (`float`): share of queries on which the suspect agrees with the key (`"ingrain_scores"`: the
+            correlation of its scores with the key's own part).
+        null_rate (`float`): the agreement bound for models not derived from the key (`"ingrain_scores"`: the mean
+            correlation with the key's references).
         num_queries (`int`): number of queries used.
-        num_agreements (`int`): number of agreeing queries.
+        num_agreements (`int`): number of agreeing queries (0 for `"ingrain_scores"`, which counts nothing).
         alpha (`float`): the significance level.
-        protocol (`str`): `"ingrain"`, `"carriers"`, or a baseline's protocol (`"trigger_set"`, `"uchida"`).
+        protocol (`str`): `"ingrain"`, `"ingrain_scores"`, `"ingrain_labels"`, `"ingrain_errors"`, `"carriers"`, or a
+            baseline's protocol (`"trigger_set"`, `"uchida"`).
         details (`dict`): protocol-specific extras (the terms of the null rate, accuracy on labelled data, ...).
         query_digest (`str`, *optional*): digest of the distinct benign queries counted (see `hf_ingrain.data.query_set`).
         num_duplicates (`int`): repeated queries dropped before counting.

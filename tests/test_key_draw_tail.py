@@ -5,12 +5,14 @@ trained ingrainers, 2 models, 150 queries); the measurement is on docs/key_draw_
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from scipy import stats
 
-from hf_ingrain.verification.statistics import key_draw_p_value
+from hf_ingrain.verification.statistics import key_draw_p_value, score_correlations
 
 SCRIPT = Path(__file__).resolve().parents[1] / "docs" / "key_draw_tail" / "key_draw_tail.py"
 
@@ -67,6 +69,21 @@ def test_the_tail_measurement_writes_every_pair_and_rates_that_count_them(tmp_pa
     # the analysis again from the saved scores, training nothing: the same pairs
     again = script.main([*arguments, "--scores_file", str(tmp_path / "scores.pt"), "--output_dir", str(tmp_path / "b")])
     assert again["pairs"] == pairs
+
+    # the same pairs judged by the scores protocol: the package's correlations and key-draw test, as verify runs them
+    scores = script.main([*arguments, "--scores_file", str(tmp_path / "scores.pt"), "--statistic", "scores",
+                          "--output_dir", str(tmp_path / "c")])
+    saved = torch.load(tmp_path / "scores.pt", weights_only=False)
+    for row in scores["pairs"]:
+        pool, model = saved["pool"], saved["models"][row["model"]]
+        correlations = score_correlations(model, pool[row["ingrainer"]], pool[row["references"]])
+        assert row["agreement"] == pytest.approx(correlations[0]) and row["p_value"] == row["p_value_key_draw"]
+        floor = 1 / math.sqrt(row["num_queries"])
+        assert row["p_value"] == pytest.approx(key_draw_p_value(correlations[0], correlations[1:], 150, floor)[0])
+    assert len(scores["summary"]["copy_t"]) == 4
+    assert "scores (verify)" in (tmp_path / "c" / "key_draw_tail.md").read_text()
+    with pytest.raises(ValueError, match="statistic"):
+        script.main([*arguments, "--statistic", "agreement", "--output_dir", str(tmp_path / "d")])
 
 
 def test_the_references_are_drawn_from_the_rest_of_the_pool_and_the_counts_checked():

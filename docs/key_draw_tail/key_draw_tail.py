@@ -16,6 +16,10 @@ references. For every pair the script runs what `verify()` runs on the test spli
 (`key_agreements`, `ingrain_null_rate`, `ingrain_p_value`), and records the key-draw p-value, its t-statistic and the
 standardised agreement `(a - mean(refs)) / sd(refs)`.
 
+With `--statistic scores` the pairs are judged by the scores protocol instead (`protocol="ingrain_scores"`: the
+correlation of the model's scores with the member's own part, `score_correlations`, and the key-draw test alone,
+which is then also what `verify()` runs): `--scores_file` reruns a pool's scores that way, training nothing.
+
 Writes `key_draw_tail.json` (every pair, and the summary), `key_draw_tail.md` (the observed false-positive rates with
 exact 95% intervals, and the tail's shape), `key_draw_tail.png` (Q-Q plot and tail of the t-statistics against
 Student's t and the normal) and `scores.pt` (every score matrix: `--scores_file` reruns the analysis from it).
@@ -40,7 +44,14 @@ from hf_ingrain.files import write_text
 from hf_ingrain.models import build_classifier
 from hf_ingrain.scripts import DataArguments, IngrainParser
 from hf_ingrain.suspects import collect_scores
-from hf_ingrain.verification.statistics import ingrain_null_rate, ingrain_p_value, key_agreements, runner_up
+from hf_ingrain.verification.statistics import (
+    ingrain_null_rate,
+    ingrain_p_value,
+    key_agreements,
+    key_draw_p_value,
+    runner_up,
+    score_correlations,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +89,8 @@ class KeyDrawTailArguments:
         num_queries (`int`, *optional*): the first distinct queries of the test split to use (default: all).
         alphas (`list[float]`, *optional*, defaults to `[0.1, 0.05, 0.01, 0.001, 0.0001]`): the levels reported.
         scores_file (`str`, *optional*): a `scores.pt` of an earlier run: analyse it again, training nothing.
+        statistic (`str`, *optional*, defaults to `"runner_up"`): `"runner_up"` (the `"ingrain"` protocol) or
+            `"scores"` (the `"ingrain_scores"` protocol).
         output_dir (`str`, *optional*, defaults to `"outputs/key_draw_tail"`): where the results go.
     """
 
@@ -93,6 +106,8 @@ class KeyDrawTailArguments:
         default_factory=lambda: [0.1, 0.05, 0.01, 0.001, 0.0001], metadata={"help": "Levels reported."}
     )
     scores_file: str | None = field(default=None, metadata={"help": "A scores.pt to analyse again, training nothing."})
+    statistic: str = field(default="runner_up", metadata={"help": "runner_up (protocol ingrain) or scores "
+                                                                  "(protocol ingrain_scores)."})
     output_dir: str = field(default="outputs/key_draw_tail", metadata={"help": "Where the results go."})
 
 
@@ -160,10 +175,12 @@ def reference_draws(num_ingrainers: int, num_references: int, seed: int) -> list
     return draws
 
 
-def null_pairs(scores: dict, draws: list[list[int]]) -> list[dict]:
+def null_pairs(scores: dict, draws: list[list[int]], statistic: str = "runner_up") -> list[dict]:
     """`verify()`'s ingrain test of every model against every pool member as the key, the drawn members as its
     references, on the same queries (the statistics of `hf_ingrain.verification.statistics`, called as verify calls
     them)."""
+    if statistic == "scores":
+        return scores_null_pairs(scores, draws)
     pool, labels = scores["pool"], scores["labels"]
     rows = []
     for model_name, model_scores in tqdm(scores["models"].items(), desc="Null pairs"):
@@ -183,6 +200,44 @@ def null_pairs(scores: dict, draws: list[list[int]]) -> list[dict]:
                 "p_value_key_draw": key_draw["p_value"], "p_value_binomial": p_binomial, "p_value": p_value,
             })
     return rows
+
+
+def scores_null_pairs(scores: dict, draws: list[list[int]]) -> list[dict]:
+    """The same pairs judged by the scores protocol (`protocol="ingrain_scores"`), as `verify()` judges them: the
+    correlations of `score_correlations` and the key-draw test alone, its spread floored at `1 / sqrt(n)`."""
+    import math
+
+    pool, rows = scores["pool"], []
+    for model_name, model_scores in tqdm(scores["models"].items(), desc="Null pairs (scores)"):
+        num_queries = len(model_scores)
+        for member, references in enumerate(draws):
+            correlations = score_correlations(model_scores, pool[member], pool[references])
+            p_value, key_draw = key_draw_p_value(correlations[0], correlations[1:], num_queries,
+                                                 floor=1 / math.sqrt(num_queries))
+            sample_sd = float(np.std(correlations[1:], ddof=1))
+            rows.append({
+                "model": model_name, "ingrainer": member, "references": references, "num_queries": num_queries,
+                "agreement": correlations[0], "reference_agreements": correlations[1:], "null_rate": None,
+                "reference_mean": key_draw["mean"], "reference_sd": key_draw["sd"],
+                "sd_floor_used": key_draw["sd"] > sample_sd, "t": key_draw["t"],
+                "standardised": (correlations[0] - key_draw["mean"]) / key_draw["sd"],
+                "p_value_key_draw": p_value, "p_value_binomial": None, "p_value": p_value,
+            })
+    return rows
+
+
+def copy_t_values(scores: dict, draws: list[list[int]], count: int = 10) -> list[float]:
+    """The scores protocol's power at its ceiling: the t-statistic of an exact copy of each of the first `count`
+    members, judged with that member as the key."""
+    import math
+
+    pool, values = scores["pool"], []
+    for member in range(min(count, len(draws))):
+        correlations = score_correlations(pool[member], pool[member], pool[draws[member]])
+        num_queries = pool.shape[1]
+        values.append(key_draw_p_value(correlations[0], correlations[1:], num_queries,
+                                       floor=1 / math.sqrt(num_queries))[1]["t"])
+    return values
 
 
 # ------------------------------------------------------------------------------------------------ the summary
@@ -258,7 +313,9 @@ def summarise(rows: list[dict], scores: dict, args) -> dict:
                                                            args.reference_draw_seed), args.alphas)
     rates = []
     for index, alpha in enumerate(args.alphas):
-        for test, column in (("key-draw", "p_value_key_draw"), ("verify (both tests)", "p_value")):
+        tests = ((("key-draw", "p_value_key_draw"), ("verify (both tests)", "p_value")) if args.statistic == "runner_up"
+                 else (("key-draw, scores (verify)", "p_value"),))
+        for test, column in tests:
             claims = [row for row in rows if row[column] <= alpha]
             low, high = clopper_pearson(len(claims), total)
             rates.append({
@@ -299,6 +356,7 @@ def summarise(rows: list[dict], scores: dict, args) -> dict:
     return {
         "pairs": total, "num_ingrainers": args.num_ingrainers, "num_models": len(models),
         "num_references": args.num_references, "num_queries": rows[0]["num_queries"], "rates": rates, "tail": tail,
+        "statistic": args.statistic,
         "accuracy": scores["accuracy"], "carrier_accuracy": scores["carrier_accuracy"], "timings": scores["timings"],
         "num_duplicates": scores["num_duplicates"],
     }
@@ -358,7 +416,8 @@ def _range(bounds) -> str:
 def markdown(summary: dict, dataset: str, seconds: float) -> str:
     tail = summary["tail"]
     lines = [
-        f"# The key-draw test's tail: {dataset}",
+        f"# The key-draw test's tail: {dataset}" + (", the scores protocol" if summary.get("statistic") == "scores"
+                                                      else ""),
         "",
         f"{summary['pairs']} null pairs: {summary['num_models']} models that never saw a key x "
         f"{summary['num_ingrainers']} ingrainers of one recipe, each the key against {summary['num_references']} "
@@ -403,10 +462,12 @@ def markdown(summary: dict, dataset: str, seconds: float) -> str:
         f"{_range(tail['interaction_excess_kurtosis_normal_range'])} |",
         "",
         f"Largest t: {tail['max_t']:.2f}; smallest key-draw p-value: {tail['min_p_value_key_draw']:.3g}; the sd floor "
-        f"(binomial noise) replaced the references' sd in {tail['sd_floor_used']} pairs; Shapiro-Wilk p < 0.05 for "
+        f"replaced the references' sd in {tail['sd_floor_used']} pairs; Shapiro-Wilk p < 0.05 for "
         f"{tail['shapiro_below_0.05']} of {len(tail['shapiro_p_values'])} models; about {tail['effective_pairs']:.0f} "
         "effective pairs once the ingrainer's share is counted.",
         "",
+        *([f"An exact copy of the key (each of the first {len(summary['copy_t'])} ingrainers as the key): t = "
+           + ", ".join(f"{t:.1f}" for t in summary["copy_t"]) + ".", ""] if summary.get("copy_t") else []),
         f"Pool {summary['timings'].get('pool_s', 0):.0f} s, models {summary['timings'].get('models_s', 0):.0f} s, "
         f"{seconds:.0f} s in all.",
     ]
@@ -432,6 +493,8 @@ def write_pairs(path: str, summary: dict, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> dict:
     data_args, args = IngrainParser([DataArguments, KeyDrawTailArguments]).parse_args_and_config(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if args.statistic not in ("runner_up", "scores"):
+        raise ValueError(f"Unknown `--statistic` {args.statistic!r}: choose runner_up or scores.")
     unknown = [name for name in args.models if name not in MODELS]
     if unknown:
         raise ValueError(f"Unknown models {unknown}; choose among {list(MODELS)}.")
@@ -445,8 +508,10 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         scores = compute_scores(data_args, args)
         torch.save(scores, os.path.join(args.output_dir, "scores.pt"))
-    rows = null_pairs(scores, draws)
+    rows = null_pairs(scores, draws, args.statistic)
     summary = summarise(rows, scores, args)
+    if args.statistic == "scores":
+        summary["copy_t"] = copy_t_values(scores, draws)
     summary["seconds"] = time.time() - start + (sum(scores["timings"].values()) if args.scores_file else 0)
     summary["arguments"] = {**vars(data_args), **vars(args)}
     write_pairs(os.path.join(args.output_dir, "key_draw_tail.json"), summary, rows)

@@ -973,6 +973,17 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
                                                   extended.ingrainer.state_dict().values()))
     assert json.loads((tmp_path / "second.json").read_text())["rows"][0]["num_references_2"] == 3
     assert all(0 < row["p_value_scores"] <= 1 and -1 <= row["correlation"] <= 1 for row in rows.values())
+    # students of the fixed model on the thief's texts, from its logits and from its labels; a rerun adds nothing
+    students = [*argv[:4], "--results_file", str(tmp_path / "students.json"), *argv[6:], "--modes", "fixed",
+                "--students", "4", "label"]
+    assert text_strength.main(students) == 0
+    written = json.loads((tmp_path / "students.json").read_text())["rows"]
+    assert [(row["mode"], row.get("teacher")) for row in written] == [
+        ("fixed", None), ("student_T4", "fixed"), ("student_label", "fixed")]
+    assert all(0 < row["p_value_scores"] <= 1 for row in written)
+    assert text_strength.main(students) == 0 and json.loads((tmp_path / "students.json").read_text())["rows"] == written
+    with pytest.raises(ValueError, match="temperature"):
+        text_strength.main([*students[:-2], "hot"])
     # a binary task: the runner-up protocol has nothing to read there, the scores protocol does
     binary = ["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir", str(tmp_path / "key2"),
               "--results_file", str(tmp_path / "b.json"), *argv[6:], "--modes", "plain"]

@@ -9,6 +9,11 @@ BERT from config, `IngrainTrainer` with a key from `generate_for`) on a labelled
 - `until_taken`: λ fixed, at least `num_train_epochs` and at most `max_epochs`, stopped by `WatermarkTakesCallback`
   once the watermark takes.
 
+With `--students 4 label`, each ingrained model is then distilled into a fresh BERT of another seed on the thief's
+texts (the attacker split, as many as `train_size`, `num_train_epochs`): from its logits at each temperature given, or
+from its top-1 labels (`label`); rows `student_T4`, `student_label`, with the `teacher` mode they learned from. A
+teacher whose row is already in the file is trained again for a missing student (the same seed gives the same model).
+
 The strength is measured on 512 of the owner's texts that no model trains on; every model is verified on the test
 split (at most `test_size` texts) with the key-draw test, as `verify` does. One command, resumable (rows already in
 `--results_file` are kept):
@@ -73,15 +78,27 @@ class TextStrengthArguments:
                                                                  "(p_value_2), made when missing as the key with its "
                                                                  "references extended to --second_num_reference_keys."})
     second_num_reference_keys: int = field(default=32)
+    students: list[str] = field(default_factory=list, metadata={"help": "Students of each ingrained model: a "
+                                                                 "temperature (its logits), or `label` (its labels)."})
 
     def __post_init__(self):
         unknown = sorted(set(self.modes) - set(MODES))
         if unknown:
             raise ValueError(f"Unknown modes {unknown}: choose among {list(MODES)}.")
+        for kind in self.students:
+            if kind != "label" and not _positive(kind):
+                raise ValueError(f"Unknown student {kind!r}: a temperature > 0 (e.g. 4) or `label`.")
         if self.max_epochs < self.num_train_epochs:
             raise ValueError(
                 f"`max_epochs` ({self.max_epochs}) must be >= `num_train_epochs` ({self.num_train_epochs})."
             )
+
+
+def _positive(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def load(args: TextStrengthArguments) -> dict:
@@ -105,9 +122,11 @@ def load(args: TextStrengthArguments) -> dict:
         return split.map(lambda batch: tokenizer(batch["text"], truncation=True), batched=True,
                          remove_columns=["text"])
 
+    attacker = splits["attacker"]
     return {
         "train": train,
         "train_ids": tokenized(train),
+        "attacker_ids": tokenized(attacker.select(range(min(args.train_size, len(attacker))))),
         "held_out_ids": tokenized(owner.select(range(args.train_size, args.train_size + held_out))),
         "test": splits["test"].select(range(min(args.test_size, len(splits["test"])))),
         "num_labels": num_labels,
@@ -164,7 +183,7 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     """Trains the model of `mode` with `seed`, verifies it on the test texts, returns its row."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkTakesCallback, verify
+    from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkTakesCallback
 
     tokenizer = data["tokenizer"]
     train, held_out = data["train_ids"], data["held_out_ids"]
@@ -190,24 +209,61 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
         trainer = IngrainTrainer(args=config, ingrainer=key, strength_dataset=held_out, callbacks=callbacks, **kwargs)
     trainer.train()
     seconds = round(time.perf_counter() - started, 1)
-    runner_up = key.num_labels > 2  # a two-class key has no runner-up test: the scores protocol alone
-    scores = verify(model, key, data["test"], processor=tokenizer, protocol="ingrain_scores")
-    result = verify(model, key, data["test"], processor=tokenizer) if runner_up else None
-    row = {"mode": mode, "seed": seed, "accuracy": scores.details.get("accuracy"),
-           "agreement": result and result.agreement, "null_rate": result and result.null_rate,
-           "p_value": result and result.p_value, "verified": result and result.verified,
-           "correlation": scores.agreement, "p_value_scores": scores.p_value, "verified_scores": scores.verified,
-           "epochs": round(trainer.state.epoch or 0, 2), "seconds": seconds}
-    if second_key is not None:  # the same model judged by the second key
-        second = verify(model, second_key, data["test"], processor=tokenizer) if runner_up else None
-        second_scores = verify(model, second_key, data["test"], processor=tokenizer, protocol="ingrain_scores")
-        row.update(p_value_2=second and second.p_value, verified_2=second and second.verified,
-                   p_value_scores_2=second_scores.p_value, num_references_2=len(second_key.reference_ingrainers))
+    # a two-class key has no runner-up test: the scores protocol alone (and the second key judges the same model)
+    row = verified_row(args, data, key, model, second_key, mode=mode, seed=seed,
+                       epochs=round(trainer.state.epoch or 0, 2), seconds=seconds)
     if mode != "plain":
         strength = trainer.watermark_strength
         row.update(final_lambda=trainer.ingrain_weight(),
                    predicted_p_value=None if strength is None else strength.predicted_p_value,
                    stopped_at=None if callback is None else callback.stopped_at)
+    logger.info("%s", row)
+    return row, model
+
+
+def verified_row(args, data, key, model, second_key, **fields) -> dict:
+    """A model's row: its accuracy and both protocols' verdicts with the key (and the second key)."""
+    from hf_ingrain import verify
+
+    tokenizer = data["tokenizer"]
+    scores = verify(model, key, data["test"], processor=tokenizer, protocol="ingrain_scores")
+    result = verify(model, key, data["test"], processor=tokenizer) if key.num_labels > 2 else None
+    row = {**fields, "accuracy": scores.details.get("accuracy"), "agreement": result and result.agreement,
+           "null_rate": result and result.null_rate, "p_value": result and result.p_value,
+           "verified": result and result.verified, "correlation": scores.agreement,
+           "p_value_scores": scores.p_value, "verified_scores": scores.verified}
+    if second_key is not None:
+        second = verify(model, second_key, data["test"], processor=tokenizer) if key.num_labels > 2 else None
+        second_scores = verify(model, second_key, data["test"], processor=tokenizer, protocol="ingrain_scores")
+        row.update(p_value_2=second and second.p_value, verified_2=second and second.verified,
+                   p_value_scores_2=second_scores.p_value, num_references_2=len(second_key.reference_ingrainers))
+    return row
+
+
+def distill_one(args, data, key, teacher, teacher_mode: str, kind: str, seed: int, output_dir: str,
+                second_key=None) -> dict:
+    """A student of `teacher` (a fresh BERT, seed + 1000) on the thief's texts: its logits at temperature `kind`, or
+    its top-1 labels (`kind="label"`); verified like every model."""
+    from transformers import DataCollatorWithPadding
+
+    from hf_ingrain import DistillationConfig, DistillationTrainer
+
+    tokenizer = data["tokenizer"]
+    student = bert(data["num_labels"], len(tokenizer), args.max_length, seed + 1000, args.hidden_size,
+                   args.num_hidden_layers)
+    output = dict(teacher_output="label") if kind == "label" else dict(temperature=float(kind))
+    config = DistillationConfig(output_dir=output_dir, num_train_epochs=args.num_train_epochs,
+                                learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
+                                seed=seed, data_seed=seed, save_strategy="no", report_to="none",
+                                use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no",
+                                **output)
+    started = time.perf_counter()
+    DistillationTrainer(model=student, teacher=teacher.eval(), args=config, train_dataset=data["attacker_ids"],
+                        processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer)).train()
+    seconds = round(time.perf_counter() - started, 1)
+    mode = f"student_{'T' + kind if kind != 'label' else 'label'}"
+    row = verified_row(args, data, key, student.eval(), second_key, mode=mode, seed=seed, teacher=teacher_mode,
+                       epochs=args.num_train_epochs, seconds=seconds)
     logger.info("%s", row)
     return row
 
@@ -220,14 +276,19 @@ def table(rows: list[dict]) -> str:
 
     lines = ["| mode | seed | epochs | final λ | accuracy | agreement | null rate | p-value | verified | correlation "
              "| p-value, scores |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in sorted(rows, key=lambda r: (MODES.index(r["mode"]), r["seed"])):
+
+    def order(row):
+        return (MODES.index(row["mode"]) if row["mode"] in MODES else len(MODES), row["seed"], row["mode"])
+
+    for row in sorted(rows, key=order):
         p_value, scores = row["p_value"], row.get("p_value_scores")
         lines.append(
-            f"| {row['mode']} | {row['seed']} | {row['epochs']:g} | {cell(row.get('final_lambda'), '.3g')} | "
+            f"| {row['mode']}{' of ' + row['teacher'] if row.get('teacher') else ''} | {row['seed']} | {row['epochs']:g} | {cell(row.get('final_lambda'), '.3g')} | "
             f"{row['accuracy']:.3f} | {cell(row['agreement'], '.3f')} | {cell(row['null_rate'], '.3f')} | "
             f"{'-' if p_value is None else format_p_value(p_value, relation=False)} | "
             f"{'-' if p_value is None else ('yes' if row['verified'] else 'no')} | "
-            f"{cell(row.get('correlation'), '.3f')} | {'-' if scores is None else format_p_value(scores, relation=False)} |"
+            f"{cell(row.get('correlation'), '.3f')} | "
+            f"{'-' if scores is None else format_p_value(scores, relation=False)} |"
         )
     return "\n".join(lines)
 
@@ -251,13 +312,23 @@ def main(argv=None) -> int:
     second_key = None
     if args.second_key_dir is not None:
         second_key = load_or_extend_key(args, data)
+    def done(mode, seed, teacher=None):
+        return any(r["mode"] == mode and r["seed"] == seed and r.get("teacher") == teacher for r in rows)
+
     with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
         for seed in args.seeds:
             for mode in args.modes:
-                if any(r["mode"] == mode and r["seed"] == seed for r in rows):
+                students = [kind for kind in args.students if mode != "plain"
+                            and not done(f"student_{'T' + kind if kind != 'label' else 'label'}", seed, mode)]
+                if done(mode, seed) and not students:
                     continue
-                rows.append(train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}"),
-                                      second_key))
+                row, model = train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}"),
+                                       second_key)
+                if not done(mode, seed):
+                    rows.append(row)
+                for kind in students:
+                    rows.append(distill_one(args, data, key, model, mode, kind, seed,
+                                            os.path.join(scratch, f"{mode}-{seed}-student-{kind}"), second_key))
                 write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
     print(table(rows))
     return 0

@@ -170,6 +170,22 @@ def test_the_command_line_runs_the_scores_protocol(key, ingrained, tmp_path, cap
     assert code == (0 if report["verified"] else 1) and report["p_value"] < 1e-2
 
 
+def test_a_card_written_for_a_key_committed_to_the_scores_protocol_records_that_protocol(key, ingrained, queries,
+                                                                                           tmp_path):
+    import json
+
+    from hf_ingrain.hub.publish import write_watermark_card
+
+    key.commit_queries(queries, protocol="ingrain_scores")
+    try:
+        result = write_watermark_card(str(tmp_path), ingrained, key, queries)
+    finally:
+        key.committed_queries = None
+    card = json.loads((tmp_path / "watermark.json").read_text())
+    assert result.protocol == card["protocol"] == "ingrain_scores"
+    assert card["queries"]["test"]["protocol"] == "ingrain_scores"
+
+
 def test_two_classes_verify_with_the_scores_protocol_and_are_refused_by_the_runner_up_ones(embedded_splits,
                                                                                             queries, tmp_path):
     def binary(split):  # even and odd digits
@@ -184,6 +200,9 @@ def test_two_classes_verify_with_the_scores_protocol_and_are_refused_by_the_runn
     # measured: p = 0.012 (correlation 0.71) and 0.25 (0.11); 0.05 and 0.1: the two apart, not a verdict
     assert result.p_value < 0.05 and twin.p_value > 0.1
     assert verify(ingrained, key, protocol="carriers").num_queries == 20  # the trigger-set test works on two classes
+    from hf_ingrain.hub.publish import write_watermark_card
+
+    assert write_watermark_card(str(tmp_path / "card"), ingrained, key, test).protocol == "ingrain_scores"
     for protocol in ("ingrain", "ingrain_labels"):
         with pytest.raises(ValueError, match="ingrain_scores"):
             verify(ingrained, key, test, protocol=protocol)

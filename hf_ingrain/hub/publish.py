@@ -212,7 +212,8 @@ def write_watermark_card(
             f.write(token)
         stamped = info.to_block(TIMESTAMP_FILE)
     if key is not None and verification_dataset is not None:
-        result = verify(model, key, verification_dataset, alpha=alpha, batch_size=batch_size)
+        result = verify(model, key, verification_dataset, alpha=alpha, batch_size=batch_size,
+                        protocol=publication_protocol(key))
         if committed_queries is not None:
             queries = read_queries(key, committed_queries).commitment()
         elif result.committed_queries is False:
@@ -228,6 +229,15 @@ def write_watermark_card(
     save_watermark_card(folder, model, key, result, queries=queries, timestamp=stamped, trainer_card=trainer_card,
                         **card)
     return result
+
+
+def publication_protocol(key) -> str:
+    """The scores protocol the card records at publication: the key's committed one (`"ingrain"` or
+    `"ingrain_scores"`), else `"ingrain_scores"` for a two-class key (it has no runner-up test) and `"ingrain"`."""
+    test = (getattr(key, "committed_queries", None) or {}).get("test") or {}
+    if test.get("protocol") in ("ingrain", "ingrain_scores"):
+        return test["protocol"]
+    return "ingrain_scores" if key.num_labels == 2 else "ingrain"
 
 
 def read_commitment_timestamp(timestamp, key):

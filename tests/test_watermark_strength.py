@@ -101,9 +101,13 @@ def test_a_run_whose_watermark_does_not_take_ends_with_the_warning_and_the_card_
     for advice in ("num_train_epochs", "WatermarkTakesCallback", "ingrain_lambda", "hf_ingrain.verify"):
         assert advice in warnings[0]
     assert not trainer.watermark_strength.takes
+    # the scores protocol was asked too, on the same examples, and finds nothing either (λ = 0)
+    scores_p_value = trainer.watermark_strength.scores_p_value
+    assert scores_p_value > 1e-3 and "Nor does the scores protocol" in warnings[0]
     trainer.create_model_card()
     block = json.loads((tmp_path / "out" / "watermark.json").read_text())["training_strength"]
     assert block["takes"] is False and block["step"] == 7 and block["source"] == "eval_dataset"
+    assert block["scores_p_value"] == pytest.approx(scores_p_value)
     assert block["predicted_p_value"] == pytest.approx(trainer.watermark_strength.predicted_p_value)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "## Watermark strength at the end of training" in card and "(not taken)" in card
@@ -118,6 +122,24 @@ def test_a_watermark_that_takes_gets_no_warning(key_with_references, embedded_sp
     messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == TRAINER_LOGGER]
     assert not [m for level, m in messages if level >= logging.WARNING]
     assert any("The watermark has taken" in m for _, m in messages)
+
+
+def test_a_watermark_the_scores_protocol_finds_is_named_in_the_warning(key_with_references, embedded_splits, tmp_path,
+                                                                        caplog, monkeypatch):
+    # the text case (docs/strength/README.md): the runner-up test is predicted to fail, every class's score shows it
+    def measured(*args, step=None, scores=False, **kwargs):
+        return _strength(step=step, predicted_p_value=0.2, scores_p_value=1e-9 if scores else None)
+
+    monkeypatch.setattr("hf_ingrain.trainer.ingrain_trainer.measure_strength", measured)
+    trainer = _trainer(key_with_references, embedded_splits, tmp_path)
+    with caplog.at_level(logging.WARNING, logger=TRAINER_LOGGER):
+        trainer.train()
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == TRAINER_LOGGER]
+    assert "The scores protocol finds it" in warning and "protocol='ingrain_scores'" in warning
+    assert trainer.watermark_strength.scores_p_value == 1e-9
+    trainer.create_model_card()
+    assert "The scores protocol (`ingrain_scores`, every class's score) gave p = 1e-09" in (
+        tmp_path / "out" / "README.md").read_text()
 
 
 def test_training_examples_are_used_without_held_out_data_and_the_warning_says_they_overstate(

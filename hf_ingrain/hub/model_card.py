@@ -181,7 +181,8 @@ def watermark_metadata(
 
 
 def _strength_block(strength: dict) -> dict:
-    numbers = ("agreement", "null_rate", "reference_agreement", "margin", "predicted_p_value", "p_value")
+    numbers = ("agreement", "null_rate", "reference_agreement", "margin", "predicted_p_value", "p_value",
+               "scores_p_value")
     block = {name: None if strength.get(name) is None else float(strength[name]) for name in numbers}
     block.update({name: strength.get(name) for name in ("num_queries", "budget", "source", "step")})
     block["takes"] = bool(strength.get("takes"))

@@ -262,12 +262,13 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         return next((c for c in callbacks if isinstance(c, IngrainWeightController)), None)
 
     # ------------------------------------------------------------------------------------------- strength
-    def measure_watermark_strength(self, dataset=None, source: str | None = None):
+    def measure_watermark_strength(self, dataset=None, source: str | None = None, scores: bool = False):
         r"""
         The watermark's strength in the model now ([`~hf_ingrain.trainer.strength.WatermarkStrength`]): the key's own
         test on the first `args.ingrain_strength_examples` examples of `dataset` (default: `strength_dataset`, else
         `eval_dataset`, else the training data), collated as the trainer collates them. `None` without a key (an
-        ingrainer model alone has no test) or without examples. Every process measures the same examples.
+        ingrainer model alone has no test) or without examples. Every process measures the same examples. With
+        `scores`, the scores protocol's p-value on them too (`WatermarkStrength.scores_p_value`).
         """
         if self._watermark_key is None or not self.args.ingrain_strength_examples:
             return None
@@ -284,7 +285,7 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         if not examples:
             return None
         return measure_strength(self.model, self._watermark_key, examples, source=source, step=self.state.global_step,
-                                batch_size=max(self.args.per_device_eval_batch_size, 64))
+                                batch_size=max(self.args.per_device_eval_batch_size, 64), scores=scores)
 
     def _strength_source(self) -> tuple:
         if self._strength_dataset is not None:

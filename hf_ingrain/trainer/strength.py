@@ -50,6 +50,9 @@ class WatermarkStrength:
         source (`str`): where the examples came from: `"strength_dataset"`, `"eval_dataset"` or `"train_dataset"`
             (training examples: the model was fitted on them, so they overstate the strength).
         step (`int`, *optional*): the optimizer step it was measured at.
+        scores_p_value (`float`, *optional*): the scores protocol's p-value on the same examples
+            (`protocol="ingrain_scores"`), measured at the end of training when the runner-up test is not predicted
+            to pass (the scores protocol sees a watermark that has shifted scores but not yet runner-ups).
     """
 
     agreement: float
@@ -64,6 +67,7 @@ class WatermarkStrength:
     alpha: float
     source: str
     step: int | None = None
+    scores_p_value: float | None = None
 
     @property
     def margin(self) -> float:
@@ -107,9 +111,17 @@ class WatermarkStrength:
             " These are training examples, which overstate the strength: pass held-out examples as `eval_dataset` or "
             "`strength_dataset`." if self.source == "train_dataset" else ""
         )
+        scores = ""
+        if self.scores_p_value is not None and self.scores_p_value <= self.alpha:
+            scores = (
+                f" The scores protocol finds it on the same {self.num_queries} examples (p = {self.scores_p_value:.2g}):"
+                " if suspects will expose every class's score, verify and commit with `protocol='ingrain_scores'`."
+            )
+        elif self.scores_p_value is not None:
+            scores = f" Nor does the scores protocol on the same examples (p = {self.scores_p_value:.2g})."
         return (
-            f"The watermark has not taken: {self.summary()}, so a verification of this model would not verify it."
-            f"{overstated} The watermark often needs more training than the task: train longer (`num_train_epochs`; "
+            f"The watermark has not taken: {self.summary()}, so the runner-up test would not verify this model."
+            f"{scores}{overstated} The watermark often needs more training than the task: train longer (`num_train_epochs`; "
             "`WatermarkTakesCallback` stops as soon as it takes), raise `ingrain_lambda`, or, if the ingrain loss "
             "still falls, keep `ingrain_target_scale` at 1. Check with `hf_ingrain.verify` before publishing."
         )
@@ -148,12 +160,18 @@ def predicted_p_value(
 
 
 def measure_strength(model, key, examples, *, source: str, alpha: float = DEFAULT_ALPHA,
-                     budget: int = VERIFICATION_BUDGET, batch_size: int = 256, step: int | None = None):
+                     budget: int = VERIFICATION_BUDGET, batch_size: int = 256, step: int | None = None,
+                     scores: bool = False):
     r"""
     [`WatermarkStrength`] of `model` on `examples` (model inputs, e.g. a list of padded dicts): [`~hf_ingrain.verify`]
-    with the key's own test, and the p-value predicted at `budget` queries. The model's train/eval mode is kept.
+    with the key's own test, and the p-value predicted at `budget` queries; with `scores`, also the scores protocol's
+    p-value on the same examples (a key with 2 references or more). The model's train/eval mode is kept.
     """
     result = verify(model, key, examples, alpha=alpha, batch_size=batch_size)
+    scores_p_value = None
+    if scores and len(key.reference_ingrainers) >= 2:
+        scores_p_value = float(verify(model, key, examples, alpha=alpha, batch_size=batch_size,
+                                      protocol="ingrain_scores").p_value)
     reference = result.details.get("key_draw") or {}
     has_references = "mean" in reference
     return WatermarkStrength(
@@ -163,7 +181,7 @@ def measure_strength(model, key, examples, *, source: str, alpha: float = DEFAUL
         num_references=int(reference.get("num_references", 0)), num_queries=int(result.num_queries),
         p_value=float(result.p_value),
         predicted_p_value=predicted_p_value(result.agreement, result.null_rate, reference, result.num_queries, budget),
-        budget=budget, alpha=alpha, source=source, step=step,
+        budget=budget, alpha=alpha, source=source, step=step, scores_p_value=scores_p_value,
     )
 
 
@@ -212,10 +230,10 @@ class StrengthMonitor(TrainerCallback):
             return False
         return key is not None and trainer.args.ingrain_strength_examples > 0
 
-    def _measure(self):
+    def _measure(self, scores: bool = False):
         """The strength now, or `None` with a warning when it cannot be measured: a training run is not lost to it."""
         try:
-            return self.trainer.measure_watermark_strength()
+            return self.trainer.measure_watermark_strength(scores=scores)
         except Exception as error:  # noqa: BLE001 -- any failure of the measurement is reported, training goes on
             if self.trainer.is_world_process_zero():
                 logger.warning("The watermark's strength could not be measured (%s: %s); check the model with "
@@ -278,8 +296,10 @@ class StrengthMonitor(TrainerCallback):
             return
         if strength.takes:
             logger.info("The watermark has taken: %s.", strength.summary())
-        else:
-            logger.warning(strength.advice())
+            return
+        if strength.scores_p_value is None:  # the scores protocol may see what the runner-up test misses
+            strength = trainer.watermark_strength = self._measure(scores=True) or strength
+        logger.warning(strength.advice())
 
 
 class WatermarkTakesCallback(TrainerCallback):

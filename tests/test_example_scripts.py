@@ -7,6 +7,7 @@ These check the plumbing end to end on a few steps of training; whether such mod
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +268,59 @@ def test_an_image_model_trained_by_the_script_shape_verifies_from_its_output_fol
     code = main(["verify", folder, "--key", str(tmp_path / "key"), "--data", str(tmp_path / "test_set"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["verified"] and report["query_digest"] == result.query_digest
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "health_tweets").is_dir(), reason="needs ../shared/data/health_tweets")
+def test_the_text_script_path_on_real_tweets_verifies_at_4_epochs_with_the_scores_protocol(tmp_path, caplog):
+    # Issue 33: the official text script's path with the defaults, 4 epochs, on real sentences (23,000 health tweets,
+    # 16 outlets; a tokenizer trained here, a width-128 BERT from config), committed to the scores protocol. Measured
+    # on 2026-12-07 (docs/strength/README.md, the same pipeline as text_strength.py): the runner-up test misses this
+    # watermark for every seed (agreement 0.13 against a null rate of 0.19, p = 1) and ends training with the
+    # warning, which names the scores protocol; the scores protocol verifies it, p = 3e-8 to 6e-8 (3 seeds, 16
+    # references). About 10 minutes on 2 idle CPU cores.
+    import logging
+
+    from transformers import AutoModelForSequenceClassification, BertConfig, DataCollatorWithPadding
+
+    from hf_ingrain import verify
+    from hf_ingrain.data import load_text_dataset
+    from hf_ingrain.data.text import wordpiece_tokenizer
+
+    splits = load_text_dataset(str(SHARED_DATA / "health_tweets"))
+    train, held_out = splits["owner"].select(range(23000)), splits["owner"].select(range(23000, 23512))
+    test = splits["test"].select(range(1000))
+    tokenizer = wordpiece_tokenizer(train["text"], 8000, 48)
+    num_labels = len(set(train["labels"]))
+
+    def bert(seed):
+        torch.manual_seed(seed)
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=256, max_position_embeddings=48, num_labels=num_labels)
+        return AutoModelForSequenceClassification.from_config(config)
+
+    key = WatermarkKey.generate_for(bert(0), tokenizer, seed=0)
+    key.train_ingrainer(benign_dataset=train, processor=tokenizer, show_progress=False)
+    key.commit_queries(test, processor=tokenizer, protocol="ingrain_scores")
+    key.save(tmp_path / "key")
+
+    def tokenized(split):
+        return split.map(lambda batch: tokenizer(batch["text"], truncation=True), batched=True, remove_columns=["text"])
+
+    flags = ["--output_dir", str(tmp_path / "out"), "--ingrain_key", str(tmp_path / "key"), "--num_train_epochs", "4",
+             "--learning_rate", "1e-3", "--per_device_train_batch_size", "64", "--report_to", "none",
+             "--save_strategy", "no", "--disable_tqdm", "true", "--use_cpu", "true", "--seed", "0"]
+    _, _, args = parse(flags)
+    trainer = IngrainTrainer(model=bert(0), args=args, train_dataset=tokenized(train), processing_class=tokenizer,
+                             data_collator=DataCollatorWithPadding(tokenizer), strength_dataset=tokenized(held_out))
+    with caplog.at_level(logging.WARNING, logger="hf_ingrain.trainer.strength"):
+        trainer.train()
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "hf_ingrain.trainer.strength"]
+    assert "The scores protocol finds it" in warning, warning
+    model = trainer.model.eval()
+    scores = verify(model, key, test, processor=tokenizer, protocol="ingrain_scores")
+    assert scores.verified and scores.committed_test and scores.committed_queries, scores
+    assert not verify(model, key, test, processor=tokenizer).verified  # the runner-up test misses it

@@ -794,11 +794,19 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
     lines = [line.strip("\0").split("\0") for line in calls.read_text().splitlines() if line]
     parsers = {"docs/arch_cost/arch_cost.py": arch_cost.CostArguments, "docs/fine_tune/fine_tune.py":
                fine_tune.FineTuneArguments}
-    assert [line[0] for line in lines] == ["docs/arch_cost/arch_cost.py"] * 3 + ["docs/fine_tune/fine_tune.py"] + [
-        "docs/arch_cost/arch_cost.py"] * 3
-    for script, *argv in lines:
+    arch_cost_lines = ["docs/arch_cost/arch_cost.py"] * 3
+    assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] + [
+        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines + ["-m"]
+    for script, *argv in lines[:-1]:
         (args,) = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv)
         assert args.results_file.startswith("docs/evidence/") and str(tmp_path / "keys") in args.key_dir
+    # the last step, the attacks: the benchmark's own command line and config, read as it reads them
+    from hf_ingrain.benchmark.config import ExperimentConfig
+
+    module, command, *argv = lines[-1][1:]
+    assert (module, command, argv[0]) == ("hf_ingrain.cli", "benchmark", "--config")
+    config = ExperimentConfig.from_yaml(str(DOCS.parent / argv[1]))
+    assert "overwrite" in config.attacks and config.ingrainer_steps == 150 and config.schemes == []
 
 
 def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():

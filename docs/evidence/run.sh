@@ -28,8 +28,8 @@ $PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data
   --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --architectures resnet vit \
   --results_file $OUT/fashion_to_mnist.json
 
-# 1b. The same 6,000 images, T = 1, the true class left out and the controlled λ, on 0.2.0's 150-step key (made here
-#     from the 6,000 images) and the same key extended to 32 references.
+# 3. The same 6,000 images as in 1, T = 1, the true class left out and the controlled λ, on 0.2.0's 150-step key
+#    (made here from the 6,000 images) and the same key extended to 32 references.
 KEY150="--key_dir $KEYS/fashion_mnist_150 --ingrainer_steps 150 --second_key_dir $KEYS/fashion_mnist_150_r32"
 T1="--plain false --ingrain_temperature 1 --ingrain_exclude_label true --ingrain_lambda_mode auto"
 $PYTHON docs/arch_cost/arch_cost.py --data "$DATA/fashion_mnist" --train_size 6000 --architectures resnet convnext \
@@ -37,13 +37,13 @@ $PYTHON docs/arch_cost/arch_cost.py --data "$DATA/fashion_mnist" --train_size 60
 $PYTHON docs/arch_cost/arch_cost.py --data "$DATA/fashion_mnist" --train_size 6000 --architectures vit \
   $KEY150 $T1 --results_file $OUT/fashion6k_vit_t1_exclude_auto.json
 
-# 3. fashion_mnist, the owner's whole split, 3 epochs, the defaults, the key of 1b: plain twin, model, T = 4 student,
+# 4. fashion_mnist, the owner's whole split, 3 epochs, the defaults, the key of 3: plain twin, model, T = 4 student,
 #    verified from scores and from labels only.
 for architecture in resnet convnext vit; do
   $PYTHON docs/arch_cost/arch_cost.py --data "$DATA/fashion_mnist" --architectures $architecture $KEY150 \
     --students 4 --label_only true --results_file $OUT/fashion_full_$architecture.json
 done
 
-# 4. The attacks that matter most on the owner's whole split (the benchmark grid's CNN), 3 seeds (0 and 1 measured).
-hf-ingrain benchmark --config recipes/benchmark_configs/fashion_mnist_attacks.yaml --dataset "$DATA/fashion_mnist" \
-  --seeds 0 1 2 --output "$KEYS/fashion_attacks" --num_proc 1
+# 5. The attacks that matter most on the owner's whole split (the benchmark grid's CNN), 3 seeds (0 and 1 measured).
+$PYTHON -m hf_ingrain.cli benchmark --config recipes/benchmark_configs/fashion_mnist_attacks.yaml \
+  --dataset "$DATA/fashion_mnist" --seeds 0 1 2 --output "$KEYS/fashion_attacks" --num_proc 1

@@ -3,6 +3,7 @@ ingrainer apart from its references, judged by the key-draw test. Attacked first
 ingrainer, a copy of a reference, the references' consensus, chosen score formats; then real models, ten classes and
 two."""
 
+import copy
 import math
 
 import pytest
@@ -89,6 +90,7 @@ def _callable(scores_of):
     return lambda batch: scores_of(batch["pixel_values"])
 
 
+@pytest.mark.slow  # the module's key: 13 ingrainers trained (about a minute on 2 shared cores)
 def test_verify_finds_a_copy_of_the_key_and_not_a_copy_of_a_reference(key, queries):
     def ingrainer(index):
         model = key.ingrainer if index < 0 else key.reference_ingrainers[index]
@@ -104,7 +106,8 @@ def test_verify_finds_a_copy_of_the_key_and_not_a_copy_of_a_reference(key, queri
     assert not reference.verified
 
 
-def test_verify_refuses_what_the_protocol_cannot_read(key, queries, small_key):
+def test_verify_refuses_what_the_protocol_cannot_read(key_with_references, queries, small_key):
+    key = key_with_references
     calls = []
 
     def logits(batch):
@@ -120,14 +123,12 @@ def test_verify_refuses_what_the_protocol_cannot_read(key, queries, small_key):
         verify(lambda batch: logits(batch).argmax(-1), key, queries, protocol="ingrain_scores")
 
 
-def test_an_owner_commits_to_the_scores_protocol(key, queries):
+def test_an_owner_commits_to_the_scores_protocol(key_with_references, queries):
+    key = copy.deepcopy(key_with_references)  # the session's key stays as the other tests have it
     key.commit_queries(queries, protocol="ingrain_scores")
-    try:
-        suspect = _callable(lambda pixels: key.ingrainer(pixel_values=pixels).logits.detach())
-        assert verify(suspect, key, queries, protocol="ingrain_scores").committed_test is True
-        assert verify(suspect, key, queries).committed_test is False  # the runner-up test was not the plan
-    finally:
-        key.committed_queries = None  # the module's key, uncommitted for the other tests
+    suspect = _callable(lambda pixels: key.ingrainer(pixel_values=pixels).logits.detach())
+    assert verify(suspect, key, queries, protocol="ingrain_scores").committed_test is True
+    assert verify(suspect, key, queries).committed_test is False  # the runner-up test was not the plan
 
 
 # ------------------------------------------------------------------------------------------------ real models
@@ -145,6 +146,7 @@ def ingrained(key, embedded_splits, tmp_path_factory):
     return _ingrained(key, embedded_splits["owner"], tmp_path_factory.mktemp("ingrained"))
 
 
+@pytest.mark.slow
 def test_an_ingrained_cnn_verifies_and_its_plain_twin_does_not(key, ingrained, embedded_splits, queries):
     owner = embedded_splits["owner"]
     plain = fit(tiny_cnn(seed=0), owner, epochs=4, seed=0, learning_rate=3e-3)
@@ -155,6 +157,7 @@ def test_an_ingrained_cnn_verifies_and_its_plain_twin_does_not(key, ingrained, e
     assert result.p_value < 1e-2 and twin.p_value > 0.1
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_the_scores_protocol(key, ingrained, tmp_path, capsys):
     import json
 
@@ -170,6 +173,7 @@ def test_the_command_line_runs_the_scores_protocol(key, ingrained, tmp_path, cap
     assert code == (0 if report["verified"] else 1) and report["p_value"] < 1e-2
 
 
+@pytest.mark.slow
 def test_a_card_written_for_a_key_committed_to_the_scores_protocol_records_that_protocol(key, ingrained, queries,
                                                                                            tmp_path):
     import json
@@ -186,6 +190,7 @@ def test_a_card_written_for_a_key_committed_to_the_scores_protocol_records_that_
     assert card["queries"]["test"]["protocol"] == "ingrain_scores"
 
 
+@pytest.mark.slow  # a two-class key and two CNNs trained: about 90 s on 2 shared cores
 def test_two_classes_verify_with_the_scores_protocol_and_are_refused_by_the_runner_up_ones(embedded_splits,
                                                                                             queries, tmp_path):
     def binary(split):  # even and odd digits

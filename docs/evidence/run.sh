@@ -44,6 +44,6 @@ for architecture in resnet convnext vit; do
     --students 4 --label_only true --results_file $OUT/fashion_full_$architecture.json
 done
 
-# 5. The attacks that matter most on the owner's whole split (the benchmark grid's CNN), 3 seeds (0 and 1 measured).
+# 5. The attacks that matter most on the owner's whole split (the benchmark grid's CNN), 3 seeds.
 $PYTHON -m hf_ingrain.cli benchmark --config recipes/benchmark_configs/fashion_mnist_attacks.yaml \
   --dataset "$DATA/fashion_mnist" --seeds 0 1 2 --output "$KEYS/fashion_attacks" --num_proc 1

@@ -283,7 +283,8 @@ def table(rows: list[dict]) -> str:
     for row in sorted(rows, key=order):
         p_value, scores = row["p_value"], row.get("p_value_scores")
         lines.append(
-            f"| {row['mode']}{' of ' + row['teacher'] if row.get('teacher') else ''} | {row['seed']} | {row['epochs']:g} | {cell(row.get('final_lambda'), '.3g')} | "
+            f"| {row['mode']}{' of ' + row['teacher'] if row.get('teacher') else ''} | "
+            f"{row['seed']} | {row['epochs']:g} | {cell(row.get('final_lambda'), '.3g')} | "
             f"{row['accuracy']:.3f} | {cell(row['agreement'], '.3f')} | {cell(row['null_rate'], '.3f')} | "
             f"{'-' if p_value is None else format_p_value(p_value, relation=False)} | "
             f"{'-' if p_value is None else ('yes' if row['verified'] else 'no')} | "

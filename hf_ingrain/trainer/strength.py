@@ -114,16 +114,18 @@ class WatermarkStrength:
         scores = ""
         if self.scores_p_value is not None and self.scores_p_value <= self.alpha:
             scores = (
-                f" The scores protocol finds it on the same {self.num_queries} examples (p = {self.scores_p_value:.2g}):"
-                " if suspects will expose every class's score, verify and commit with `protocol='ingrain_scores'`."
+                f" The scores protocol finds it on the same {self.num_queries} examples "
+                f"(p = {self.scores_p_value:.2g}): if suspects will expose every class's score, verify and commit "
+                "with `protocol='ingrain_scores'`."
             )
         elif self.scores_p_value is not None:
             scores = f" Nor does the scores protocol on the same examples (p = {self.scores_p_value:.2g})."
         return (
             f"The watermark has not taken: {self.summary()}, so the runner-up test would not verify this model."
-            f"{scores}{overstated} The watermark often needs more training than the task: train longer (`num_train_epochs`; "
-            "`WatermarkTakesCallback` stops as soon as it takes), raise `ingrain_lambda`, or, if the ingrain loss "
-            "still falls, keep `ingrain_target_scale` at 1. Check with `hf_ingrain.verify` before publishing."
+            f"{scores}{overstated} The watermark often needs more training than the task: train longer "
+            "(`num_train_epochs`; `WatermarkTakesCallback` stops as soon as it takes), raise `ingrain_lambda`, or, if "
+            "the ingrain loss still falls, keep `ingrain_target_scale` at 1. Check with `hf_ingrain.verify` before "
+            "publishing."
         )
 
 

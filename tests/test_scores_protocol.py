@@ -4,7 +4,6 @@ ingrainer, a copy of a reference, the references' consensus, chosen score format
 two."""
 
 import copy
-import math
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from conftest import NUM_LABELS, tiny_cnn, training_args
 from trained_models import fit, single_thread  # noqa: F401 (autouse fixture: this module runs on one thread)
 
 from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkKey, verify
-from hf_ingrain.verification.statistics import key_draw_p_value, score_correlations
+from hf_ingrain.verification.statistics import score_correlations, score_p_value
 
 NUM_REFERENCES = 12
 
@@ -26,7 +25,7 @@ def _members(num_queries=2000, num_labels=NUM_LABELS, num_references=NUM_REFEREN
 
 
 def _p_value(correlations, num_queries):
-    return key_draw_p_value(correlations[0], correlations[1:], num_queries, floor=1 / math.sqrt(num_queries))[0]
+    return score_p_value(correlations, num_queries)[0]
 
 
 # ------------------------------------------------------------------------------------------------ the statistic

@@ -48,9 +48,9 @@ from hf_ingrain.verification.statistics import (
     ingrain_null_rate,
     ingrain_p_value,
     key_agreements,
-    key_draw_p_value,
     runner_up,
     score_correlations,
+    score_p_value,
 )
 
 logger = logging.getLogger(__name__)
@@ -204,16 +204,13 @@ def null_pairs(scores: dict, draws: list[list[int]], statistic: str = "runner_up
 
 def scores_null_pairs(scores: dict, draws: list[list[int]]) -> list[dict]:
     """The same pairs judged by the scores protocol (`protocol="ingrain_scores"`), as `verify()` judges them: the
-    correlations of `score_correlations` and the key-draw test alone, its spread floored at `1 / sqrt(n)`."""
-    import math
-
+    correlations of `score_correlations` and the key-draw test alone (`score_p_value`)."""
     pool, rows = scores["pool"], []
     for model_name, model_scores in tqdm(scores["models"].items(), desc="Null pairs (scores)"):
         num_queries = len(model_scores)
         for member, references in enumerate(draws):
             correlations = score_correlations(model_scores, pool[member], pool[references])
-            p_value, key_draw = key_draw_p_value(correlations[0], correlations[1:], num_queries,
-                                                 floor=1 / math.sqrt(num_queries))
+            p_value, key_draw = score_p_value(correlations, num_queries)
             sample_sd = float(np.std(correlations[1:], ddof=1))
             rows.append({
                 "model": model_name, "ingrainer": member, "references": references, "num_queries": num_queries,
@@ -229,14 +226,10 @@ def scores_null_pairs(scores: dict, draws: list[list[int]]) -> list[dict]:
 def copy_t_values(scores: dict, draws: list[list[int]], count: int = 10) -> list[float]:
     """The scores protocol's power at its ceiling: the t-statistic of an exact copy of each of the first `count`
     members, judged with that member as the key."""
-    import math
-
     pool, values = scores["pool"], []
     for member in range(min(count, len(draws))):
         correlations = score_correlations(pool[member], pool[member], pool[draws[member]])
-        num_queries = pool.shape[1]
-        values.append(key_draw_p_value(correlations[0], correlations[1:], num_queries,
-                                       floor=1 / math.sqrt(num_queries))[1]["t"])
+        values.append(score_p_value(correlations, pool.shape[1])[1]["t"])
     return values
 
 

@@ -5,7 +5,7 @@ What judges: does a suspect carry the owner's watermark, and how sure can anyone
   label-only protocols, the carriers), and [`ingrain_statistics`], the per-query quantities it counts.
 - `statistics`: every p-value, once: the null rate and its binomial test, the key-draw test, and the ingrain statistic
   they are computed from (the runner-up of a score matrix, the agreements with the key and its references; the scores
-  protocol's correlations, [`score_correlations`]).
+  protocol's correlations and their test, [`score_correlations`] and [`score_p_value`]).
 - `label_only`: what a suspect's top-1 answers reveal (the degradation ladder, the error route), and [`hardest_first`],
   the committed order of their queries.
 - `calibration`: null models measured ([`calibrate_null`]) and the false-positive table.
@@ -26,6 +26,7 @@ from .statistics import (
     key_draw_p_value,
     runner_up,
     score_correlations,
+    score_p_value,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "label_only_queries",
     "runner_up",
     "score_correlations",
+    "score_p_value",
     "summary",
     "verify",
 ]

@@ -74,9 +74,9 @@ from .statistics import (
     ingrain_null_rate,
     ingrain_p_value,
     key_agreements,
-    key_draw_p_value,
     runner_up,
     score_correlations,
+    score_p_value,
 )
 
 logger = logging.getLogger(__name__)
@@ -270,10 +270,7 @@ def _verify_scores(model, key, dataset, test, batch_size, show_progress, scores,
     ingrainer_scores, reference_scores = remembered_scores(key, dataset, batch_size, query_set.ordered_digest)
     correlations = score_correlations(suspect, ingrainer_scores, reference_scores, kind == "probabilities")
     num_queries = len(suspect)
-    # the spread's floor: a correlation's sd over n independent queries, as if each query's K scores were one number
-    # (they are not independent of each other, so the true sd lies between 1 / sqrt(n K) and this)
-    p_value, key_draw = key_draw_p_value(correlations[0], correlations[1:], num_queries,
-                                         floor=1 / math.sqrt(num_queries))
+    p_value, key_draw = score_p_value(correlations, num_queries)
     details = {"scores": kind, "labelled": labels is not None, "statistic": "correlation", "key_draw": key_draw}
     if labels is not None:
         details["accuracy"] = (suspect.argmax(-1) == labels).float().mean().item()

@@ -243,3 +243,14 @@ def score_correlations(suspect: torch.Tensor, ingrainer_scores: torch.Tensor, re
 
 def _centred(scores: torch.Tensor) -> torch.Tensor:
     return scores - scores.mean(-1, keepdim=True)
+
+
+def score_p_value(correlations, num_queries: int) -> tuple[float | None, dict]:
+    r"""
+    The verdict of the `"ingrain_scores"` protocol: the key-draw test ([`key_draw_p_value`]) of the key's correlation
+    (`correlations[0]`, from [`score_correlations`]) against its references' (the rest), on `num_queries` queries.
+    The spread's floor is a correlation's sd over `num_queries` independent queries, as if each query's K scores were
+    one number (they are not independent of each other, so the true sd lies between `1 / sqrt(n K)` and this).
+    """
+    return key_draw_p_value(correlations[0], correlations[1:], num_queries, floor=1 / math.sqrt(num_queries))
+

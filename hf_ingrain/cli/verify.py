@@ -128,6 +128,7 @@ def run(args) -> int:
     from transformers.utils import logging as transformers_logging
 
     from ..data import EMBEDDED_DATASET
+    from ..data.committed_test import INGRAIN_PROTOCOLS
     from ..data.preparation import check_model_modality, load_data, load_processor, prepare_dataset
     from ..hub import verify_from_hub
     from ..keys import WatermarkKey
@@ -158,8 +159,7 @@ def run(args) -> int:
         check_model_modality(model, key)
     if args.max_queries is not None and args.max_queries < 1:
         raise ValueError(f"--max-queries must be >= 1, got {args.max_queries}.")
-    reads_queries = LABEL_PROTOCOLS + ("ingrain", "ingrain_scores", None)
-    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in reads_queries
+    uses_data = getattr(key, "ingrainer", None) is not None and args.protocol in INGRAIN_PROTOCOLS + (None,)
     processor = load_processor(args.processor or ("" if hub else args.model))
     if args.processor is not None and processor is None:
         raise ValueError(f"--processor {args.processor}: no image processor or tokenizer files there.")

@@ -14,7 +14,11 @@ The block, `{"protocol", "alpha", "max_queries", "ladder"}`: `max_queries` only 
 scores protocols send every query once), `ladder` only for `"ingrain_labels"`.
 """
 
-INGRAIN_PROTOCOLS = ("ingrain", "ingrain_labels", "ingrain_errors", "ingrain_scores")
+SCORES_PROTOCOLS = ("ingrain", "ingrain_scores")
+"""The protocols that read the suspect's scores (its two highest, or all of them), each query sent once."""
+LABEL_ONLY_PROTOCOLS = ("ingrain_labels", "ingrain_errors")
+"""The protocols that read the suspect's top-1 labels alone, under a query budget."""
+INGRAIN_PROTOCOLS = ("ingrain", *LABEL_ONLY_PROTOCOLS, "ingrain_scores")
 """The protocols that read benign queries, hence can be committed with them (`"carriers"` reads the key's own)."""
 TEST_FIELDS = ("protocol", "alpha", "max_queries", "ladder")
 
@@ -32,7 +36,7 @@ def committed_test(protocol: str = "ingrain", alpha: float = 1e-6, max_queries: 
         )
     if not 0 < float(alpha) < 1:
         raise ValueError(f"`alpha` must be in (0, 1), got {alpha}.")
-    label_only = protocol in ("ingrain_labels", "ingrain_errors")
+    label_only = protocol in LABEL_ONLY_PROTOCOLS
     if max_queries is not None and (not label_only or int(max_queries) < 1):
         raise ValueError(
             f"`max_queries` ({max_queries}) is a budget of the label-only protocols, >= 1: leave it out for "

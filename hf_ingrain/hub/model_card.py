@@ -37,7 +37,7 @@ import os
 
 from huggingface_hub import ModelCard, ModelCardData
 
-from ..data.committed_test import committed_test, read_committed_test
+from ..data.committed_test import SCORES_PROTOCOLS, committed_test, read_committed_test
 from ..files import write_text
 from ..verification import format_p_value
 
@@ -161,8 +161,8 @@ def watermark_metadata(
         queries = key.committed_queries
     if queries is None and result is not None and getattr(result, "query_digest", None):
         queries = {"digest": result.query_digest, "num_queries": int(result.num_queries)}
-    scores_protocol = result is not None and result.protocol in ("ingrain", "ingrain_scores")
-    if queries is not None and not queries.get("test") and scores_protocol:
+    reads_scores = result is not None and result.protocol in SCORES_PROTOCOLS
+    if queries is not None and not queries.get("test") and reads_scores:
         queries = {**queries, "test": committed_test(result.protocol, result.alpha)}  # the test run at publication
     return {
         "schema_version": WATERMARK_SCHEMA_VERSION,

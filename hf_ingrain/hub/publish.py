@@ -19,6 +19,7 @@ import warnings
 
 from torch import nn
 
+from ..data.committed_test import SCORES_PROTOCOLS
 from ..data.query_set import read_queries
 from ..files import atomic_file
 from ..keys import WatermarkKey
@@ -43,7 +44,7 @@ def check_key(key, dataset, protocol: str = "ingrain") -> None:
     """Refuses what is not a trained key, and an ingrain verification without queries, before any work."""
     if not callable(getattr(key, "commitment", None)):
         raise ValueError(f"`key` must be a WatermarkKey (see `WatermarkKey.load`), got {type(key).__name__}.")
-    if protocol in ("ingrain", "ingrain_scores"):
+    if protocol in SCORES_PROTOCOLS:
         if getattr(key, "ingrainer", None) is None:
             raise ValueError("The key has no trained ingrainer: call `key.train_ingrainer(...)` first.")
         if dataset is None:
@@ -235,7 +236,7 @@ def publication_protocol(key) -> str:
     """The scores protocol the card records at publication: the key's committed one (`"ingrain"` or
     `"ingrain_scores"`), else `"ingrain_scores"` for a two-class key (it has no runner-up test) and `"ingrain"`."""
     test = (getattr(key, "committed_queries", None) or {}).get("test") or {}
-    if test.get("protocol") in ("ingrain", "ingrain_scores"):
+    if test.get("protocol") in SCORES_PROTOCOLS:
         return test["protocol"]
     return "ingrain_scores" if key.num_labels == 2 else "ingrain"
 

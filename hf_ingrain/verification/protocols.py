@@ -62,7 +62,13 @@ import warnings
 
 import torch
 
-from ..data.committed_test import INGRAIN_PROTOCOLS, committed_test, read_committed_test, test_differences
+from ..data.committed_test import (
+    INGRAIN_PROTOCOLS,
+    LABEL_ONLY_PROTOCOLS,
+    committed_test,
+    read_committed_test,
+    test_differences,
+)
 from ..data.preparation import check_model_modality, prepare_dataset
 from ..data.query_set import committed_set, is_committed, read_queries
 from ..keys import WatermarkKey
@@ -81,7 +87,7 @@ from .statistics import (
 
 logger = logging.getLogger(__name__)
 
-LABEL_PROTOCOLS = ("ingrain_labels", "ingrain_errors")
+LABEL_PROTOCOLS = LABEL_ONLY_PROTOCOLS
 PROTOCOLS = INGRAIN_PROTOCOLS + ("carriers",)
 DEFAULT_ALPHA = 1e-6
 

@@ -94,6 +94,11 @@ class TextStrengthArguments:
             )
 
 
+def student_mode(kind: str) -> str:
+    """The row name of a student of kind `kind` (`--students`): `student_T4`, `student_label`."""
+    return f"student_{'T' + kind if kind != 'label' else 'label'}"
+
+
 def _positive(text: str) -> bool:
     try:
         return float(text) > 0
@@ -261,9 +266,8 @@ def distill_one(args, data, key, teacher, teacher_mode: str, kind: str, seed: in
     DistillationTrainer(model=student, teacher=teacher.eval(), args=config, train_dataset=data["attacker_ids"],
                         processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer)).train()
     seconds = round(time.perf_counter() - started, 1)
-    mode = f"student_{'T' + kind if kind != 'label' else 'label'}"
-    row = verified_row(args, data, key, student.eval(), second_key, mode=mode, seed=seed, teacher=teacher_mode,
-                       epochs=args.num_train_epochs, seconds=seconds)
+    row = verified_row(args, data, key, student.eval(), second_key, mode=student_mode(kind), seed=seed,
+                       teacher=teacher_mode, epochs=args.num_train_epochs, seconds=seconds)
     logger.info("%s", row)
     return row
 
@@ -320,7 +324,7 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             for mode in args.modes:
                 students = [kind for kind in args.students if mode != "plain"
-                            and not done(f"student_{'T' + kind if kind != 'label' else 'label'}", seed, mode)]
+                            and not done(student_mode(kind), seed, mode)]
                 if done(mode, seed) and not students:
                     continue
                 row, model = train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}"),

@@ -385,4 +385,3 @@ def _check_two_classes(args) -> None:
             "`ingrain_exclude_label=True` leaves the true class out of the ingrain term, and with two classes one "
             "class is left, which carries nothing: set `ingrain_exclude_label=False`."
         )
-

@@ -93,6 +93,11 @@ def test_a_saved_key_is_re_derived_from_its_seed_and_recipe_bit_for_bit(two_thre
                            loaded.reference_ingrainers[2].classifier.weight)
     with pytest.raises(ValueError, match="no reference ingrainer 3"):
         loaded.rederive_ingrainer(data, reference=3)
+    # without the key's data, or with other data, it would train another model: refused, naming the data to pass
+    with pytest.raises(ValueError, match="pass it as `benign_dataset=`"):
+        loaded.rederive_ingrainer()
+    with pytest.raises(ValueError, match="not the data the key was trained on"):
+        loaded.rederive_ingrainer(random_image_dataset(64, shape=(1, 8, 8), seed=1))
 
 
 def test_an_architecture_that_cannot_batch_trains_member_after_member():

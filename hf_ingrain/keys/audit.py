@@ -51,16 +51,20 @@ def rederive_ingrainer(key, benign_dataset=None, reference: int | None = None, p
     recipe its `training_info` records, on `benign_dataset` (the data the key was trained on): on a CPU the result
     equals the saved ingrainer bit for bit, which anyone holding the key and the data can check ([`audit_key`] does).
 
+    Refused before any training: a key trained on benign data without that data, or with other data (its digest is not
+    the one the key records).
+
     Returns:
         The re-derived ingrainer (frozen, on the CPU).
     """
     info = key.training_info or {}
     if reference is not None and not 0 <= reference < info.get("num_reference_keys", len(key.reference_ingrainers)):
         raise ValueError(f"The key has no reference ingrainer {reference}.")
+    benign, same_data = _read_benign(key, benign_dataset, processor, " to re-derive its ingrainers.")
+    if same_data is False:  # another data set trains another model: say so rather than return it
+        raise ValueError(f"Cannot re-derive the key's ingrainers: {DIFFERENT_DATA}.")
     member = key if reference is None else reference_keys(key, reference + 1)[reference]
-    if benign_dataset is not None:
-        benign_dataset = prepare_dataset(benign_dataset, key, processor)
-    return fit_ingrainers([member], _options(key, *benign_tensors(key, benign_dataset)), device=device)[0][0]
+    return fit_ingrainers([member], _options(key, *benign), device=device)[0][0]
 
 
 @dataclass

@@ -793,13 +793,19 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
                    check=True, env={**os.environ, "PYTHON": str(stand_in)}, stdin=subprocess.DEVNULL)
     lines = [line.strip("\0").split("\0") for line in calls.read_text().splitlines() if line]
     parsers = {"docs/arch_cost/arch_cost.py": arch_cost.CostArguments, "docs/fine_tune/fine_tune.py":
-               fine_tune.FineTuneArguments}
+               fine_tune.FineTuneArguments, "docs/strength/text_strength.py": text_strength.TextStrengthArguments}
     arch_cost_lines = ["docs/arch_cost/arch_cost.py"] * 3
     assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] + [
-        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines + ["-m"]
+        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 5 + ["-m"]
+    results = []
     for script, *argv in lines[:-1]:
         (args,) = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv)
-        assert args.results_file.startswith("docs/evidence/") and str(tmp_path / "keys") in args.key_dir
+        assert str(tmp_path / "keys") in args.key_dir
+        # the text rows are docs/strength's files (its page tells their story); every other row is this page's
+        assert args.results_file.startswith("docs/strength/" if "text_strength" in script else "docs/evidence/")
+        results.append(args.results_file)
+    assert len(set(results)) == len(results), "two steps write one results file"
+    assert all((DOCS.parent / name).is_file() for name in results if name.startswith("docs/strength/"))  # measured
     # the last step, the attacks: the benchmark's own command line and config, read as it reads them
     from hf_ingrain.benchmark.config import ExperimentConfig
 

@@ -982,7 +982,9 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
               "--second_key_dir", str(tmp_path / "key3"), "--second_num_reference_keys", "3"]
     assert text_strength.main(second) == 0
     first, extended = WatermarkKey.load(tmp_path / "key"), WatermarkKey.load(tmp_path / "key3")
-    assert len(extended.reference_ingrainers) == 3 and extended.committed_queries is not None
+    assert len(extended.reference_ingrainers) == 3 and first.commitment() != extended.commitment()
+    # saved as trained, so that the first can be extended; each run commits both to the test texts before any model
+    assert first.committed_queries is None and extended.committed_queries is None
     assert all(torch.equal(a, b) for a, b in zip(first.ingrainer.state_dict().values(),
                                                   extended.ingrainer.state_dict().values()))
     assert json.loads((tmp_path / "second.json").read_text())["rows"][0]["num_references_2"] == 3

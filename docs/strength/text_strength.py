@@ -162,8 +162,7 @@ def load_or_make_key(args: TextStrengthArguments, data: dict):
     options = {name: value for name, value in (("num_steps", args.ingrainer_steps),
                                                ("num_reference_keys", args.num_reference_keys)) if value is not None}
     key.train_ingrainer(benign_dataset=data["train"], processor=tokenizer, **options)
-    key.commit_queries(data["test"], processor=tokenizer)
-    key.save(args.key_dir)
+    key.save(args.key_dir)  # committed to the test texts by main(), once its second key is made from it
     return key
 
 
@@ -176,9 +175,7 @@ def load_or_extend_key(args: TextStrengthArguments, data: dict):
     if os.path.isfile(os.path.join(args.second_key_dir, KEY_FILE)):
         return WatermarkKey.load(args.second_key_dir)
     key = WatermarkKey.load(args.key_dir)
-    key.committed_queries = None  # another key, committed again below (its commitment covers its references)
     key.extend_references(args.second_num_reference_keys, benign_dataset=data["train"], processor=data["tokenizer"])
-    key.commit_queries(data["test"], processor=data["tokenizer"])
     key.save(args.second_key_dir)
     return key
 
@@ -317,6 +314,10 @@ def main(argv=None) -> int:
     second_key = None
     if args.second_key_dir is not None:
         second_key = load_or_extend_key(args, data)
+    for each in (key, second_key):  # the test texts, committed before any model is seen
+        if each is not None:
+            each.commit_queries(data["test"], processor=data["tokenizer"])
+
     def done(mode, seed, teacher=None):
         return any(r["mode"] == mode and r["seed"] == seed and r.get("teacher") == teacher for r in rows)
 

@@ -56,6 +56,7 @@ def test_benchmark_writes_every_cell_table_and_plot_and_resumes(tmp_path, monkey
     assert again["cells"] == results["cells"] and again["false_claims"] == results["false_claims"]
 
 
+@pytest.mark.slow  # ~40 s: two processes; CI runs it, the default pytest stays within its 5 minutes
 def test_a_run_in_two_processes_computes_the_same_cells_as_one(tmp_path, monkeypatch):
     # The tests run on one thread (conftest), so each of the two processes gets one too, and every cell, from the
     # key's ingrainers to the attacked models' p-values, must come out bit for bit as in one process.

@@ -68,6 +68,7 @@ def test_bad_input_is_refused_with_the_fix(tmp_path):
         load_image_dataset(str(tmp_path / "notes.txt"))
 
 
+@pytest.mark.slow  # ~21 s: fresh processes; CI runs it, the default pytest stays within its 5 minutes
 def test_the_local_wordpiece_tokenizer_is_the_same_in_every_process():
     """`tokenizers`' WordPieceTrainer broke ties in a per-process hash order (two builds on the same tweets differed in
     472 ids); the package's tokenizer must give the same vocabulary in two fresh processes, on text with many ties."""

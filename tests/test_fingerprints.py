@@ -99,6 +99,25 @@ def test_copies_of_the_victim_verify_and_independent_models_do_not(owner, indepe
         assert not result.verified and result.p_value > 1e-2, result
 
 
+@pytest.mark.slow  # ~15 s: 24 more references; CI runs it
+def test_a_fingerprint_is_anyones_to_make_so_it_says_nothing_of_who_came_first(owner):
+    """What a key gives and a fingerprint cannot (docs/fingerprints/README.md): precedence. A thief holding a copy of
+    the published victim makes a fingerprint of that copy, with references of its own trained by the same recipe (any
+    recipe it likes), and with it "verifies" the owner's original as a copy of its model. The owner's fingerprint says
+    the same of the thief's copy: the two claims mirror each other, and nothing in a fingerprint dates it. (The key's
+    side: a key drawn by the thief after the fact does not verify the owner's original,
+    tests/test_extraction_attacks.py::test_overwriting_makes_the_thiefs_key_verify_but_not_on_the_owners_original.)"""
+    victim, _, owners_fingerprint = owner
+    test = splits()["test"]
+    stolen = copy.deepcopy(victim)
+    thiefs_references = [_owner_model(seed=500 + number) for number in range(NUM_REFERENCES)]  # its own seeds
+    thiefs_fingerprint = VictimErrorFingerprint.create(stolen, test, thiefs_references)
+    owners_claim, thiefs_claim = owners_fingerprint.test(stolen, test), thiefs_fingerprint.test(victim, test)
+    _report("owner's claim on the copy", owners_claim)
+    _report("thief's claim on the original", thiefs_claim)
+    assert owners_claim.verified and thiefs_claim.verified, (owners_claim, thiefs_claim)
+
+
 @pytest.fixture(scope="module")
 def student(owner, tmp_path_factory):
     """The victim distilled on the attacker's own digits (logits, T = 4, no labels), 8 epochs."""

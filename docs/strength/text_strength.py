@@ -23,8 +23,10 @@ split (at most `test_size` texts) with the key-draw test, as `verify` does. One 
 
 `--data` is a local folder laid out like a Hub text data set (`text` / `sentence` and `label` columns) or a Hub id.
 Every model is also verified with the scores protocol (`protocol="ingrain_scores"`: `p_value_scores`,
-`correlation`). A binary task cannot carry the runner-up protocol's watermark (the runner-up is the other class):
-on one, read `p_value_scores`.
+`correlation`). With `--other_key_seeds 1 2 3`, every model is also judged by keys it never saw (made like the key from
+those seeds, saved beside it as `KEY_DIR_seed1`, ...): the false claims of `other_keys_p_values_scores` and, with
+more than two classes, `other_keys_p_values`. A binary task cannot carry the runner-up protocol's watermark (the
+runner-up is the other class): on one, read `p_value_scores`.
 """
 
 import logging
@@ -32,7 +34,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -80,6 +82,8 @@ class TextStrengthArguments:
     second_num_reference_keys: int = field(default=32)
     students: list[str] = field(default_factory=list, metadata={"help": "Students of each ingrained model: a "
                                                                  "temperature (its logits), or `label` (its labels)."})
+    other_key_seeds: list[int] = field(default_factory=list, metadata={"help": "Also judge every model by keys it "
+                                                                       "never saw, made from these seeds."})
 
     def __post_init__(self):
         unknown = sorted(set(self.modes) - set(MODES))
@@ -88,6 +92,8 @@ class TextStrengthArguments:
         for kind in self.students:
             if kind != "label" and not _positive(kind):
                 raise ValueError(f"Unknown student {kind!r}: a temperature > 0 (e.g. 4) or `label`.")
+        if self.key_seed in self.other_key_seeds:
+            raise ValueError(f"--other_key_seeds holds the key's own seed ({self.key_seed}): give other seeds.")
         if self.max_epochs < self.num_train_epochs:
             raise ValueError(
                 f"`max_epochs` ({self.max_epochs}) must be >= `num_train_epochs` ({self.num_train_epochs})."
@@ -234,6 +240,14 @@ def verified_row(args, data, key, model, second_key, **fields) -> dict:
            "null_rate": result and result.null_rate, "p_value": result and result.p_value,
            "verified": result and result.verified, "correlation": scores.agreement,
            "p_value_scores": scores.p_value, "verified_scores": scores.verified}
+    others = data.get("other_keys", [])  # keys the model never saw: every verdict of theirs is a false claim
+    if others:
+        row["other_keys_p_values_scores"] = [
+            verify(model, other, data["test"], processor=tokenizer, protocol="ingrain_scores").p_value
+            for other in others]
+        if key.num_labels > 2:
+            row["other_keys_p_values"] = [verify(model, other, data["test"], processor=tokenizer).p_value
+                                          for other in others]
     if second_key is not None:
         second = verify(model, second_key, data["test"], processor=tokenizer) if key.num_labels > 2 else None
         second_scores = verify(model, second_key, data["test"], processor=tokenizer, protocol="ingrain_scores")
@@ -314,7 +328,9 @@ def main(argv=None) -> int:
     second_key = None
     if args.second_key_dir is not None:
         second_key = load_or_extend_key(args, data)
-    for each in (key, second_key):  # the test texts, committed before any model is seen
+    data["other_keys"] = [load_or_make_key(replace(args, key_dir=f"{args.key_dir}_seed{seed}", key_seed=seed,
+                                                   other_key_seeds=[]), data) for seed in args.other_key_seeds]
+    for each in (key, second_key, *data["other_keys"]):  # the test texts, committed before any model is seen
         if each is not None:
             each.commit_queries(data["test"], processor=data["tokenizer"])
 

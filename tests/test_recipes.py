@@ -62,7 +62,6 @@ hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
 text_strength = _load_recipe("text_strength", DOCS / "strength")
 fine_tune = _load_recipe("fine_tune", DOCS / "fine_tune")
 compare_fingerprints = _load_recipe("compare", DOCS / "fingerprints")
-evidence_table = _load_recipe("table", DOCS / "evidence")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer, and the controlled
@@ -813,27 +812,6 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
     assert (module, command, argv[0]) == ("hf_ingrain.cli", "benchmark", "--config")
     config = ExperimentConfig.from_yaml(str(DOCS.parent / argv[1]))
     assert "overwrite" in config.attacks and config.ingrainer_steps == 150 and config.schemes == []
-
-
-def test_the_evidence_table_counts_seeds_from_the_results_files_and_says_what_is_not_measured(tmp_path):
-    def row(kind, seed, accuracy, p, p_32=None, label_p=None):
-        return dict(architecture="resnet", model=kind, seed=seed, accuracy=accuracy, p_value=p, p_value_2=p_32,
-                    label_p_value=label_p)
-
-    rows = [row("plain", 0, 0.90, 1.0, 1.0), row("plain", 1, 0.80, 0.5, 0.4),
-            row("ingrain", 0, 0.88, 1e-7, 1e-9), row("ingrain", 1, 0.79, 1e-5, 1e-8),  # seed 1 needs 32 references
-            row("student_label", 0, 0.85, 1.0, label_p=1e-7), row("student_label", 1, 0.75, 0.9, label_p=0.2),
-            row("independent", 0, 0.89, 0.03, 0.2, label_p=0.5)]
-    (tmp_path / "run.json").write_text(json.dumps({"rows": rows}))
-    lines = evidence_table.table([("data", "ResNet", ["run", "absent"], "runner-up")], tmp_path).split("\n")
-    assert lines[2] == ("| data | ResNet | 1.5 ± 0.7 | 1/2, p ≤ 1e-5 (2/2 with 32 references) | not measured | "
-                        "not measured | 0/2, p ≤ 1; from its labels 1/2 | 0.03 (3 models) |")
-    # the committed table: every row read from the files run.sh writes, the README's table its output
-    committed = evidence_table.table()
-    assert len(committed.split("\n")) == 2 + len(evidence_table.ROWS)
-    assert all("not measured |" not in line.split("|")[4] for line in committed.split("\n")[2:])  # every model
-    for page in (DOCS.parent / "README.md", DOCS / "evidence" / "README.md"):
-        assert committed in page.read_text(), f"{page}: run docs/evidence/table.py and paste its table"
 
 
 def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():

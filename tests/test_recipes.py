@@ -62,6 +62,7 @@ hard_label_trace = _load_recipe("hard_label_trace", DOCS / "hard_label_trace")
 text_strength = _load_recipe("text_strength", DOCS / "strength")
 fine_tune = _load_recipe("fine_tune", DOCS / "fine_tune")
 compare_fingerprints = _load_recipe("compare", DOCS / "fingerprints")
+evidence_table = _load_recipe("table", DOCS / "evidence")
 
 # Small overrides of the smoke config shared by every launched run: 6 optimizer steps, checkpoints at steps 3 and 6,
 # a loss logged at every step, a key drawn from a fixed seed with a briefly trained ingrainer, and the controlled
@@ -796,7 +797,7 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
                fine_tune.FineTuneArguments, "docs/strength/text_strength.py": text_strength.TextStrengthArguments}
     arch_cost_lines = ["docs/arch_cost/arch_cost.py"] * 3
     assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] + [
-        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 6 + ["-m"]
+        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 7 + ["-m"]
     results = []
     for script, *argv in lines[:-1]:
         (args,) = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv)
@@ -812,6 +813,30 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
     assert (module, command, argv[0]) == ("hf_ingrain.cli", "benchmark", "--config")
     config = ExperimentConfig.from_yaml(str(DOCS.parent / argv[1]))
     assert "overwrite" in config.attacks and config.ingrainer_steps == 150 and config.schemes == []
+
+
+def test_the_evidence_table_counts_seeds_from_the_results_files_and_says_what_is_not_measured(tmp_path):
+    def row(kind, seed, accuracy, p, p_32=None, label_p=None):
+        return dict(architecture="resnet", model=kind, seed=seed, accuracy=accuracy, p_value=p, p_value_2=p_32,
+                    label_p_value=label_p)
+
+    rows = [row("plain", 0, 0.90, 1.0, 1.0), row("plain", 1, 0.80, 0.5, 0.4),
+            row("ingrain", 0, 0.88, 1e-7, 1e-9), row("ingrain", 1, 0.79, 1e-5, 1e-8),  # seed 1 needs 32 references
+            row("student_label", 0, 0.85, 1.0, label_p=1e-7), row("student_label", 1, 0.75, 0.9, label_p=0.2),
+            row("independent", 0, 0.89, 0.03, 0.2, label_p=0.5)]
+    (tmp_path / "run.json").write_text(json.dumps({"rows": rows}))
+    lines = evidence_table.table([("data", "ResNet", ["run", "absent"], "runner-up")], tmp_path).split("\n")
+    assert lines[2] == ("| data | ResNet | 1.5 ± 0.7 | 1/2, p ≤ 1e-5 (2/2 with 32 references) | not measured | "
+                        "not measured | 0/2, p ≤ 1; from its labels 1/2 | 0.03 (3 models) |")
+    # the committed table: every row read from the files run.sh writes, the README's table its output
+    committed = evidence_table.table()
+    assert len(committed.split("\n")) == 2 + len(evidence_table.ROWS)
+    cells = [line.split(" | ") for line in committed.split("\n")[2:]]
+    assert all(row[3] != "not measured" for row in cells)  # every row's model
+    # what the README says of it: no model that never saw the key verified, in any row
+    assert all(float(row[-1].split()[0]) > evidence_table.ALPHA for row in cells)
+    for page in (DOCS.parent / "README.md", DOCS / "evidence" / "README.md"):
+        assert committed in page.read_text(), f"{page}: run docs/evidence/table.py and paste its table"
 
 
 def test_label_only_access_table_needs_every_key_to_verify_at_a_budget():

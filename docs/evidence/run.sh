@@ -56,8 +56,8 @@ done
 # 6. Text, the official text script's path (a WordPiece tokenizer trained on the owner's texts, a BERT of width 128
 #    from config, 4 epochs), every model verified with the runner-up test and the scores protocol, 16 and 32
 #    references: 23,000 health_tweets (16 classes) with students at T = 4, T = 1 and from labels only, the models
-#    also judged by three keys they never saw; 4,000 rotten_tomatoes reviews (two classes) with the defaults, T = 1,
-#    λ = 0.1 and both.
+#    also judged by three keys they never saw; 4,000 rotten_tomatoes reviews (two classes) with the defaults and their
+#    three students, T = 1, λ = 0.1 and both.
 TEXT="--hidden_size 128 --learning_rate 1e-3 --ingrainer_steps 150 --seeds 0 1 2"
 TWEETS="--data $DATA/health_tweets --train_size 23000 --key_dir $KEYS/health_tweets \
   --second_key_dir $KEYS/health_tweets_r32 $TEXT"
@@ -68,6 +68,8 @@ $PYTHON docs/strength/text_strength.py $TWEETS --modes fixed --students 1 --othe
 REVIEWS="--data $DATA/rotten_tomatoes --train_size 4000 --key_dir $KEYS/rotten_tomatoes \
   --second_key_dir $KEYS/rotten_tomatoes_r32 $TEXT"
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes plain fixed --results_file docs/strength/rotten_tomatoes.json
+$PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --students 4 1 label \
+  --results_file docs/strength/rotten_tomatoes_students.json
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --ingrain_temperature 1 \
   --results_file docs/strength/rotten_tomatoes_t1.json
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --ingrain_lambda 0.1 \

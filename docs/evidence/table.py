@@ -37,8 +37,8 @@ ROWS = [
      "runner-up"),
     ("`health_tweets`, 23,000 tweets, 16 classes", "BERT",
      ["../strength/health_tweets_23k_h128_scores", "../strength/health_tweets_23k_h128_t1_other_keys"], "scores"),
-    ("`rotten_tomatoes`, 4,000 reviews, 2 classes", "BERT", ["../strength/rotten_tomatoes", "../strength/rotten_tomatoes_students"],
-     "scores"),
+    ("`rotten_tomatoes`, 4,000 reviews, 2 classes", "BERT",
+     ["../strength/rotten_tomatoes", "../strength/rotten_tomatoes_students"], "scores"),
 ]
 
 # every file's kinds of model, by the names the scripts give them: the watermarked model, its students, and the

@@ -268,7 +268,8 @@ class IngrainTrainer(AuxiliaryLossMixin, LoggedMetricsMixin, Trainer):
         test on the first `args.ingrain_strength_examples` examples of `dataset` (default: `strength_dataset`, else
         `eval_dataset`, else the training data), collated as the trainer collates them. `None` without a key (an
         ingrainer model alone has no test) or without examples. Every process measures the same examples. With
-        `scores`, the scores protocol's p-value on them too (`WatermarkStrength.scores_p_value`).
+        `scores`, when the key's test is not predicted to pass, the scores protocol's p-value on them too
+        (`WatermarkStrength.scores_p_value`).
         """
         if self._watermark_key is None or not self.args.ingrain_strength_examples:
             return None

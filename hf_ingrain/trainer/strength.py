@@ -15,7 +15,7 @@ the key, and with the key's references, at the rates measured (see [`predicted_p
 import itertools
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from scipy.stats import t as student_t
@@ -166,25 +166,26 @@ def measure_strength(model, key, examples, *, source: str, alpha: float = DEFAUL
                      scores: bool = False):
     r"""
     [`WatermarkStrength`] of `model` on `examples` (model inputs, e.g. a list of padded dicts): [`~hf_ingrain.verify`]
-    with the key's own test, and the p-value predicted at `budget` queries; with `scores`, also the scores protocol's
-    p-value on the same examples (a key with 2 references or more). The model's train/eval mode is kept.
+    with the key's own test, and the p-value predicted at `budget` queries; with `scores`, when that test is not
+    predicted to pass, also the scores protocol's p-value on the same examples (a key with 2 references or more). The
+    model's train/eval mode is kept.
     """
     result = verify(model, key, examples, alpha=alpha, batch_size=batch_size)
-    scores_p_value = None
-    if scores and len(key.reference_ingrainers) >= 2:
-        scores_p_value = float(verify(model, key, examples, alpha=alpha, batch_size=batch_size,
-                                      protocol="ingrain_scores").p_value)
     reference = result.details.get("key_draw") or {}
     has_references = "mean" in reference
-    return WatermarkStrength(
+    strength = WatermarkStrength(
         agreement=float(result.agreement), null_rate=float(result.null_rate),
         reference_agreement=float(reference["mean"]) if has_references else None,
         reference_sd=float(reference["sd"]) if has_references else None,
         num_references=int(reference.get("num_references", 0)), num_queries=int(result.num_queries),
         p_value=float(result.p_value),
         predicted_p_value=predicted_p_value(result.agreement, result.null_rate, reference, result.num_queries, budget),
-        budget=budget, alpha=alpha, source=source, step=step, scores_p_value=scores_p_value,
+        budget=budget, alpha=alpha, source=source, step=step,
     )
+    if scores and not strength.takes and len(key.reference_ingrainers) >= 2:
+        by_scores = verify(model, key, examples, alpha=alpha, batch_size=batch_size, protocol="ingrain_scores")
+        strength = replace(strength, scores_p_value=float(by_scores.p_value))
+    return strength
 
 
 def padded_examples(dataset, collator, limit: int, drop=()) -> list[dict]:
@@ -259,7 +260,8 @@ class StrengthMonitor(TrainerCallback):
         last = self.trainer.watermark_strength
         if (last is not None and last.step == state.global_step) or not self._measurable():
             return  # measured at this step already (the last step ends an epoch too)
-        strength = self._measure()
+        # the last step's measurement is the one the end of training reports: with the scores protocol where needed
+        strength = self._measure(scores=state.global_step >= state.max_steps)
         if strength is None:
             return
         self.trainer.watermark_strength = strength
@@ -293,15 +295,13 @@ class StrengthMonitor(TrainerCallback):
             return
         strength = trainer.watermark_strength
         if strength is None or strength.step != state.global_step:  # stopped early by another callback
-            strength = trainer.watermark_strength = self._measure()
+            strength = trainer.watermark_strength = self._measure(scores=True)
         if strength is None or not trainer.is_world_process_zero():
             return
         if strength.takes:
             logger.info("The watermark has taken: %s.", strength.summary())
-            return
-        if strength.scores_p_value is None:  # the scores protocol may see what the runner-up test misses
-            strength = trainer.watermark_strength = self._measure(scores=True) or strength
-        logger.warning(strength.advice())
+        else:
+            logger.warning(strength.advice())
 
 
 class WatermarkTakesCallback(TrainerCallback):

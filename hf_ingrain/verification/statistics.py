@@ -253,4 +253,3 @@ def score_p_value(correlations, num_queries: int) -> tuple[float | None, dict]:
     one number (they are not independent of each other, so the true sd lies between `1 / sqrt(n K)` and this).
     """
     return key_draw_p_value(correlations[0], correlations[1:], num_queries, floor=1 / math.sqrt(num_queries))
-

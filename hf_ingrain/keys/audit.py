@@ -60,9 +60,7 @@ def rederive_ingrainer(key, benign_dataset=None, reference: int | None = None, p
     info = key.training_info or {}
     if reference is not None and not 0 <= reference < info.get("num_reference_keys", len(key.reference_ingrainers)):
         raise ValueError(f"The key has no reference ingrainer {reference}.")
-    benign, same_data = _read_benign(key, benign_dataset, processor, " to re-derive its ingrainers.")
-    if same_data is False:  # another data set trains another model: say so rather than return it
-        raise ValueError(f"Cannot re-derive the key's ingrainers: {DIFFERENT_DATA}.")
+    benign = _training_benign(key, benign_dataset, processor, " to re-derive its ingrainers.")
     member = key if reference is None else reference_keys(key, reference + 1)[reference]
     return fit_ingrainers([member], _options(key, *benign), device=device)[0][0]
 
@@ -115,6 +113,15 @@ def _read_benign(key, benign_dataset, processor, purpose: str) -> tuple:
         benign_dataset = prepare_dataset(benign_dataset, key, processor)
     benign = benign_tensors(key, benign_dataset)
     return benign, None if recorded is None else benign_digest(*benign) == recorded
+
+
+def _training_benign(key, benign_dataset, processor, purpose: str) -> tuple:
+    """What `_read_benign` reads, for training a member of the key: other data than the key's would train another
+    model, so it is refused (the audit, which reports rather than refuses, reads `_read_benign` itself)."""
+    benign, same_data = _read_benign(key, benign_dataset, processor, purpose)
+    if same_data is False:
+        raise ValueError(f"{DIFFERENT_DATA[0].upper()}{DIFFERENT_DATA[1:]}.")
+    return benign
 
 
 def _static_refusals(key, benign_dataset, processor) -> tuple:
@@ -208,10 +215,8 @@ def extend_references(key, num_reference_keys: int, benign_dataset=None, process
     if key.committed_queries:
         raise ValueError("The key is committed to its queries, and its commitment covers its references: extending it "
                          "would make another key than the one committed. Extend a key before `commit_queries`.")
-    benign, same_data = _read_benign(key, benign_dataset, processor,
-                                     ", so that the new references are what its seed and recipe give.")
-    if same_data is False:
-        raise ValueError(f"{DIFFERENT_DATA[0].upper()}{DIFFERENT_DATA[1:]}.")
+    benign = _training_benign(key, benign_dataset, processor,
+                              ", so that the new references are what its seed and recipe give.")
     info = key.training_info or {}
     versions = (info.get("versions") or {}).get("torch")
     if versions is not None and versions != torch.__version__:

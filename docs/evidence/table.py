@@ -16,8 +16,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from hf_ingrain.verification import DEFAULT_ALPHA, format_p_value
+
 ROOT = Path(__file__).resolve().parents[2]
-ALPHA = 1e-6
+ALPHA = DEFAULT_ALPHA  # what verify() judges at
 
 # (data, model, results files, test): the rows of the table, in order; the test is "runner-up" or "scores"
 ROWS = [
@@ -74,7 +76,7 @@ def p_fields(test: str) -> tuple[str, str]:
 
 def p_text(value: float) -> str:
     """A p-value in two significant digits, as the tables write it: 1e-7, 1.3e-6, 0.0003, 1."""
-    return f"{value:.2g}".replace("e-0", "e-")
+    return format_p_value(value, relation=False, spec=".2g").replace("e-0", "e-")
 
 
 def verified_cell(rows: list[dict], test: str, labels_only: bool = False) -> str:

@@ -702,7 +702,7 @@ def test_arch_cost_judges_every_model_by_a_second_key_with_more_references(tmp_p
 
 
 # ------------------------------------------------------------------------------------------------ fine_tune.py
-@pytest.mark.slow  # ~17 s: CI runs it; the default pytest stays within its 5 minutes
+@pytest.mark.slow  # ~21 s: CI runs it; the default pytest stays within its 5 minutes
 def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_seed(tmp_path, capsys):
     # docs/fine_tune/README.md's table: a checkpoint trained on one data set and saved, then fine-tuned plain and
     # ingrained, fully and with LoRA (merged), and students starting from the checkpoint. A few images and steps: the
@@ -735,6 +735,21 @@ def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_s
     assert (tmp_path / "run" / "pretrained-resnet" / "config.json").stat().st_mtime == checkpoint_time
     with pytest.raises(ValueError, match="Unknown architectures"):
         fine_tune.main(argv + ["--architectures", "lenet"])
+    with pytest.raises(ValueError, match="Unknown student 'zero'"):
+        fine_tune.main(argv + ["--students", "zero"])
+    # a second run of the same recipe for more students: no plain twins, students at T = 1 and of labels, every model
+    # also verified from its labels; the ingrained models train again to the same weights as the first run's
+    students_file = tmp_path / "students.json"
+    argv[argv.index(str(results_file))] = str(students_file)
+    fine_tune.main(argv + ["--plain", "false", "--students", "1", "label", "--label_only", "true"])
+    again = json.loads(students_file.read_text())["rows"]
+    assert [row["model"] for row in again] == ["base", "ingrain", "ingrain_lora", "student_t1", "student_label",
+                                                "student_t1_lora", "student_label_lora"]
+    assert all(0 < row["label_p_value"] <= 1 for row in again)
+    for kind in ("ingrain", "ingrain_lora"):
+        first, second = by_kind[kind], next(row for row in again if row["model"] == kind)
+        assert (second["accuracy"], second["p_value"]) == (first["accuracy"], first["p_value"])
+    assert "| resnet | student_label_lora |" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------ fingerprints/compare.py
@@ -796,14 +811,16 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
     parsers = {"docs/arch_cost/arch_cost.py": arch_cost.CostArguments, "docs/fine_tune/fine_tune.py":
                fine_tune.FineTuneArguments, "docs/strength/text_strength.py": text_strength.TextStrengthArguments}
     arch_cost_lines = ["docs/arch_cost/arch_cost.py"] * 3
-    assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] + [
+    assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] * 2 + [
         "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 7 + ["-m"]
     results = []
     for script, *argv in lines[:-1]:
         (args,) = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv)
         assert str(tmp_path / "keys") in args.key_dir
-        # the text rows are docs/strength's files (its page tells their story); every other row is this page's
-        assert args.results_file.startswith("docs/strength/" if "text_strength" in script else "docs/evidence/")
+        # the text rows are docs/strength's files and the fine-tuned docs/fine_tune's (their pages tell their story);
+        # every other row is this page's; table.py reads each where the step writes it
+        folder = {"docs/strength/text_strength.py": "strength", "docs/fine_tune/fine_tune.py": "fine_tune"}
+        assert args.results_file.startswith(f"docs/{folder.get(script, 'evidence')}/")
         results.append(args.results_file)
     assert len(set(results)) == len(results), "two steps write one results file"
     # the last step, the attacks: the benchmark's own command line and config, read as it reads them

@@ -409,7 +409,8 @@ def without_seed(rows: list[dict], architecture: str, seed: int) -> list[dict]:
 def long_table(rows: list[dict]) -> str:
     """One line per architecture and kind of model: accuracy (mean ± sd over seeds) and, for the models derived from
     the ingrained one, the largest p-value over seeds (the one that must clear alpha); for the models that never saw
-    the key (plain and independent), the smallest. With `--label_only`, the same from the labels alone."""
+    the key (plain, independent, a pre-trained base), the smallest. With `--label_only`, the same from the labels
+    alone."""
     from hf_ingrain.verification.statistics import format_p_value
 
     def p_cell(selected, field, verified_field, keyed):
@@ -427,7 +428,7 @@ def long_table(rows: list[dict]) -> str:
             accuracies = [r["accuracy"] for r in selected]
             accuracy = (f"{accuracies[0]:.3f}" if len(accuracies) == 1 else
                         f"{statistics.mean(accuracies):.3f} ± {statistics.stdev(accuracies):.3f}")
-            keyed = kind not in ("plain", "independent")
+            keyed = not kind.startswith("plain") and kind not in ("independent", "base")  # base: fine_tune.py's
             lines.append(f"| {architecture} | {kind} | {accuracy} | {p_cell(selected, 'p_value', 'verified', keyed)} | "
                          f"{p_cell(selected, 'label_p_value', 'label_verified', keyed)} |")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from hf_ingrain.verification import DEFAULT_ALPHA, format_p_value
 ROOT = Path(__file__).resolve().parents[2]
 ALPHA = DEFAULT_ALPHA  # what verify() judges at
 
+FINE_TUNED = "MNIST, 6,000 images, fine-tuned from `fashion_mnist`"
 # (data, model, results files, test): the rows of the table, in order; the test is "runner-up" or "scores"
 ROWS = [
     ("`fashion_mnist`, whole split", "ResNet", ["fashion_full_resnet", "fashion_full_resnet_students"], "runner-up"),
@@ -30,13 +31,9 @@ ROWS = [
     ("`fashion_mnist`, 6,000 images", "ResNet", ["fashion6k_resnet"], "runner-up"),
     ("`fashion_mnist`, 6,000 images", "ConvNeXt", ["fashion6k_convnext"], "runner-up"),
     ("`fashion_mnist`, 6,000 images", "ViT", ["fashion6k_vit"], "runner-up"),
-    ("MNIST, 6,000 images, fine-tuned from `fashion_mnist`", "ResNet", ["../fine_tune/fashion_to_mnist:resnet"],
-     "runner-up"),
-    ("MNIST, 6,000 images, fine-tuned from `fashion_mnist`", "ResNet, LoRA",
-     ["../fine_tune/fashion_to_mnist:resnet:lora"], "runner-up"),
-    ("MNIST, 6,000 images, fine-tuned from `fashion_mnist`", "ViT", ["../fine_tune/fashion_to_mnist:vit"], "runner-up"),
-    ("MNIST, 6,000 images, fine-tuned from `fashion_mnist`", "ViT, LoRA", ["../fine_tune/fashion_to_mnist:vit:lora"],
-     "runner-up"),
+    *[(FINE_TUNED, model, [f"../fine_tune/fashion_to_mnist{run}:{pick}" for run in ("", "_students")], "runner-up")
+      for model, pick in (("ResNet", "resnet"), ("ResNet, LoRA", "resnet:lora"), ("ViT", "vit"),
+                          ("ViT, LoRA", "vit:lora"))],
     ("`health_tweets`, 23,000 tweets, 16 classes", "BERT",
      ["../strength/health_tweets_23k_h128_scores", "../strength/health_tweets_23k_h128_t1_other_keys"], "scores"),
     ("`rotten_tomatoes`, 4,000 reviews, 2 classes", "BERT",

@@ -12,10 +12,12 @@ and saved in `--output_dir` (kept: a second run loads it). Every fine-tuning sta
 `AutoModelForImageClassification.from_pretrained(checkpoint, num_labels=..., ignore_mismatched_sizes=True)`, and sees
 the same batches: plain, ingrained, and the same two with a LoRA adapter (`peft`, the classifier fully trained,
 merged after training). The key is made for the model and its processor and spread over the owner's images of
-`--data` (loaded from `--key_dir` when one is there). A student of each ingrained model learns its logits at T = 4 on
-the attacker's images, starting from the public pretrained checkpoint (the attacker has it too). Every model, the
-pretrained checkpoint included, is verified on the test images; the checkpoint never saw the key and must never
-verify.
+`--data` (loaded from `--key_dir` when one is there). The students of each ingrained model (`--students`: its logits
+at T = 4, by default, at any other temperature, or its labels only with `label`) learn on the attacker's images,
+starting from the public pretrained checkpoint (the attacker has it too). Every model, the pretrained checkpoint
+included, is verified on the test images (and from its labels only with `--label_only true`); the checkpoint never
+saw the key and must never verify. `--plain false` leaves out the plain fine-tunings (a second run of the same
+recipe, for more students of the same ingrained models: they train again to the same weights).
 
 The results file is written after every seed, and a seed whose rows are all there is not run again (resumable).
 """
@@ -34,7 +36,16 @@ logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("resnet", "vit")
 LORA_TARGETS = {"resnet": ["convolution"], "vit": ["q_proj", "v_proj"]}  # every convolution; attention's q and v
-KINDS = ("plain", "ingrain", "plain_lora", "ingrain_lora", "student", "student_lora")
+FINE_TUNINGS = ("plain", "ingrain", "plain_lora", "ingrain_lora")
+KINDS = FINE_TUNINGS + ("student", "student_lora")  # the rows of one seed with the default flags
+
+
+def kinds(args: "FineTuneArguments", arch_cost) -> list[str]:
+    """The rows of one architecture and seed: the fine-tunings, then each ingrained model's students (named as
+    arch_cost.py names them: `student` for T = 4, `student_t1`, `student_label`; `_lora` for the adapter's)."""
+    tunings = [kind for kind in FINE_TUNINGS if args.plain or not kind.startswith("plain")]
+    students = [arch_cost.student_name(student) + lora for lora in ("", "_lora") for student in args.students]
+    return tunings + students
 
 
 def _arch_cost():
@@ -61,6 +72,10 @@ class FineTuneArguments:
         key_dir (`str`, *optional*): the key's folder (default: `output_dir/key`).
         train_size (`int`): the owner's images fine-tuned on; pretrain_size (`int`): the checkpoint's images.
         lora_learning_rate (`float`, *optional*): the LoRA runs' learning rate (default: 4 times the full runs').
+        students (`list[str]`): the students of each ingrained model: a temperature (learns its logits at that
+            temperature) or `label` (its labels only).
+        label_only (`bool`): also verify every model from its labels only (`protocol="ingrain_labels"`).
+        plain (`bool`): fine-tune the plain twins too (their rows give the cost).
     """
 
     data: str = field(metadata={"help": "The owner's task: a local parquet folder like ylecun/mnist, or a Hub id."})
@@ -80,11 +95,19 @@ class FineTuneArguments:
     batch_size: int = field(default=64)
     ingrain_lambda: float = field(default=0.5)
     key_seed: int = field(default=0, metadata={"help": "Seed of a new key (experiments only)."})
+    students: list[str] = field(
+        default_factory=lambda: ["4"],
+        metadata={"help": "Students of each ingrained model: a temperature (learns its logits at it) or `label`."})
+    label_only: bool = field(default=False, metadata={"help": "Also verify every model from its labels only."})
+    plain: bool = field(default=True, metadata={"help": "Fine-tune the plain twins too (they give the cost)."})
 
     def __post_init__(self):
         unknown = sorted(set(self.architectures) - set(ARCHITECTURES))
         if unknown:
             raise ValueError(f"Unknown architectures {unknown}: choose among {list(ARCHITECTURES)}.")
+        for student in self.students:
+            if student != "label" and not _arch_cost()._positive_number(student):
+                raise ValueError(f"Unknown student {student!r}: a temperature (e.g. 4) or `label`.")
         if self.key_dir is None:
             self.key_dir = os.path.join(self.output_dir, "key")
         try:
@@ -141,7 +164,7 @@ def with_lora(model, architecture: str, r: int):
 
 
 def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, seed: int, checkpoint: str):
-    """The rows of one architecture and seed: the four fine-tunings and the two students."""
+    """The rows of one architecture and seed: the fine-tunings, then the students of each ingrained model."""
     from transformers import Trainer, TrainingArguments
 
     from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
@@ -155,12 +178,12 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
     rows, models = [], {}
 
     def record(kind, model, started, trainable):
-        row = arch_cost.verified_row(model, key, splits["test"], started, architecture=architecture, seed=seed,
-                           model=kind, trainable_parameters=trainable)
+        row = arch_cost.verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture,
+                                     seed=seed, model=kind, trainable_parameters=trainable)
         rows.append(row)
         logger.info("%s", row)
 
-    for kind in ("plain", "ingrain", "plain_lora", "ingrain_lora"):
+    for kind in [kind for kind in FINE_TUNINGS if args.plain or not kind.startswith("plain")]:
         started = time.perf_counter()
         lora = kind.endswith("lora")
         model = from_pretrained(checkpoint, num_labels)
@@ -181,12 +204,15 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
         record(kind, model, started, trainable)
         models[kind] = model
 
-    for kind, teacher in (("student", models["ingrain"]), ("student_lora", models["ingrain_lora"])):
-        started = time.perf_counter()
-        student = from_pretrained(checkpoint, num_labels)  # the attacker starts from the public checkpoint
-        config = DistillationConfig(output_dir=scratch, learning_rate=learning_rate, temperature=4.0, **common)
-        DistillationTrainer(model=student, teacher=teacher, args=config, train_dataset=splits["attacker"]).train()
-        record(kind, student, started, sum(p.numel() for p in student.parameters()))
+    for lora, teacher in (("", models["ingrain"]), ("_lora", models["ingrain_lora"])):
+        for student_kind in args.students:
+            started = time.perf_counter()
+            student = from_pretrained(checkpoint, num_labels)  # the attacker starts from the public checkpoint
+            output = dict(teacher_output="label") if student_kind == "label" else dict(temperature=float(student_kind))
+            config = DistillationConfig(output_dir=scratch, learning_rate=learning_rate, **output, **common)
+            DistillationTrainer(model=student, teacher=teacher, args=config, train_dataset=splits["attacker"]).train()
+            record(arch_cost.student_name(student_kind) + lora, student, started,
+                   sum(p.numel() for p in student.parameters()))
     return rows
 
 
@@ -248,16 +274,18 @@ def main(argv=None):
         if not any(r["architecture"] == architecture and r["model"] == "base" for r in rows):
             started = time.perf_counter()
             base = from_pretrained(checkpoint, int(splits["test"][:]["labels"].max()) + 1)
-            rows.append(arch_cost.verified_row(base, key, splits["test"], started, architecture=architecture,
-                                     seed=None, model="base"))
+            rows.append(arch_cost.verified_row(base, key, splits["test"], started, args.label_only,
+                                               architecture=architecture, seed=None, model="base"))
             save()
         for seed in args.seeds:
-            if arch_cost.seed_done(rows, architecture, seed, list(KINDS)):
+            if arch_cost.seed_done(rows, architecture, seed, kinds(args, arch_cost)):
                 continue
             rows = arch_cost.without_seed(rows, architecture, seed)
             rows += measure(args, arch_cost, splits, key, architecture, seed, checkpoint)
             save()
     print(table(rows))
+    print()
+    print(arch_cost.long_table(rows))  # every kind of model, students and labels-only tests included
     return 0
 
 

@@ -1011,6 +1011,7 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
     rows = {row["mode"]: row for row in json.loads(results.read_text())["rows"]}
     assert set(rows) == set(text_strength.MODES)
     assert "final_lambda" not in rows["plain"] and rows["fixed"]["final_lambda"] == 0.5
+    assert "final_lambda" not in rows["independent"]  # another party's: its own tokenizer and texts, no key
     assert rows["auto"]["final_lambda"] != 0.5  # the controller moved it (a measurement at each of the 3 steps)
     assert 1 <= rows["until_taken"]["epochs"] <= 2  # at least the task's epoch, at most the cap
     assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value"] <= 1 for row in rows.values())
@@ -1037,16 +1038,23 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
     assert json.loads((tmp_path / "second.json").read_text())["rows"][0]["num_references_2"] == 3
     assert all(0 < row["p_value_scores"] <= 1 and -1 <= row["correlation"] <= 1 for row in rows.values())
     # students of the fixed model on the thief's texts, from its logits and from its labels; a rerun adds nothing
+    # and the benchmark's attacks that take a text model: fine-tuning on the thief's texts (padded) and pruning
     students = [*argv[:4], "--results_file", str(tmp_path / "students.json"), *argv[6:], "--modes", "fixed",
-                "--students", "4", "label"]
+                "--attacks", "finetune_FTAL", "prune_50", "--students", "4", "label"]
     assert text_strength.main(students) == 0
     written = json.loads((tmp_path / "students.json").read_text())["rows"]
     assert [(row["mode"], row.get("teacher")) for row in written] == [
-        ("fixed", None), ("student_T4", "fixed"), ("student_label", "fixed")]
-    assert all(0 < row["p_value_scores"] <= 1 for row in written)
+        ("fixed", None), ("student_T4", "fixed"), ("student_label", "fixed"), ("finetune_FTAL", "fixed"),
+        ("prune_50", "fixed")]
+    assert all(0 < row["p_value_scores"] <= 1 and 0 <= row["accuracy"] <= 1 for row in written)
     assert text_strength.main(students) == 0 and json.loads((tmp_path / "students.json").read_text())["rows"] == written
+    assert "| finetune_FTAL of fixed | 0 | - |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="temperature"):
         text_strength.main([*students[:-2], "hot"])
+    with pytest.raises(ValueError, match="Unknown attack 'erase'"):
+        text_strength.main([*students, "--attacks", "erase"])
+    with pytest.raises(ValueError, match="needs images or a new model"):  # refused before any training
+        text_strength.main([*students, "--attacks", "distill_T4_small"])
     # a binary task: the runner-up protocol has nothing to read there, the scores protocol does
     binary = ["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir", str(tmp_path / "key2"),
               "--results_file", str(tmp_path / "b.json"), *argv[6:], "--modes", "plain"]

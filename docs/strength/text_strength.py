@@ -7,12 +7,18 @@ BERT from config, `IngrainTrainer` with a key from `generate_for`) on a labelled
 - `fixed`: `IngrainTrainer` with λ = `ingrain_lambda` for `num_train_epochs`;
 - `auto`: the same with `ingrain_lambda_mode="auto"` (`hf_ingrain.trainer.controller`);
 - `until_taken`: λ fixed, at least `num_train_epochs` and at most `max_epochs`, stopped by `WatermarkTakesCallback`
-  once the watermark takes.
+  once the watermark takes;
+- `independent`: another party, never near the key or the owner's texts: its own tokenizer and a BERT of another seed
+  (seed + 2000), trained plainly on the thief's texts (the attacker split). Its p-value must not verify.
 
 With `--students 4 label`, each ingrained model is then distilled into a fresh BERT of another seed on the thief's
 texts (the attacker split, as many as `train_size`, `num_train_epochs`): from its logits at each temperature given, or
 from its top-1 labels (`label`); rows `student_T4`, `student_label`, with the `teacher` mode they learned from. A
 teacher whose row is already in the file is trained again for a missing student (the same seed gives the same model).
+With `--attacks finetune_FTAL prune_50 ...` (columns of the benchmark, `hf_ingrain.attacks`), each ingrained model is
+also attacked, the thief's texts padded to `max_length` for the attacks that train; rows named as the column, with
+their `teacher`. The attacks that need a new model of the owner's architecture or images are refused: fine-tuning
+(`finetune_*`), pruning, quantisation and weight noise run.
 
 The strength is measured on 512 of the owner's texts that no model trains on; every model is verified on the test
 split (at most `test_size` texts) with the key-draw test, as `verify` does. One command, resumable (rows already in
@@ -40,7 +46,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-MODES = ("plain", "fixed", "auto", "until_taken")
+MODES = ("plain", "fixed", "auto", "until_taken", "independent")
+KEYLESS = ("plain", "independent")  # the modes trained without the key
+TEXT_ATTACKS = ("finetune_", "prune_", "quantize_", "noise_")  # the benchmark columns that take a text model as is
 HELD_OUT = 512  # the owner's texts after the training ones: the strength measurement's, never trained on
 
 
@@ -84,6 +92,8 @@ class TextStrengthArguments:
                                                                  "temperature (its logits), or `label` (its labels)."})
     other_key_seeds: list[int] = field(default_factory=list, metadata={"help": "Also judge every model by keys it "
                                                                        "never saw, made from these seeds."})
+    attacks: list[str] = field(default_factory=list, metadata={"help": "Benchmark columns applied to each ingrained "
+                                                                "model (finetune_FTAL, prune_50, ...)."})
 
     def __post_init__(self):
         unknown = sorted(set(self.modes) - set(MODES))
@@ -92,6 +102,13 @@ class TextStrengthArguments:
         for kind in self.students:
             if kind != "label" and not _positive(kind):
                 raise ValueError(f"Unknown student {kind!r}: a temperature > 0 (e.g. 4) or `label`.")
+        from hf_ingrain.attacks.registry import check_attack_name
+
+        for name in self.attacks:
+            check_attack_name(name)  # a clear error naming the columns, before any training
+            if not name.startswith(TEXT_ATTACKS):
+                raise ValueError(f"The attack {name!r} needs images or a new model of the owner's architecture; on "
+                                 f"text choose a column starting with one of {list(TEXT_ATTACKS)}.")
         if self.key_seed in self.other_key_seeds:
             raise ValueError(f"--other_key_seeds holds the key's own seed ({self.key_seed}): give other seeds.")
         if self.max_epochs < self.num_train_epochs:
@@ -128,21 +145,25 @@ def load(args: TextStrengthArguments) -> dict:
         raise ValueError(f"{args.data!r} has {num_labels} class; a classifier needs 2 or more.")
     train = owner.select(range(args.train_size))
     tokenizer = wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length)
-
-    def tokenized(split):  # the script's `map`: token ids, padded per batch by the collator
-        return split.map(lambda batch: tokenizer(batch["text"], truncation=True), batched=True,
-                         remove_columns=["text"])
-
-    attacker = splits["attacker"]
+    attacker = splits["attacker"].select(range(min(args.train_size, len(splits["attacker"]))))
     return {
         "train": train,
-        "train_ids": tokenized(train),
-        "attacker_ids": tokenized(attacker.select(range(min(args.train_size, len(attacker))))),
-        "held_out_ids": tokenized(owner.select(range(args.train_size, args.train_size + held_out))),
+        "train_ids": token_ids(train, tokenizer),
+        "attacker": attacker,
+        "attacker_ids": token_ids(attacker, tokenizer),
+        "held_out_ids": token_ids(owner.select(range(args.train_size, args.train_size + held_out)), tokenizer),
         "test": splits["test"].select(range(min(args.test_size, len(splits["test"])))),
         "num_labels": num_labels,
         "tokenizer": tokenizer,
     }
+
+
+def token_ids(split, tokenizer, max_length: int | None = None):
+    """The script's `map`: token ids, padded per batch by the collator (or, with `max_length`, padded to it here, for
+    the attacks' Trainer, which has no collator of ours)."""
+    padding = {} if max_length is None else {"padding": "max_length", "max_length": max_length}
+    return split.map(lambda batch: tokenizer(batch["text"], truncation=True, **padding), batched=True,
+                     remove_columns=["text"])
 
 
 def bert(num_labels: int, vocab_size: int, max_length: int, seed: int, hidden_size: int = 64, num_layers: int = 2):
@@ -192,18 +213,23 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     from hf_ingrain import IngrainConfig, IngrainTrainer, WatermarkTakesCallback
+    from hf_ingrain.data.text import wordpiece_tokenizer
 
-    tokenizer = data["tokenizer"]
+    tokenizer, model_seed = data["tokenizer"], seed
     train, held_out = data["train_ids"], data["held_out_ids"]
+    if mode == "independent":  # another party: its own tokenizer, texts and initial weights
+        tokenizer = wordpiece_tokenizer(data["attacker"]["text"], args.vocab_size, args.max_length)
+        train, model_seed = token_ids(data["attacker"], tokenizer), seed + 2000
     epochs = args.max_epochs if mode == "until_taken" else args.num_train_epochs
     common = dict(output_dir=output_dir, num_train_epochs=epochs, learning_rate=args.learning_rate,
                   per_device_train_batch_size=args.batch_size, seed=seed, data_seed=seed, save_strategy="no",
                   report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no")
-    model = bert(data["num_labels"], len(tokenizer), args.max_length, seed, args.hidden_size, args.num_hidden_layers)
+    model = bert(data["num_labels"], len(tokenizer), args.max_length, model_seed, args.hidden_size,
+                 args.num_hidden_layers)
     kwargs = dict(model=model, train_dataset=train, processing_class=tokenizer,
                   data_collator=DataCollatorWithPadding(tokenizer))
     started, callback = time.perf_counter(), None
-    if mode == "plain":
+    if mode in KEYLESS:
         trainer = Trainer(args=TrainingArguments(**common), **kwargs)
     else:
         config = IngrainConfig(**common, ingrain_lambda=args.ingrain_lambda,
@@ -219,8 +245,8 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     seconds = round(time.perf_counter() - started, 1)
     # a two-class key has no runner-up test: the scores protocol alone (and the second key judges the same model)
     row = verified_row(args, data, key, model, second_key, mode=mode, seed=seed,
-                       epochs=round(trainer.state.epoch or 0, 2), seconds=seconds)
-    if mode != "plain":
+                       epochs=round(trainer.state.epoch or 0, 2), seconds=seconds, tokenizer=tokenizer)
+    if mode not in KEYLESS:
         strength = trainer.watermark_strength
         row.update(final_lambda=trainer.ingrain_weight(),
                    predicted_p_value=None if strength is None else strength.predicted_p_value,
@@ -229,11 +255,12 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
     return row, model
 
 
-def verified_row(args, data, key, model, second_key, **fields) -> dict:
-    """A model's row: its accuracy and both protocols' verdicts with the key (and the second key)."""
+def verified_row(args, data, key, model, second_key, tokenizer=None, **fields) -> dict:
+    """A model's row: its accuracy and both protocols' verdicts with the key (and the second key), the test texts
+    read by its tokenizer (default: the owner's)."""
     from hf_ingrain import verify
 
-    tokenizer = data["tokenizer"]
+    tokenizer = tokenizer or data["tokenizer"]
     scores = verify(model, key, data["test"], processor=tokenizer, protocol="ingrain_scores")
     result = verify(model, key, data["test"], processor=tokenizer) if key.num_labels > 2 else None
     row = {**fields, "accuracy": scores.details.get("accuracy"), "agreement": result and result.agreement,
@@ -283,6 +310,28 @@ def distill_one(args, data, key, teacher, teacher_mode: str, kind: str, seed: in
     return row
 
 
+def attack_one(args, data, key, teacher, teacher_mode: str, name: str, seed: int, second_key=None) -> dict:
+    """`teacher` attacked by the benchmark column `name` with the benchmark's default settings (the fine-tunings:
+    the paper's SGD, 3 epochs) on the thief's texts; verified like every model."""
+    from hf_ingrain.attacks.registry import BenchmarkContext, attack_for_column
+    from hf_ingrain.benchmark.config import ExperimentConfig
+
+    def refused(*_, **__):  # TEXT_ATTACKS need none of these
+        raise ValueError(f"The attack {name!r} needs a new model of the owner's architecture or images.")
+
+    if "attacker_padded" not in data:
+        data["attacker_padded"] = token_ids(data["attacker"], data["tokenizer"], args.max_length)
+    context = BenchmarkContext(config=ExperimentConfig(), attacker=data["attacker_padded"], seed=seed + 7,
+                               input_shape=None, new_model=refused, thief_model=refused, training_args=refused)
+    started = time.perf_counter()
+    attacked = attack_for_column(name)(teacher.eval(), context).eval()
+    seconds = round(time.perf_counter() - started, 1)
+    row = verified_row(args, data, key, attacked, second_key, mode=name, seed=seed, teacher=teacher_mode,
+                       seconds=seconds)
+    logger.info("%s", row)
+    return row
+
+
 def table(rows: list[dict]) -> str:
     from hf_ingrain.verification.statistics import format_p_value
 
@@ -299,7 +348,7 @@ def table(rows: list[dict]) -> str:
         p_value, scores = row["p_value"], row.get("p_value_scores")
         lines.append(
             f"| {row['mode']}{' of ' + row['teacher'] if row.get('teacher') else ''} | "
-            f"{row['seed']} | {row['epochs']:g} | {cell(row.get('final_lambda'), '.3g')} | "
+            f"{row['seed']} | {cell(row.get('epochs'), 'g')} | {cell(row.get('final_lambda'), '.3g')} | "
             f"{row['accuracy']:.3f} | {cell(row['agreement'], '.3f')} | {cell(row['null_rate'], '.3f')} | "
             f"{'-' if p_value is None else format_p_value(p_value, relation=False)} | "
             f"{'-' if p_value is None else ('yes' if row['verified'] else 'no')} | "
@@ -340,9 +389,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:  # nothing is saved but the results
         for seed in args.seeds:
             for mode in args.modes:
-                students = [kind for kind in args.students if mode != "plain"
+                students = [kind for kind in args.students if mode not in KEYLESS
                             and not done(student_mode(kind), seed, mode)]
-                if done(mode, seed) and not students:
+                attacks = [name for name in args.attacks if mode not in KEYLESS and not done(name, seed, mode)]
+                if done(mode, seed) and not students and not attacks:
                     continue
                 row, model = train_one(args, data, key, mode, seed, os.path.join(scratch, f"{mode}-{seed}"),
                                        second_key)
@@ -351,6 +401,8 @@ def main(argv=None) -> int:
                 for kind in students:
                     rows.append(distill_one(args, data, key, model, mode, kind, seed,
                                             os.path.join(scratch, f"{mode}-{seed}-student-{kind}"), second_key))
+                for name in attacks:
+                    rows.append(attack_one(args, data, key, model, mode, name, seed, second_key))
                 write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
     print(table(rows))
     return 0

@@ -60,8 +60,9 @@ done
 # 6. Text, the official text script's path (a WordPiece tokenizer trained on the owner's texts, a BERT of width 128
 #    from config, 4 epochs), every model verified with the runner-up test and the scores protocol, 16 and 32
 #    references: 23,000 health_tweets (16 classes) with students at T = 4, T = 1 and from labels only, the models
-#    also judged by three keys they never saw; 4,000 rotten_tomatoes reviews (two classes) with the defaults and their
-#    three students, T = 1, λ = 0.1 and both.
+#    also judged by three keys they never saw, then attacked (fine-tuning, pruning, quantisation, weight noise), and an
+#    independent model (another party's tokenizer and texts); 4,000 rotten_tomatoes reviews (two classes) with the
+#    defaults, an independent model and three students, T = 1, λ = 0.1 and both.
 TEXT="--hidden_size 128 --learning_rate 1e-3 --ingrainer_steps 150 --seeds 0 1 2"
 TWEETS="--data $DATA/health_tweets --train_size 23000 --key_dir $KEYS/health_tweets \
   --second_key_dir $KEYS/health_tweets_r32 $TEXT"
@@ -69,9 +70,13 @@ $PYTHON docs/strength/text_strength.py $TWEETS --modes plain fixed --students 4 
   --results_file docs/strength/health_tweets_23k_h128_scores.json
 $PYTHON docs/strength/text_strength.py $TWEETS --modes fixed --students 1 --other_key_seeds 1 2 3 \
   --results_file docs/strength/health_tweets_23k_h128_t1_other_keys.json
+$PYTHON docs/strength/text_strength.py $TWEETS --modes fixed independent \
+  --attacks finetune_FTAL finetune_ls_0.1 prune_50 quantize_4bit noise_0.1 \
+  --results_file docs/strength/health_tweets_23k_h128_attacks.json
 REVIEWS="--data $DATA/rotten_tomatoes --train_size 4000 --key_dir $KEYS/rotten_tomatoes \
   --second_key_dir $KEYS/rotten_tomatoes_r32 $TEXT"
-$PYTHON docs/strength/text_strength.py $REVIEWS --modes plain fixed --results_file docs/strength/rotten_tomatoes.json
+$PYTHON docs/strength/text_strength.py $REVIEWS --modes plain fixed independent \
+  --results_file docs/strength/rotten_tomatoes.json
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --students 4 1 label \
   --results_file docs/strength/rotten_tomatoes_students.json
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --ingrain_temperature 1 \

@@ -35,7 +35,8 @@ ROWS = [
       for model, pick in (("ResNet", "resnet"), ("ResNet, LoRA", "resnet:lora"), ("ViT", "vit"),
                           ("ViT, LoRA", "vit:lora"))],
     ("`health_tweets`, 23,000 tweets, 16 classes", "BERT",
-     ["../strength/health_tweets_23k_h128_scores", "../strength/health_tweets_23k_h128_t1_other_keys"], "scores"),
+     ["../strength/health_tweets_23k_h128_scores", "../strength/health_tweets_23k_h128_t1_other_keys",
+      "../strength/health_tweets_23k_h128_attacks"], "scores"),
     ("`rotten_tomatoes`, 4,000 reviews, 2 classes", "BERT",
      ["../strength/rotten_tomatoes", "../strength/rotten_tomatoes_students"], "scores"),
 ]

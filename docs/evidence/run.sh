@@ -25,13 +25,10 @@ for architecture in resnet convnext vit; do
 done
 
 # 2. Fine-tuned models: a checkpoint trained on fashion_mnist and saved, fine-tuned on mnist, fully and with LoRA
-#    (docs/fine_tune's page); then the same ingrained models trained again for their students at T = 1 and from
-#    labels only, every model verified from its labels too.
-FINE_TUNE="--pretrain_data $DATA/fashion_mnist --data $DATA/mnist --output_dir $KEYS/fine_tune --key_dir $KEYS/mnist \
-  --architectures resnet vit"
-$PYTHON docs/fine_tune/fine_tune.py $FINE_TUNE --results_file docs/fine_tune/fashion_to_mnist.json
-$PYTHON docs/fine_tune/fine_tune.py $FINE_TUNE --plain false --students 1 label --label_only true \
-  --results_file docs/fine_tune/fashion_to_mnist_students.json
+#    (docs/fine_tune's page), students at T = 4, T = 1 and from labels only, every model verified from its labels too.
+$PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data "$DATA/mnist" \
+  --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --architectures resnet vit --students 4 1 label \
+  --label_only true --results_file docs/fine_tune/fashion_to_mnist.json
 
 # 3. The same 6,000 images as in 1, T = 1, the true class left out and the controlled λ, on 0.2.0's 150-step key
 #    (made here from the 6,000 images) and the same key extended to 32 references.

@@ -31,9 +31,8 @@ ROWS = [
     ("`fashion_mnist`, 6,000 images", "ResNet", ["fashion6k_resnet"], "runner-up"),
     ("`fashion_mnist`, 6,000 images", "ConvNeXt", ["fashion6k_convnext"], "runner-up"),
     ("`fashion_mnist`, 6,000 images", "ViT", ["fashion6k_vit"], "runner-up"),
-    *[(FINE_TUNED, model, [f"../fine_tune/fashion_to_mnist{run}:{pick}" for run in ("", "_students")], "runner-up")
-      for model, pick in (("ResNet", "resnet"), ("ResNet, LoRA", "resnet:lora"), ("ViT", "vit"),
-                          ("ViT, LoRA", "vit:lora"))],
+    *[(FINE_TUNED, model, [f"../fine_tune/fashion_to_mnist:{pick}"], "runner-up") for model, pick in
+      (("ResNet", "resnet"), ("ResNet, LoRA", "resnet:lora"), ("ViT", "vit"), ("ViT, LoRA", "vit:lora"))],
     ("`health_tweets`, 23,000 tweets, 16 classes", "BERT",
      ["../strength/health_tweets_23k_h128_scores", "../strength/health_tweets_23k_h128_t1_other_keys",
       "../strength/health_tweets_23k_h128_attacks"], "scores"),

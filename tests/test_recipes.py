@@ -1055,6 +1055,24 @@ def test_text_strength_trains_every_mode_verifies_each_model_and_resumes(tmp_pat
         text_strength.main([*students, "--attacks", "erase"])
     with pytest.raises(ValueError, match="needs images or a new model"):  # refused before any training
         text_strength.main([*students, "--attacks", "distill_T4_small"])
+    # fine-tuned from a checkpoint: a BERT trained plainly on other texts (3 classes) and saved with its tokenizer once,
+    # then loaded by every model with a new head for the task's classes; the second run loads it
+    pretrain = _text_folder(tmp_path / "pretrain", num_train=200, classes=3)
+    tuned = [*argv[:4], "--results_file", str(tmp_path / "tuned.json"), *argv[6:], "--modes", "plain", "fixed",
+             "independent", "--students", "4", "--pretrain_data", str(pretrain), "--pretrained_dir",
+             str(tmp_path / "checkpoint"), "--key_dir", str(tmp_path / "tuned_key")]
+    assert text_strength.main(tuned) == 0
+    assert {"model.safetensors", "tokenizer.json"} <= set(os.listdir(tmp_path / "checkpoint"))
+    assert len(json.loads((tmp_path / "checkpoint" / "config.json").read_text())["id2label"]) == 3
+    rows = json.loads((tmp_path / "tuned.json").read_text())["rows"]
+    assert [row["mode"] for row in rows] == ["plain", "fixed", "student_T4", "independent"]
+    assert all(0 <= row["accuracy"] <= 1 and 0 < row["p_value_scores"] <= 1 for row in rows)
+    saved = (tmp_path / "checkpoint" / "model.safetensors").stat().st_mtime
+    (tmp_path / "tuned.json").unlink()
+    assert text_strength.main([*tuned, "--modes", "plain"]) == 0  # loaded, not trained again
+    assert (tmp_path / "checkpoint" / "model.safetensors").stat().st_mtime == saved
+    with pytest.raises(ValueError, match="go together"):
+        text_strength.main(tuned[:-4])
     # a binary task: the runner-up protocol has nothing to read there, the scores protocol does
     binary = ["--data", str(_text_folder(tmp_path / "binary", classes=2)), "--key_dir", str(tmp_path / "key2"),
               "--results_file", str(tmp_path / "b.json"), *argv[6:], "--modes", "plain"]

@@ -27,6 +27,12 @@ split (at most `test_size` texts) with the key-draw test, as `verify` does. One 
     python docs/strength/text_strength.py --data ../shared/data/health_tweets --train_size 4000 --seeds 0 \
         --key_dir keys/text_strength --results_file docs/strength/health_tweets.json
 
+With `--pretrain_data OTHER --pretrained_dir DIR`, every model is fine-tuned from a checkpoint instead (the usual
+case; no Hub weights offline): a BERT trained plainly on `--pretrain_size` texts of another data set with a tokenizer
+of its own, saved in DIR with that tokenizer once (loaded afterwards), and loaded by every model as a user's script
+loads it (`from_pretrained(DIR, num_labels=..., ignore_mismatched_sizes=True)`, its tokenizer for every text): the
+owner's, the thief's students and the independent party's (which keep to the public checkpoint's tokenizer too).
+
 `--data` is a local folder laid out like a Hub text data set (`text` / `sentence` and `label` columns) or a Hub id.
 Every model is also verified with the scores protocol (`protocol="ingrain_scores"`: `p_value_scores`,
 `correlation`). With `--other_key_seeds 1 2 3`, every model is also judged by keys it never saw (made like the key from
@@ -94,6 +100,11 @@ class TextStrengthArguments:
                                                                        "never saw, made from these seeds."})
     attacks: list[str] = field(default_factory=list, metadata={"help": "Benchmark columns applied to each ingrained "
                                                                 "model (finetune_FTAL, prune_50, ...)."})
+    pretrain_data: str | None = field(default=None, metadata={"help": "Fine-tune every model from a checkpoint "
+                                                                       "trained plainly on this other text data set."})
+    pretrained_dir: str | None = field(default=None, metadata={"help": "Where that checkpoint and its tokenizer are "
+                                                                        "kept (trained and saved when missing)."})
+    pretrain_size: int = field(default=23000, metadata={"help": "The checkpoint's training texts (at most)."})
 
     def __post_init__(self):
         unknown = sorted(set(self.modes) - set(MODES))
@@ -109,6 +120,9 @@ class TextStrengthArguments:
             if not name.startswith(TEXT_ATTACKS):
                 raise ValueError(f"The attack {name!r} needs images or a new model of the owner's architecture; on "
                                  f"text choose a column starting with one of {list(TEXT_ATTACKS)}.")
+        if (self.pretrain_data is None) != (self.pretrained_dir is None):
+            raise ValueError("--pretrain_data and --pretrained_dir go together: the data the checkpoint is trained on "
+                             "and the folder it is kept in.")
         if self.key_seed in self.other_key_seeds:
             raise ValueError(f"--other_key_seeds holds the key's own seed ({self.key_seed}): give other seeds.")
         if self.max_epochs < self.num_train_epochs:
@@ -129,9 +143,9 @@ def _positive(text: str) -> bool:
         return False
 
 
-def load(args: TextStrengthArguments) -> dict:
+def load(args: TextStrengthArguments, tokenizer=None) -> dict:
     """Owner (training) texts, the training and held-out texts as token ids, the test texts of `args.data`, and a
-    tokenizer trained on the owner's."""
+    tokenizer trained on the owner's (or `tokenizer`, a checkpoint's)."""
     from hf_ingrain.data import load_text_dataset
     from hf_ingrain.data.text import wordpiece_tokenizer
 
@@ -144,7 +158,7 @@ def load(args: TextStrengthArguments) -> dict:
     if num_labels < 2:
         raise ValueError(f"{args.data!r} has {num_labels} class; a classifier needs 2 or more.")
     train = owner.select(range(args.train_size))
-    tokenizer = wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length)
+    tokenizer = tokenizer or wordpiece_tokenizer(train["text"], args.vocab_size, args.max_length)
     attacker = splits["attacker"].select(range(min(args.train_size, len(splits["attacker"]))))
     return {
         "train": train,
@@ -155,6 +169,7 @@ def load(args: TextStrengthArguments) -> dict:
         "test": splits["test"].select(range(min(args.test_size, len(splits["test"])))),
         "num_labels": num_labels,
         "tokenizer": tokenizer,
+        "pretrained": args.pretrained_dir,
     }
 
 
@@ -177,6 +192,55 @@ def bert(num_labels: int, vocab_size: int, max_length: int, seed: int, hidden_si
     return AutoModelForSequenceClassification.from_config(config)
 
 
+def new_model(args: TextStrengthArguments, data: dict, seed: int, vocab_size: int | None = None):
+    """A model to train: the BERT from config of `seed`, or, with a checkpoint, the checkpoint loaded as a user's
+    script loads it (a new head for a new label set, initialised from `seed`)."""
+    if data["pretrained"] is None:
+        return bert(data["num_labels"], vocab_size or len(data["tokenizer"]), args.max_length, seed, args.hidden_size,
+                    args.num_hidden_layers)
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    torch.manual_seed(seed)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a new head is expected when the label sets differ
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(data["pretrained"], num_labels=data["num_labels"],
+                                                                  ignore_mismatched_sizes=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def pretrained_checkpoint(args: TextStrengthArguments):
+    """The checkpoint's tokenizer, after training the checkpoint on `--pretrain_data` and saving it with its tokenizer
+    in `--pretrained_dir` (to a staging folder, then renamed) unless it is there."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from hf_ingrain.data import load_text_dataset
+    from hf_ingrain.data.text import wordpiece_tokenizer
+    from hf_ingrain.files import atomic_folder
+
+    if not os.path.isfile(os.path.join(args.pretrained_dir, "config.json")):
+        owner = load_text_dataset(args.pretrain_data)["owner"]
+        texts = owner.select(range(min(args.pretrain_size, len(owner))))
+        tokenizer = wordpiece_tokenizer(texts["text"], args.vocab_size, args.max_length)
+        model = bert(len(set(texts["labels"])), len(tokenizer), args.max_length, 1234, args.hidden_size,
+                     args.num_hidden_layers)
+        with tempfile.TemporaryDirectory() as scratch:
+            training = TrainingArguments(
+                output_dir=scratch, num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate,
+                per_device_train_batch_size=args.batch_size, seed=1234, save_strategy="no", report_to="none",
+                use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no")
+            Trainer(model=model, args=training, train_dataset=token_ids(texts, tokenizer), processing_class=tokenizer,
+                    data_collator=DataCollatorWithPadding(tokenizer)).train()
+        with atomic_folder(args.pretrained_dir, what="the pretrained checkpoint", replace=True) as staging:
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+        logger.info("Pretrained a BERT on %d texts of %s, saved in %s.", len(texts), args.pretrain_data,
+                    args.pretrained_dir)
+    return AutoTokenizer.from_pretrained(args.pretrained_dir)
+
+
 def load_or_make_key(args: TextStrengthArguments, data: dict):
     from hf_ingrain import WatermarkKey
     from hf_ingrain.keys import KEY_FILE
@@ -184,8 +248,7 @@ def load_or_make_key(args: TextStrengthArguments, data: dict):
     if os.path.isfile(os.path.join(args.key_dir, KEY_FILE)):
         return WatermarkKey.load(args.key_dir)
     tokenizer = data["tokenizer"]
-    key = WatermarkKey.generate_for(bert(data["num_labels"], len(tokenizer), args.max_length, 0), tokenizer,
-                                    seed=args.key_seed)
+    key = WatermarkKey.generate_for(new_model(args, data, 0), tokenizer, seed=args.key_seed)
     options = {name: value for name, value in (("num_steps", args.ingrainer_steps),
                                                ("num_reference_keys", args.num_reference_keys)) if value is not None}
     key.train_ingrainer(benign_dataset=data["train"], processor=tokenizer, **options)
@@ -217,15 +280,15 @@ def train_one(args: TextStrengthArguments, data: dict, key, mode: str, seed: int
 
     tokenizer, model_seed = data["tokenizer"], seed
     train, held_out = data["train_ids"], data["held_out_ids"]
-    if mode == "independent":  # another party: its own tokenizer, texts and initial weights
-        tokenizer = wordpiece_tokenizer(data["attacker"]["text"], args.vocab_size, args.max_length)
+    if mode == "independent":  # another party: its own texts, initial weights and (from config) tokenizer
+        if data["pretrained"] is None:
+            tokenizer = wordpiece_tokenizer(data["attacker"]["text"], args.vocab_size, args.max_length)
         train, model_seed = token_ids(data["attacker"], tokenizer), seed + 2000
     epochs = args.max_epochs if mode == "until_taken" else args.num_train_epochs
     common = dict(output_dir=output_dir, num_train_epochs=epochs, learning_rate=args.learning_rate,
                   per_device_train_batch_size=args.batch_size, seed=seed, data_seed=seed, save_strategy="no",
                   report_to="none", use_cpu=not torch.cuda.is_available(), disable_tqdm=True, logging_strategy="no")
-    model = bert(data["num_labels"], len(tokenizer), args.max_length, model_seed, args.hidden_size,
-                 args.num_hidden_layers)
+    model = new_model(args, data, model_seed, len(tokenizer))
     kwargs = dict(model=model, train_dataset=train, processing_class=tokenizer,
                   data_collator=DataCollatorWithPadding(tokenizer))
     started, callback = time.perf_counter(), None
@@ -292,8 +355,7 @@ def distill_one(args, data, key, teacher, teacher_mode: str, kind: str, seed: in
     from hf_ingrain import DistillationConfig, DistillationTrainer
 
     tokenizer = data["tokenizer"]
-    student = bert(data["num_labels"], len(tokenizer), args.max_length, seed + 1000, args.hidden_size,
-                   args.num_hidden_layers)
+    student = new_model(args, data, seed + 1000)  # the thief starts from the public checkpoint too, if there is one
     output = dict(teacher_output="label") if kind == "label" else dict(temperature=float(kind))
     config = DistillationConfig(output_dir=output_dir, num_train_epochs=args.num_train_epochs,
                                 learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size,
@@ -372,7 +434,7 @@ def main(argv=None) -> int:
     if os.path.isfile(args.results_file):
         with open(args.results_file, encoding="utf-8") as f:
             rows = json.load(f)["rows"]
-    data = load(args)
+    data = load(args, None if args.pretrain_data is None else pretrained_checkpoint(args))
     key = load_or_make_key(args, data)
     second_key = None
     if args.second_key_dir is not None:

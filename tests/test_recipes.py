@@ -812,7 +812,7 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
                fine_tune.FineTuneArguments, "docs/strength/text_strength.py": text_strength.TextStrengthArguments}
     arch_cost_lines = ["docs/arch_cost/arch_cost.py"] * 3
     assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] + [
-        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 8 + ["-m"]
+        "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 9 + ["-m"]
     results = []
     for script, *argv in lines[:-1]:
         (args,) = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv)

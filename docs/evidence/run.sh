@@ -59,7 +59,8 @@ done
 #    references: 23,000 health_tweets (16 classes) with students at T = 4, T = 1 and from labels only, the models
 #    also judged by three keys they never saw, then attacked (fine-tuning, pruning, quantisation, weight noise), and an
 #    independent model (another party's tokenizer and texts); 4,000 rotten_tomatoes reviews (two classes) with the
-#    defaults, an independent model and three students, T = 1, λ = 0.1 and both.
+#    defaults, an independent model and three students, T = 1, λ = 0.1 and both; and the defaults fine-tuned from a
+#    BERT checkpoint trained on the tweets (plain twin, independent model, three students; a key of their own).
 TEXT="--hidden_size 128 --learning_rate 1e-3 --ingrainer_steps 150 --seeds 0 1 2"
 TWEETS="--data $DATA/health_tweets --train_size 23000 --key_dir $KEYS/health_tweets \
   --second_key_dir $KEYS/health_tweets_r32 $TEXT"
@@ -70,8 +71,8 @@ $PYTHON docs/strength/text_strength.py $TWEETS --modes fixed --students 1 --othe
 $PYTHON docs/strength/text_strength.py $TWEETS --modes fixed independent \
   --attacks finetune_FTAL finetune_ls_0.1 prune_50 quantize_4bit noise_0.1 \
   --results_file docs/strength/health_tweets_23k_h128_attacks.json
-REVIEWS="--data $DATA/rotten_tomatoes --train_size 4000 --key_dir $KEYS/rotten_tomatoes \
-  --second_key_dir $KEYS/rotten_tomatoes_r32 $TEXT"
+REVIEWS_DATA="--data $DATA/rotten_tomatoes --train_size 4000 $TEXT"
+REVIEWS="$REVIEWS_DATA --key_dir $KEYS/rotten_tomatoes --second_key_dir $KEYS/rotten_tomatoes_r32"
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes plain fixed independent \
   --results_file docs/strength/rotten_tomatoes.json
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --students 4 1 label \
@@ -82,6 +83,10 @@ $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --ingrain_lambda 0
   --results_file docs/strength/rotten_tomatoes_lambda01.json
 $PYTHON docs/strength/text_strength.py $REVIEWS --modes fixed --ingrain_temperature 1 --ingrain_lambda 0.1 \
   --results_file docs/strength/rotten_tomatoes_t1_lambda01.json
+$PYTHON docs/strength/text_strength.py $REVIEWS_DATA --pretrain_data "$DATA/health_tweets" \
+  --pretrained_dir "$KEYS/health_tweets_checkpoint" --key_dir "$KEYS/rotten_tomatoes_from_tweets" \
+  --second_key_dir "$KEYS/rotten_tomatoes_from_tweets_r32" --modes plain fixed independent --students 4 1 label \
+  --results_file docs/strength/rotten_tomatoes_from_tweets.json
 
 # 7. The attacks that matter most on the owner's whole split (the benchmark grid's CNN), 3 seeds.
 $PYTHON -m hf_ingrain.cli benchmark --config recipes/benchmark_configs/fashion_mnist_attacks.yaml \

@@ -40,12 +40,16 @@ FINE_TUNINGS = ("plain", "ingrain", "plain_lora", "ingrain_lora")
 KINDS = FINE_TUNINGS + ("student", "student_lora")  # the rows of one seed with the default flags
 
 
+def fine_tunings(args: "FineTuneArguments") -> list[str]:
+    """The fine-tunings of one architecture and seed: the ingrained ones, and the plain twins unless `--plain false`."""
+    return [kind for kind in FINE_TUNINGS if args.plain or not kind.startswith("plain")]
+
+
 def kinds(args: "FineTuneArguments", arch_cost) -> list[str]:
     """The rows of one architecture and seed: the fine-tunings, then each ingrained model's students (named as
     arch_cost.py names them: `student` for T = 4, `student_t1`, `student_label`; `_lora` for the adapter's)."""
-    tunings = [kind for kind in FINE_TUNINGS if args.plain or not kind.startswith("plain")]
     students = [arch_cost.student_name(student) + lora for lora in ("", "_lora") for student in args.students]
-    return tunings + students
+    return fine_tunings(args) + students
 
 
 def _arch_cost():
@@ -183,7 +187,7 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
         rows.append(row)
         logger.info("%s", row)
 
-    for kind in [kind for kind in FINE_TUNINGS if args.plain or not kind.startswith("plain")]:
+    for kind in fine_tunings(args):
         started = time.perf_counter()
         lora = kind.endswith("lora")
         model = from_pretrained(checkpoint, num_labels)

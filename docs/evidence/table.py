@@ -38,6 +38,8 @@ ROWS = [
       "../strength/health_tweets_23k_h128_attacks"], "scores"),
     ("`rotten_tomatoes`, 4,000 reviews, 2 classes", "BERT",
      ["../strength/rotten_tomatoes", "../strength/rotten_tomatoes_students"], "scores"),
+    ("`rotten_tomatoes`, 4,000 reviews, fine-tuned from `health_tweets`", "BERT",
+     ["../strength/rotten_tomatoes_from_tweets"], "scores"),
 ]
 
 # every file's kinds of model, by the names the scripts give them: the watermarked model, its students, and the

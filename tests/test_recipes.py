@@ -750,6 +750,18 @@ def test_fine_tune_starts_every_model_from_the_saved_checkpoint_and_resumes_by_s
         first, second = by_kind[kind], next(row for row in again if row["model"] == kind)
         assert (second["accuracy"], second["p_value"]) == (first["accuracy"], first["p_value"])
     assert "| resnet | student_label_lora |" in capsys.readouterr().out
+    # the ingrain term's settings pass through to IngrainConfig, and a second key with more references judges every model
+    third = tmp_path / "t1.json"
+    argv[argv.index(str(students_file))] = str(third)
+    import hf_ingrain
+
+    with patch.object(hf_ingrain, "IngrainConfig", wraps=hf_ingrain.IngrainConfig) as config:
+        fine_tune.main(argv + ["--plain", "false", "--ingrain_temperature", "1", "--ingrain_exclude_label", "true",
+                               "--second_key_dir", str(tmp_path / "key3"), "--second_num_reference_keys", "3"])
+    assert {(c.kwargs["ingrain_temperature"], c.kwargs["ingrain_exclude_label"]) for c in config.call_args_list} == {
+        (1.0, True)}  # both ingrained fine-tunings, full and LoRA
+    t1 = {row["model"]: row for row in json.loads(third.read_text())["rows"]}
+    assert t1["ingrain"]["num_references_2"] == 3 and 0 < t1["student"]["p_value_2"] <= 1
 
 
 # ------------------------------------------------------------------------------------------ fingerprints/compare.py

@@ -17,7 +17,10 @@ at T = 4, by default, at any other temperature, or its labels only with `label`)
 starting from the public pretrained checkpoint (the attacker has it too). Every model, the pretrained checkpoint
 included, is verified on the test images (and from its labels only with `--label_only true`); the checkpoint never
 saw the key and must never verify. `--plain false` leaves out the plain fine-tunings (a second run of the same
-recipe, for more students of the same ingrained models: they train again to the same weights).
+recipe, for more students of the same ingrained models: they train again to the same weights). The ingrain term's
+settings (`--ingrain_temperature`, `--ingrain_exclude_label`, `--ingrain_lambda_mode`) are `IngrainConfig`'s; with
+`--second_key_dir` every model is also judged by the key with its references extended (`p_value_2`), as in
+`arch_cost.py`.
 
 The results file is written after every seed, and a seed whose rows are all there is not run again (resumable).
 """
@@ -80,6 +83,9 @@ class FineTuneArguments:
             temperature) or `label` (its labels only).
         label_only (`bool`): also verify every model from its labels only (`protocol="ingrain_labels"`).
         plain (`bool`): fine-tune the plain twins too (their rows give the cost).
+        ingrain_temperature, ingrain_exclude_label, ingrain_lambda_mode: `IngrainConfig`'s fields.
+        second_key_dir (`str`, *optional*): also judge every model by this key (made when missing as the key with its
+            references extended to `second_num_reference_keys`).
     """
 
     data: str = field(metadata={"help": "The owner's task: a local parquet folder like ylecun/mnist, or a Hub id."})
@@ -104,6 +110,13 @@ class FineTuneArguments:
         metadata={"help": "Students of each ingrained model: a temperature (learns its logits at it) or `label`."})
     label_only: bool = field(default=False, metadata={"help": "Also verify every model from its labels only."})
     plain: bool = field(default=True, metadata={"help": "Fine-tune the plain twins too (they give the cost)."})
+    ingrain_temperature: float = field(default=4.0, metadata={"help": "IngrainConfig's field."})
+    ingrain_exclude_label: bool = field(default=False, metadata={"help": "IngrainConfig's field."})
+    ingrain_lambda_mode: str = field(default="fixed", metadata={"help": "IngrainConfig's field: fixed or auto."})
+    second_key_dir: str | None = field(
+        default=None, metadata={"help": "Also judge every model by this key, made when missing as the key with more "
+                                        "references."})
+    second_num_reference_keys: int = field(default=32)
 
     def __post_init__(self):
         unknown = sorted(set(self.architectures) - set(ARCHITECTURES))
@@ -167,11 +180,12 @@ def with_lora(model, architecture: str, r: int):
     return get_peft_model(model, config)
 
 
-def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, seed: int, checkpoint: str):
+def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, seed: int, checkpoint: str,
+            second_key=None):
     """The rows of one architecture and seed: the fine-tunings, then the students of each ingrained model."""
     from transformers import Trainer, TrainingArguments
 
-    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, verify
 
     learning_rate = args.learning_rate or arch_cost.LEARNING_RATES[architecture]
     common = dict(num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.batch_size, seed=seed,
@@ -184,6 +198,10 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
     def record(kind, model, started, trainable):
         row = arch_cost.verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture,
                                      seed=seed, model=kind, trainable_parameters=trainable)
+        if second_key is not None:  # the same model judged by the key with more references
+            second = verify(model, second_key, splits["test"])
+            row.update(p_value_2=second.p_value, verified_2=second.verified,
+                       num_references_2=len(second_key.reference_ingrainers))
         rows.append(row)
         logger.info("%s", row)
 
@@ -200,7 +218,9 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
                     train_dataset=splits["owner"]).train()
         else:
             config = IngrainConfig(output_dir=scratch, learning_rate=rate, ingrain_lambda=args.ingrain_lambda,
-                                   **common)
+                                   ingrain_temperature=args.ingrain_temperature,
+                                   ingrain_exclude_label=args.ingrain_exclude_label,
+                                   ingrain_lambda_mode=args.ingrain_lambda_mode, **common)
             IngrainTrainer(model=model, args=config, train_dataset=splits["owner"], ingrainer=key,
                            strength_dataset=splits["held_out"]).train()
         if lora:
@@ -269,6 +289,11 @@ def main(argv=None):
     pretrain = arch_cost.load_splits(args.pretrain_data, args.pretrain_size)
     key = arch_cost.load_or_make_key(args, splits["owner"])
     key.commit_queries(splits["test"])
+    second_key = None
+    if args.second_key_dir is not None:
+        second_key = arch_cost.load_or_extend_key(args.key_dir, args.second_key_dir, args.second_num_reference_keys,
+                                                  splits["owner"])
+        second_key.commit_queries(splits["test"])
 
     def save():
         write_json(args.results_file, {"arguments": asdict(args), "rows": rows})
@@ -285,7 +310,7 @@ def main(argv=None):
             if arch_cost.seed_done(rows, architecture, seed, kinds(args, arch_cost)):
                 continue
             rows = arch_cost.without_seed(rows, architecture, seed)
-            rows += measure(args, arch_cost, splits, key, architecture, seed, checkpoint)
+            rows += measure(args, arch_cost, splits, key, architecture, seed, checkpoint, second_key)
             save()
     print(table(rows))
     print()

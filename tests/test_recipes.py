@@ -823,7 +823,7 @@ def test_the_evidence_command_runs_each_script_with_flags_it_takes(tmp_path):
     parsers = {"docs/arch_cost/arch_cost.py": arch_cost.CostArguments, "docs/fine_tune/fine_tune.py":
                fine_tune.FineTuneArguments, "docs/strength/text_strength.py": text_strength.TextStrengthArguments}
     arch_cost_lines = ["docs/arch_cost/arch_cost.py"] * 3
-    assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] + [
+    assert [line[0] for line in lines] == arch_cost_lines + ["docs/fine_tune/fine_tune.py"] * 2 + [
         "docs/arch_cost/arch_cost.py"] * 2 + arch_cost_lines * 2 + ["docs/strength/text_strength.py"] * 9 + ["-m"]
     results = []
     for script, *argv in lines[:-1]:

@@ -29,6 +29,12 @@ done
 $PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data "$DATA/mnist" \
   --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --architectures resnet vit --students 4 1 label \
   --label_only true --results_file docs/fine_tune/fashion_to_mnist.json
+#    Then the same checkpoint and key with T = 1, the true class left out and the controlled λ, judged by the key
+#    extended to 32 references too (the plain twins are the run above's).
+$PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data "$DATA/mnist" \
+  --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --second_key_dir "$KEYS/mnist_r32" --architectures resnet vit \
+  --plain false --students 4 --ingrain_temperature 1 --ingrain_exclude_label true --ingrain_lambda_mode auto \
+  --results_file docs/fine_tune/fashion_to_mnist_t1_exclude_auto.json
 
 # 3. The same 6,000 images as in 1, T = 1, the true class left out and the controlled λ, on 0.2.0's 150-step key
 #    (made here from the 6,000 images) and the same key extended to 32 references.

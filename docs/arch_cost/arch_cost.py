@@ -269,9 +269,10 @@ def accuracy(model, dataset) -> float:
     return correct / len(dataset)
 
 
-def verified_row(classifier, key, test, started: float, label_only: bool = False, **fields) -> dict:
+def verified_row(classifier, key, test, started: float, label_only: bool = False, second_key=None, **fields) -> dict:
     """A results row: `fields`, then the classifier's accuracy and verification on `test` (and, with `label_only`,
-    from its labels only), and the seconds since `started`."""
+    from its labels only), the seconds since `started`, and with `second_key` the same model judged by that key
+    (`p_value_2`: the key with more references)."""
     from hf_ingrain import verify
 
     result = verify(classifier, key, test)
@@ -280,14 +281,19 @@ def verified_row(classifier, key, test, started: float, label_only: bool = False
     if label_only:  # the same test images, the suspect's labels only
         labels = verify(classifier, key, test, protocol="ingrain_labels")
         row.update(label_p_value=labels.p_value, label_verified=labels.verified)
-    return {**row, "seconds": round(time.perf_counter() - started, 1)}
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    if second_key is not None:
+        second = verify(classifier, second_key, test)
+        row.update(p_value_2=second.p_value, verified_2=second.verified,
+                   num_references_2=len(second_key.reference_ingrainers))
+    return row
 
 
 def measure(args: CostArguments, splits, key, architecture: str, seed: int, output_dir: str,
             second_key=None) -> list[dict]:
     from transformers import Trainer, TrainingArguments
 
-    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, verify
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig
 
     common = dict(
         num_train_epochs=args.num_train_epochs, learning_rate=args.learning_rate or LEARNING_RATES[architecture],
@@ -297,12 +303,8 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     rows = []
 
     def record(kind, model, started, **extra):
-        row = verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture, seed=seed,
-                           model=kind)
-        if second_key is not None:  # the same model judged by the second key
-            second = verify(model, second_key, splits["test"])
-            extra = {**extra, "p_value_2": second.p_value, "verified_2": second.verified,
-                     "num_references_2": len(second_key.reference_ingrainers)}
+        row = verified_row(model, key, splits["test"], started, args.label_only, second_key,
+                           architecture=architecture, seed=seed, model=kind)
         row = {**row, **extra}
         rows.append(row)
         logger.info("%s", row)

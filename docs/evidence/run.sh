@@ -26,13 +26,13 @@ done
 
 # 2. Fine-tuned models: a checkpoint trained on fashion_mnist and saved, fine-tuned on mnist, fully and with LoRA
 #    (docs/fine_tune's page), students at T = 4, T = 1 and from labels only, every model verified from its labels too.
-$PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data "$DATA/mnist" \
-  --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --architectures resnet vit --students 4 1 label \
-  --label_only true --results_file docs/fine_tune/fashion_to_mnist.json
+FINE_TUNE="--pretrain_data $DATA/fashion_mnist --data $DATA/mnist --output_dir $KEYS/fine_tune --key_dir $KEYS/mnist \
+  --architectures resnet vit"
+$PYTHON docs/fine_tune/fine_tune.py $FINE_TUNE --students 4 1 label --label_only true \
+  --results_file docs/fine_tune/fashion_to_mnist.json
 #    Then the same checkpoint and key with T = 1, the true class left out and the controlled λ, judged by the key
 #    extended to 32 references too (the plain twins are the run above's).
-$PYTHON docs/fine_tune/fine_tune.py --pretrain_data "$DATA/fashion_mnist" --data "$DATA/mnist" \
-  --output_dir "$KEYS/fine_tune" --key_dir "$KEYS/mnist" --second_key_dir "$KEYS/mnist_r32" --architectures resnet vit \
+$PYTHON docs/fine_tune/fine_tune.py $FINE_TUNE --second_key_dir "$KEYS/mnist_r32" \
   --plain false --students 4 --ingrain_temperature 1 --ingrain_exclude_label true --ingrain_lambda_mode auto \
   --results_file docs/fine_tune/fashion_to_mnist_t1_exclude_auto.json
 

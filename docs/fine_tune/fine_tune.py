@@ -185,7 +185,7 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
     """The rows of one architecture and seed: the fine-tunings, then the students of each ingrained model."""
     from transformers import Trainer, TrainingArguments
 
-    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer, verify
+    from hf_ingrain import DistillationConfig, DistillationTrainer, IngrainConfig, IngrainTrainer
 
     learning_rate = args.learning_rate or arch_cost.LEARNING_RATES[architecture]
     common = dict(num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.batch_size, seed=seed,
@@ -196,12 +196,8 @@ def measure(args: FineTuneArguments, arch_cost, splits, key, architecture: str, 
     rows, models = [], {}
 
     def record(kind, model, started, trainable):
-        row = arch_cost.verified_row(model, key, splits["test"], started, args.label_only, architecture=architecture,
-                                     seed=seed, model=kind, trainable_parameters=trainable)
-        if second_key is not None:  # the same model judged by the key with more references
-            second = verify(model, second_key, splits["test"])
-            row.update(p_value_2=second.p_value, verified_2=second.verified,
-                       num_references_2=len(second_key.reference_ingrainers))
+        row = arch_cost.verified_row(model, key, splits["test"], started, args.label_only, second_key,
+                                     architecture=architecture, seed=seed, model=kind, trainable_parameters=trainable)
         rows.append(row)
         logger.info("%s", row)
 

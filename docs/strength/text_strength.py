@@ -165,6 +165,8 @@ def load(args: TextStrengthArguments, tokenizer=None) -> dict:
         "train_ids": token_ids(train, tokenizer),
         "attacker": attacker,
         "attacker_ids": token_ids(attacker, tokenizer),
+        # the attacks' Trainer has no collator of ours: the thief's texts padded here, when there are attacks
+        "attacker_padded": token_ids(attacker, tokenizer, args.max_length) if args.attacks else None,
         "held_out_ids": token_ids(owner.select(range(args.train_size, args.train_size + held_out)), tokenizer),
         "test": splits["test"].select(range(min(args.test_size, len(splits["test"])))),
         "num_labels": num_labels,
@@ -381,8 +383,6 @@ def attack_one(args, data, key, teacher, teacher_mode: str, name: str, seed: int
     def refused(*_, **__):  # TEXT_ATTACKS need none of these
         raise ValueError(f"The attack {name!r} needs a new model of the owner's architecture or images.")
 
-    if "attacker_padded" not in data:
-        data["attacker_padded"] = token_ids(data["attacker"], data["tokenizer"], args.max_length)
     context = BenchmarkContext(config=ExperimentConfig(), attacker=data["attacker_padded"], seed=seed + 7,
                                input_shape=None, new_model=refused, thief_model=refused, training_args=refused)
     started = time.perf_counter()

@@ -237,6 +237,19 @@ def load_or_extend_key(key_dir: str, second_key_dir: str, num_reference_keys: in
     return key
 
 
+def committed_keys(args, splits) -> tuple:
+    """The key (`load_or_make_key`) and, with `--second_key_dir`, the second key (`load_or_extend_key`), each committed
+    to the test split; the second is `None` without it. Also `fine_tune.py`'s (its arguments have the same fields)."""
+    key = load_or_make_key(args, splits["owner"])
+    key.commit_queries(splits["test"])
+    second_key = None
+    if args.second_key_dir is not None:
+        second_key = load_or_extend_key(args.key_dir, args.second_key_dir, args.second_num_reference_keys,
+                                        splits["owner"])
+        second_key.commit_queries(splits["test"])
+    return key, second_key
+
+
 def variant_trainer(args: CostArguments):
     """`IngrainTrainer`, with the λ schedule of the variant measured (`--lambda_warmup`, over the fixed or the
     controlled λ)."""
@@ -447,13 +460,7 @@ def main(argv=None):
     import tempfile
 
     splits = load_splits(args.data, args.train_size)
-    key = load_or_make_key(args, splits["owner"])
-    key.commit_queries(splits["test"])
-    second_key = None
-    if args.second_key_dir is not None:
-        second_key = load_or_extend_key(args.key_dir, args.second_key_dir, args.second_num_reference_keys,
-                                        splits["owner"])
-        second_key.commit_queries(splits["test"])
+    key, second_key = committed_keys(args, splits)
     rows = read_rows(args.results_file)  # resuming: the seeds measured already are kept
     expected = (["plain"] if args.plain else []) + ["ingrain"]
     expected += [student_name(student) for student in args.students] if args.student else []

@@ -283,13 +283,7 @@ def main(argv=None):
     rows = arch_cost.read_rows(args.results_file)
     splits = arch_cost.load_splits(args.data, args.train_size)
     pretrain = arch_cost.load_splits(args.pretrain_data, args.pretrain_size)
-    key = arch_cost.load_or_make_key(args, splits["owner"])
-    key.commit_queries(splits["test"])
-    second_key = None
-    if args.second_key_dir is not None:
-        second_key = arch_cost.load_or_extend_key(args.key_dir, args.second_key_dir, args.second_num_reference_keys,
-                                                  splits["owner"])
-        second_key.commit_queries(splits["test"])
+    key, second_key = arch_cost.committed_keys(args, splits)
 
     def save():
         write_json(args.results_file, {"arguments": asdict(args), "rows": rows})

@@ -440,30 +440,50 @@ def test_references_that_never_agree_do_not_make_any_agreement_a_verdict():
 
 # ============================================================================= in the benchmark grid
 @pytest.mark.slow  # ~12 s idle, 27 s under load: CI runs it; the default pytest stays within its 5 minutes
-def test_the_fingerprints_are_rows_of_the_benchmark_grid(tmp_path):
-    """A config adds the fingerprints as schemes: each protects a plain model of its own seed, is tested in every
-    column, and in the false-claims step on every other model of the run (none derived from its victim)."""
+def test_the_fingerprints_are_rows_of_the_benchmark_grid(tmp_path, monkeypatch):
+    """A config adds the fingerprints as schemes: together they protect one plain model of its own seed (each attack
+    made once for all of them), each is tested in every column, and in the false-claims step on every other model of
+    the run (none derived from their victim)."""
     from hf_ingrain.benchmark import ExperimentConfig, run_benchmark
+    from hf_ingrain.benchmark.config import FINGERPRINTS
 
     config = ExperimentConfig(
-        max_examples=300, epochs=1, ingrainer_steps=5, num_reference_keys=1, ingrain_lambdas=[], hidden_channels=[4, 8],
-        hidden_size=16, schemes=["victim_errors", "boundary", "decision_distance"], num_fingerprint_references=3,
+        max_examples=300, epochs=1, ingrainer_steps=5, num_reference_keys=1, ingrain_lambdas=[0.5],
+        hidden_channels=[4, 8], hidden_size=16, schemes=["victim_errors", "boundary", "decision_distance"],
+        num_fingerprint_references=3,
         attacks=["prune_50"],
     )
+    from hf_ingrain.benchmark.experiment import _Experiment
+
+    attacked, attack = [], _Experiment.attack
+
+    def counted(self, name, *rest):
+        attacked.append(name)
+        return attack(self, name, *rest)
+
+    monkeypatch.setattr(_Experiment, "attack", counted)
     results = run_benchmark(config, str(tmp_path / "run"), show_progress=False)
+    assert attacked == ["prune_50"] * 3  # the reference, the ingrained model, and the fingerprints' one victim
     cells = {(cell["scheme"], cell["attack"]): cell for cell in results["cells"]}
     for scheme in ("victim_errors", "boundary", "decision_distance"):
         before = cells[scheme, "none"]
         assert before["protocol"] == f"{scheme}_fingerprint" and 0 < before["p_value"] <= 1
         assert before["score"] == pytest.approx(1.0)  # the victim agrees with itself on every query
         assert cells[scheme, "prune_50"]["p_value"] is not None
+    # one victim, one pruned copy: every fingerprint reads the same models (their accuracies are those of one model)
+    for attack in ("none", "prune_50"):
+        assert len({cells[scheme, attack]["test_accuracy"] for scheme in FINGERPRINTS}) == 1
+    assert cells["reference", "none"]["test_accuracy"] != cells["boundary", "none"]["test_accuracy"]  # its own seed
     claims = [claim for claim in results["false_claims"] if claim["key"] == "boundary"]
-    assert {claim["model"] for claim in claims} == {"reference", "victim_errors", "decision_distance", "_thief_0"}
+    assert {claim["model"] for claim in claims} == {"reference", "ingrain_lambda_0.5", "_thief_0"}
+    ingrain_claims = {claim["model"] for claim in results["false_claims"] if claim["key"] == "ingrain"}
+    assert ingrain_claims == {"reference", "_fingerprint_victim", "_thief_0"}  # the fingerprints' victim too
     table = (tmp_path / "run" / "results.md").read_text()
     assert all(f"| {scheme} |" in table for scheme in ("victim_errors", "boundary", "decision_distance"))
     models = sorted(os.listdir(tmp_path / "run" / "models"))
     assert [name for name in models if name.startswith("_fingerprint_reference")] == [
         f"_fingerprint_reference_{number}" for number in range(3)]
+    assert "_fingerprint_victim" in models and not set(FINGERPRINTS) & set(models)
     with pytest.raises(ValueError, match="Unknown schemes \\['ipguard'\\]"):
         ExperimentConfig(schemes=["ipguard"])
     with pytest.raises(ValueError, match="num_fingerprint_references"):

@@ -15,8 +15,9 @@ OPTIONAL_ATTACKS = tuple(name for name in column_names() if name not in ATTACKS)
 # exposes>], distill_T<T>_<student architecture>, ensemble_<models averaged>
 ATTACK_PATTERNS = tuple(family.compiled for family in open_families())
 BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
-# The free fingerprints (`hf_ingrain.fingerprints`): rows a config may add; each protects a plain model of its own
-# seed, judged against `num_fingerprint_references` plain models of the owner's recipe.
+# The free fingerprints (`hf_ingrain.fingerprints`): rows a config may add; together they protect one plain model of
+# its own seed (each attack made once for all of them), judged against `num_fingerprint_references` plain models of
+# the owner's recipe.
 FINGERPRINTS = ("victim_errors", "boundary", "decision_distance")
 # Fields that choose which cells exist, or how they are computed, not what a cell computes: a resumed run may change
 # them.

@@ -19,6 +19,10 @@ from .config import FINGERPRINTS, ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
+# The plain model every fingerprint of a run protects (trained once, its own seed; its folder in `models/`): one
+# victim, so each attack is made once for all the fingerprints and they are compared on the same copies.
+FINGERPRINT_VICTIM = "_fingerprint_victim"
+
 
 class _Experiment:
     """The data, keys and training recipes shared by every cell of one run."""
@@ -90,11 +94,12 @@ class _Experiment:
     # -- training a watermarked model ------------------------------------------------------------------------------
     def train(self, scheme: str, scratch: str):
         owner, seed = self.splits["owner"], self.config.seed + 1
-        if scheme in FINGERPRINTS:  # a plain model of its own (another seed than the reference's and each other's)
-            seed += 1 + FINGERPRINTS.index(scheme)
-        model, key = self.new_model(seed), self.key(scheme)
+        fingerprinted = scheme in FINGERPRINTS or scheme == FINGERPRINT_VICTIM
+        if fingerprinted:  # the fingerprints' one plain victim (another seed than the reference's)
+            seed += 1
+        model, key = self.new_model(seed), None if fingerprinted else self.key(scheme)
         args = self.args(scratch, seed, self.config.epochs)
-        if scheme == "reference" or scheme in FINGERPRINTS:  # no watermark (the reference: a false-positive check)
+        if scheme == "reference" or fingerprinted:  # no watermark (the reference: a false-positive check)
             Trainer(model=model, args=TrainingArguments(**args), train_dataset=owner).train()
         elif scheme.startswith("ingrain"):
             ingrain_lambda = float(scheme.rsplit("_", 1)[1])
@@ -107,9 +112,9 @@ class _Experiment:
         return model.eval()
 
     def fingerprint(self, scheme: str, scratch: str):
-        """The fingerprint of the scheme's plain model, against `num_fingerprint_references` plain models of the
-        owner's recipe (seeds from the run's + 100; trained once and saved with the run's models), made on the test
-        split."""
+        """The scheme's fingerprint of the plain victim all fingerprints share (`FINGERPRINT_VICTIM`), against
+        `num_fingerprint_references` plain models of the owner's recipe (seeds from the run's + 100; trained once and
+        saved with the run's models), made on the test split."""
         if scheme not in self._fingerprints:
             victim = _trained_model(self, scheme, scratch)
             references = [self.reference_model(number, scratch)
@@ -227,8 +232,8 @@ def _cell(experiment: _Experiment, scheme: str, attack: str, model) -> dict:
 
 def _trained_model(experiment: _Experiment, scheme: str, scratch: str, train=None):
     """Trains the scheme's model (or calls `train()`), or loads it from `models/<scheme>` when an earlier run saved
-    it."""
-    folder = os.path.join(experiment.output_dir, "models", scheme)
+    it (every fingerprint's from `models/_fingerprint_victim`: they protect one model)."""
+    folder = os.path.join(experiment.output_dir, "models", FINGERPRINT_VICTIM if scheme in FINGERPRINTS else scheme)
     return load_or_train(folder, train if train is not None else lambda: experiment.train(scheme, scratch))
 
 

@@ -14,7 +14,7 @@ from ..files import write_json, write_text
 from ..hashing import canonical_json
 from ..processes import worker_pool
 from .config import FINGERPRINTS, ExperimentConfig
-from .experiment import _cell, _Experiment, _trained_model, _verdict
+from .experiment import FINGERPRINT_VICTIM, _cell, _Experiment, _trained_model, _verdict
 from .report import machine_description, results_markdown, summarize_seeds, summary_markdown
 
 CONFIG_FILE = "benchmark_config.json"
@@ -81,14 +81,15 @@ def run_benchmark(config: ExperimentConfig, output_dir: str, show_progress: bool
         progress.set_postfix_str(f"{scheme} / {attack}")
         progress.update()
 
-    pending = [scheme for scheme in schemes if missing[scheme]]
+    pending = [unit for unit in _units(schemes) if any(missing[scheme] for scheme in unit)]
     if config.num_proc > 1 and len(pending) > 1:
         _run_in_processes(experiment, pending, report)
-    cells = []
+    computed = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for scheme in schemes:  # after the processes, this only reads their cells
-            cells.extend(_scheme_cells(experiment, scheme, scratch, report))
+        for unit in _units(schemes):  # after the processes, this only reads their cells
+            computed.update(_unit_cells(experiment, unit, scratch, report))
         progress.close()
+        cells = [computed[scheme, attack] for scheme in schemes for attack in columns]
         false_claims = _false_claims(experiment, schemes, scratch, show_progress)
     results = {
         "config": asdict(config),
@@ -152,44 +153,60 @@ def _cell_path(output_dir: str, scheme: str, attack: str) -> str:
     return os.path.join(output_dir, "cells", scheme, f"{attack}.json")
 
 
-def _scheme_cells(experiment: _Experiment, scheme: str, scratch: str, report) -> list[dict]:
-    """The scheme's cells, in the grid's order: read where a file holds one, computed (and written) where not, with
-    `report(scheme, attack)` after each computed cell. The scheme's model is trained (or loaded) once."""
-    cells, model = [], None
+def _units(schemes: list[str]) -> list[list[str]]:
+    """The grid's units of work: each scheme alone, and the fingerprints together (they protect one victim, so its
+    attacked copies are made once for all of them)."""
+    fingerprints = [scheme for scheme in schemes if scheme in FINGERPRINTS]
+    return [[scheme] for scheme in schemes if scheme not in FINGERPRINTS] + ([fingerprints] if fingerprints else [])
+
+
+def _unit_cells(experiment: _Experiment, unit: list[str], scratch: str, report) -> dict[tuple[str, str], dict]:
+    """The cells of the schemes of `unit` (see `_units`) by (scheme, attack): read where a file holds one, computed
+    (and written) where not, with `report(scheme, attack)` after each computed cell. The unit's model is trained (or
+    loaded) once, and each attack is applied to it once for every scheme of the unit."""
+    cells, model = {}, None
     for attack in _columns(experiment.config):
-        path = _cell_path(experiment.output_dir, scheme, attack)
-        if os.path.isfile(path):
-            with open(path) as f:
-                cells.append(json.load(f))
+        paths = {scheme: _cell_path(experiment.output_dir, scheme, attack) for scheme in unit}
+        for scheme in [scheme for scheme in unit if os.path.isfile(paths[scheme])]:
+            with open(paths[scheme]) as f:
+                cells[scheme, attack] = json.load(f)
+        missing = [scheme for scheme in unit if (scheme, attack) not in cells]
+        if not missing:
             continue
-        model = model if model is not None else _trained_model(experiment, scheme, scratch)
+        model = model if model is not None else _trained_model(experiment, unit[0], scratch)
         attacked = model if attack == "none" else experiment.attack(attack, model, scratch)
-        cell = _cell(experiment, scheme, attack, attacked)
-        if "overwrite" in attack.split("+"):
-            cell.update(experiment.thief_claims(model, attacked))
-        write_json(path, cell)
-        cells.append(cell)
-        report(scheme, attack)
+        for scheme in missing:
+            cell = _cell(experiment, scheme, attack, attacked)
+            if "overwrite" in attack.split("+"):
+                cell.update(experiment.thief_claims(model, attacked))
+            write_json(paths[scheme], cell)
+            cells[scheme, attack] = cell
+            report(scheme, attack)
     return cells
 
 
-def _key_holders(schemes: list[str]) -> dict[str, list[str]]:
-    """Each key of the run (`"ingrain"` for the one ingrain key, else the baseline's name) and the schemes whose models
-    derive from it."""
+def _key_holders(schemes: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Each key of the run (`"ingrain"` for the one ingrain key, else the scheme's name): the scheme whose test it is,
+    and the models derived from it (the fingerprints': their shared victim, `FINGERPRINT_VICTIM`)."""
     holders = {}
     for scheme in schemes:
-        if scheme != "reference":
-            holders.setdefault("ingrain" if scheme.startswith("ingrain") else scheme, []).append(scheme)
+        if scheme in FINGERPRINTS:
+            holders[scheme] = (scheme, [FINGERPRINT_VICTIM])
+        elif scheme != "reference":
+            key = "ingrain" if scheme.startswith("ingrain") else scheme
+            holders.setdefault(key, (scheme, []))[1].append(scheme)
     return holders
 
 
 def _false_claims(experiment: _Experiment, schemes: list[str], scratch: str, show_progress: bool) -> list[dict]:
-    """Each key's test on the unattacked models not derived from it: the other schemes' models and the thief's own
-    (`_thief_0`, trained plainly on the attacker's split). None of them may verify; one that does shows the test's
-    p-value is no bound for such models. Resumable like the grid (`cells/_false_claims/<key>/<model>.json`)."""
-    models = list(schemes) + ["_thief_0"]
+    """Each key's test on the unattacked models not derived from it: the other schemes' models (the fingerprints'
+    shared victim once) and the thief's own (`_thief_0`, trained plainly on the attacker's split). None of them may
+    verify; one that does shows the test's p-value is no bound for such models. Resumable like the grid
+    (`cells/_false_claims/<key>/<model>.json`)."""
+    victims = [FINGERPRINT_VICTIM] if any(scheme in FINGERPRINTS for scheme in schemes) else []
+    models = [scheme for scheme in schemes if scheme not in FINGERPRINTS] + victims + ["_thief_0"]
     holders = _key_holders(schemes)
-    pairs = [(key, name) for key, derived in holders.items() for name in models if name not in derived]
+    pairs = [(key, name) for key, (_, derived) in holders.items() for name in models if name not in derived]
     folder = os.path.join(experiment.output_dir, "cells", "_false_claims")
     paths = {(key, name): os.path.join(folder, key, f"{name}.json") for key, name in pairs}
     done = sum(os.path.isfile(path) for path in paths.values())
@@ -213,18 +230,19 @@ def _false_claims(experiment: _Experiment, schemes: list[str], scratch: str, sho
     return claims
 
 
-def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> None:
-    """Computes the missing cells of `schemes` in `config.num_proc` processes (see `hf_ingrain.processes`). The keys
-    are made here first and handed over in memory (they are never written)."""
+def _run_in_processes(experiment: _Experiment, units: list[list[str]], report) -> None:
+    """Computes the missing cells of `units` (see `_units`) in `config.num_proc` processes (see
+    `hf_ingrain.processes`). The keys are made here first and handed over in memory (they are never written)."""
+    schemes = [scheme for unit in units for scheme in unit]
     keys = {scheme: experiment.key(scheme) for scheme in schemes}
     with tempfile.TemporaryDirectory() as scratch:  # trained (and saved) here once, loaded by the workers
         for scheme in schemes:
             if scheme in FINGERPRINTS:
                 experiment.fingerprint(scheme, scratch)
-    with worker_pool(experiment.config.num_proc, len(schemes)) as (context, pool), context.Manager() as manager:
+    with worker_pool(experiment.config.num_proc, len(units)) as (context, pool), context.Manager() as manager:
         events = manager.Queue()
-        tasks = [(experiment.config, experiment.output_dir, scheme, keys, events) for scheme in schemes]
-        result = pool.map_async(_scheme_task, tasks, chunksize=1)
+        tasks = [(experiment.config, experiment.output_dir, unit, keys, events) for unit in units]
+        result = pool.map_async(_unit_task, tasks, chunksize=1)
         while not result.ready() or not events.empty():
             try:
                 report(*events.get(timeout=1))
@@ -236,12 +254,13 @@ def _run_in_processes(experiment: _Experiment, schemes: list[str], report) -> No
 _WORKER_EXPERIMENTS = {}
 
 
-def _scheme_task(task) -> None:
-    """One scheme's missing cells, in a worker process (its experiment, with the data, is loaded once)."""
-    config, output_dir, scheme, keys, events = task
+def _unit_task(task) -> None:
+    """One unit's missing cells (see `_units`), in a worker process (its experiment, with the data, is loaded
+    once)."""
+    config, output_dir, unit, keys, events = task
     if output_dir not in _WORKER_EXPERIMENTS:
         _WORKER_EXPERIMENTS[output_dir] = _Experiment(config, output_dir)
     experiment = _WORKER_EXPERIMENTS[output_dir]
     experiment._keys.update(keys)
     with tempfile.TemporaryDirectory() as scratch:
-        _scheme_cells(experiment, scheme, scratch, lambda s, a: events.put((s, a)))
+        _unit_cells(experiment, unit, scratch, lambda s, a: events.put((s, a)))

@@ -655,6 +655,9 @@ def test_arch_cost_trains_plain_ingrained_and_student_models_of_each_architectur
     # two steps, each measured: λ rose from 0.5 at the first (the watermark of one step is far from verifying), then
     # held while the model answers the new weight
     assert all(row["final_lambda"] == pytest.approx(0.5 * 1.5) for row in rows if row["model"] == "ingrain")
+    # the strength as training measured it, at both steps: [step, margin, log10 p, λ after the measurement]
+    assert all([entry[0] for entry in row["strength_history"]] == [1, 2] and row["strength_history"][-1][3] == 0.75
+               for row in rows if row["model"] == "ingrain")
     table = capsys.readouterr().out
     assert "| resnet |" in table and "| vit |" in table and "| vit | student_label |" in table
     # run again on the same file: every architecture and seed is there, nothing is trained again, the rows are kept

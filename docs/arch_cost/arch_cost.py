@@ -342,7 +342,8 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
     trainer.train()
     strength = trainer.watermark_strength
     record("ingrain", ingrained, started, final_lambda=trainer.ingrain_weight(),
-           predicted_p_value=None if strength is None else strength.predicted_p_value)
+           predicted_p_value=None if strength is None else strength.predicted_p_value,
+           strength_history=strength_history(trainer.state.log_history))
 
     if args.student:
         for student_kind in args.students:
@@ -364,6 +365,13 @@ def measure(args: CostArguments, splits, key, architecture: str, seed: int, outp
                 train_dataset=splits["attacker"]).train()
         record("independent", independent, started)
     return rows
+
+
+def strength_history(log_history: list[dict]) -> list[list[float]]:
+    """The watermark's strength as training measured it: [step, margin, predicted log10 p, λ after the measurement]
+    at every measurement (λ is `None` at the fixed λ)."""
+    return [[entry["step"], round(entry["ingrain/margin"], 4), round(entry["ingrain/log10_p_value"], 2),
+             entry.get("ingrain/lambda")] for entry in log_history if "ingrain/margin" in entry]
 
 
 def table(rows: list[dict]) -> str:

@@ -480,6 +480,7 @@ def test_the_fingerprints_are_rows_of_the_benchmark_grid(tmp_path, monkeypatch):
     assert ingrain_claims == {"reference", "_fingerprint_victim", "_thief_0"}  # the fingerprints' victim too
     table = (tmp_path / "run" / "results.md").read_text()
     assert all(f"| {scheme} |" in table for scheme in ("victim_errors", "boundary", "decision_distance"))
+    assert "the fingerprints' one victim as `_fingerprint_victim`" in table
     models = sorted(os.listdir(tmp_path / "run" / "models"))
     assert [name for name in models if name.startswith("_fingerprint_reference")] == [
         f"_fingerprint_reference_{number}" for number in range(3)]

@@ -175,10 +175,9 @@ def _unit_cells(experiment: _Experiment, unit: list[str], scratch: str, report) 
             continue
         model = model if model is not None else _trained_model(experiment, unit[0], scratch)
         attacked = model if attack == "none" else experiment.attack(attack, model, scratch)
+        claims = experiment.thief_claims(model, attacked) if "overwrite" in attack.split("+") else {}
         for scheme in missing:
-            cell = _cell(experiment, scheme, attack, attacked)
-            if "overwrite" in attack.split("+"):
-                cell.update(experiment.thief_claims(model, attacked))
+            cell = {**_cell(experiment, scheme, attack, attacked), **claims}
             write_json(paths[scheme], cell)
             cells[scheme, attack] = cell
             report(scheme, attack)

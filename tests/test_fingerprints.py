@@ -446,15 +446,13 @@ def test_the_fingerprints_are_rows_of_the_benchmark_grid(tmp_path, monkeypatch):
     the run (none derived from their victim)."""
     from hf_ingrain.benchmark import ExperimentConfig, run_benchmark
     from hf_ingrain.benchmark.config import FINGERPRINTS
+    from hf_ingrain.benchmark.experiment import _Experiment
 
     config = ExperimentConfig(
         max_examples=300, epochs=1, ingrainer_steps=5, num_reference_keys=1, ingrain_lambdas=[0.5],
         hidden_channels=[4, 8], hidden_size=16, schemes=["victim_errors", "boundary", "decision_distance"],
-        num_fingerprint_references=3,
-        attacks=["prune_50"],
+        num_fingerprint_references=3, attacks=["prune_50"],
     )
-    from hf_ingrain.benchmark.experiment import _Experiment
-
     attacked, attack = [], _Experiment.attack
 
     def counted(self, name, *rest):

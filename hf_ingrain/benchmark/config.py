@@ -19,6 +19,9 @@ BASELINES = ("zhang_content", "zhang_noise", "zhang_unrelated", "adi", "uchida")
 # its own seed (each attack made once for all of them), judged against `num_fingerprint_references` plain models of
 # the owner's recipe.
 FINGERPRINTS = ("victim_errors", "boundary", "decision_distance")
+# The plain model every fingerprint of a run protects (trained once, its own seed; its folder in `models/`): one
+# victim, so each attack is made once for all the fingerprints and they are compared on the same copies.
+FINGERPRINT_VICTIM = "_fingerprint_victim"
 # Fields that choose which cells exist, or how they are computed, not what a cell computes: a resumed run may change
 # them.
 GRID_FIELDS = ("schemes", "attacks", "num_proc")

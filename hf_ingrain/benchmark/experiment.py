@@ -15,13 +15,10 @@ from ..suspects import collect_scores, load_or_train
 from ..trainer import IngrainConfig, IngrainTrainer, UchidaConfig, UchidaTrainer
 from ..verification import verify
 from ..watermarks import AdiKey, UchidaKey, ZhangKey, embed_trigger_set
-from .config import FINGERPRINTS, ExperimentConfig
+from .config import FINGERPRINT_VICTIM, FINGERPRINTS, ExperimentConfig
 
 logger = logging.getLogger(__name__)
 
-# The plain model every fingerprint of a run protects (trained once, its own seed; its folder in `models/`): one
-# victim, so each attack is made once for all the fingerprints and they are compared on the same copies.
-FINGERPRINT_VICTIM = "_fingerprint_victim"
 # The sizes of the boundary and decision-distance fingerprints (docs/fingerprints/compare.py's). The classes' defaults
 # (100 queries, 50 pairs) did not verify the unattacked victim itself on the fashion_mnist grid (seed 0, 2026-12-08:
 # p = 2e-6 and 2e-2, each from a perfect score): with few queries the references' spread bounds the p-value.
@@ -98,7 +95,7 @@ class _Experiment:
     # -- training a watermarked model ------------------------------------------------------------------------------
     def train(self, scheme: str, scratch: str):
         owner, seed = self.splits["owner"], self.config.seed + 1
-        fingerprinted = scheme in FINGERPRINTS or scheme == FINGERPRINT_VICTIM
+        fingerprinted = scheme == FINGERPRINT_VICTIM
         if fingerprinted:  # the fingerprints' one plain victim (another seed than the reference's)
             seed += 1
         model, key = self.new_model(seed), None if fingerprinted else self.key(scheme)
@@ -238,7 +235,8 @@ def _cell(experiment: _Experiment, scheme: str, attack: str, model) -> dict:
 def _trained_model(experiment: _Experiment, scheme: str, scratch: str, train=None):
     """Trains the scheme's model (or calls `train()`), or loads it from `models/<scheme>` when an earlier run saved
     it (every fingerprint's from `models/_fingerprint_victim`: they protect one model)."""
-    folder = os.path.join(experiment.output_dir, "models", FINGERPRINT_VICTIM if scheme in FINGERPRINTS else scheme)
-    return load_or_train(folder, train if train is not None else lambda: experiment.train(scheme, scratch))
+    name = FINGERPRINT_VICTIM if scheme in FINGERPRINTS else scheme
+    folder = os.path.join(experiment.output_dir, "models", name)
+    return load_or_train(folder, train if train is not None else lambda: experiment.train(name, scratch))
 
 

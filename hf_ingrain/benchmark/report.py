@@ -8,6 +8,7 @@ import statistics
 import torch
 
 from ..verification import format_p_value
+from .config import FINGERPRINT_VICTIM
 
 
 def machine_description() -> str:
@@ -61,7 +62,7 @@ def _false_claims_markdown(claims: list[dict], render, schemes: list[str], cell_
     tested = {c["model"] for c in claims}
     models = [m for m in schemes if m in tested] + sorted(tested - set(schemes))
     by_pair = {(c["key"], c["model"]): c for c in claims}
-    victim = "(the fingerprints' one victim as `_fingerprint_victim`) " if "_fingerprint_victim" in tested else ""
+    victim = f"(the fingerprints' one victim as `{FINGERPRINT_VICTIM}`) " if FINGERPRINT_VICTIM in tested else ""
     lines = [
         "False claims: each key's test on the unattacked models not derived from it, the other schemes' "
         f"{victim}and `_thief_0` (the thief's own model, trained plainly on the attacker's split). {cell_legend}"

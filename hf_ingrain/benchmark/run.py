@@ -13,8 +13,8 @@ from tqdm.auto import tqdm
 from ..files import write_json, write_text
 from ..hashing import canonical_json
 from ..processes import worker_pool
-from .config import FINGERPRINTS, ExperimentConfig
-from .experiment import FINGERPRINT_VICTIM, _cell, _Experiment, _trained_model, _verdict
+from .config import FINGERPRINT_VICTIM, FINGERPRINTS, ExperimentConfig
+from .experiment import _cell, _Experiment, _trained_model, _verdict
 from .report import machine_description, results_markdown, summarize_seeds, summary_markdown
 
 CONFIG_FILE = "benchmark_config.json"
